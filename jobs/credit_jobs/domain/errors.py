@@ -1,0 +1,40 @@
+"""Errors every layer raises and every entry point maps to an exit code (design.md ⚓ container contract).
+
+`ConfigError` → exit 2 (usage / configuration: never retried; the operator's podFailurePolicy fails the Job at once).
+`RunFailed` → exit 1 (the run failed and a retry may help). `InsufficientCredits` is a domain refusal raised by
+`consume`; the CLI maps it to exit 1 with the shortfall in the message.
+"""
+
+from __future__ import annotations
+
+
+class CreditJobsError(Exception):
+    """Base class: `str(error)` is a one-line, user-facing reason (what, where, how to fix)."""
+
+    exit_code = 1
+
+
+class ConfigError(CreditJobsError):
+    """Bad configuration or usage: a malformed period key, shard spec, database URL, unknown usecase…"""
+
+    exit_code = 2
+
+
+class RunFailed(CreditJobsError):
+    """The run could not finish; a retry may help (database went away, items failed, guard lost)."""
+
+    exit_code = 1
+
+
+class InsufficientCredits(CreditJobsError):
+    """A consumption asked for more credits than the user has available; nothing was taken."""
+
+    exit_code = 1
+
+    def __init__(self, user_id: int, requested: int, available: int) -> None:
+        super().__init__(
+            f"user {user_id} has {available} credits available, {requested} requested; nothing was consumed"
+        )
+        self.user_id = user_id
+        self.requested = requested
+        self.available = available

@@ -1,0 +1,1 @@
+"""credit-operator: the Kopf operator turning CreditJob custom resources into batch/v1 CronJobs."""
