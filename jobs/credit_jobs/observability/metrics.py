@@ -6,7 +6,7 @@ the metric names sent: a failed run sends `…_last_failure_timestamp_seconds` a
 
 Signals to alert on (the chart's PrometheusRule):
 - `creditjobs_run_last_failure_timestamp_seconds > …_last_success_timestamp_seconds` → CreditJobFailed
-- `time() - creditjobs_run_last_success_timestamp_seconds` beyond 1.5× the interval → CreditJobNotSucceededRecently
+- `time() - creditjobs_run_last_success_timestamp_seconds` beyond 1.5 times the interval → CreditJobNotSucceededRecently
 - `creditjobs_run_items{outcome="failed"} > 0` → CreditJobItemsFailed
 """
 
@@ -33,22 +33,28 @@ class RunMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.last_success = Gauge(
-            LAST_SUCCESS, "Unix time the last successful run of this CreditJob shard finished.",
+            LAST_SUCCESS,
+            "Unix time the last successful run of this CreditJob shard finished.",
             registry=self.registry,
         )
         self.last_failure = Gauge(
-            LAST_FAILURE, "Unix time the last failed run of this CreditJob shard finished.",
+            LAST_FAILURE,
+            "Unix time the last failed run of this CreditJob shard finished.",
             registry=self.registry,
         )
         self.duration = Gauge(
             DURATION, "Wall-clock duration of the last finished run, in seconds.", registry=self.registry
         )
         self.items = Gauge(
-            ITEMS, "Items (users, grants, files) the last run handled, by outcome.", ["outcome"],
+            ITEMS,
+            "Items (users, grants, files) the last run handled, by outcome.",
+            ["outcome"],
             registry=self.registry,
         )
         self.credits = Gauge(
-            CREDITS, "Credits the last run moved, by kind (granted, expired, consumed).", ["kind"],
+            CREDITS,
+            "Credits the last run moved, by kind (granted, expired, consumed).",
+            ["kind"],
             registry=self.registry,
         )
 
@@ -77,7 +83,6 @@ class RunMetrics:
             self.items.labels(outcome=outcome).set(items.get(outcome, 0))
         for kind in CREDIT_KINDS:
             self.credits.labels(kind=kind).set(credits.get(kind, 0))
-        return names
 
 
 def exported_metric_names() -> set[str]:

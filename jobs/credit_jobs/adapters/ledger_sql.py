@@ -1,0 +1,317 @@
+"""Set-based ledger statements: one SQL statement per chunk of users or grants, never a query per user.
+
+Called by the usecases in `credit_jobs.usecases`, each statement inside the caller's transaction. Each chunk
+statement is a chain of data-modifying CTEs, so the grant rows, the balance upsert and the counts commit together:
+- distribute: `INSERT … SELECT … ON CONFLICT DO NOTHING` (the unique index, not a prior SELECT, makes a grant
+  exactly-once; a NOT EXISTS anti-join first skips users already granted, which keeps a rerun cheap), then the
+  balances of the users actually granted are upserted.
+- expire: `SELECT … FOR UPDATE SKIP LOCKED` picks live expired grants, `UPDATE … FROM` empties them, expiry entries
+  are written and balances reduced — two overlapping runs never touch the same grant (invariant 3).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from credit_jobs.domain.consumption import LiveGrant
+from credit_jobs.domain.sharding import Shard
+
+UNCONFIGURED_SAMPLE = 5
+
+
+def shard_predicate(column: str, shard: Shard) -> str:
+    if shard.count == 1:
+        return ""
+    return f" AND (({column} % :shard_count) + :shard_count) % :shard_count = :shard_index"
+
+
+def shard_params(shard: Shard) -> dict[str, int]:
+    return {"shard_count": shard.count, "shard_index": shard.index}
+
+
+@dataclass(frozen=True)
+class DistributeChunk:
+    last_user_id: int | None  # None: no users left
+    seen: int
+    banned: int
+    inactive: int
+    eligible: int
+    configured: int
+    granted: int
+    credits: int
+    unconfigured_sample: list[int]
+    unconfigured_plans: list[str]
+
+    @property
+    def unconfigured(self) -> int:
+        return self.eligible - self.configured
+
+    @property
+    def already_granted(self) -> int:
+        return self.configured - self.granted
+
+
+_DISTRIBUTE_CHUNK = """
+WITH chunk AS (
+    SELECT e.user_id, e.plan_code, e.is_banned, (e.status = 'active' OR e.is_lifetime) AS is_active
+    FROM credit_eligibility e
+    WHERE e.user_id > :after {shard}
+    ORDER BY e.user_id
+    LIMIT :batch
+), eligible AS (
+    SELECT c.user_id, c.plan_code FROM chunk c WHERE c.is_active AND NOT c.is_banned
+), candidates AS (
+    SELECT e.user_id, p.grant_type, p.credits_per_period AS credits, p.expiry_days
+    FROM eligible e JOIN plan_credit_policies p ON p.plan_code = e.plan_code AND p.active
+), missing AS (
+    SELECT c.* FROM candidates c
+    WHERE NOT EXISTS (
+        SELECT 1 FROM credit_grants g
+        WHERE g.user_id = c.user_id AND g.grant_type = c.grant_type AND g.period_key = :period_key)
+), {write}
+SELECT
+    (SELECT max(user_id) FROM chunk) AS last_user_id,
+    (SELECT count(*) FROM chunk) AS seen,
+    (SELECT count(*) FROM chunk WHERE is_banned) AS banned,
+    (SELECT count(*) FROM chunk WHERE NOT is_active AND NOT is_banned) AS inactive,
+    (SELECT count(*) FROM eligible) AS eligible,
+    (SELECT count(*) FROM candidates) AS configured,
+    (SELECT count(*) FROM inserted) AS granted,
+    (SELECT coalesce(sum(amount), 0) FROM inserted) AS credits,
+    (SELECT coalesce(array_agg(user_id ORDER BY user_id), '{{}}') FROM (
+        SELECT e.user_id FROM eligible e
+        WHERE NOT EXISTS (SELECT 1 FROM candidates c WHERE c.user_id = e.user_id)
+        ORDER BY e.user_id LIMIT {sample}) s) AS unconfigured_sample,
+    (SELECT coalesce(array_agg(DISTINCT e.plan_code), '{{}}') FROM eligible e
+        WHERE NOT EXISTS (SELECT 1 FROM candidates c WHERE c.user_id = e.user_id)) AS unconfigured_plans
+"""
+
+_DISTRIBUTE_WRITE = """
+inserted AS (
+    INSERT INTO credit_grants (user_id, grant_type, period_key, amount, remaining, granted_at, expires_at,
+                               cause_run_id)
+    SELECT user_id, grant_type, :period_key, credits, credits, :now,
+           CAST(:period_start AS timestamptz) + make_interval(days => expiry_days), :run_id
+    FROM missing
+    ON CONFLICT (user_id, grant_type, period_key) DO NOTHING
+    RETURNING user_id, amount
+), credited AS (
+    INSERT INTO credit_accounts AS a (user_id, balance, updated_at)
+    SELECT user_id, sum(amount), :now FROM inserted GROUP BY user_id
+    ON CONFLICT (user_id) DO UPDATE SET balance = a.balance + EXCLUDED.balance, updated_at = EXCLUDED.updated_at
+    RETURNING 1
+)"""
+
+# Dry run: what would be inserted, with nothing written.
+_DISTRIBUTE_PREVIEW = """
+inserted AS (SELECT user_id, credits AS amount FROM missing)"""
+
+
+def distribute_chunk(
+    conn: sa.Connection,
+    *,
+    after: int,
+    batch: int,
+    shard: Shard,
+    period_key: str,
+    period_start: datetime,
+    now: datetime,
+    run_id: uuid.UUID,
+    dry_run: bool,
+) -> DistributeChunk:
+    sql = _DISTRIBUTE_CHUNK.format(
+        shard=shard_predicate("e.user_id", shard),
+        write=_DISTRIBUTE_PREVIEW if dry_run else _DISTRIBUTE_WRITE,
+        sample=UNCONFIGURED_SAMPLE,
+    )
+    params: dict[str, object] = {
+        "after": after,
+        "batch": batch,
+        "period_key": period_key,
+        **shard_params(shard),
+    }
+    if not dry_run:
+        params.update(period_start=period_start, now=now, run_id=run_id)
+    row = conn.execute(sa.text(sql), params).one()
+    return DistributeChunk(
+        last_user_id=row.last_user_id,
+        seen=row.seen,
+        banned=row.banned,
+        inactive=row.inactive,
+        eligible=row.eligible,
+        configured=row.configured,
+        granted=row.granted,
+        credits=int(row.credits),
+        unconfigured_sample=list(row.unconfigured_sample),
+        unconfigured_plans=sorted(row.unconfigured_plans),
+    )
+
+
+def count_users(conn: sa.Connection, shard: Shard) -> int:
+    sql = "SELECT count(*) FROM credit_eligibility e WHERE true" + shard_predicate("e.user_id", shard)
+    return int(conn.execute(sa.text(sql), shard_params(shard)).scalar_one())
+
+
+@dataclass(frozen=True)
+class ExpireChunk:
+    grants: int
+    credits: int
+    users: int
+
+
+_EXPIRE_CHUNK = """
+WITH picked AS (
+    SELECT g.grant_id, g.user_id, g.remaining FROM credit_grants g
+    WHERE g.expired_at IS NULL AND g.remaining > 0 AND g.expires_at <= :now {shard}
+    ORDER BY g.expires_at, g.grant_id
+    LIMIT :batch
+    FOR UPDATE SKIP LOCKED
+), expired AS (
+    UPDATE credit_grants g SET remaining = 0, expired_at = :now
+    FROM picked p WHERE g.grant_id = p.grant_id
+    RETURNING g.grant_id, g.user_id, p.remaining AS amount
+), entries AS (
+    INSERT INTO credit_entries (user_id, grant_id, kind, amount, created_at, cause_run_id)
+    SELECT user_id, grant_id, 'expiry', amount, :now, :run_id FROM expired
+    RETURNING 1
+), debited AS (
+    UPDATE credit_accounts a SET balance = a.balance - s.amount, updated_at = :now
+    FROM (SELECT user_id, sum(amount) AS amount FROM expired GROUP BY user_id) s
+    WHERE a.user_id = s.user_id
+    RETURNING 1
+)
+SELECT count(*) AS grants, coalesce(sum(amount), 0) AS credits, count(DISTINCT user_id) AS users FROM expired
+"""
+
+_EXPIRE_PREVIEW = """
+SELECT count(*) AS grants, coalesce(sum(g.remaining), 0) AS credits, count(DISTINCT g.user_id) AS users
+FROM credit_grants g
+WHERE g.expired_at IS NULL AND g.remaining > 0 AND g.expires_at <= :now {shard}
+"""
+
+
+def expire_chunk(conn: sa.Connection, *, batch: int, shard: Shard, now: datetime, run_id: uuid.UUID) -> ExpireChunk:
+    sql = _EXPIRE_CHUNK.format(shard=shard_predicate("g.user_id", shard))
+    row = conn.execute(sa.text(sql), {"batch": batch, "now": now, "run_id": run_id, **shard_params(shard)}).one()
+    return ExpireChunk(grants=row.grants, credits=int(row.credits), users=row.users)
+
+
+def expire_preview(conn: sa.Connection, *, shard: Shard, now: datetime) -> ExpireChunk:
+    sql = _EXPIRE_PREVIEW.format(shard=shard_predicate("g.user_id", shard))
+    row = conn.execute(sa.text(sql), {"now": now, **shard_params(shard)}).one()
+    return ExpireChunk(grants=row.grants, credits=int(row.credits), users=row.users)
+
+
+def lock_live_grants(conn: sa.Connection, user_id: int, now: datetime) -> list[LiveGrant]:
+    """The user's spendable grants, soonest-expiring first, row-locked until the transaction ends."""
+    rows = conn.execute(
+        sa.text(
+            """
+            SELECT grant_id, remaining, expires_at FROM credit_grants
+            WHERE user_id = :user_id AND expired_at IS NULL AND remaining > 0
+              AND (expires_at IS NULL OR expires_at > :now)
+            ORDER BY expires_at NULLS LAST, grant_id
+            FOR UPDATE
+            """
+        ),
+        {"user_id": user_id, "now": now},
+    ).all()
+    return [LiveGrant(r.grant_id, r.remaining, r.expires_at) for r in rows]
+
+
+def consumed_for_request(conn: sa.Connection, user_id: int, request_id: str) -> int:
+    return int(
+        conn.execute(
+            sa.text(
+                "SELECT coalesce(sum(amount), 0) FROM credit_entries "
+                "WHERE cause_request_id = :r AND user_id = :u AND kind = 'usage'"
+            ),
+            {"r": request_id, "u": user_id},
+        ).scalar_one()
+    )
+
+
+def take_from_grants(
+    conn: sa.Connection, *, user_id: int, takes: list[tuple[int, int]], request_id: str, now: datetime
+) -> None:
+    """Apply a consumption plan: decrement grants, write usage entries, debit the balance — one statement."""
+    conn.execute(
+        sa.text(
+            """
+            WITH plan AS (
+                SELECT * FROM unnest(CAST(:grant_ids AS bigint[]), CAST(:amounts AS bigint[])) AS t(grant_id, amount)
+            ), taken AS (
+                UPDATE credit_grants g SET remaining = g.remaining - p.amount
+                FROM plan p WHERE g.grant_id = p.grant_id
+                RETURNING g.grant_id, p.amount
+            ), entries AS (
+                INSERT INTO credit_entries (user_id, grant_id, kind, amount, created_at, cause_request_id)
+                SELECT :user_id, grant_id, 'usage', amount, :now, :request_id FROM taken
+                RETURNING 1
+            )
+            UPDATE credit_accounts SET balance = balance - (SELECT sum(amount) FROM taken), updated_at = :now
+            WHERE user_id = :user_id
+            """
+        ),
+        {
+            "grant_ids": [g for g, _ in takes],
+            "amounts": [a for _, a in takes],
+            "user_id": user_id,
+            "now": now,
+            "request_id": request_id,
+        },
+    )
+
+
+def insert_one_off_grant(
+    conn: sa.Connection,
+    *,
+    user_id: int,
+    amount: int,
+    grant_type: str,
+    idempotency_key: str,
+    request_id: str,
+    now: datetime,
+    expires_at: datetime | None,
+) -> tuple[int, bool, int, int]:
+    """(grant id, created?, its user, its amount) — a repeated idempotency key changes nothing."""
+    row = conn.execute(
+        sa.text(
+            """
+            WITH inserted AS (
+                INSERT INTO credit_grants (user_id, grant_type, amount, remaining, granted_at, expires_at,
+                                           cause_request_id, idempotency_key)
+                VALUES (:user_id, :grant_type, :amount, :amount, :now, :expires_at, :request_id, :key)
+                ON CONFLICT (idempotency_key) DO NOTHING
+                RETURNING grant_id, user_id, amount
+            ), credited AS (
+                INSERT INTO credit_accounts AS a (user_id, balance, updated_at)
+                SELECT user_id, amount, :now FROM inserted
+                ON CONFLICT (user_id) DO UPDATE SET balance = a.balance + EXCLUDED.balance,
+                                                    updated_at = EXCLUDED.updated_at
+                RETURNING 1
+            )
+            SELECT grant_id, true AS created FROM inserted
+            """
+        ),
+        {
+            "user_id": user_id,
+            "grant_type": grant_type,
+            "amount": amount,
+            "now": now,
+            "expires_at": expires_at,
+            "request_id": request_id,
+            "key": idempotency_key,
+        },
+    ).one_or_none()
+    if row is not None:
+        return int(row.grant_id), True, user_id, amount
+    existing = conn.execute(
+        sa.text("SELECT grant_id, user_id, amount FROM credit_grants WHERE idempotency_key = :key"),
+        {"key": idempotency_key},
+    ).one()
+    return int(existing.grant_id), False, int(existing.user_id), int(existing.amount)

@@ -1,0 +1,149 @@
+"""The run audit table (`job_runs`): one row per run — running, then succeeded / failed / skipped.
+
+Written by the run lifecycle; read by `credit-jobs runs list|show`, the runbooks and the tests. Taking over from a
+dead holder happens here: once a run holds the advisory lock, any row still *running* for the same
+(job, period key, shard) belongs to a holder whose session has ended, so it is closed as failed, naming the run that
+took over — in the same transaction that inserts the new running row (the partial unique index allows one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    run_id: uuid.UUID
+    job: str
+    usecase: str
+    period_key: str
+    shard: int
+    shards: int
+    trigger: str
+    dry_run: bool
+    started_at: datetime
+
+
+def _identity_params(run: RunIdentity) -> dict[str, Any]:
+    return {
+        "run_id": run.run_id,
+        "job": run.job,
+        "usecase": run.usecase,
+        "period_key": run.period_key,
+        "shard": run.shard,
+        "shards": run.shards,
+        "trigger": run.trigger,
+        "dry_run": run.dry_run,
+        "started_at": run.started_at,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+    }
+
+
+_INSERT = """
+INSERT INTO job_runs (run_id, job, usecase, period_key, shard, shards, trigger, status, dry_run, started_at,
+                      heartbeat_at, finished_at, error, host, pid)
+VALUES (:run_id, :job, :usecase, :period_key, :shard, :shards, :trigger, :status, :dry_run, :started_at,
+        :heartbeat_at, :finished_at, :error, :host, :pid)
+"""
+
+
+def start_running(engine: sa.Engine, run: RunIdentity) -> list[uuid.UUID]:
+    """Insert the running row; close rows left running by dead holders. Returns the run ids taken over."""
+    with engine.begin() as conn:
+        taken_over = [
+            row.run_id
+            for row in conn.execute(
+                sa.text(
+                    """
+                    UPDATE job_runs SET status = 'failed', finished_at = now(),
+                        error = 'abandoned: its database session ended while running; taken over by run '
+                                || CAST(:run_id AS text)
+                    WHERE job = :job AND period_key = :period_key AND shard = :shard
+                      AND status = 'running' AND NOT dry_run
+                    RETURNING run_id
+                    """
+                ),
+                {"run_id": str(run.run_id), "job": run.job, "period_key": run.period_key, "shard": run.shard},
+            )
+        ]
+        conn.execute(
+            sa.text(_INSERT),
+            {
+                **_identity_params(run),
+                "status": "running",
+                "heartbeat_at": run.started_at,
+                "finished_at": None,
+                "error": None,
+            },
+        )
+    return taken_over
+
+
+def record_skipped(engine: sa.Engine, run: RunIdentity, reason: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(_INSERT),
+            {
+                **_identity_params(run),
+                "status": "skipped",
+                "heartbeat_at": None,
+                "finished_at": run.started_at,
+                "error": reason,
+            },
+        )
+
+
+def live_holder(engine: sa.Engine, run: RunIdentity) -> uuid.UUID | None:
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.text(
+                "SELECT run_id FROM job_runs WHERE job = :job AND period_key = :pk AND shard = :shard "
+                "AND status = 'running' AND NOT dry_run"
+            ),
+            {"job": run.job, "pk": run.period_key, "shard": run.shard},
+        ).scalar_one_or_none()
+
+
+def finish(engine: sa.Engine, run_id: uuid.UUID, *, status: str, stats: dict[str, Any], error: str | None) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE job_runs SET status = :status, finished_at = now(), stats = CAST(:stats AS jsonb), "
+                "error = :error WHERE run_id = :run_id"
+            ),
+            {"status": status, "stats": json.dumps(stats, default=str), "error": error, "run_id": run_id},
+        )
+
+
+_COLUMNS = (
+    "run_id, job, usecase, period_key, shard, shards, trigger, status, dry_run, started_at, heartbeat_at, "
+    "finished_at, stats, error, host, pid"
+)
+
+
+def list_runs(engine: sa.Engine, *, limit: int = 20, job: str | None = None) -> list[dict[str, Any]]:
+    sql = f"SELECT {_COLUMNS} FROM job_runs"
+    params: dict[str, Any] = {"limit": limit}
+    if job:
+        sql += " WHERE job = :job"
+        params["job"] = job
+    sql += " ORDER BY started_at DESC, run_id LIMIT :limit"
+    with engine.connect() as conn:
+        return [dict(row._mapping) for row in conn.execute(sa.text(sql), params)]
+
+
+def get_run(engine: sa.Engine, run_id: uuid.UUID) -> dict[str, Any] | None:
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.text(f"SELECT {_COLUMNS} FROM job_runs WHERE run_id = :run_id"), {"run_id": run_id}
+        ).one_or_none()
+    return dict(row._mapping) if row is not None else None

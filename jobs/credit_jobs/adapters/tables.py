@@ -1,0 +1,187 @@
+"""The database schema as SQLAlchemy 2 typed declarative models — the shape Alembic's migrations create.
+
+Every ledger invariant the database can hold is a constraint or index here (design.md ⚓ ledger invariants):
+balances never negative (CHECK), one grant per (user, grant type, period key) (unique index), one expiry entry per
+grant (partial unique index), every ledger row names its cause (CHECK num_nonnulls), at most one *running* audit row
+per (job, period key, shard) (partial unique index). `tests/integration/test_schema.py` proves the migrations and
+these models agree. The usecases query with set-based SQL over these tables (see `credit_jobs.adapters.ledger_sql`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+GRANT_TYPES = ("free_tier", "subscription", "lifetime_monthly", "gift", "purchase", "adjustment")
+PERIODIC_GRANT_TYPES = ("free_tier", "subscription", "lifetime_monthly")
+ENTRY_KINDS = ("usage", "expiry", "void")
+RUN_STATUSES = ("running", "succeeded", "failed", "skipped")
+TRIGGERS = ("schedule", "manual", "catch-up", "backfill", "cli")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class PlanCreditPolicy(Base):
+    """How many credits a plan grants each period, of which grant type, and how long they last."""
+
+    __tablename__ = "plan_credit_policies"
+    __table_args__ = (
+        CheckConstraint(_in("grant_type", PERIODIC_GRANT_TYPES), name="plan_credit_policies_grant_type"),
+        CheckConstraint("credits_per_period > 0", name="plan_credit_policies_credits_positive"),
+        CheckConstraint("expiry_days IS NULL OR expiry_days > 0", name="plan_credit_policies_expiry_positive"),
+    )
+
+    plan_code: Mapped[str] = mapped_column(Text, primary_key=True)
+    grant_type: Mapped[str] = mapped_column(Text)
+    credits_per_period: Mapped[int] = mapped_column(Integer)
+    expiry_days: Mapped[int | None] = mapped_column(Integer)
+    active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class CreditEligibility(Base):
+    """The eligibility source: who is subscribed to what. The integration point with a host application, which may
+    replace this table by a view of the same shape (user_id, plan_code, status, is_lifetime, is_banned)."""
+
+    __tablename__ = "credit_eligibility"
+
+    user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    plan_code: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text)  # 'active' is eligible; anything else is not, unless lifetime
+    is_lifetime: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    is_banned: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+
+
+class CreditAccount(Base):
+    """A user's balance: always the sum of `remaining` over their grants (invariant 1), never negative."""
+
+    __tablename__ = "credit_accounts"
+    __table_args__ = (CheckConstraint("balance >= 0", name="credit_accounts_balance_not_negative"),)
+
+    user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    balance: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class CreditGrant(Base):
+    """Credits given to a user: by a periodic job run (period_key set) or one-off (idempotency_key set)."""
+
+    __tablename__ = "credit_grants"
+    __table_args__ = (
+        CheckConstraint(_in("grant_type", GRANT_TYPES), name="credit_grants_grant_type"),
+        CheckConstraint("amount > 0", name="credit_grants_amount_positive"),
+        CheckConstraint("remaining >= 0 AND remaining <= amount", name="credit_grants_remaining_bounds"),
+        CheckConstraint("expired_at IS NULL OR remaining = 0", name="credit_grants_expired_is_empty"),
+        CheckConstraint("num_nonnulls(cause_run_id, cause_request_id) = 1", name="credit_grants_has_cause"),
+        # invariant 2: one periodic grant per (user, grant type, period key); NULL period keys (one-offs) are distinct
+        Index("credit_grants_once_per_period", "user_id", "grant_type", "period_key", unique=True),
+        Index("credit_grants_idempotency_key", "idempotency_key", unique=True),
+        # what expiry scans: only live grants, so the index stays small as history grows
+        Index(
+            "credit_grants_expiring",
+            "expires_at",
+            postgresql_where=text("expired_at IS NULL AND remaining > 0"),
+        ),
+    )
+
+    grant_id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    user_id: Mapped[int] = mapped_column(BigInteger)
+    grant_type: Mapped[str] = mapped_column(Text)
+    period_key: Mapped[str | None] = mapped_column(Text)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    remaining: Mapped[int] = mapped_column(BigInteger)
+    granted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    expired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cause_run_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    cause_request_id: Mapped[str | None] = mapped_column(Text)
+    idempotency_key: Mapped[str | None] = mapped_column(Text)
+
+
+class CreditEntry(Base):
+    """Credits taken out of one grant: by usage, by expiry (exactly once per grant), or by a void."""
+
+    __tablename__ = "credit_entries"
+    __table_args__ = (
+        CheckConstraint(_in("kind", ENTRY_KINDS), name="credit_entries_kind"),
+        CheckConstraint("amount > 0", name="credit_entries_amount_positive"),
+        CheckConstraint("num_nonnulls(cause_run_id, cause_request_id) = 1", name="credit_entries_has_cause"),
+        # invariant 3: a grant is expired at most once, whatever runs overlap
+        Index("credit_entries_one_expiry", "grant_id", unique=True, postgresql_where=text("kind = 'expiry'")),
+        Index("credit_entries_user", "user_id", "created_at"),
+        Index(
+            "credit_entries_request",
+            "cause_request_id",
+            postgresql_where=text("cause_request_id IS NOT NULL"),
+        ),
+    )
+
+    entry_id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    user_id: Mapped[int] = mapped_column(BigInteger)
+    grant_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("credit_grants.grant_id"))
+    kind: Mapped[str] = mapped_column(Text)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    cause_run_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    cause_request_id: Mapped[str | None] = mapped_column(Text)
+
+
+class JobRun(Base):
+    """The audit row of one run: who, which period and shard, what happened, with which counts."""
+
+    __tablename__ = "job_runs"
+    __table_args__ = (
+        CheckConstraint(_in("status", RUN_STATUSES), name="job_runs_status"),
+        CheckConstraint(_in("trigger", TRIGGERS), name="job_runs_trigger"),
+        CheckConstraint("shard >= 0 AND shard < shards", name="job_runs_shard_in_range"),
+        # invariant 6, as far as a table can say it: one running (non-dry) run per (job, period key, shard)
+        Index(
+            "job_runs_one_running",
+            "job",
+            "period_key",
+            "shard",
+            unique=True,
+            postgresql_where=text("status = 'running' AND NOT dry_run"),
+        ),
+        Index("job_runs_started_at", "started_at"),
+    )
+
+    run_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    job: Mapped[str] = mapped_column(Text)
+    usecase: Mapped[str] = mapped_column(Text)
+    period_key: Mapped[str] = mapped_column(Text)
+    shard: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    shards: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    trigger: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text)
+    dry_run: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    stats: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    error: Mapped[str | None] = mapped_column(Text)
+    host: Mapped[str | None] = mapped_column(Text)
+    pid: Mapped[int | None] = mapped_column(Integer)

@@ -1,0 +1,78 @@
+"""What a usecase is handed (`RunContext`) and what it hands back (`RunStats`) — plain data, no I/O.
+
+The run lifecycle (`credit_jobs.lifecycle.run_lifecycle`) builds the context; usecases in `credit_jobs.usecases`
+fill the stats; the CLI, audit row, logs and pushed metrics all read the same stats.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from credit_jobs.domain.period_keys import Period, ResolvedPeriod
+from credit_jobs.domain.sharding import Shard
+
+DEFAULT_BATCH_SIZE = 5000
+MAX_BATCH_SIZE = 100_000
+
+
+def _noop(*_: Any) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class RunContext:
+    run_id: uuid.UUID
+    job: str
+    usecase: str
+    period: ResolvedPeriod
+    shard: Shard
+    trigger: str
+    now: datetime
+    batch_size: int = DEFAULT_BATCH_SIZE
+    dry_run: bool = False
+    # Raises RunFailed when the run's guard (its database session) was lost: called between chunks.
+    checkpoint: Callable[[], None] = _noop
+    # Reports progress: (items done so far, total if known).
+    progress: Callable[[int, int | None], None] = _noop
+
+
+@dataclass
+class RunStats:
+    """Counts in the shared vocabulary (design.md ⚓ names) plus usecase-specific details."""
+
+    processed: int = 0
+    skipped: int = 0
+    failed: int = 0
+    credits: dict[str, int] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "processed": self.processed,
+            "skipped": self.skipped,
+            "failed": self.failed,
+            **{f"credits_{kind}": amount for kind, amount in self.credits.items()},
+            **self.details,
+        }
+
+
+@dataclass(frozen=True)
+class UsecaseSpec:
+    """A runnable usecase: its CLI name, default period granularity and the function doing the work."""
+
+    name: str
+    default_period: Period
+    run: Callable[..., RunStats]
+    description: str
+
+
+def validate_batch_size(value: int) -> int:
+    from credit_jobs.domain.errors import ConfigError
+
+    if not 1 <= value <= MAX_BATCH_SIZE:
+        raise ConfigError(f"batch size {value} is out of range: use 1..{MAX_BATCH_SIZE}")
+    return value

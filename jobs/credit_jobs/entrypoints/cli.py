@@ -1,0 +1,405 @@
+"""The `credit-jobs` command line: one console script for people, CronJob containers and the operator image.
+
+Entry point `main(argv) -> int` (tested by calling it): parses, calls one usecase or the run lifecycle, maps
+errors to exit codes — 0 success (or skipped), 1 failed (a retry may help), 2 configuration / usage error — and
+prints every error as one line: `credit-jobs: error: <what, where, how to fix>`.
+With no DATABASE_URL (and no --database-url) it starts the embedded PostgreSQL under `.data/postgres`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any
+
+import click
+import sqlalchemy as sa
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from credit_jobs import __version__
+from credit_jobs.adapters import database, run_audit, schema_migrations
+from credit_jobs.adapters.embedded_database import EmbeddedPostgres, start_embedded
+from credit_jobs.domain.errors import ConfigError, CreditJobsError
+from credit_jobs.domain.period_keys import parse_period
+from credit_jobs.domain.run_model import validate_batch_size
+from credit_jobs.domain.sharding import parse_shard, shard_from_env
+from credit_jobs.entrypoints.settings import Settings
+from credit_jobs.lifecycle.run_lifecycle import RunOutcome, RunRequest, execute_run
+from credit_jobs.observability.logging import configure_logging
+from credit_jobs.usecases.check_invariants import CHECKS, check_invariants
+from credit_jobs.usecases.consume import consume as consume_credits
+from credit_jobs.usecases.demo_data import seed_demo_data
+from credit_jobs.usecases.grant import ONE_OFF_TYPES
+from credit_jobs.usecases.grant import grant as grant_credits
+from credit_jobs.usecases.registry import USECASES, get_usecase
+
+app = typer.Typer(
+    name="credit-jobs",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Exactly-once periodic billing jobs over PostgreSQL: distribute and expire credits, audit every run.",
+)
+db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
+runs_app = typer.Typer(no_args_is_help=True, help="The run audit trail.")
+demo_app = typer.Typer(help="Seed sample data and run the whole flow on it.")
+app.add_typer(db_app, name="db")
+app.add_typer(runs_app, name="runs")
+app.add_typer(demo_app, name="demo")
+
+out = Console()
+err = Console(stderr=True)
+
+DatabaseUrlOption = Annotated[
+    str | None,
+    typer.Option("--database-url", help="PostgreSQL URL; overrides DATABASE_URL. Default: embedded PostgreSQL."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+_embedded: list[EmbeddedPostgres] = []
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+def _database_url(option: str | None, settings: Settings) -> tuple[str, bool]:
+    """(URL, embedded?) — the option, else DATABASE_URL, else the embedded server (started once per process)."""
+    if option:
+        return option, False
+    if settings.database_url:
+        return settings.database_url, False
+    if not _embedded:
+        datadir = settings.creditjobs_data_dir / "postgres"
+        err.print(
+            f"credit-jobs: no DATABASE_URL set: using the embedded PostgreSQL in {datadir}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        _embedded.append(start_embedded(datadir))
+    return _embedded[0].url("postgres"), True
+
+
+def _engine(option: str | None, settings: Settings, *, check_schema: bool = True) -> sa.Engine:
+    url, embedded = _database_url(option, settings)
+    engine = database.create_engine(url)
+    database.verify_connection(engine)
+    if embedded:
+        schema_migrations.upgrade_schema(engine)  # the local default is always ready to use
+    elif check_schema:
+        database.verify_schema(engine)
+    return engine
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    settings = _settings()
+    configure_logging(settings.log_format, settings.log_level)
+    if version:
+        out.print(__version__)
+        raise typer.Exit(0)
+
+
+# --- db ---------------------------------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade(database_url: DatabaseUrlOption = None) -> int:
+    """Create or upgrade the schema to the latest revision (idempotent; safe to run concurrently)."""
+    engine = _engine(database_url, _settings(), check_schema=False)
+    revision = schema_migrations.upgrade_schema(engine)
+    out.print(f"database schema at revision {revision}")
+    return 0
+
+
+# --- run --------------------------------------------------------------------------------------------------------
+
+
+@app.command("run")
+def run(
+    usecase: Annotated[str, typer.Argument(help=f"One of: {', '.join(USECASES)}.")],
+    period_key: Annotated[
+        str | None, typer.Option(help="Pin the period (e.g. 2026-11); default: from the scheduled time.")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would change; change nothing.")] = False,
+    shard: Annotated[str | None, typer.Option(help="Run one hash partition of the users: INDEX/COUNT.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Users (or grants) per transaction.")] = None,
+    database_url: DatabaseUrlOption = None,
+) -> int:
+    """Run a usecase once, inside the run lifecycle (guard, audit row, logs, metrics)."""
+    settings = _settings()
+    spec = get_usecase(usecase)
+    request = RunRequest(
+        usecase=spec,
+        job=settings.creditjob_name or spec.name,
+        namespace=settings.creditjob_namespace,
+        trigger=settings.creditjob_trigger or ("schedule" if settings.creditjob_schedule else "cli"),
+        period=parse_period(settings.creditjob_period) if settings.creditjob_period else None,
+        schedule=settings.creditjob_schedule,
+        time_zone=settings.creditjob_time_zone,
+        pinned_key=period_key or settings.creditjob_period_key,
+        shard=parse_shard(shard) if shard else shard_from_env(settings.job_completion_index, settings.creditjob_shards),
+        batch_size=validate_batch_size(batch_size or settings.creditjobs_batch_size),
+        dry_run=dry_run,
+        heartbeat_seconds=settings.creditjobs_heartbeat_seconds,
+        pushgateway_url=settings.pushgateway_url,
+    )
+    if request.trigger not in ("schedule", "manual", "catch-up", "backfill", "cli"):
+        raise ConfigError(
+            f"CREDITJOB_TRIGGER={request.trigger!r} is not one of schedule, manual, catch-up, backfill, cli"
+        )
+
+    def engine_factory() -> sa.Engine:
+        url, embedded = _database_url(database_url, settings)
+        engine = database.create_engine(url)
+        if embedded:
+            schema_migrations.upgrade_schema(engine)
+        return engine
+
+    outcome = _with_progress(lambda progress: execute_run(request, engine_factory, progress=progress))
+    _print_outcome(outcome)
+    return outcome.exit_code
+
+
+def _with_progress(call: Callable[[Callable[[int, int | None], None] | None], RunOutcome]) -> RunOutcome:
+    if not err.is_terminal:
+        return call(None)  # plain progress lines come from the lifecycle's log
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("working", total=None)
+
+        def advance(done: int, total: int | None) -> None:
+            bar.update(task, completed=done, total=total)
+
+        return call(advance)
+
+
+def _print_outcome(outcome: RunOutcome) -> None:
+    if outcome.status in ("succeeded", "skipped"):
+        counts = outcome.stats.as_dict() if outcome.stats else {}
+        summary = ", ".join(f"{k}={v}" for k, v in counts.items() if isinstance(v, int) and v)
+        reason = f" ({outcome.error})" if outcome.error else ""
+        out.print(
+            f"run {outcome.run_id} {outcome.status}{reason}: period {outcome.period_key}"
+            + (f"; {summary}" if summary else ""),
+            highlight=False,
+        )
+    else:
+        err.print(
+            f"credit-jobs: error: run {outcome.run_id} failed: {outcome.error}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+# --- runs -------------------------------------------------------------------------------------------------------
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, uuid.UUID) or hasattr(v, "isoformat") else v) for k, v in row.items()}
+
+
+@runs_app.command("list")
+def runs_list(
+    json_output: JsonOption = False,
+    limit: Annotated[int, typer.Option(help="How many of the latest runs.")] = 20,
+    job: Annotated[str | None, typer.Option(help="Only this job (CreditJob name or usecase).")] = None,
+    database_url: DatabaseUrlOption = None,
+) -> int:
+    """The latest runs, newest first."""
+    rows = run_audit.list_runs(_engine(database_url, _settings()), limit=limit, job=job)
+    if json_output:
+        out.print_json(json.dumps([_jsonable(r) for r in rows]))
+        return 0
+    table = Table("run id", "job", "period", "shard", "trigger", "status", "started", "finished", "error")
+    for r in rows:
+        table.add_row(
+            str(r["run_id"]),
+            r["job"],
+            r["period_key"],
+            f"{r['shard']}/{r['shards']}",
+            r["trigger"],
+            r["status"] + (" (dry run)" if r["dry_run"] else ""),
+            f"{r['started_at']:%Y-%m-%d %H:%M:%S}",
+            f"{r['finished_at']:%H:%M:%S}" if r["finished_at"] else "",
+            r["error"] or "",
+        )
+    out.print(table)
+    return 0
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: Annotated[str, typer.Argument(help="A run id from `runs list`.")],
+    json_output: JsonOption = False,
+    database_url: DatabaseUrlOption = None,
+) -> int:
+    """One run's audit row, with its counts."""
+    try:
+        parsed = uuid.UUID(run_id)
+    except ValueError:
+        raise ConfigError(f"{run_id!r} is not a run id (a UUID, as printed by `credit-jobs runs list`)") from None
+    row = run_audit.get_run(_engine(database_url, _settings()), parsed)
+    if row is None:
+        raise ConfigError(f"no run {run_id} in this database: see `credit-jobs runs list`")
+    if json_output:
+        out.print_json(json.dumps(_jsonable(row)))
+        return 0
+    table = Table("field", "value", show_header=False)
+    for key, value in row.items():
+        table.add_row(key, json.dumps(value) if isinstance(value, dict) else str(value))
+    out.print(table)
+    return 0
+
+
+# --- check, consume, grant --------------------------------------------------------------------------------------
+
+
+@app.command("check")
+def check(json_output: JsonOption = False, database_url: DatabaseUrlOption = None) -> int:
+    """Check the ledger invariants; exit 1 listing violating rows."""
+    report = check_invariants(_engine(database_url, _settings()))
+    if json_output:
+        out.print_json(
+            json.dumps(
+                {
+                    "ok": report.ok,
+                    "counts": report.counts,
+                    "violations": {k: [_jsonable(r) for r in v] for k, v in report.violations.items()},
+                }
+            )
+        )
+    else:
+        for name, (description, _) in CHECKS.items():
+            rows = report.violations.get(name, [])
+            mark = "[green]ok[/]" if not rows else f"[red]{len(rows)} violating rows[/]"
+            out.print(f"invariant {description}: {mark}")
+            for row in rows:
+                out.print(f"    {_jsonable(row)}", highlight=False)
+    return 0 if report.ok else 1
+
+
+@app.command("consume")
+def consume(
+    user_id: Annotated[int, typer.Argument(help="The user whose credits to spend.")],
+    amount: Annotated[int, typer.Argument(help="Credits to spend.")],
+    request_id: Annotated[str | None, typer.Option(help="Idempotency: a repeated id consumes once.")] = None,
+    database_url: DatabaseUrlOption = None,
+) -> int:
+    """Spend credits, soonest-expiring first (exit 1 if the user has too few)."""
+    result = consume_credits(_engine(database_url, _settings()), user_id, amount, request_id=request_id)
+    verb = "already consumed" if result.replayed else "consumed"
+    out.print(f"{verb} {amount} credits of user {user_id} (request {result.request_id})")
+    return 0
+
+
+@app.command("grant")
+def grant(
+    user_id: Annotated[int, typer.Argument(help="The user to credit.")],
+    amount: Annotated[int, typer.Argument(help="Credits to grant.")],
+    idempotency_key: Annotated[str, typer.Option(help="A retried grant with the same key is given once.")],
+    grant_type: Annotated[str, typer.Option("--type", help=f"One of: {', '.join(ONE_OFF_TYPES)}.")] = "gift",
+    expires_in_days: Annotated[int | None, typer.Option(help="Expire after this many days.")] = None,
+    database_url: DatabaseUrlOption = None,
+) -> int:
+    """A one-off grant: gift, purchase or manual adjustment."""
+    result = grant_credits(
+        _engine(database_url, _settings()),
+        user_id,
+        amount,
+        grant_type=grant_type,
+        idempotency_key=idempotency_key,
+        expires_in_days=expires_in_days,
+    )
+    verb = "granted" if result.created else "already granted (same idempotency key)"
+    out.print(f"{verb}: grant {result.grant_id}, {amount} credits to user {user_id}")
+    return 0
+
+
+# --- demo -------------------------------------------------------------------------------------------------------
+
+UsersOption = Annotated[int, typer.Option(min=1, max=10_000_000, help="How many users.")]
+SeedOption = Annotated[int, typer.Option(help="Random seed: the same seed gives the same data.")]
+
+
+@demo_app.command("seed")
+def demo_seed(users: UsersOption = 1000, seed: SeedOption = 42, database_url: DatabaseUrlOption = None) -> int:
+    """Seed deterministic sample data: plans (one misconfigured), users (some banned), gifts about to expire."""
+    result = seed_demo_data(_engine(database_url, _settings()), users, seed=seed)
+    out.print(
+        f"seeded {result.users} users, {result.policies} plan policies "
+        f"(plan {result.misconfigured_plan!r} deliberately has none)"
+    )
+    return 0
+
+
+@demo_app.callback(invoke_without_command=True)
+def demo(
+    ctx: typer.Context,
+    users: UsersOption = 1000,
+    seed: SeedOption = 42,
+    database_url: DatabaseUrlOption = None,
+) -> int:
+    """Seed, distribute, consume some, expire, check — and print a summary table."""
+    if ctx.invoked_subcommand is not None:
+        return 0
+    from credit_jobs.entrypoints.demo_flow import run_demo
+
+    settings = _settings()
+    url, _ = _database_url(database_url, settings)
+    engine = _engine(database_url, settings)
+    code = run_demo(engine, url, users=users, seed=seed, console=out)
+    raise typer.Exit(code)
+
+
+# --- operator commands (operator/credit_operator) ----------------------------------------------------------------
+
+
+def _register_operator_commands() -> None:
+    try:
+        commands = importlib.import_module("credit_operator.commands")
+    except ImportError:  # the operator package is optional for a jobs-only install
+        return
+    commands.register(app)
+
+
+_register_operator_commands()
+
+
+# --- entry point ------------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        result = app(args=args, prog_name="credit-jobs", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.ClickException as exc:  # usage errors: bad option values, missing arguments
+        err.print(f"credit-jobs: error: {exc.format_message()}", highlight=False, soft_wrap=True)
+        return 2
+    except click.exceptions.Abort:
+        err.print("credit-jobs: aborted", highlight=False)
+        return 130
+    except CreditJobsError as exc:
+        err.print(f"credit-jobs: error: {exc}", highlight=False, soft_wrap=True)
+        return exc.exit_code
+    return int(result) if isinstance(result, int) else 0
+
+
+def entrypoint() -> None:
+    sys.exit(main())

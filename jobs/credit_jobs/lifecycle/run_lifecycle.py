@@ -1,0 +1,263 @@
+"""The run lifecycle every usecase runs inside: one path for CLI, CronJob container and (later) HTTP trigger.
+
+1. Give the run an id and resolve its period key (pinned, or from the scheduled time — `domain.period_keys`).
+2. Bind the log fields every line carries (design.md ⚓ names).
+3. Connect and check the schema version (a bad URL or an unreachable server is a configuration error: exit 2).
+4. Take the single-run guard for (job, period key, shard); if a live run holds it, record *skipped* and exit 0.
+   Rows left *running* by a dead holder are closed as failed ("taken over").
+5. Run the usecase in chunks, checking the guard between chunks; heartbeat in the background.
+6. Record the result in the audit row, log the end-of-run line, push metrics; map to an exit code
+   (0 succeeded / skipped, 1 failed, 2 configuration error).
+Dry runs skip the guard (they write nothing to the ledger) but still leave an audit row.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.exc import DBAPIError
+
+from credit_jobs.adapters import database, run_audit
+from credit_jobs.adapters.pushgateway import push_run_metrics
+from credit_jobs.adapters.run_guard import RunGuard, guard_key
+from credit_jobs.domain.errors import ConfigError, CreditJobsError
+from credit_jobs.domain.period_keys import Period, ResolvedPeriod, resolve_period
+from credit_jobs.domain.run_model import RunContext, RunStats, UsecaseSpec
+from credit_jobs.domain.sharding import Shard
+from credit_jobs.observability.metrics import PUSH_JOB, RunMetrics
+
+log = structlog.get_logger()
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    usecase: UsecaseSpec
+    job: str
+    trigger: str = "cli"
+    period: Period | None = None  # default: the usecase's
+    schedule: str | None = None
+    time_zone: str = "UTC"
+    pinned_key: str | None = None
+    shard: Shard = field(default_factory=Shard)
+    batch_size: int = 5000
+    dry_run: bool = False
+    heartbeat_seconds: float = 10.0
+    pushgateway_url: str | None = None
+    namespace: str | None = None
+
+
+@dataclass
+class RunOutcome:
+    run_id: uuid.UUID
+    status: str  # succeeded | failed | skipped
+    exit_code: int
+    period_key: str | None
+    stats: RunStats | None = None
+    error: str | None = None
+    duration_s: float = 0.0
+
+
+Progress = Callable[[int, int | None], None]
+
+
+def execute_run(
+    request: RunRequest,
+    engine_factory: Callable[[], sa.Engine],
+    *,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    progress: Progress | None = None,
+) -> RunOutcome:
+    # 1. Identity and period key: from the scheduled time, never the wall clock (unless pinned).
+    run_id = uuid.uuid4()
+    started = time.monotonic()
+    now = clock()
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(
+        job=request.job,
+        usecase=request.usecase.name,
+        job_run_id=str(run_id),
+        shard=request.shard.index,
+        trigger=request.trigger,
+        period_key=None,
+        **({"namespace": request.namespace} if request.namespace else {}),
+    )
+    outcome = RunOutcome(run_id, "failed", EXIT_FAILED, None)
+    try:
+        period = resolve_period(
+            period=request.period or request.usecase.default_period,
+            time_zone=request.time_zone,
+            now=now,
+            schedule=request.schedule,
+            pinned_key=request.pinned_key,
+        )
+        outcome.period_key = period.key
+        # 2. Every line from here on names the period.
+        structlog.contextvars.bind_contextvars(period_key=period.key)
+        # 3. Connect (configuration errors surface here, before anything is written).
+        engine = engine_factory()
+        database.verify_connection(engine)
+        database.verify_schema(engine)
+        _run_guarded(request, engine, run_id, period, now, outcome, progress)
+    except ConfigError as exc:
+        outcome.status, outcome.exit_code, outcome.error = "failed", EXIT_CONFIG, str(exc)
+    outcome.duration_s = time.monotonic() - started
+    _report(request, outcome)
+    return outcome
+
+
+def _run_guarded(
+    request: RunRequest,
+    engine: sa.Engine,
+    run_id: uuid.UUID,
+    period: ResolvedPeriod,
+    now: datetime,
+    outcome: RunOutcome,
+    progress: Progress | None,
+) -> None:
+    identity = run_audit.RunIdentity(
+        run_id=run_id,
+        job=request.job,
+        usecase=request.usecase.name,
+        period_key=period.key,
+        shard=request.shard.index,
+        shards=request.shard.count,
+        trigger=request.trigger,
+        dry_run=request.dry_run,
+        started_at=now,
+    )
+    # 4. The guard: a session advisory lock that dies with its holder.
+    guard = RunGuard(
+        engine,
+        guard_key(request.job, period.key, request.shard.index),
+        heartbeat_seconds=request.heartbeat_seconds,
+    )
+    try:
+        if not request.dry_run:
+            if not guard.try_acquire():
+                holder = run_audit.live_holder(engine, identity)
+                reason = f"running elsewhere (run {holder})" if holder else "running elsewhere"
+                run_audit.record_skipped(engine, identity, reason)
+                outcome.status, outcome.exit_code, outcome.error = "skipped", EXIT_OK, reason
+                return
+            for old in run_audit.start_running(engine, identity):
+                log.warning("run.lease_taken_over", previous_run_id=str(old))
+            guard.start_heartbeat(run_id)
+        else:
+            run_audit.start_running(engine, identity)
+        log.info(
+            "run.started",
+            dry_run=request.dry_run,
+            batch_size=request.batch_size,
+            shards=request.shard.count,
+            scheduled_at=str(period.scheduled_at or ""),
+        )
+        # 5. The work, in chunks.
+        ctx = RunContext(
+            run_id=run_id,
+            job=request.job,
+            usecase=request.usecase.name,
+            period=period,
+            shard=request.shard,
+            trigger=request.trigger,
+            now=now,
+            batch_size=request.batch_size,
+            dry_run=request.dry_run,
+            checkpoint=guard.check,
+            progress=progress or _log_progress(),
+        )
+        try:
+            stats = request.usecase.run(engine, ctx)
+        except CreditJobsError as exc:
+            _finish(engine, outcome, run_id, "failed", None, str(exc))
+            return
+        except DBAPIError as exc:
+            _finish(engine, outcome, run_id, "failed", None, f"database error: {database.first_line(exc)}")
+            return
+        except Exception as exc:  # a bug: record it, then let the traceback reach the log
+            _finish(engine, outcome, run_id, "failed", None, f"{type(exc).__name__}: {exc}")
+            log.error("run.crashed", traceback=traceback.format_exc())
+            return
+        # 6. The result.
+        status = "failed" if stats.failed else "succeeded"
+        error = f"{stats.failed} items failed" if stats.failed else None
+        _finish(engine, outcome, run_id, status, stats, error)
+    finally:
+        guard.release()
+        engine.dispose()
+
+
+def _finish(
+    engine: sa.Engine,
+    outcome: RunOutcome,
+    run_id: uuid.UUID,
+    status: str,
+    stats: RunStats | None,
+    error: str | None,
+) -> None:
+    outcome.status, outcome.stats, outcome.error = status, stats, error
+    outcome.exit_code = EXIT_OK if status == "succeeded" else EXIT_FAILED
+    try:
+        run_audit.finish(engine, run_id, status=status, stats=stats.as_dict() if stats else {}, error=error)
+    except DBAPIError as exc:
+        # The database is gone: the row stays "running" until the next run takes over (its lock died with us).
+        log.error("run.audit_not_recorded", reason=database.first_line(exc))
+
+
+def _report(request: RunRequest, outcome: RunOutcome) -> None:
+    stats = outcome.stats or RunStats()
+    fields = {
+        "status": outcome.status,
+        "duration_s": round(outcome.duration_s, 3),
+        "exit_code": outcome.exit_code,
+        **stats.as_dict(),
+    }
+    if outcome.error:
+        fields["error"] = outcome.error
+    if outcome.status == "succeeded":
+        log.info("run.finished", **fields)
+    elif outcome.status == "skipped":
+        log.info("run.skipped", **fields)
+    else:
+        log.error("run.finished", **fields)
+    # Metrics: a skipped run says nothing about the period (the live holder will push); dry runs change nothing.
+    if request.pushgateway_url and outcome.status != "skipped" and not request.dry_run:
+        metrics = RunMetrics()
+        metrics.record(
+            succeeded=outcome.status == "succeeded",
+            finished_at=time.time(),
+            duration_s=outcome.duration_s,
+            items={"processed": stats.processed, "skipped": stats.skipped, "failed": stats.failed},
+            credits=stats.credits,
+        )
+        push_run_metrics(
+            request.pushgateway_url,
+            metrics.registry,
+            job=PUSH_JOB,
+            creditjob=request.job,
+            shard=request.shard.index,
+        )
+
+
+def _log_progress() -> Progress:
+    """Plain progress lines (no TTY): one per 10% step."""
+    last_step = -1
+
+    def report(done: int, total: int | None) -> None:
+        nonlocal last_step
+        if not total:
+            return
+        step = min(10, done * 10 // total)
+        if step > last_step:
+            last_step = step
+            log.info("run.progress", done=done, total=total, percent=step * 10)
+
+    return report

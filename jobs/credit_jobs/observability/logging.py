@@ -1,0 +1,41 @@
+"""structlog configuration, done once per process at the entry point (CLI, operator).
+
+JSON lines when stderr is not a TTY (or LOG_FORMAT=json), a readable console renderer on a TTY; ISO UTC
+timestamps; context variables merged into every line, so the run lifecycle binds the run's fields once
+(`job`, `usecase`, `job_run_id`, `period_key`, `shard`, `trigger` — design.md ⚓) and every line carries them.
+Modules only call `structlog.get_logger()`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def configure_logging(log_format: str = "auto", level: str = "info") -> None:
+    fmt = log_format.lower()
+    if fmt not in ("auto", "json", "console"):
+        fmt = "auto"
+    use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if use_json:
+        processors.append(structlog.processors.dict_tracebacks)
+    processors.append(renderer)
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(LEVELS.get(level.lower(), logging.INFO)),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )

@@ -1,0 +1,92 @@
+"""Deterministic sample data for the demo, the benchmarks and the tests: plans, users, grants about to expire.
+
+Generated in SQL (`generate_series` + md5-derived pseudo-random numbers), so a million users take seconds and the
+same `--seed` always yields the same data. The mix covers every path of the jobs: four configured plans, a
+misconfigured one (`legacy-gold`, no policy), banned and inactive users, lifetime deals, and one-off gift grants
+expiring from two days ago to two days ahead. Re-seeding is idempotent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+
+POLICIES = [
+    # plan, grant type, credits per period, expiry days
+    ("free", "free_tier", 100, 30),
+    ("pro", "subscription", 1000, 31),
+    ("team", "subscription", 5000, 31),
+    ("lifetime", "lifetime_monthly", 500, 60),
+]
+MISCONFIGURED_PLAN = "legacy-gold"
+
+
+def _rand(expr: str, salt: str) -> str:
+    """SQL for a deterministic pseudo-random integer 0..99 from `expr`, the seed and a salt."""
+    return f"(('x' || substr(md5({expr} || '|' || :seed || '|{salt}'), 1, 8))::bit(32)::bigint % 100)"
+
+
+_SEED_USERS = f"""
+INSERT INTO credit_eligibility (user_id, plan_code, status, is_lifetime, is_banned)
+SELECT i,
+       CASE WHEN r < 45 THEN 'free' WHEN r < 75 THEN 'pro' WHEN r < 83 THEN 'team'
+            WHEN r < 93 THEN 'lifetime' WHEN r < 95 THEN '{MISCONFIGURED_PLAN}' ELSE 'pro' END,
+       CASE WHEN r >= 95 THEN 'canceled' WHEN r BETWEEN 83 AND 92 THEN 'lifetime'
+            WHEN s < 4 THEN 'past_due' ELSE 'active' END,
+       r BETWEEN 83 AND 92,
+       b < 3
+FROM (SELECT i, {_rand("i", "plan")} AS r, {_rand("i", "status")} AS s, {_rand("i", "ban")} AS b
+      FROM generate_series(CAST(:first AS bigint), CAST(:last AS bigint)) AS i) u
+ON CONFLICT (user_id) DO NOTHING
+"""
+
+_SEED_GIFTS = f"""
+WITH gifts AS (
+    INSERT INTO credit_grants (user_id, grant_type, amount, remaining, granted_at, expires_at, cause_request_id,
+                               idempotency_key)
+    SELECT i, 'gift', 50, 50, CAST(:now AS timestamptz) - interval '30 days',
+           CAST(:now AS timestamptz) + make_interval(hours => ({_rand("i", "expiry")}::int - 50)),
+           'demo-seed', 'demo-gift-' || i || '-' || :seed
+    FROM generate_series(CAST(:first AS bigint), CAST(:last AS bigint)) AS i
+    WHERE i % 10 = 0
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING user_id, amount
+)
+INSERT INTO credit_accounts AS a (user_id, balance)
+SELECT user_id, sum(amount) FROM gifts GROUP BY user_id
+ON CONFLICT (user_id) DO UPDATE SET balance = a.balance + EXCLUDED.balance
+"""
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    users: int
+    policies: int
+    misconfigured_plan: str
+
+
+def seed_demo_data(
+    engine: sa.Engine,
+    users: int,
+    *,
+    seed: int = 42,
+    first_user_id: int = 1,
+    gifts: bool = True,
+    now: datetime | None = None,
+) -> SeedResult:
+    now = now or datetime.now(UTC)
+    params = {"first": first_user_id, "last": first_user_id + users - 1, "seed": str(seed), "now": now}
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO plan_credit_policies (plan_code, grant_type, credits_per_period, expiry_days) "
+                "VALUES (:plan, :type, :credits, :days) ON CONFLICT (plan_code) DO NOTHING"
+            ),
+            [{"plan": p, "type": t, "credits": c, "days": d} for p, t, c, d in POLICIES],
+        )
+        conn.execute(sa.text(_SEED_USERS), params)
+        if gifts:
+            conn.execute(sa.text(_SEED_GIFTS), params)
+    return SeedResult(users=users, policies=len(POLICIES), misconfigured_plan=MISCONFIGURED_PLAN)

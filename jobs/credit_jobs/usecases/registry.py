@@ -1,0 +1,34 @@
+"""The usecases `credit-jobs run <usecase>` can run, by their container-contract names (design.md ⚓)."""
+
+from __future__ import annotations
+
+from credit_jobs.domain.errors import ConfigError
+from credit_jobs.domain.period_keys import Period
+from credit_jobs.domain.run_model import UsecaseSpec
+from credit_jobs.usecases.distribute_credits import distribute_credits
+from credit_jobs.usecases.expire_credits import expire_credits
+
+USECASES: dict[str, UsecaseSpec] = {
+    spec.name: spec
+    for spec in (
+        UsecaseSpec(
+            "distribute-credits",
+            Period.MONTHLY,
+            distribute_credits,
+            "Grant every eligible user their plan's credits for the period, exactly once.",
+        ),
+        UsecaseSpec(
+            "expire-credits",
+            Period.DAILY,
+            expire_credits,
+            "Expire every grant past its expiry exactly once and reduce balances.",
+        ),
+    )
+}
+
+
+def get_usecase(name: str) -> UsecaseSpec:
+    try:
+        return USECASES[name]
+    except KeyError:
+        raise ConfigError(f"unknown usecase {name!r}: use one of {', '.join(sorted(USECASES))}") from None
