@@ -1,0 +1,43 @@
+"""Helpers for integration tests: seed policies and users, read single values and rows."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+
+def add_policy(engine: sa.Engine, plan: str, grant_type: str, credits: int, expiry_days: int | None) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO plan_credit_policies (plan_code, grant_type, credits_per_period, expiry_days) "
+                "VALUES (:p, :t, :c, :d)"
+            ),
+            {"p": plan, "t": grant_type, "c": credits, "d": expiry_days},
+        )
+
+
+def add_users(engine: sa.Engine, rows: list[tuple[int, str, str, bool, bool]]) -> None:
+    """rows: (user_id, plan_code, status, is_lifetime, is_banned)."""
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO credit_eligibility (user_id, plan_code, status, is_lifetime, is_banned) "
+                "VALUES (:u, :p, :s, :l, :b)"
+            ),
+            [{"u": u, "p": p, "s": s, "l": lt, "b": b} for u, p, s, lt, b in rows],
+        )
+
+
+def scalar(engine: sa.Engine, sql: str, **params: Any) -> Any:
+    with engine.connect() as conn:
+        return conn.execute(sa.text(sql), params).scalar_one()
+
+
+def rows(engine: sa.Engine, sql: str, **params: Any) -> list[Any]:
+    with engine.connect() as conn:
+        return list(conn.execute(sa.text(sql), params).all())

@@ -1,0 +1,63 @@
+"""The single-run guard: a live holder makes a second run step aside; a dead holder's row is taken over."""
+
+from __future__ import annotations
+
+import uuid
+
+import sqlalchemy as sa
+
+from credit_jobs.adapters.run_guard import guard_key
+from tests.integration.conftest import RunUsecase
+from tests.integration.ledger_helpers import NOW, add_policy, add_users, rows, scalar
+
+
+def test_a_run_finding_a_live_holder_is_recorded_as_skipped_and_exits_0(
+    engine: sa.Engine, run_usecase: RunUsecase
+) -> None:
+    add_policy(engine, "free", "free_tier", 10, None)
+    add_users(engine, [(1, "free", "active", False, False)])
+    with engine.connect() as holder:  # another process's session holding the guard
+        holder.execute(
+            sa.text("SELECT pg_advisory_lock(hashtextextended(:k, 0))"),
+            {"k": guard_key("distribute-credits", "2026-11", 0)},
+        )
+        outcome = run_usecase("distribute-credits", pinned_key="2026-11")
+        holder.commit()
+    assert (outcome.status, outcome.exit_code) == ("skipped", 0)
+    assert outcome.error is not None
+    assert outcome.error.startswith("running elsewhere")
+    assert scalar(engine, "SELECT count(*) FROM credit_grants") == 0
+    assert [tuple(r) for r in rows(engine, "SELECT status, error FROM job_runs")] == [("skipped", "running elsewhere")]
+
+
+def test_the_guard_is_per_period_and_shard(engine: sa.Engine, run_usecase: RunUsecase) -> None:
+    add_policy(engine, "free", "free_tier", 10, None)
+    add_users(engine, [(1, "free", "active", False, False)])
+    with engine.connect() as holder:
+        holder.execute(
+            sa.text("SELECT pg_advisory_lock(hashtextextended(:k, 0))"),
+            {"k": guard_key("distribute-credits", "2026-10", 0)},
+        )
+        outcome = run_usecase("distribute-credits", pinned_key="2026-11")
+        holder.commit()
+    assert outcome.status == "succeeded"
+
+
+def test_a_row_left_running_by_a_dead_holder_is_taken_over(engine: sa.Engine, run_usecase: RunUsecase) -> None:
+    add_policy(engine, "free", "free_tier", 10, None)
+    add_users(engine, [(1, "free", "active", False, False)])
+    dead = uuid.uuid4()
+    with engine.begin() as conn:  # what a SIGKILLed pod leaves behind: a running row, no session, no lock
+        conn.execute(
+            sa.text(
+                "INSERT INTO job_runs (run_id, job, usecase, period_key, trigger, status, started_at) "
+                "VALUES (:r, 'distribute-credits', 'distribute-credits', '2026-11', 'schedule', 'running', :t)"
+            ),
+            {"r": dead, "t": NOW},
+        )
+    outcome = run_usecase("distribute-credits", pinned_key="2026-11")
+    assert outcome.status == "succeeded"
+    old = rows(engine, "SELECT status, error FROM job_runs WHERE run_id = :r", r=dead)[0]
+    assert old.status == "failed"
+    assert f"taken over by run {outcome.run_id}" in old.error
+    assert scalar(engine, "SELECT count(*) FROM credit_grants") == 1

@@ -1,0 +1,67 @@
+"""The Alembic migrations create exactly the schema the models describe, and the constraints hold the invariants."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy.exc import IntegrityError
+
+from credit_jobs.adapters import schema_migrations
+from credit_jobs.adapters.tables import Base
+
+
+def test_migrated_database_matches_the_models(engine: sa.Engine) -> None:
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+    assert diff == []
+
+
+def test_the_database_is_at_the_head_revision_and_upgrading_again_is_a_no_op(engine: sa.Engine) -> None:
+    head = schema_migrations.head_revision()
+    assert schema_migrations.current_revision(engine) == head
+    assert schema_migrations.upgrade_schema(engine) == head
+
+
+@pytest.mark.parametrize(
+    ("statement", "constraint"),
+    [
+        ("INSERT INTO credit_accounts (user_id, balance) VALUES (1, -1)", "credit_accounts_balance_not_negative"),
+        (
+            "INSERT INTO credit_grants (user_id, grant_type, amount, remaining) VALUES (1, 'gift', 5, 5)",
+            "credit_grants_has_cause",
+        ),
+        (
+            "INSERT INTO credit_grants (user_id, grant_type, amount, remaining, cause_request_id) "
+            "VALUES (1, 'gift', 5, 6, 'r')",
+            "credit_grants_remaining_bounds",
+        ),
+        (
+            "INSERT INTO credit_grants (user_id, grant_type, period_key, amount, remaining, cause_request_id) "
+            "VALUES (1, 'subscription', '2026-11', 5, 5, 'a'), (1, 'subscription', '2026-11', 5, 5, 'b')",
+            "credit_grants_once_per_period",
+        ),
+    ],
+)
+def test_the_database_refuses_rows_that_break_an_invariant(engine: sa.Engine, statement: str, constraint: str) -> None:
+    with pytest.raises(IntegrityError, match=constraint), engine.begin() as conn:
+        conn.execute(sa.text(statement))
+
+
+def test_a_grant_cannot_be_expired_twice(engine: sa.Engine) -> None:
+    with engine.begin() as conn:
+        grant_id = conn.execute(
+            sa.text(
+                "INSERT INTO credit_grants (user_id, grant_type, amount, remaining, cause_request_id) "
+                "VALUES (1, 'gift', 5, 5, 'r') RETURNING grant_id"
+            )
+        ).scalar_one()
+    insert = (
+        "INSERT INTO credit_entries (user_id, grant_id, kind, amount, cause_request_id) "
+        "VALUES (1, :g, 'expiry', 5, 'r')"
+    )
+    with engine.begin() as conn:
+        conn.execute(sa.text(insert), {"g": grant_id})
+    with pytest.raises(IntegrityError, match="credit_entries_one_expiry"), engine.begin() as conn:
+        conn.execute(sa.text(insert), {"g": grant_id})
