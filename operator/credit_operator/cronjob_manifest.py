@@ -1,0 +1,324 @@
+"""CreditJob → batch/v1 CronJob manifest, and CronJob → one-off Job (run-now, catch-up): pure planners.
+
+No I/O: `reconcile.py` applies what these return. They honour the container contract (design.md ⚓): command
+`credit-jobs run <usecase>`, args from `spec.params`, the CREDITJOB_* environment, DATABASE_URL from a Secret,
+a podFailurePolicy that fails the Job at once on exit code 2 (configuration error, never retried). Job names
+are deterministic so that a repeated create conflicts instead of running twice. `drift` tells the reconcile
+loop whether a live CronJob still matches what this module would render.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from credit_operator.creditjob import (
+    ANNOTATION_PERIOD_KEY,
+    ANNOTATION_RUN_NOW_TOKEN,
+    ANNOTATION_SCHEDULED_TIME,
+    LABEL_CREDITJOB,
+    LABEL_TRIGGER,
+    MANAGED_BY,
+    CreditJob,
+    format_time,
+)
+
+CONTAINER = "credit-jobs"
+CONFIG_ERROR_EXIT_CODE = 2
+RUN_AS_USER = 10001
+DEFAULT_RESOURCES: Mapping[str, Any] = {
+    "requests": {"cpu": "100m", "memory": "256Mi"},
+    "limits": {"memory": "512Mi"},
+}
+
+
+@dataclass(frozen=True)
+class ManifestDefaults:
+    """Operator-wide values a CreditJob may leave empty (from `settings.OperatorSettings`)."""
+
+    image: str
+    db_secret_name: str = "credit-jobs-db"
+    db_secret_key: str = "url"
+    pushgateway_url: str = ""
+
+
+def kebab(key: str) -> str:
+    """`batchSize` → `batch-size`."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", key).lower()
+
+
+def params_to_args(params: Mapping[str, Any]) -> list[str]:
+    """spec.params → CLI args: true → bare flag, false/None → omitted, anything else → `--flag value`.
+
+    Keys are sorted so the rendering is stable (a reordered map in the CreditJob is not a change).
+    """
+    args: list[str] = []
+    for key in sorted(params):
+        value = params[key]
+        flag = f"--{kebab(key)}"
+        if value is True:
+            args.append(flag)
+        elif value is False or value is None:
+            continue
+        else:
+            args += [flag, str(value)]
+    return args
+
+
+def labels(job: CreditJob) -> dict[str, str]:
+    """Labels on the CronJob, its Job template and pods: the app.kubernetes.io set plus the CreditJob name."""
+    return {
+        "app.kubernetes.io/name": "credit-jobs",
+        "app.kubernetes.io/instance": job.name,
+        "app.kubernetes.io/component": job.spec.usecase,
+        "app.kubernetes.io/part-of": "credit-jobs",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        LABEL_CREDITJOB: job.name,
+    }
+
+
+def _env(job: CreditJob, defaults: ManifestDefaults) -> list[dict[str, Any]]:
+    spec = job.spec
+    env: list[dict[str, Any]] = [
+        {"name": "CREDITJOB_NAME", "value": job.name},
+        {"name": "CREDITJOB_NAMESPACE", "value": job.namespace},
+        {"name": "CREDITJOB_SCHEDULE", "value": spec.schedule},
+        {"name": "CREDITJOB_TIME_ZONE", "value": spec.time_zone},
+        {"name": "CREDITJOB_PERIOD", "value": spec.period},
+        {"name": "CREDITJOB_SHARDS", "value": str(spec.parallelism)},
+        {"name": "CREDITJOB_TRIGGER", "value": "schedule"},
+        {
+            "name": "DATABASE_URL",
+            "valueFrom": {
+                "secretKeyRef": {
+                    "name": spec.db_secret_name or defaults.db_secret_name,
+                    "key": spec.db_secret_key or defaults.db_secret_key,
+                }
+            },
+        },
+    ]
+    if defaults.pushgateway_url:
+        env.append({"name": "PUSHGATEWAY_URL", "value": defaults.pushgateway_url})
+    env.append({"name": "LOG_FORMAT", "value": "json"})
+    return env
+
+
+def _resources(spec_resources: Mapping[str, Any]) -> dict[str, Any]:
+    chosen = spec_resources or DEFAULT_RESOURCES
+    return {k: dict(v) for k, v in chosen.items() if k in ("requests", "limits") and v}
+
+
+def build_job_spec(job: CreditJob, defaults: ManifestDefaults) -> dict[str, Any]:
+    """The Job spec every run of this CreditJob uses (the CronJob's jobTemplate.spec)."""
+    spec = job.spec
+    pod_labels = labels(job)
+    container = {
+        "name": CONTAINER,
+        "image": spec.image or defaults.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["credit-jobs", "run", spec.usecase],
+        "args": params_to_args(spec.params),
+        "env": _env(job, defaults),
+        "resources": _resources(spec.resources),
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        # A read-only root filesystem still needs somewhere for temporary files (e.g. the cleanup job's spool).
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    job_spec: dict[str, Any] = {
+        "activeDeadlineSeconds": spec.active_deadline_seconds,
+        "backoffLimit": spec.backoff_limit,
+        # Exit code 2 is a configuration error: retrying cannot help, so fail the whole Job at once. Pod
+        # disruptions (node drain, preemption) do not count against backoffLimit.
+        "podFailurePolicy": {
+            "rules": [
+                {
+                    "action": "FailJob",
+                    "onExitCodes": {
+                        "containerName": CONTAINER,
+                        "operator": "In",
+                        "values": [CONFIG_ERROR_EXIT_CODE],
+                    },
+                },
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+            ]
+        },
+        "template": {
+            "metadata": {"labels": pod_labels},
+            "spec": {
+                # podFailurePolicy requires Never: a restarted container would hide its exit code from the Job.
+                "restartPolicy": "Never",
+                "automountServiceAccountToken": False,
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "runAsUser": RUN_AS_USER,
+                    "runAsGroup": RUN_AS_USER,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "containers": [container],
+                "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+            },
+        },
+    }
+    if spec.parallelism > 1:
+        # One shard per completion index: the jobs CLI reads JOB_COMPLETION_INDEX (set by Kubernetes) and
+        # CREDITJOB_SHARDS.
+        job_spec["completionMode"] = "Indexed"
+        job_spec["completions"] = spec.parallelism
+        job_spec["parallelism"] = spec.parallelism
+    return job_spec
+
+
+def build_cronjob(job: CreditJob, defaults: ManifestDefaults) -> dict[str, Any]:
+    """The CronJob for a CreditJob (without owner reference: `reconcile.py` adds it with kopf.adopt)."""
+    spec = job.spec
+    meta_labels = labels(job)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": job.name, "namespace": job.namespace, "labels": meta_labels},
+        "spec": {
+            "schedule": spec.schedule,
+            "timeZone": spec.time_zone,
+            "concurrencyPolicy": spec.concurrency_policy,
+            "startingDeadlineSeconds": spec.starting_deadline_seconds,
+            "suspend": spec.suspend,
+            "successfulJobsHistoryLimit": spec.successful_history,
+            "failedJobsHistoryLimit": spec.failed_history,
+            "jobTemplate": {
+                "metadata": {"labels": meta_labels},
+                "spec": build_job_spec(job, defaults),
+            },
+        },
+    }
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def manual_job_name(cronjob_name: str, token: str) -> str:
+    """`<cronjob>-m-<8 hex of the token>`: 11 characters, like the CronJob controller's own suffix."""
+    return f"{cronjob_name}-m-{_short_hash(token)}"
+
+
+def catch_up_job_name(cronjob_name: str, period_key: str) -> str:
+    """`<cronjob>-c-<8 hex of the period key>`: one name per missed period, so a second plan conflicts."""
+    return f"{cronjob_name}-c-{_short_hash(period_key)}"
+
+
+def build_job_from_cronjob(
+    cronjob: Mapping[str, Any],
+    *,
+    name: str,
+    trigger: str,
+    period_key: str | None,
+    scheduled_time: datetime | None = None,
+    token: str | None = None,
+    suspend: bool = False,
+) -> dict[str, Any]:
+    """A one-off Job from the CronJob's template (as `kubectl create job --from=cronjob/…` does), with
+    CREDITJOB_TRIGGER set to `trigger` and CREDITJOB_PERIOD_KEY pinned when a key is given.
+
+    The owner reference (the CronJob, so history limits and garbage collection apply) is added by the caller.
+    `suspend=True` queues the Job: `reconcile.py` resumes queued catch-up Jobs one at a time under Forbid/Replace.
+    """
+    template = cronjob["spec"]["jobTemplate"]
+    job_spec = copy.deepcopy(template["spec"])
+    meta = template.get("metadata") or {}
+    job_labels = {**(meta.get("labels") or {}), LABEL_TRIGGER: trigger}
+    annotations: dict[str, str] = dict(meta.get("annotations") or {})
+    if period_key:
+        annotations[ANNOTATION_PERIOD_KEY] = period_key
+    if scheduled_time is not None:
+        annotations[ANNOTATION_SCHEDULED_TIME] = format_time(scheduled_time) or ""
+    if token is not None:
+        annotations[ANNOTATION_RUN_NOW_TOKEN] = token
+    job_spec["template"].setdefault("metadata", {})
+    job_spec["template"]["metadata"]["labels"] = {
+        **(job_spec["template"]["metadata"].get("labels") or {}),
+        LABEL_TRIGGER: trigger,
+    }
+    for container in job_spec["template"]["spec"]["containers"]:
+        if container.get("name") != CONTAINER:
+            continue
+        env = [e for e in container.get("env", []) if e["name"] not in ("CREDITJOB_TRIGGER", "CREDITJOB_PERIOD_KEY")]
+        env.append({"name": "CREDITJOB_TRIGGER", "value": trigger})
+        if period_key:
+            env.append({"name": "CREDITJOB_PERIOD_KEY", "value": period_key})
+        container["env"] = env
+    if suspend:
+        job_spec["suspend"] = True
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": cronjob["metadata"]["namespace"],
+            "labels": job_labels,
+            "annotations": annotations,
+        },
+        "spec": job_spec,
+    }
+
+
+def drift(desired: Any, live: Any, path: str = "") -> list[str]:
+    """Paths where `live` no longer carries what `desired` says (empty = in sync).
+
+    A subset comparison: fields the API server adds (defaults such as `terminationMessagePath`) are not drift;
+    lists must match element by element, so an added or removed container or env var is. Scalars compare
+    loosely for quantities the server normalises (`"1"` vs `1`).
+    """
+    if isinstance(desired, Mapping):
+        if not isinstance(live, Mapping):
+            return [path or "."]
+        found: list[str] = []
+        for key, value in desired.items():
+            found += drift(value, live.get(key), f"{path}.{key}" if path else key)
+        return found
+    if isinstance(desired, list):
+        if not isinstance(live, list) or len(live) != len(desired):
+            return [path]
+        found = []
+        for index, (want, have) in enumerate(zip(desired, live, strict=True)):
+            found += drift(want, have, f"{path}[{index}]")
+        return found
+    if desired == live or (not isinstance(desired, bool) and str(desired) == str(live)):
+        return []
+    if _quantity(desired) is not None and _quantity(desired) == _quantity(live):
+        return []
+    return [path]
+
+
+_SUFFIXES = {
+    "m": Decimal("0.001"),
+    "": Decimal(1),
+    "k": Decimal(10) ** 3,
+    "M": Decimal(10) ** 6,
+    "G": Decimal(10) ** 9,
+    "T": Decimal(10) ** 12,
+    "Ki": Decimal(2) ** 10,
+    "Mi": Decimal(2) ** 20,
+    "Gi": Decimal(2) ** 30,
+    "Ti": Decimal(2) ** 40,
+}
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
+
+
+def _quantity(value: Any) -> Decimal | None:
+    """A Kubernetes resource quantity's value (`0.5` and `500m` are equal; the API server rewrites one as
+    the other, which must not read as drift or every pass would patch again)."""
+    match = _QUANTITY.match(str(value)) if isinstance(value, str | int | float) else None
+    if match is None or isinstance(value, bool):
+        return None
+    return Decimal(match.group(1)) * _SUFFIXES[match.group(2) or ""]

@@ -1,0 +1,175 @@
+"""Kopf wiring: which events start a reconcile pass, plus the operator-wide start-up and periodic resync.
+
+Thin by design: every trigger ends in `run_pass`, which takes a per-CreditJob lock, reads the CreditJob fresh from
+the API, calls `reconcile.reconcile` with `clock()`, turns its decisions into Kubernetes Events and sets the
+metrics. Triggers: CreditJob create / update / resume (operator start), a child Job changing (status, catch-up
+queue), the owned CronJob changing or disappearing (drift), and a resync task that revisits every CreditJob each
+`CREDITJOBS_RESYNC_SECONDS` (next run time, missed fire times). No timers or daemons on CreditJobs: Kopf puts a
+finalizer on objects with those, and deletion must never wait for the operator (owner references clean up).
+
+Loaded by `commands.py` (`credit-jobs operator`) and by tests through `kopf run -m credit_operator.handlers`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from credit_operator import metrics
+from credit_operator.creditjob import GROUP, LABEL_CREDITJOB, PLURAL, VERSION
+from credit_operator.kube import ApiError, KubeApi, connect
+from credit_operator.reconcile import Outcome, reconcile
+from credit_operator.settings import OperatorSettings
+
+log = logging.getLogger("credit_operator")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# The operator's only clock: tests replace it to simulate downtime without waiting for it.
+clock: Callable[[], datetime] = _now
+
+# How soon a failed pass is retried by Kopf (API unavailable, conflict on a status write…).
+RETRY_DELAY = 5.0
+
+_locks: dict[tuple[str, str], threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def _lock_for(namespace: str, name: str) -> threading.Lock:
+    # One pass at a time per CreditJob: triggers arrive from several watch streams at once.
+    with _locks_guard:
+        return _locks.setdefault((namespace, name), threading.Lock())
+
+
+def configure(settings: kopf.OperatorSettings, config: OperatorSettings) -> None:
+    """Kopf settings that do not depend on the environment of a test or a cluster."""
+    # Kopf's own bookkeeping goes to annotations under our group (not into status, which the CRD defines).
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    settings.persistence.finalizer = f"{GROUP}/kopf-finalizer"  # only used if a handler ever needs one
+    settings.peering.name = config.peering_name
+    # Handlers are sync (blocking HTTP through the kubernetes client): enough threads for bursts of creates.
+    settings.execution.max_workers = max(settings.execution.max_workers or 0, 16)
+    settings.posting.level = logging.INFO
+
+
+@kopf.on.startup()
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    config: OperatorSettings = memo.get("config") or OperatorSettings()
+    memo["config"] = config
+    configure(settings, config)
+    memo["api"] = KubeApi(connect())
+    memo["resync"] = asyncio.create_task(_resync_forever(memo))
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    task: asyncio.Task[None] | None = memo.get("resync")
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def run_pass(memo: kopf.Memo, namespace: str, name: str) -> Outcome | None:
+    """One reconcile pass for one CreditJob, or None when it no longer exists."""
+    api: KubeApi = memo["api"]
+    config: OperatorSettings = memo["config"]
+    with _lock_for(namespace, name):
+        started = time.perf_counter()
+        try:
+            try:
+                body = api.get_creditjob(namespace, name)
+            except ApiError as exc:
+                if exc.status == 404:
+                    return None
+                raise
+
+            def emit(kind: str, reason: str, message: str) -> None:
+                kopf.event(body, type=kind, reason=reason, message=message)  # type: ignore[arg-type]
+                log.info("%s/%s %s: %s", namespace, name, reason, message)
+
+            outcome = reconcile(api, body, now=clock(), defaults=config.manifest_defaults(), emit=emit)
+        except Exception:
+            metrics.RECONCILE_TOTAL.labels(result="error").inc()
+            raise
+        finally:
+            metrics.RECONCILE_DURATION.observe(time.perf_counter() - started)
+    metrics.RECONCILE_TOTAL.labels(result=outcome.result).inc()
+    if outcome.sample is not None:
+        metrics.observe_creditjob(outcome.sample)
+    metrics.count_missed(name, namespace, outcome.missed_keys)
+    return outcome
+
+
+def _pass_or_retry(memo: kopf.Memo, namespace: str, name: str) -> None:
+    try:
+        run_pass(memo, namespace, name)
+    except ApiError as exc:
+        # Kopf retries change handlers after the delay; watch-event handlers rely on the next event/resync.
+        raise kopf.TemporaryError(f"API call failed: {exc}", delay=RETRY_DELAY) from exc
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL)
+def creditjob_changed(meta: Mapping[str, Any], memo: kopf.Memo, **_: Any) -> None:
+    """Created, changed (spec, labels, the run-now annotation), or seen again at operator start."""
+    _pass_or_retry(memo, meta["namespace"], meta["name"])
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def creditjob_deleted(event: Mapping[str, Any], meta: Mapping[str, Any], **_: Any) -> None:
+    """Deleted: owner references remove the CronJob and Jobs; only the metric series are ours to drop."""
+    if event.get("type") == "DELETED":
+        metrics.forget_creditjob(meta["name"], meta["namespace"])
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={LABEL_CREDITJOB: kopf.PRESENT})
+def child_job_changed(meta: Mapping[str, Any], memo: kopf.Memo, **_: Any) -> None:
+    """A child Job started, finished, or was deleted: status, metrics, and the catch-up queue move on."""
+    _event_pass(memo, meta)
+
+
+@kopf.on.event("batch", "v1", "cronjobs", labels={LABEL_CREDITJOB: kopf.PRESENT})
+def cronjob_changed(meta: Mapping[str, Any], memo: kopf.Memo, **_: Any) -> None:
+    """The owned CronJob changed (maybe by hand) or was deleted: converge it back."""
+    _event_pass(memo, meta)
+
+
+def _event_pass(memo: kopf.Memo, meta: Mapping[str, Any]) -> None:
+    if "api" not in memo:
+        return  # an event before start-up finished; the resume handler covers it
+    try:
+        run_pass(memo, meta["namespace"], meta["labels"][LABEL_CREDITJOB])
+    except ApiError as exc:
+        # Best effort: a watch event is not retried by Kopf, the periodic resync repeats the pass.
+        log.warning("pass for %s failed, the resync will retry: %s", meta.get("name"), exc)
+
+
+async def _resync_forever(memo: kopf.Memo) -> None:
+    config: OperatorSettings = memo["config"]
+    api: KubeApi = memo["api"]
+    while True:
+        await asyncio.sleep(config.resync_seconds)
+        for namespace in config.namespace_list or [None]:
+            try:
+                bodies = await asyncio.to_thread(api.list_creditjobs, namespace)
+            except ApiError as exc:
+                log.warning("resync: cannot list CreditJobs: %s", exc)
+                continue
+            for body in bodies:
+                meta = body.get("metadata") or {}
+                try:
+                    await asyncio.to_thread(run_pass, memo, meta.get("namespace", ""), meta.get("name", ""))
+                except Exception:  # one broken CreditJob must not stop the resync of the others
+                    log.exception("resync of %s/%s failed", meta.get("namespace"), meta.get("name"))

@@ -1,0 +1,132 @@
+"""The one Kubernetes API client of the operator and the `trigger` command: plain dicts in and out.
+
+`connect()` is the single factory (in-cluster service account, else the kubeconfig — tests point it at kmock).
+`KubeApi` wraps the `kubernetes` package's low-level ApiClient because its typed APIs (v30+) validate request
+bodies as models and return models; the planners work on manifests as dicts, and merge patches must be sent as
+`application/merge-patch+json` (lists replaced whole, which is what converging a CronJob needs).
+Used by `reconcile.py`, `handlers.py` and `commands.py`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+import kubernetes
+
+from credit_operator.creditjob import GROUP, PLURAL, VERSION
+
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class ApiError(Exception):
+    """An API call failed; `status` is the HTTP status (404 not found, 409 conflict, …)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+
+
+def connect() -> kubernetes.client.ApiClient:
+    """An ApiClient from the in-cluster service account, else from the kubeconfig."""
+    configuration = kubernetes.client.Configuration()
+    try:
+        kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    return kubernetes.client.ApiClient(configuration)
+
+
+def _cj_path(namespace: str, name: str = "") -> str:
+    base = f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{PLURAL}"
+    return f"{base}/{quote(name)}" if name else base
+
+
+def _batch_path(kind: str, namespace: str, name: str = "") -> str:
+    base = f"/apis/batch/v1/namespaces/{quote(namespace)}/{kind}"
+    return f"{base}/{quote(name)}" if name else base
+
+
+class KubeApi:
+    """Blocking calls (the Kopf handlers that use it are sync and run in Kopf's thread pool)."""
+
+    def __init__(self, client: kubernetes.client.ApiClient, timeout: float = 30.0) -> None:
+        self.client = client
+        self.timeout = timeout
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        query: Mapping[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        _, url, headers, serialized, _ = self.client.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=list((query or {}).items()) or None,
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = self.client.call_api(
+            method, url, header_params=headers, body=serialized, _request_timeout=self.timeout
+        )
+        data = response.read()  # type: ignore[no-untyped-call]
+        if response.status >= 400:
+            try:
+                message = json.loads(data).get("message", "")
+            except (ValueError, AttributeError):
+                message = data.decode(errors="replace")[:200] if data else ""
+            raise ApiError(response.status, message or response.reason or "")
+        if not data:
+            return {}
+        parsed = json.loads(data)
+        return parsed if isinstance(parsed, dict) else {}
+
+    # CreditJobs
+    def get_creditjob(self, namespace: str, name: str) -> dict[str, Any]:
+        return self.request("GET", _cj_path(namespace, name))
+
+    def list_creditjobs(self, namespace: str | None) -> list[dict[str, Any]]:
+        path = _cj_path(namespace) if namespace else f"/apis/{GROUP}/{VERSION}/{PLURAL}"
+        return list(self.request("GET", path).get("items") or [])
+
+    def patch_creditjob(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        return self.request("PATCH", _cj_path(namespace, name), patch, content_type=MERGE_PATCH)
+
+    def patch_creditjob_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
+        return self.request(
+            "PATCH", _cj_path(namespace, name) + "/status", {"status": status}, content_type=MERGE_PATCH
+        )
+
+    # CronJobs
+    def get_cronjob(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.request("GET", _batch_path("cronjobs", namespace, name))
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def create_cronjob(self, cronjob: Mapping[str, Any]) -> dict[str, Any]:
+        return self.request("POST", _batch_path("cronjobs", cronjob["metadata"]["namespace"]), cronjob)
+
+    def patch_cronjob(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        return self.request("PATCH", _batch_path("cronjobs", namespace, name), patch, content_type=MERGE_PATCH)
+
+    # Jobs
+    def list_jobs(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        found = self.request("GET", _batch_path("jobs", namespace), query={"labelSelector": label_selector})
+        return list(found.get("items") or [])
+
+    def create_job(self, job: Mapping[str, Any]) -> dict[str, Any]:
+        return self.request("POST", _batch_path("jobs", job["metadata"]["namespace"]), job)
+
+    def patch_job(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        return self.request("PATCH", _batch_path("jobs", namespace, name), patch, content_type=MERGE_PATCH)

@@ -1,0 +1,155 @@
+"""The operator's Prometheus metrics (design.md ⚓ names), in a registry of its own, served on /metrics.
+
+`handlers.py` sets the per-CreditJob series after every reconcile pass (`observe_creditjob`) and counts passes
+(`RECONCILE_TOTAL`, `RECONCILE_DURATION`); `commands.py` starts the HTTP server. The chart's alert and dashboard
+tests call `exported_metric_names()`.
+
+Signals to alert on:
+- `time() - creditjobs_creditjob_last_success_timestamp_seconds > 1.5 * creditjobs_creditjob_schedule_interval_seconds`
+  → CreditJobNotSucceededRecently. The last-success series exists from the first pass with value 0 for a
+  CreditJob that never succeeded, so "never ran" fires too (it is taken from child Jobs, so it works even when
+  no pod ever starts and nothing is pushed).
+- `creditjobs_creditjob_info{suspended="true"}` for long → CreditJobSuspendedTooLong.
+- `rate(creditjobs_operator_reconcile_total{result="error"}[5m]) > 0` → CreditJobsOperatorReconcileErrors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+CREDITJOB_LABELS = ("creditjob", "namespace")
+
+INFO = Gauge(
+    "creditjobs_creditjob_info",
+    "Always 1: one series per CreditJob, carrying its usecase, schedule and whether it is suspended.",
+    ["creditjob", "namespace", "usecase", "schedule", "suspended"],
+    registry=REGISTRY,
+)
+LAST_SUCCESS = Gauge(
+    "creditjobs_creditjob_last_success_timestamp_seconds",
+    "Unix time the latest child Job of the CreditJob succeeded; 0 when none ever did.",
+    CREDITJOB_LABELS,
+    registry=REGISTRY,
+)
+NEXT_SCHEDULE = Gauge(
+    "creditjobs_creditjob_next_schedule_timestamp_seconds",
+    "Unix time of the next fire time; 0 while suspended or invalid.",
+    CREDITJOB_LABELS,
+    registry=REGISTRY,
+)
+SCHEDULE_INTERVAL = Gauge(
+    "creditjobs_creditjob_schedule_interval_seconds",
+    "Seconds between the latest fire time and the next one (the interval currently in force).",
+    CREDITJOB_LABELS,
+    registry=REGISTRY,
+)
+ACTIVE_RUNS = Gauge(
+    "creditjobs_creditjob_active_runs",
+    "Child Jobs of the CreditJob currently running (queued catch-up Jobs excluded).",
+    CREDITJOB_LABELS,
+    registry=REGISTRY,
+)
+MISSED_PERIODS = Counter(
+    "creditjobs_creditjob_missed_periods",
+    "Missed periods noticed by this operator process (caught up or given up), counted once per period.",
+    CREDITJOB_LABELS,
+    registry=REGISTRY,
+)
+RECONCILE_TOTAL = Counter(
+    "creditjobs_operator_reconcile",
+    "Reconcile passes by result: ok, invalid (spec rejected), error (API failure; retried).",
+    ["result"],
+    registry=REGISTRY,
+)
+RECONCILE_DURATION = Histogram(
+    "creditjobs_operator_reconcile_duration_seconds",
+    "Wall-clock time of one reconcile pass.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+RECONCILE_RESULTS = ("ok", "invalid", "error")
+for _result in RECONCILE_RESULTS:
+    RECONCILE_TOTAL.labels(result=_result)  # every result series exists from the start (rate() needs a 0)
+
+
+@dataclass(frozen=True)
+class CreditJobSample:
+    """The values of one CreditJob's series after a reconcile pass."""
+
+    name: str
+    namespace: str
+    usecase: str
+    schedule: str
+    suspended: bool
+    last_success: float  # 0 when never
+    next_schedule: float  # 0 when none
+    interval: float
+    active_runs: int
+
+
+_info_labels: dict[tuple[str, str], tuple[str, str, str, str, str]] = {}
+_counted_missed: set[tuple[str, str, str]] = set()
+_lock = threading.Lock()
+
+
+def observe_creditjob(sample: CreditJobSample) -> None:
+    """Set every per-CreditJob series; an info series whose labels changed is replaced, not duplicated."""
+    ident = (sample.name, sample.namespace)
+    info = (sample.name, sample.namespace, sample.usecase, sample.schedule, str(sample.suspended).lower())
+    with _lock:
+        old = _info_labels.get(ident)
+        if old is not None and old != info:
+            INFO.remove(*old)
+        _info_labels[ident] = info
+    INFO.labels(*info).set(1)
+    LAST_SUCCESS.labels(*ident).set(sample.last_success)
+    NEXT_SCHEDULE.labels(*ident).set(sample.next_schedule)
+    SCHEDULE_INTERVAL.labels(*ident).set(sample.interval)
+    ACTIVE_RUNS.labels(*ident).set(sample.active_runs)
+    MISSED_PERIODS.labels(*ident)  # the counter exists (at 0) before anything is missed
+
+
+def count_missed(name: str, namespace: str, keys: list[str]) -> int:
+    """Count missed period keys not counted before by this process; returns how many were new."""
+    new = 0
+    with _lock:
+        for key in keys:
+            if (name, namespace, key) not in _counted_missed:
+                _counted_missed.add((name, namespace, key))
+                new += 1
+    if new:
+        MISSED_PERIODS.labels(name, namespace).inc(new)
+    return new
+
+
+def forget_creditjob(name: str, namespace: str) -> None:
+    """Drop the series of a deleted CreditJob (a stale last-success series would fire alerts forever)."""
+    ident = (name, namespace)
+    with _lock:
+        info = _info_labels.pop(ident, None)
+    for gauge in (LAST_SUCCESS, NEXT_SCHEDULE, SCHEDULE_INTERVAL, ACTIVE_RUNS, MISSED_PERIODS):
+        with contextlib.suppress(KeyError):
+            gauge.remove(*ident)
+    if info is not None:
+        with contextlib.suppress(KeyError):
+            INFO.remove(*info)
+
+
+def exported_metric_names() -> set[str]:
+    """Every metric name the operator exposes, as scraped: counters with `_total`, histograms with their
+    `_bucket`/`_sum`/`_count` series (and the family name itself). `_created` series are switched off."""
+    names: set[str] = set()
+    for family in REGISTRY.collect():
+        if family.type == "counter":
+            names.add(f"{family.name}_total")
+        elif family.type == "histogram":
+            names |= {family.name, f"{family.name}_bucket", f"{family.name}_sum", f"{family.name}_count"}
+        else:
+            names.add(family.name)
+    return names

@@ -1,0 +1,323 @@
+"""One reconcile pass for one CreditJob: the numbered steps of the operator's control loop (docs/operator.md).
+
+Called by `handlers.py` for every trigger (create, update, resume, a child Job or the CronJob changing, the
+periodic resync); every pass does the whole job, so any trigger converges everything and a missed trigger is
+repaired by the next one. Decisions come from the pure planners (`spec_checks`, `cronjob_manifest`,
+`missed_periods`, `status`); this module only reads the world through `kube.KubeApi`, applies what they say,
+and reports each decision through `emit` (Kopf turns it into a Kubernetes Event). `now` is passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import kopf
+
+from credit_jobs.domain.errors import ConfigError
+from credit_jobs.domain.period_keys import parse_period, parse_time_zone, period_start
+from credit_operator import cronjob_manifest as manifests
+from credit_operator.creditjob import (
+    ANNOTATION_RUN_NOW,
+    ANNOTATION_RUN_PERIOD,
+    LABEL_CREDITJOB,
+    CreditJob,
+    CreditJobSpec,
+    parse_creditjob,
+    parse_time,
+)
+from credit_operator.kube import ApiError, KubeApi
+from credit_operator.metrics import CreditJobSample
+from credit_operator.missed_periods import CatchUpPlan, plan_catch_up
+from credit_operator.spec_checks import check_spec
+from credit_operator.status import Observed, anchor_time, build_status, child_jobs, schedule_interval
+
+Emit = Callable[[str, str, str], None]  # (type Normal|Warning, reason, message)
+
+
+@dataclass
+class Outcome:
+    """What a pass did: `result` is ok | invalid; the status it wrote; the metric values it observed."""
+
+    result: str
+    status: dict[str, Any]
+    sample: CreditJobSample | None
+    decisions: list[tuple[str, str, str]] = field(default_factory=list)
+    missed_keys: list[str] = field(default_factory=list)
+
+
+def _invalid_placeholder(body: Mapping[str, Any], message: str) -> CreditJob:
+    """A CreditJob whose spec could not be parsed, so the status can still say why."""
+    meta = body.get("metadata") or {}
+    raw = body.get("spec") or {}
+    spec = CreditJobSpec(
+        usecase=str(raw.get("usecase", "")) if isinstance(raw, Mapping) else "",
+        schedule=str(raw.get("schedule", "")) if isinstance(raw, Mapping) else "",
+    )
+    return CreditJob(
+        name=str(meta.get("name", "")),
+        namespace=str(meta.get("namespace", "")),
+        uid=str(meta.get("uid", "")),
+        generation=int(meta.get("generation") or 0),
+        created_at=None,
+        annotations=dict(meta.get("annotations") or {}),
+        spec=spec,
+        status=dict(body.get("status") or {}),
+    )
+
+
+def reconcile(
+    api: KubeApi,
+    body: Mapping[str, Any],
+    *,
+    now: datetime,
+    defaults: manifests.ManifestDefaults,
+    emit: Emit,
+) -> Outcome:
+    decisions: list[tuple[str, str, str]] = []
+
+    def decide(kind: str, reason: str, message: str) -> None:
+        decisions.append((kind, reason, message))
+        emit(kind, reason, message)
+
+    # ### 1: Read the CreditJob. A spec the schema should have rejected but did not (an old CRD, a body
+    # written before the CRD was installed) is treated like any invalid spec below, never as a crash loop.
+    problems: list[str] = []
+    try:
+        creditjob = parse_creditjob(body)
+    except ConfigError as exc:
+        creditjob = _invalid_placeholder(body, str(exc))
+        problems.append(str(exc))
+    spec = creditjob.spec
+    ns, name = creditjob.namespace, creditjob.name
+    previous_conditions = {c.get("type"): c for c in creditjob.status.get("conditions") or []}
+
+    # ### 2: Check what the schema cannot (time zone, a schedule that never fires, deadlines vs. the gap).
+    # Invalid → Ready=False and a Warning Event, and the existing CronJob is left exactly as it is: the last
+    # good schedule keeps running rather than the billing stopping because of a typo.
+    if not problems:
+        problems = check_spec(creditjob, now)
+    if problems:
+        before = previous_conditions.get("Ready") or {}
+        message = "; ".join(problems)
+        if before.get("status") != "False" or before.get("message") != message:
+            decide("Warning", "InvalidSpec", f"spec rejected, CronJob left unchanged: {message}")
+
+    # ### 3: Load the world: the CronJob and every child Job. Status is rebuilt from these, not from memory.
+    cronjob = api.get_cronjob(ns, name)
+    jobs = [
+        job
+        for job in api.list_jobs(ns, f"{LABEL_CREDITJOB}={name}")
+        if ((job.get("metadata") or {}).get("labels") or {}).get(LABEL_CREDITJOB) == name
+    ]
+    if cronjob is not None and ((cronjob.get("metadata") or {}).get("labels") or {}).get(LABEL_CREDITJOB) != name:
+        # Someone else's CronJob with our name: never take it over.
+        problems.append(f"a CronJob named {name} exists and is not managed by this CreditJob; delete or rename it")
+        decide("Warning", "CronJobConflict", problems[-1])
+        cronjob = None
+        foreign = True
+    else:
+        foreign = False
+
+    # ### 4: Converge the CronJob: create it when missing, patch it when the spec changed or someone edited it
+    # by hand (drift). The owner reference (kopf.adopt) makes Kubernetes delete it with the CreditJob, so no
+    # finalizer is needed and deletion never waits for the operator.
+    if not problems and not foreign:
+        desired = manifests.build_cronjob(creditjob, defaults)
+        kopf.adopt(desired, owner=dict(body))  # type: ignore[arg-type]
+        if cronjob is None:
+            cronjob = api.create_cronjob(desired) or desired
+            decide("Normal", "CronJobCreated", f"created CronJob {name} ({spec.usecase}, {spec.schedule!r})")
+        else:
+            drifted = manifests.drift(desired["spec"], cronjob.get("spec")) + [
+                f"metadata.labels.{path}"
+                for path in manifests.drift(desired["metadata"]["labels"], cronjob["metadata"].get("labels"))
+            ]
+            if drifted:
+                patch = {"metadata": {"labels": desired["metadata"]["labels"]}, "spec": desired["spec"]}
+                cronjob = api.patch_cronjob(ns, name, patch) or cronjob
+                changed_spec = int(creditjob.status.get("observedGeneration") or 0) != creditjob.generation
+                if changed_spec:
+                    decide("Normal", "CronJobUpdated", f"updated CronJob {name}: {', '.join(drifted[:5])}")
+                else:
+                    decide(
+                        "Normal", "DriftReverted", f"reverted hand edits of CronJob {name}: {', '.join(drifted[:5])}"
+                    )
+        was_suspended = (previous_conditions.get("Suspended") or {}).get("status") == "True"
+        if spec.suspend and not was_suspended:
+            decide("Normal", "Suspended", f"suspended: {spec.suspend_reason or 'no reason given'}")
+        elif not spec.suspend and was_suspended:
+            decide("Normal", "Resumed", "schedule resumed")
+
+    # ### 5: Run-now. The annotation's token is recorded in status once handled, so a resync or an operator
+    # restart never runs it twice; the Job name derives from the token, so even a crash between creating the
+    # Job and recording the token makes the retry conflict instead of running twice.
+    manual_token: str | None = None
+    token = creditjob.annotations.get(ANNOTATION_RUN_NOW, "").strip()
+    if token and token != creditjob.status.get("lastManualRunToken"):
+        manual_token = token
+        created = _run_now(api, creditjob, cronjob, token, problems, decide)
+        if created is not None:
+            jobs.append(created)
+
+    # ### 6: Catch up missed periods (after downtime, or fire times the CronJob controller skipped): one Job
+    # per missed period, oldest first, period key pinned, capped at catchUp.maxPeriods. Nothing is caught up
+    # while suspended: those fire times were skipped on purpose, so the bookkeeping moves past them.
+    plan: CatchUpPlan | None = None
+    if spec.suspend and not problems:
+        plan = CatchUpPlan((), (), now)
+    elif not problems and cronjob is not None:
+        views = child_jobs(jobs, creditjob)
+        plan = plan_catch_up(
+            schedule=spec.schedule,
+            time_zone=spec.time_zone,
+            period=spec.period,
+            anchor=anchor_time(creditjob, views, cronjob, now),
+            now=now,
+            starting_deadline_seconds=spec.starting_deadline_seconds,
+            max_periods=spec.catch_up_max_periods,
+            covered_keys={v.period_key for v in views if v.period_key},
+        )
+        jobs += _catch_up(api, creditjob, cronjob, plan, decide)
+
+    # ### 7: Under Forbid / Replace, queued catch-up Jobs run one at a time: release the oldest when no run is
+    # active (Replace never kills a run to catch up — the periods are all owed).
+    if not problems and not spec.suspend and spec.concurrency_policy != "Allow":
+        _release_queued(api, creditjob, jobs, decide)
+
+    # ### 8: Rebuild the status from the world and write it when it changed.
+    status = build_status(
+        creditjob, jobs, Observed(problems=problems, cronjob=cronjob, plan=plan, manual_token=manual_token), now
+    )
+    current = {key: creditjob.status.get(key) for key in status}
+    if status != current:
+        api.patch_creditjob_status(ns, name, status)
+
+    # ### 9: Hand the metric values back (handlers.py sets the gauges; missed periods are counted once).
+    sample = CreditJobSample(
+        name=name,
+        namespace=ns,
+        usecase=spec.usecase,
+        schedule=spec.schedule,
+        suspended=spec.suspend,
+        last_success=_timestamp(status.get("lastSuccessfulTime")),
+        next_schedule=_timestamp(status.get("nextScheduleTime")),
+        interval=schedule_interval(spec.schedule, spec.time_zone, now) if not problems else 0.0,
+        active_runs=len(status["active"]),
+    )
+    missed_keys = [m.key for m in plan.missed] if plan else []
+    return Outcome("invalid" if problems else "ok", status, sample, decisions, missed_keys)
+
+
+def _timestamp(value: Any) -> float:
+    moment = parse_time(value)
+    return moment.timestamp() if moment else 0.0
+
+
+def _create_job(api: KubeApi, job: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Create a Job; (object, True) when created, (existing, False) when the deterministic name was taken."""
+    try:
+        return (api.create_job(job) or job), True
+    except ApiError as exc:
+        if exc.status == 409:
+            return job, False
+        raise
+
+
+def _run_now(
+    api: KubeApi,
+    creditjob: CreditJob,
+    cronjob: Mapping[str, Any] | None,
+    token: str,
+    problems: list[str],
+    decide: Callable[[str, str, str], None],
+) -> dict[str, Any] | None:
+    """Create the run-now Job, or reject the request with a Warning (the token is recorded either way, so a
+    bad request is not retried forever; a new token asks again)."""
+    if problems or cronjob is None:
+        decide("Warning", "RunNowRejected", f"run-now {token!r} ignored: the spec is invalid")
+        return None
+    spec = creditjob.spec
+    period_key = creditjob.annotations.get(ANNOTATION_RUN_PERIOD, "").strip() or None
+    if period_key:
+        try:
+            period_start(period_key, parse_period(spec.period), parse_time_zone(spec.time_zone))
+        except ConfigError as exc:
+            decide("Warning", "RunNowRejected", f"run-now {token!r} ignored: {exc}")
+            return None
+    job = manifests.build_job_from_cronjob(
+        cronjob,
+        name=manifests.manual_job_name(creditjob.name, token),
+        trigger="manual",
+        period_key=period_key,
+        token=token,
+    )
+    kopf.adopt(job, owner=dict(cronjob))  # type: ignore[arg-type]
+    created, fresh = _create_job(api, job)
+    if fresh:
+        what = f"period {period_key}" if period_key else "the current period"
+        decide("Normal", "RunNow", f"created Job {job['metadata']['name']} for {what} (token {token})")
+    return created
+
+
+def _catch_up(
+    api: KubeApi,
+    creditjob: CreditJob,
+    cronjob: Mapping[str, Any],
+    plan: CatchUpPlan,
+    decide: Callable[[str, str, str], None],
+) -> list[dict[str, Any]]:
+    spec = creditjob.spec
+    created_jobs: list[dict[str, Any]] = []
+    if plan.given_up:
+        decide(
+            "Warning",
+            "PeriodsMissed",
+            f"missed periods {', '.join(m.key for m in plan.given_up)} are beyond catchUp.maxPeriods="
+            f"{spec.catch_up_max_periods} and will not be run automatically",
+        )
+    queue = spec.concurrency_policy != "Allow"
+    for missed in plan.to_run:
+        job = manifests.build_job_from_cronjob(
+            cronjob,
+            name=manifests.catch_up_job_name(creditjob.name, missed.key),
+            trigger="catch-up",
+            period_key=missed.key,
+            scheduled_time=missed.fire_time,
+            suspend=queue,
+        )
+        kopf.adopt(job, owner=dict(cronjob))  # type: ignore[arg-type]
+        created, fresh = _create_job(api, job)
+        if fresh:
+            created_jobs.append(created)
+            state = "queued" if queue else "started"
+            decide(
+                "Normal",
+                "CatchUp",
+                f"{state} Job {job['metadata']['name']} for missed period {missed.key} "
+                f"(fire time {missed.fire_time.isoformat()})",
+            )
+    return created_jobs
+
+
+def _sort_time(moment: datetime | None) -> float:
+    return moment.timestamp() if moment else float("inf")
+
+
+def _release_queued(
+    api: KubeApi, creditjob: CreditJob, jobs: list[dict[str, Any]], decide: Callable[[str, str, str], None]
+) -> None:
+    views = child_jobs(jobs, creditjob)
+    if any(v.state == "active" for v in views):
+        return
+    queued = [v for v in views if v.state == "queued" and v.trigger == "catch-up"]
+    if not queued:
+        return
+    oldest = min(queued, key=lambda v: (_sort_time(v.scheduled_time or v.created_at), v.name))
+    released = api.patch_job(creditjob.namespace, oldest.name, {"spec": {"suspend": False}})
+    for index, job in enumerate(jobs):
+        if (job.get("metadata") or {}).get("name") == oldest.name:
+            jobs[index] = released or {**job, "spec": {**job.get("spec", {}), "suspend": False}}
+    decide("Normal", "CatchUpStarted", f"started queued Job {oldest.name} for missed period {oldest.period_key}")
