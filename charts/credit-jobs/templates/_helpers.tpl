@@ -139,3 +139,11 @@ Operator names it after the Service, which is the operator name; override for ot
 {{- define "credit-jobs.operatorJobLabel" -}}
 {{- default (include "credit-jobs.operatorName" .) .Values.prometheusRule.operatorJobLabel }}
 {{- end }}
+
+{{/*
+credit-jobs.discoveryName — the cluster-scoped ClusterRole(Binding) for Kopf's CRD discovery in namespaced mode,
+cut so the suffix survives the 63-character limit.
+*/}}
+{{- define "credit-jobs.discoveryName" -}}
+{{- printf "%s-operator-discovery" (include "credit-jobs.fullname" . | trunc 44 | trimSuffix "-") }}
+{{- end }}

@@ -1,0 +1,498 @@
+"""The alert rules, extracted from the rendered PrometheusRule, pass `promtool check rules` and `promtool test rules`.
+
+Every alert has a case where it fires and a healthy case where it stays silent, and each `for:` is tested on
+both sides (still pending just before, firing just after). The rules are rendered with the thresholds below
+(ALERT_SETTINGS, the chart defaults), so the timings in the cases follow from them. promtool evaluates from
+Unix time 0, so timestamps in the series are seconds since the start of the test.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from chart_support import ENVIRONMENTS, REPO, env_values, monitoring_values, rule_groups
+
+RUNBOOKS = REPO / "docs" / "runbooks.md"
+RUNBOOK_BASE = "https://github.com/credit-jobs/credit-jobs/blob/main/docs/runbooks.md"
+# design.md's alert list. CreditJobsTriggerAuthFailures belongs to the trigger HTTP API, which is not built and
+# exports no metric yet: it is documented as upcoming in docs/monitoring.md, not shipped as a stub rule.
+EXPECTED_ALERTS = {
+    "CreditJobFailed",
+    "CreditJobNotSucceededRecently",
+    "CreditJobRunningTooLong",
+    "CreditJobSuspendedTooLong",
+    "CreditJobItemsFailed",
+    "CreditJobsOperatorDown",
+    "CreditJobsOperatorReconcileErrors",
+}
+ALERT_SETTINGS: dict[str, dict[str, Any]] = {
+    "creditJobFailed": {"for": "10m", "severity": "critical"},
+    "creditJobNotSucceededRecently": {"for": "15m", "severity": "critical", "intervalFactor": 1.5},
+    "creditJobRunningTooLong": {"for": "2h", "severity": "warning"},
+    "creditJobSuspendedTooLong": {"for": "24h", "severity": "info"},
+    "creditJobItemsFailed": {"for": "5m", "severity": "warning", "threshold": 0},
+    "creditJobsOperatorDown": {"for": "5m", "severity": "critical"},
+    "creditJobsOperatorReconcileErrors": {"for": "15m", "severity": "warning", "window": "10m", "ratio": 0.05},
+}
+OPERATOR_JOB = "credit-jobs-operator"  # the operator Service name = the ServiceMonitor's job label
+RUN = 'job="credit-jobs", creditjob="distribute-credits", shard="0"'
+RUN_SHARD_1 = 'job="credit-jobs", creditjob="distribute-credits", shard="1"'
+CJ = 'namespace="billing", creditjob="distribute-credits"'
+INFO = 'creditjobs_creditjob_info{{{cj}, usecase="distribute-credits", schedule="{schedule}", suspended="{suspended}"}}'
+INFO_HOURLY_SUSPENDED = INFO.format(cj=CJ, schedule="0 * * * *", suspended="true")
+INFO_HOURLY_ACTIVE = INFO.format(cj=CJ, schedule="0 * * * *", suspended="false")
+INFO_MONTHLY_SUSPENDED = INFO.format(cj=CJ, schedule="0 0 1 * *", suspended="true")
+INFO_MONTHLY_ACTIVE = INFO.format(cj=CJ, schedule="0 0 1 * *", suspended="false")
+SUMMARY = {
+    "CreditJobFailed": "A credit job run failed and no run has succeeded since.",
+    "CreditJobItemsFailed": "A credit job run reported failed items.",
+    "CreditJobNotSucceededRecently": "A credit job has not succeeded within its schedule.",
+    "CreditJobRunningTooLong": "A credit job run has been running for too long.",
+    "CreditJobSuspendedTooLong": "A credit job has been suspended for a long time.",
+    "CreditJobsOperatorDown": "The credit-jobs operator is down.",
+    "CreditJobsOperatorReconcileErrors": "The credit-jobs operator fails to reconcile CreditJobs.",
+}
+
+
+@dataclass
+class Firing:
+    labels: dict[str, str]
+    description: str
+
+
+@dataclass
+class Case:
+    """One promtool test: input series, then evaluations that expect silence or the given alerts."""
+
+    alert: str
+    series: dict[str, str]
+    silent_at: list[str] = field(default_factory=list)
+    firing_at: dict[str, list[Firing]] = field(default_factory=dict)
+    values: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-alert overrides of ALERT_SETTINGS
+
+
+def _failed(
+    creditjob: str = "distribute-credits", shard: str = "0", at: str = "1970-01-01 00:05:00 +0000 UTC"
+) -> Firing:
+    return Firing(
+        {"severity": "critical", "creditjob": creditjob, "shard": shard},
+        f"The last run of CreditJob {creditjob} (shard {shard}) failed at {at} and no later run succeeded.",
+    )
+
+
+CASES: dict[str, Case] = {
+    # --- CreditJobFailed (for 10m) ---
+    "failed-after-a-success-fires-once-the-for-has-passed": Case(
+        "CreditJobFailed",
+        {
+            f"creditjobs_run_last_success_timestamp_seconds{{{RUN}}}": "60x40",
+            f"creditjobs_run_last_failure_timestamp_seconds{{{RUN}}}": "_x5 300x35",  # pushed at 5m
+        },
+        silent_at=["4m", "14m"],
+        firing_at={"16m": [_failed()], "30m": [_failed()]},
+    ),
+    "failed-and-never-succeeded-fires": Case(
+        "CreditJobFailed",
+        {f"creditjobs_run_last_failure_timestamp_seconds{{{RUN}}}": "_x5 300x35"},
+        silent_at=["14m"],
+        firing_at={"16m": [_failed()]},
+    ),
+    "failure-followed-by-a-success-clears": Case(
+        "CreditJobFailed",
+        {
+            f"creditjobs_run_last_failure_timestamp_seconds{{{RUN}}}": "_x5 300x55",
+            f"creditjobs_run_last_success_timestamp_seconds{{{RUN}}}": "60x19 1200x40",  # retry succeeded at 20m
+        },
+        firing_at={"18m": [_failed()]},
+        silent_at=["21m", "50m"],
+    ),
+    "healthy-successes-only-stay-silent": Case(
+        "CreditJobFailed",
+        {f"creditjobs_run_last_success_timestamp_seconds{{{RUN}}}": "60+60x60"},
+        silent_at=["30m", "60m"],
+    ),
+    "only-the-failing-shard-fires": Case(
+        "CreditJobFailed",
+        {
+            f"creditjobs_run_last_failure_timestamp_seconds{{{RUN}}}": "300x40",
+            f"creditjobs_run_last_success_timestamp_seconds{{{RUN_SHARD_1}}}": "400x40",
+        },
+        firing_at={"20m": [_failed()]},
+    ),
+    # --- CreditJobItemsFailed (for 5m, threshold 0) ---
+    "failed-items-fire-after-the-for": Case(
+        "CreditJobItemsFailed",
+        {
+            f'creditjobs_run_items{{{RUN}, outcome="failed"}}': "3x20",
+            f'creditjobs_run_items{{{RUN}, outcome="processed"}}': "997x20",
+        },
+        silent_at=["4m"],
+        firing_at={
+            "6m": [
+                Firing(
+                    {"severity": "warning", "creditjob": "distribute-credits", "shard": "0"},
+                    "The last run of CreditJob distribute-credits (shard 0) failed on 3 items.",
+                )
+            ]
+        },
+    ),
+    "no-failed-items-stay-silent": Case(
+        "CreditJobItemsFailed",
+        {
+            f'creditjobs_run_items{{{RUN}, outcome="failed"}}': "0x20",
+            f'creditjobs_run_items{{{RUN}, outcome="processed"}}': "1000x20",
+        },
+        silent_at=["10m", "20m"],
+    ),
+    "failed-items-under-a-raised-threshold-stay-silent": Case(
+        "CreditJobItemsFailed",
+        {f'creditjobs_run_items{{{RUN}, outcome="failed"}}': "3x20"},
+        silent_at=["10m", "20m"],
+        values={"creditJobItemsFailed": {"threshold": 10}},
+    ),
+    # --- CreditJobNotSucceededRecently (interval 1h, 1.5 intervals = 90m, for 15m) ---
+    "late-success-fires-after-one-and-a-half-intervals-plus-the-for": Case(
+        "CreditJobNotSucceededRecently",
+        {
+            f"creditjobs_creditjob_last_success_timestamp_seconds{{{CJ}}}": "60x150",
+            f"creditjobs_creditjob_schedule_interval_seconds{{{CJ}}}": "3600x150",
+            INFO_HOURLY_ACTIVE: "1x150",
+        },
+        # late from 91m on (time() - 60 > 5400): pending until 91m + 15m
+        silent_at=["80m", "100m"],
+        firing_at={
+            "110m": [
+                Firing(
+                    {
+                        "severity": "critical",
+                        "reason": "late",
+                        "namespace": "billing",
+                        "creditjob": "distribute-credits",
+                    },
+                    "CreditJob billing/distribute-credits last succeeded 1h 49m 0s ago,"
+                    " more than 1.5 times its schedule interval.",
+                )
+            ]
+        },
+    ),
+    "never-succeeded-fires-after-the-for": Case(
+        "CreditJobNotSucceededRecently",
+        {
+            f"creditjobs_creditjob_last_success_timestamp_seconds{{{CJ}}}": "0x60",
+            f"creditjobs_creditjob_schedule_interval_seconds{{{CJ}}}": "3600x60",
+            INFO_HOURLY_ACTIVE: "1x60",
+        },
+        silent_at=["14m"],
+        firing_at={
+            "16m": [
+                Firing(
+                    {
+                        "severity": "critical",
+                        "reason": "never-succeeded",
+                        "namespace": "billing",
+                        "creditjob": "distribute-credits",
+                    },
+                    "CreditJob billing/distribute-credits has never succeeded.",
+                )
+            ]
+        },
+    ),
+    "regular-successes-stay-silent": Case(
+        "CreditJobNotSucceededRecently",
+        {
+            # succeeds every hour on the hour (the value is the finish time)
+            f"creditjobs_creditjob_last_success_timestamp_seconds{{{CJ}}}": "60x59 3660x59 7260x59 10860x59",
+            f"creditjobs_creditjob_schedule_interval_seconds{{{CJ}}}": "3600x240",
+        },
+        silent_at=["80m", "150m", "230m"],
+    ),
+    "a-suspended-creditjob-is-left-to-suspended-too-long": Case(
+        "CreditJobNotSucceededRecently",
+        {
+            f"creditjobs_creditjob_last_success_timestamp_seconds{{{CJ}}}": "0x60",
+            f"creditjobs_creditjob_schedule_interval_seconds{{{CJ}}}": "3600x60",
+            INFO_HOURLY_SUSPENDED: "1x60",
+        },
+        silent_at=["30m", "60m"],
+    ),
+    # --- CreditJobRunningTooLong (for 2h) ---
+    "a-run-active-for-over-two-hours-fires": Case(
+        "CreditJobRunningTooLong",
+        {f"creditjobs_creditjob_active_runs{{{CJ}}}": "1x150"},
+        silent_at=["119m"],
+        firing_at={
+            "121m": [
+                Firing(
+                    {"severity": "warning", "namespace": "billing", "creditjob": "distribute-credits"},
+                    "CreditJob billing/distribute-credits has had 1 active run(s) for more than 2h.",
+                )
+            ]
+        },
+    ),
+    "runs-that-finish-stay-silent": Case(
+        "CreditJobRunningTooLong",
+        {f"creditjobs_creditjob_active_runs{{{CJ}}}": "1x30 0x30 1x30 0x30 1x30"},
+        silent_at=["60m", "121m", "150m"],
+    ),
+    # --- CreditJobSuspendedTooLong (for 24h) ---
+    "suspended-for-over-a-day-fires": Case(
+        "CreditJobSuspendedTooLong",
+        {INFO_MONTHLY_SUSPENDED: "1x1600"},
+        silent_at=["23h"],
+        firing_at={
+            "25h": [
+                Firing(
+                    {"severity": "info", "namespace": "billing", "creditjob": "distribute-credits"},
+                    "CreditJob billing/distribute-credits has been suspended for more than 24h.",
+                )
+            ]
+        },
+    ),
+    "an-active-creditjob-stays-silent": Case(
+        "CreditJobSuspendedTooLong",
+        {INFO_MONTHLY_ACTIVE: "1x1600"},
+        silent_at=["25h", "29h"],
+    ),
+    # --- CreditJobsOperatorDown (for 5m) ---
+    "operator-target-down-fires": Case(
+        "CreditJobsOperatorDown",
+        {f'up{{job="{OPERATOR_JOB}", instance="10.0.0.1:9090"}}': "0x20"},
+        silent_at=["4m"],
+        firing_at={
+            "6m": [
+                Firing(
+                    {"severity": "critical", "namespace": "billing"},
+                    f"No target of scrape job {OPERATOR_JOB} has been up for 5m; CreditJobs are not reconciled, "
+                    "run-now and catch-up do nothing.",
+                )
+            ]
+        },
+    ),
+    "operator-never-scraped-fires": Case(
+        "CreditJobsOperatorDown",
+        {'up{job="some-other-app", instance="10.0.0.9:8080"}': "1x20"},
+        silent_at=["4m"],
+        firing_at={
+            "6m": [
+                Firing(
+                    {"severity": "critical", "namespace": "billing"},
+                    f"No target of scrape job {OPERATOR_JOB} has been up for 5m; CreditJobs are not reconciled, "
+                    "run-now and catch-up do nothing.",
+                )
+            ]
+        },
+    ),
+    "one-replica-up-is-enough": Case(
+        "CreditJobsOperatorDown",
+        {
+            f'up{{job="{OPERATOR_JOB}", instance="10.0.0.1:9090"}}': "1x20",
+            f'up{{job="{OPERATOR_JOB}", instance="10.0.0.2:9090"}}': "0x20",
+        },
+        silent_at=["10m", "20m"],
+    ),
+    # --- CreditJobsOperatorReconcileErrors (ratio over 10m > 5 %, for 15m) ---
+    "many-failing-reconciles-fire-after-the-for": Case(
+        "CreditJobsOperatorReconcileErrors",
+        {
+            f'creditjobs_operator_reconcile_total{{job="{OPERATOR_JOB}", instance="a", result="ok"}}': "0+10x60",
+            f'creditjobs_operator_reconcile_total{{job="{OPERATOR_JOB}", instance="a", result="error"}}': "0+2x60",
+        },
+        silent_at=["15m"],
+        firing_at={
+            "18m": [
+                Firing(
+                    {"severity": "warning", "namespace": "billing", "job": OPERATOR_JOB},
+                    f"16.67% of the reconciles of {OPERATOR_JOB} failed over the last 10m.",
+                )
+            ]
+        },
+    ),
+    "rare-reconcile-errors-stay-silent": Case(
+        "CreditJobsOperatorReconcileErrors",
+        {
+            f'creditjobs_operator_reconcile_total{{job="{OPERATOR_JOB}", instance="a", result="ok"}}': "0+100x60",
+            f'creditjobs_operator_reconcile_total{{job="{OPERATOR_JOB}", instance="a", result="error"}}': "0+1x60",
+        },
+        silent_at=["20m", "60m"],
+    ),
+    "no-reconcile-errors-stay-silent": Case(
+        "CreditJobsOperatorReconcileErrors",
+        {f'creditjobs_operator_reconcile_total{{job="{OPERATOR_JOB}", instance="a", result="ok"}}': "0+10x60"},
+        silent_at=["20m", "60m"],
+    ),
+}
+
+
+def _values(overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    alerts = {name: {"enabled": True, **settings} for name, settings in ALERT_SETTINGS.items()}
+    for name, override in (overrides or {}).items():
+        alerts[name] = {**alerts[name], **override}
+    return monitoring_values(**alerts)
+
+
+def _write_rules(render, directory: Path, values: dict[str, Any]) -> Path:
+    path = directory / "rules.yml"
+    path.write_text(yaml.safe_dump({"groups": rule_groups(render(values))}, sort_keys=False))
+    return path
+
+
+def _promtool(promtool: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([promtool, *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+def _alert_rules(render, values: dict[str, Any]) -> list[dict[str, Any]]:
+    return [rule for group in rule_groups(render(values)) for rule in group["rules"] if "alert" in rule]
+
+
+# --- promtool check rules ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("env", ["defaults", *ENVIRONMENTS])
+def test_rendered_rules_pass_promtool_check(render, promtool: str, tmp_path: Path, env: str) -> None:
+    values = _values() if env == "defaults" else env_values(env)
+    if env == "dev":  # dev ships without alerting; check its rules anyway
+        values = {**values, "prometheusRule": {"enabled": True}}
+    result = _promtool(promtool, "check", "rules", str(_write_rules(render, tmp_path, values)))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_promtool_check_catches_a_broken_expression_so_the_check_is_live(promtool: str, tmp_path: Path) -> None:
+    rules = tmp_path / "broken.yml"
+    rules.write_text(yaml.safe_dump({"groups": [{"name": "x", "rules": [{"alert": "X", "expr": "rate(up[5m]"}]}]}))
+    assert _promtool(promtool, "check", "rules", str(rules)).returncode != 0
+
+
+# --- the rule set itself -------------------------------------------------------------------------------------------
+
+
+def test_the_chart_ships_exactly_the_design_alerts(render) -> None:
+    assert {rule["alert"] for rule in _alert_rules(render, _values())} == EXPECTED_ALERTS
+
+
+def test_every_alert_has_severity_summary_description_and_a_runbook_section(render) -> None:
+    anchors = _runbook_anchors()
+    for rule in _alert_rules(render, _values()):
+        assert rule["labels"]["severity"] in {"info", "warning", "critical"}
+        assert rule["annotations"]["summary"] == SUMMARY[rule["alert"]]
+        assert rule["annotations"]["description"]
+        url = rule["annotations"]["runbook_url"]
+        base, anchor = url.split("#")
+        assert base == RUNBOOK_BASE
+        assert anchor in anchors, f"{rule['alert']}: no section #{anchor} in docs/runbooks.md"
+
+
+def _runbook_anchors() -> set[str]:
+    """GitHub's heading anchors of docs/runbooks.md (lower case, punctuation dropped, spaces → dashes)."""
+    anchors = set()
+    for line in RUNBOOKS.read_text().splitlines():
+        heading = re.match(r"^#{1,6}\s+(.*?)\s*$", line)
+        if heading:
+            slug = re.sub(r"[^\w\- ]", "", heading.group(1).strip().lower()).replace(" ", "-")
+            anchors.add(slug)
+    return anchors
+
+
+def test_thresholds_severities_and_switches_come_from_values(render) -> None:
+    values = _values(
+        {
+            "creditJobFailed": {"for": "3m", "severity": "warning"},
+            "creditJobSuspendedTooLong": {"enabled": False},
+            "creditJobsOperatorReconcileErrors": {"ratio": 0.2},
+        }
+    )
+    rules = {rule["alert"]: rule for rule in _alert_rules(render, values)}
+    assert "CreditJobSuspendedTooLong" not in rules
+    assert rules["CreditJobFailed"]["for"] == "3m"
+    assert rules["CreditJobFailed"]["labels"]["severity"] == "warning"
+
+
+def test_default_values_enable_every_alert_with_the_tested_settings(chart) -> None:
+    defaults = chart.merge_values({})["prometheusRule"]["alerts"]
+    for name, settings in ALERT_SETTINGS.items():
+        assert defaults[name]["enabled"] is True
+        assert {key: defaults[name][key] for key in settings} == settings
+
+
+# --- promtool test rules: a firing and a silent case for every alert ------------------------------------------------
+
+
+def _promtool_test(case: Case, rules_file: str) -> dict[str, Any]:
+    evaluations: list[dict[str, Any]] = [
+        {"eval_time": at, "alertname": case.alert, "exp_alerts": []} for at in case.silent_at
+    ]
+    for at, firings in case.firing_at.items():
+        evaluations.append(
+            {
+                "eval_time": at,
+                "alertname": case.alert,
+                "exp_alerts": [
+                    {
+                        "exp_labels": firing.labels,
+                        "exp_annotations": {
+                            "summary": SUMMARY[case.alert],
+                            "description": firing.description,
+                            "runbook_url": f"{RUNBOOK_BASE}#{case.alert.lower()}",
+                        },
+                    }
+                    for firing in firings
+                ],
+            }
+        )
+    return {
+        "rule_files": [rules_file],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [{"series": series, "values": values} for series, values in case.series.items()],
+                "alert_rule_test": evaluations,
+            }
+        ],
+    }
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_promtool_rule_case(render, promtool: str, tmp_path: Path, name: str) -> None:
+    case = CASES[name]
+    rules = _write_rules(render, tmp_path, _values(case.values))
+    test_file = tmp_path / "test.yml"
+    test_file.write_text(yaml.safe_dump(_promtool_test(case, rules.name), sort_keys=False))
+    result = _promtool(promtool, "test", "rules", str(test_file))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_promtool_test_fails_on_a_wrong_expectation_so_the_cases_are_live(
+    render, promtool: str, tmp_path: Path
+) -> None:
+    case = CASES["never-succeeded-fires-after-the-for"]
+    wrong = Case(case.alert, case.series, silent_at=["16m"])  # it does fire at 16m
+    rules = _write_rules(render, tmp_path, _values())
+    test_file = tmp_path / "test.yml"
+    test_file.write_text(yaml.safe_dump(_promtool_test(wrong, rules.name), sort_keys=False))
+    assert _promtool(promtool, "test", "rules", str(test_file)).returncode != 0
+
+
+def test_every_alert_has_a_firing_case_a_healthy_case_and_both_sides_of_its_for() -> None:
+    for alert in EXPECTED_ALERTS:
+        cases = [case for case in CASES.values() if case.alert == alert]
+        assert any(case.firing_at for case in cases), f"{alert}: no firing case"
+        assert any(not case.firing_at and case.silent_at for case in cases), f"{alert}: no healthy case"
+        assert any(
+            case.firing_at
+            and case.silent_at
+            and min(map(_minutes, case.silent_at)) < min(map(_minutes, case.firing_at))
+            for case in cases
+        ), f"{alert}: no case that is still pending before its for: elapses"
+
+
+def _minutes(duration: str) -> int:
+    number, unit = int(duration[:-1]), duration[-1]
+    return number * {"m": 1, "h": 60}[unit]
