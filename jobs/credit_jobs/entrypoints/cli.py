@@ -13,6 +13,7 @@ import json
 import sys
 import uuid
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from typing import Annotated, Any
 
 import click
@@ -21,6 +22,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.exceptions import TyperException as TyperUsageError
 
 from credit_jobs import __version__
 from credit_jobs.adapters import database, run_audit, schema_migrations
@@ -147,7 +149,7 @@ def run(
         time_zone=settings.creditjob_time_zone,
         pinned_key=period_key or settings.creditjob_period_key,
         shard=parse_shard(shard) if shard else shard_from_env(settings.job_completion_index, settings.creditjob_shards),
-        batch_size=validate_batch_size(batch_size or settings.creditjobs_batch_size),
+        batch_size=validate_batch_size(batch_size if batch_size is not None else settings.creditjobs_batch_size),
         dry_run=dry_run,
         heartbeat_seconds=settings.creditjobs_heartbeat_seconds,
         pushgateway_url=settings.pushgateway_url,
@@ -197,11 +199,13 @@ def _print_outcome(outcome: RunOutcome) -> None:
             f"run {outcome.run_id} {outcome.status}{reason}: period {outcome.period_key}"
             + (f"; {summary}" if summary else ""),
             highlight=False,
+            markup=False,
         )
     else:
         err.print(
             f"credit-jobs: error: run {outcome.run_id} failed: {outcome.error}",
             highlight=False,
+            markup=False,
             soft_wrap=True,
         )
 
@@ -210,7 +214,16 @@ def _print_outcome(outcome: RunOutcome) -> None:
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: (str(v) if isinstance(v, uuid.UUID) or hasattr(v, "isoformat") else v) for k, v in row.items()}
+    """Database values as JSON-friendly ones: UUIDs and datetimes as strings, numerics as numbers."""
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, Decimal):
+            return int(value) if value == value.to_integral_value() else float(value)
+        if isinstance(value, uuid.UUID) or hasattr(value, "isoformat"):
+            return str(value)
+        return value
+
+    return {k: convert(v) for k, v in row.items()}
 
 
 @runs_app.command("list")
@@ -387,16 +400,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         result = app(args=args, prog_name="credit-jobs", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code)
-    except click.ClickException as exc:  # usage errors: bad option values, missing arguments
-        err.print(f"credit-jobs: error: {exc.format_message()}", highlight=False, soft_wrap=True)
-        return 2
-    except click.exceptions.Abort:
+    except typer.Exit as exc:
+        return int(getattr(exc, "exit_code", getattr(exc, "code", 0)) or 0)
+    except typer.Abort:
         err.print("credit-jobs: aborted", highlight=False)
         return 130
+    except (TyperUsageError, click.ClickException) as exc:  # bad option values, missing arguments
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            err.print(exc.format_message(), highlight=False, markup=False)
+        else:
+            err.print(f"credit-jobs: error: {exc.format_message()}", highlight=False, markup=False, soft_wrap=True)
+        return 2
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
     except CreditJobsError as exc:
-        err.print(f"credit-jobs: error: {exc}", highlight=False, soft_wrap=True)
+        err.print(f"credit-jobs: error: {exc}", highlight=False, markup=False, soft_wrap=True)
         return exc.exit_code
     return int(result) if isinstance(result, int) else 0
 

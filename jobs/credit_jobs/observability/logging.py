@@ -17,6 +17,11 @@ import structlog
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
+def _stderr_logger(*_: Any) -> structlog.PrintLogger:
+    """A logger on the *current* sys.stderr (looked up per call, so redirections and test capture work)."""
+    return structlog.PrintLogger(file=sys.stderr)
+
+
 def configure_logging(log_format: str = "auto", level: str = "info") -> None:
     fmt = log_format.lower()
     if fmt not in ("auto", "json", "console"):
@@ -36,6 +41,6 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS.get(level.lower(), logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )

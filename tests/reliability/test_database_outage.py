@@ -1,0 +1,80 @@
+"""The database stopped in the middle of a run: the run exits 1 with a one-line reason, and the rerun completes.
+
+Uses a server of its own (the session's shared server must stay up for the other tests).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from credit_jobs.adapters import database
+from credit_jobs.adapters.embedded_database import EmbeddedPostgres, start_embedded
+from credit_jobs.adapters.schema_migrations import upgrade_schema
+from credit_jobs.usecases.check_invariants import check_invariants
+from credit_jobs.usecases.demo_data import seed_demo_data
+from tests import cli_process
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def own_server() -> Iterator[EmbeddedPostgres]:
+    server = start_embedded()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _scalar(engine: sa.Engine, sql: str) -> Any:
+    with engine.connect() as conn:
+        return conn.execute(sa.text(sql)).scalar_one()
+
+
+def test_database_stopped_mid_run_fails_the_run_cleanly_and_the_rerun_completes(own_server: EmbeddedPostgres) -> None:
+    url = own_server.url("postgres")
+    upgrade_schema(url)
+    engine = database.create_engine(url)
+    seed_demo_data(engine, 20_000, seed=3, gifts=False)
+    env = cli_process.cli_env(url, CREDITJOB_NAME="monthly", CREDITJOB_PERIOD_KEY="2026-11")
+
+    victim = cli_process.start(["run", "distribute-credits", "--batch-size", "100"], env)
+    deadline = time.monotonic() + 60
+    while _scalar(engine, "SELECT count(*) FROM credit_grants") == 0:
+        assert victim.poll() is None, victim.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    engine.dispose()
+    own_server.stop_server("fast")
+    _, stderr = victim.communicate(timeout=120)
+
+    assert victim.returncode == 1, stderr
+    errors = cli_process.error_lines(stderr)
+    assert len(errors) == 1, stderr
+    assert errors[0].startswith("credit-jobs: error: run ")
+    assert "database error" in errors[0]
+    assert "Traceback" not in stderr
+
+    own_server.start_server()
+    rerun = cli_process.run(["run", "distribute-credits"], env)
+    assert rerun.returncode == 0, rerun.stderr
+    engine = database.create_engine(url)
+    try:
+        eligible = _scalar(
+            engine,
+            "SELECT count(*) FROM credit_eligibility e JOIN plan_credit_policies p USING (plan_code) "
+            "WHERE (e.status = 'active' OR e.is_lifetime) AND NOT e.is_banned",
+        )
+        assert _scalar(engine, "SELECT count(*) FROM credit_grants") == eligible
+        # The interrupted run could not record its failure (the database was gone); the rerun took it over.
+        assert _scalar(engine, "SELECT count(*) FROM job_runs WHERE status = 'running'") == 0
+        assert "taken over" in _scalar(engine, "SELECT error FROM job_runs WHERE status = 'failed'")
+        report = check_invariants(engine)
+        assert report.ok, report.violations
+    finally:
+        engine.dispose()
