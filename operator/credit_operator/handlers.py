@@ -1,11 +1,13 @@
 """Kopf wiring: which events start a reconcile pass, plus the operator-wide start-up and periodic resync.
 
-Thin by design: every trigger ends in `run_pass`, which takes a per-CreditJob lock, reads the CreditJob fresh from
-the API, calls `reconcile.reconcile` with `clock()`, turns its decisions into Kubernetes Events and sets the
+Thin by design: every trigger ends in `run_pass`, which takes a per-CreditJob lock, reads the CreditJob fresh
+from the API, calls `reconcile.reconcile` with `clock()`, posts its decisions as Kubernetes Events (through the
+same API client, so a pass from the resync task reports exactly like one from a Kopf handler) and sets the
 metrics. Triggers: CreditJob create / update / resume (operator start), a child Job changing (status, catch-up
-queue), the owned CronJob changing or disappearing (drift), and a resync task that revisits every CreditJob each
-`CREDITJOBS_RESYNC_SECONDS` (next run time, missed fire times). No timers or daemons on CreditJobs: Kopf puts a
-finalizer on objects with those, and deletion must never wait for the operator (owner references clean up).
+queue), the owned CronJob changing or disappearing (drift), and a resync task that revisits every CreditJob
+each `CREDITJOBS_RESYNC_SECONDS` (next run time, missed fire times). No timers or daemons on CreditJobs: Kopf
+puts a finalizer on objects with those, and deletion must never wait for the operator (owner references
+clean up).
 
 Loaded by `commands.py` (`credit-jobs operator`) and by tests through `kopf run -m credit_operator.handlers`.
 """
@@ -23,7 +25,7 @@ from typing import Any
 import kopf
 
 from credit_operator import metrics
-from credit_operator.creditjob import GROUP, LABEL_CREDITJOB, PLURAL, VERSION
+from credit_operator.creditjob import GROUP, LABEL_CREDITJOB, PLURAL, VERSION, format_time
 from credit_operator.kube import ApiError, KubeApi, connect
 from credit_operator.reconcile import Outcome, reconcile
 from credit_operator.settings import OperatorSettings
@@ -94,11 +96,16 @@ def run_pass(memo: kopf.Memo, namespace: str, name: str) -> Outcome | None:
                     return None
                 raise
 
-            def emit(kind: str, reason: str, message: str) -> None:
-                kopf.event(body, type=kind, reason=reason, message=message)  # type: ignore[arg-type]
-                log.info("%s/%s %s: %s", namespace, name, reason, message)
+            now = clock()
 
-            outcome = reconcile(api, body, now=clock(), defaults=config.manifest_defaults(), emit=emit)
+            def emit(kind: str, reason: str, message: str) -> None:
+                log.info("%s/%s %s: %s", namespace, name, reason, message)
+                try:
+                    api.post_event(body, kind, reason, message, format_time(now) or "")
+                except ApiError as exc:  # best effort: an Event lost must not undo the decision it reports
+                    log.warning("cannot post Event %s for %s/%s: %s", reason, namespace, name, exc)
+
+            outcome = reconcile(api, body, now=now, defaults=config.manifest_defaults(), emit=emit)
         except Exception:
             metrics.RECONCILE_TOTAL.labels(result="error").inc()
             raise
@@ -161,7 +168,8 @@ async def _resync_forever(memo: kopf.Memo) -> None:
     api: KubeApi = memo["api"]
     while True:
         await asyncio.sleep(config.resync_seconds)
-        for namespace in config.namespace_list or [None]:
+        scopes: list[str | None] = list(config.namespace_list) or [None]
+        for namespace in scopes:
             try:
                 bodies = await asyncio.to_thread(api.list_creditjobs, namespace)
             except ApiError as exc:

@@ -105,6 +105,35 @@ class KubeApi:
             "PATCH", _cj_path(namespace, name) + "/status", {"status": status}, content_type=MERGE_PATCH
         )
 
+    # Events
+    def post_event(self, involved: Mapping[str, Any], kind: str, reason: str, message: str, now: str) -> None:
+        """A core/v1 Event about a CreditJob (what `kubectl describe cj` shows)."""
+        meta = involved.get("metadata") or {}
+        namespace = meta.get("namespace") or "default"
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta.get('name', 'creditjob')}.", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": involved.get("apiVersion", f"{GROUP}/{VERSION}"),
+                "kind": involved.get("kind", "CreditJob"),
+                "name": meta.get("name"),
+                "namespace": namespace,
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "type": kind,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "credit-jobs-operator"},
+            "reportingComponent": "credits.dev/credit-jobs-operator",
+            "reportingInstance": "credit-jobs-operator",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        self.request("POST", f"/api/v1/namespaces/{quote(namespace)}/events", event)
+
     # CronJobs
     def get_cronjob(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:

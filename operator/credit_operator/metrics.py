@@ -18,8 +18,16 @@ from __future__ import annotations
 import contextlib
 import threading
 from dataclasses import dataclass
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    start_http_server,
+)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -153,3 +161,10 @@ def exported_metric_names() -> set[str]:
         else:
             names.add(family.name)
     return names
+
+
+def serve(port: int, address: str = "0.0.0.0") -> tuple[Any, Any]:
+    """Serve REGISTRY on http://address:port/metrics in a daemon thread; returns (server, thread) to stop it."""
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # `_created` series double the series count for no alerting value
+    server, thread = start_http_server(port, addr=address, registry=REGISTRY)
+    return server, thread

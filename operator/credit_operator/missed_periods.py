@@ -93,6 +93,6 @@ def plan_catch_up(
     missed = [MissedPeriod(key, fire) for key, fire in by_key.items() if key not in covered_keys]
     missed.sort(key=lambda m: m.fire_time)
     cap = max(max_periods, 0)
-    to_run = tuple(missed[len(missed) - cap :]) if cap else ()
+    to_run = tuple(missed[max(len(missed) - cap, 0) :]) if cap else ()
     given_up = tuple(missed[: len(missed) - len(to_run)])
     return CatchUpPlan(to_run=to_run, given_up=given_up, through=fires[0])

@@ -6,8 +6,8 @@ Imported by the test modules of this folder (a unique basename, since pytest put
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import kopf
@@ -28,16 +28,23 @@ def fast_settings() -> kopf.OperatorSettings:
     return settings
 
 
-@contextmanager
-def operator() -> Iterator[KopfRunner]:
-    """The real operator in a thread (`kopf run -A --standalone -m credit_operator.handlers`)."""
+@asynccontextmanager
+async def operator() -> AsyncIterator[KopfRunner]:
+    """The real operator in a thread (`kopf run -A --standalone -m credit_operator.handlers`).
+
+    Entered and exited through a worker thread: KopfRunner joins its thread synchronously, and a handler
+    blocked on an HTTP call to kmock could never finish while this event loop (which serves kmock) waits.
+    """
     runner = KopfRunner(
         ["run", "-A", "--standalone", "-m", "credit_operator.handlers"],
         settings=fast_settings(),
         timeout=30,
     )
-    with runner:
+    await asyncio.to_thread(runner.__enter__)
+    try:
         yield runner
+    finally:
+        await asyncio.to_thread(runner.__exit__, None, None, None)
     assert runner.exception is None, runner.output
 
 
@@ -79,4 +86,97 @@ def creditjob(name: str, namespace: str = "default", created: str | None = None,
         "kind": "CreditJob",
         "metadata": meta,
         "spec": {"usecase": "distribute-credits", "schedule": "0 0 1 * *", **spec},
+    }
+
+
+def creditjob_status(kube: Any, namespace: str, name: str) -> dict[str, Any]:
+    return dict((get(kube, "creditjobs", namespace, name) or {}).get("status") or {})
+
+
+def condition(kube: Any, namespace: str, name: str, kind: str) -> dict[str, Any]:
+    for cond in creditjob_status(kube, namespace, name).get("conditions") or []:
+        if cond["type"] == kind:
+            return dict(cond)
+    return {}
+
+
+def reasons(kube: Any, name: str) -> list[str]:
+    return [e["reason"] for e in events_for(kube, name)]
+
+
+def container_env(obj: dict[str, Any]) -> dict[str, Any]:
+    spec = obj["spec"]["jobTemplate"]["spec"] if obj["kind"] == "CronJob" else obj["spec"]
+    (container,) = spec["template"]["spec"]["containers"]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def jobs_of(kube: Any, namespace: str, name: str) -> list[dict[str, Any]]:
+    return [
+        j
+        for j in live(kube, "jobs", namespace)
+        if (j["metadata"].get("labels") or {}).get("credits.dev/creditjob") == name
+    ]
+
+
+def scheduled_job(cronjob: dict[str, Any], fire_time: str, job_name: str) -> dict[str, Any]:
+    """The Job the CronJob controller would create for `fire_time` (what kmock, running no controllers, won't)."""
+    template = cronjob["spec"]["jobTemplate"]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name,
+            "namespace": cronjob["metadata"]["namespace"],
+            "labels": dict(template["metadata"]["labels"]),
+            "annotations": {"batch.kubernetes.io/cronjob-scheduled-timestamp": fire_time},
+            "ownerReferences": [
+                {
+                    "apiVersion": "batch/v1",
+                    "kind": "CronJob",
+                    "name": cronjob["metadata"]["name"],
+                    "uid": cronjob["metadata"]["uid"],
+                    "controller": True,
+                }
+            ],
+        },
+        "spec": template["spec"],
+        "status": {"active": 1, "startTime": fire_time},
+    }
+
+
+def finished_status(succeeded: bool, at: str) -> dict[str, Any]:
+    """The status the Job controller writes when the pods succeeded / exhausted their retries."""
+    if succeeded:
+        return {
+            "status": {
+                "active": 0,
+                "succeeded": 1,
+                "completionTime": at,
+                "conditions": [
+                    {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": at},
+                    {"type": "Complete", "status": "True", "lastTransitionTime": at},
+                ],
+            }
+        }
+    return {
+        "status": {
+            "active": 0,
+            "failed": 4,
+            "conditions": [
+                {
+                    "type": "FailureTarget",
+                    "status": "True",
+                    "lastTransitionTime": at,
+                    "reason": "BackoffLimitExceeded",
+                    "message": "Job has reached the specified backoff limit",
+                },
+                {
+                    "type": "Failed",
+                    "status": "True",
+                    "lastTransitionTime": at,
+                    "reason": "BackoffLimitExceeded",
+                    "message": "Job has reached the specified backoff limit",
+                },
+            ],
+        }
     }

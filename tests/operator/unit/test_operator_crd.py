@@ -6,8 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
-from credit_operator.creditjob import CreditJobSpec, parse_spec
 from operator_crd_support import (
     admit,
     apply_defaults,
@@ -18,6 +16,8 @@ from operator_crd_support import (
     open_api_schema,
     schema_errors,
 )
+
+from credit_operator.creditjob import CreditJobSpec, parse_spec
 
 
 def cj(name: str = "monthly-credits", **spec: Any) -> dict[str, Any]:
@@ -47,7 +47,8 @@ def test_the_crd_names_the_resource_as_designed() -> None:
     assert crd["spec"]["names"]["shortNames"] == ["cj"]
     version = crd_version()
     assert version["name"] == "v1alpha1"
-    assert version["served"] and version["storage"]
+    assert version["served"]
+    assert version["storage"]
     assert version["subresources"] == {"status": {}}
 
 
@@ -67,8 +68,8 @@ def test_the_schema_is_structural_and_every_field_has_a_description() -> None:
     for path, node in _walk(open_api_schema()):
         if path in ("", ".metadata", ".apiVersion", ".kind"):
             continue
-        typed = "type" in node or node.get("x-kubernetes-int-or-string") or node.get(
-            "x-kubernetes-preserve-unknown-fields"
+        typed = (
+            "type" in node or node.get("x-kubernetes-int-or-string") or node.get("x-kubernetes-preserve-unknown-fields")
         )
         assert typed, f"{path} has no type (not structural)"
         assert node.get("description"), f"{path} has no description (kubectl explain would be empty)"
@@ -124,7 +125,9 @@ INVALID = [
     pytest.param(cj(schedule=""), "schema", "should be non-empty", id="empty-schedule"),
     pytest.param(cj(timeZone="x" * 65), "schema", "is too long", id="zone-too-long"),
     pytest.param(cj(params={f"p{i}": i for i in range(33)}), "schema", "too many properties", id="many-params"),
-    pytest.param({**cj(), "spec": {"usecase": "expire-credits"}}, "schema", "'schedule' is a required", id="no-schedule"),
+    pytest.param(
+        {**cj(), "spec": {"usecase": "expire-credits"}}, "schema", "'schedule' is a required", id="no-schedule"
+    ),
     pytest.param(cj(schedule="0 0 1 *"), "cel", "five-field cron", id="four-fields"),
     pytest.param(cj(schedule="0 0 1 * * *"), "cel", "five-field cron", id="six-fields"),
     pytest.param(cj(schedule="TZ=UTC 0 0 1 * *"), "cel", "five-field cron", id="tz-prefix"),
@@ -149,7 +152,8 @@ def test_bounds_are_enforced_by_both_the_schema_and_cel() -> None:
     """parallelism and catchUp.maxPeriods carry schema bounds and a CEL rule with a clearer message."""
     for bad in (cj(parallelism=65), cj(catchUp={"maxPeriods": 25})):
         stored = apply_defaults(open_api_schema(), bad)
-        assert schema_errors(stored) and cel_errors(stored)
+        assert schema_errors(stored)
+        assert cel_errors(stored)
 
 
 @pytest.mark.parametrize(("name", "manifest"), example_manifests(), ids=[n for n, _ in example_manifests()])

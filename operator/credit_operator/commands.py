@@ -1,0 +1,110 @@
+"""The operator's two CLI commands, added to the jobs CLI (`credit-jobs`) by `register(app)`:
+
+- `credit-jobs operator` starts the Kopf operator (settings from the environment, flags override), its
+  Prometheus metrics endpoint and Kopf's liveness endpoint; peering makes only one replica active.
+- `credit-jobs trigger NAME` asks for a run now: it sets the `credits.dev/run-now` annotation (and
+  `credits.dev/run-period` with `--period-key`) and prints the token; the operator does the rest.
+
+The lead's `credit_jobs.entrypoints.cli` calls `register(app)` and maps ConfigError to exit code 2.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+
+from credit_jobs.domain.errors import ConfigError
+from credit_operator.creditjob import ANNOTATION_RUN_NOW, ANNOTATION_RUN_PERIOD
+from credit_operator.kube import ApiError, KubeApi, connect
+
+
+def new_token(now: datetime | None = None) -> str:
+    """A run-now token: readable (when it was asked for) and unique (random suffix)."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    return f"{moment:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+
+
+def request_run(api: KubeApi, namespace: str, name: str, period_key: str | None, token: str) -> None:
+    """Set the run-now annotations on a CreditJob; ConfigError when it does not exist."""
+    try:
+        api.get_creditjob(namespace, name)
+    except ApiError as exc:
+        if exc.status == 404:
+            raise ConfigError(f"CreditJob {namespace}/{name} does not exist") from None
+        raise ConfigError(f"cannot read CreditJob {namespace}/{name}: {exc}") from None
+    # A null run-period removes a key left from an earlier request: this run resolves its own period.
+    annotations: dict[str, Any] = {ANNOTATION_RUN_NOW: token, ANNOTATION_RUN_PERIOD: period_key or None}
+    try:
+        api.patch_creditjob(namespace, name, {"metadata": {"annotations": annotations}})
+    except ApiError as exc:
+        raise ConfigError(f"cannot annotate CreditJob {namespace}/{name}: {exc}") from None
+
+
+def _api() -> KubeApi:
+    try:
+        return KubeApi(connect())
+    except Exception as exc:  # no kubeconfig, no service account: a usage problem, not a crash
+        raise ConfigError(f"no Kubernetes API configuration found (kubeconfig or in-cluster): {exc}") from None
+
+
+def register(app: typer.Typer) -> None:
+    """Add `operator` and `trigger` to the credit-jobs CLI."""
+
+    @app.command("operator")
+    def operator_command(
+        namespace: Annotated[
+            list[str] | None,
+            typer.Option("--namespace", "-n", help="Namespace to watch (repeatable); default CREDITJOBS_NAMESPACES."),
+        ] = None,
+        standalone: Annotated[
+            bool, typer.Option("--standalone", help="No peering: run even if another replica is active.")
+        ] = False,
+        metrics_port: Annotated[int | None, typer.Option(help="Port of /metrics (CREDITJOBS_METRICS_PORT).")] = None,
+        health_port: Annotated[int | None, typer.Option(help="Port of /healthz (CREDITJOBS_HEALTH_PORT).")] = None,
+    ) -> None:
+        """Run the CreditJob operator (the chart's Deployment runs this with no arguments)."""
+        import logging
+
+        import kopf
+
+        from credit_jobs.observability.logging import configure_logging
+        from credit_operator import handlers, metrics
+        from credit_operator.settings import OperatorSettings
+
+        overrides: dict[str, Any] = {}
+        if namespace:
+            overrides["namespaces"] = ",".join(namespace)
+        if metrics_port is not None:
+            overrides["metrics_port"] = metrics_port
+        if health_port is not None:
+            overrides["health_port"] = health_port
+        config = OperatorSettings(**overrides)
+        configure_logging(config.log_format)
+        kopf.configure(log_format=kopf.LogFormat.JSON if config.log_format == "json" else kopf.LogFormat.FULL)
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+        metrics.serve(config.metrics_port)
+        assert handlers.creditjob_changed  # importing the module registered the handlers
+        kopf.run(
+            clusterwide=config.clusterwide,
+            namespaces=config.namespace_list,
+            standalone=standalone,
+            peering_name=config.peering_name,
+            liveness_endpoint=f"http://0.0.0.0:{config.health_port}/healthz",
+            memo=kopf.Memo(config=config),
+        )
+
+    @app.command("trigger")
+    def trigger_command(
+        name: Annotated[str, typer.Argument(help="The CreditJob to run now.")],
+        namespace: Annotated[str, typer.Option("--namespace", "-n", help="Its namespace.")] = "default",
+        period_key: Annotated[
+            str | None, typer.Option("--period-key", help="Run this period (e.g. 2026-10) instead of the current one.")
+        ] = None,
+    ) -> None:
+        """Ask the operator to run a CreditJob now; prints the run-now token."""
+        token = new_token()
+        request_run(_api(), namespace, name, period_key, token)
+        typer.echo(token)

@@ -1,0 +1,102 @@
+"""Spec checks the schema cannot do: each bad spec with the one-line message the user will see."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from credit_jobs.domain.errors import ConfigError
+from credit_operator.creditjob import parse_creditjob, parse_spec
+from credit_operator.spec_checks import check_spec, shortest_gap
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+
+def problems(name: str = "cj", **spec: Any) -> list[str]:
+    body = {
+        "metadata": {"name": name, "namespace": "ns"},
+        "spec": {"usecase": "distribute-credits", "schedule": "0 0 1 * *", **spec},
+    }
+    return check_spec(parse_creditjob(body), NOW)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {},
+        {"schedule": "@hourly", "period": "hourly", "startingDeadlineSeconds": 600, "activeDeadlineSeconds": 1800},
+        {"schedule": "10 0 * * *", "timeZone": "Asia/Shanghai", "period": "daily"},
+        {"schedule": "0 0 29 2 *", "period": "monthly"},  # leap years only: fires, gap of four years
+        {"params": {"batchSize": 1, "dryRun": True, "bucket": "b", "ratio": 0.5}},
+    ],
+)
+def test_good_specs_have_no_problems(spec: dict[str, Any]) -> None:
+    assert problems(**spec) == []
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"timeZone": "Mars/Olympus"}, "spec.timeZone: unknown time zone 'Mars/Olympus'"),
+        ({"schedule": "0 0 30 2 *"}, "spec.schedule: '0 0 30 2 *' never fires (no such date)"),
+        ({"schedule": "0 0 31 4,6,9,11 *"}, "never fires"),
+        ({"schedule": "0 0 1 *"}, "must have five fields"),
+        ({"schedule": "61 0 * * *"}, "is not a valid cron expression"),
+        (
+            {"schedule": "@hourly", "startingDeadlineSeconds": 3600, "activeDeadlineSeconds": 1800},
+            "spec.startingDeadlineSeconds + spec.activeDeadlineSeconds = 5400s must be shorter than the shortest "
+            "gap between two fires of '@hourly' (3600s)",
+        ),
+        (
+            {"schedule": "0 9 * * 1-5", "startingDeadlineSeconds": 86400, "activeDeadlineSeconds": 1},
+            "(86400s)",  # weekdays: Monday→Tuesday is the shortest gap, not Friday→Monday
+        ),
+        ({"usecase": "grant-everything"}, "spec.usecase: 'grant-everything' is not one of"),
+        ({"period": "yearly"}, "spec.period: 'yearly' is not one of"),
+        ({"concurrencyPolicy": "Never"}, "spec.concurrencyPolicy: 'Never' is not one of"),
+        ({"parallelism": 0}, "spec.parallelism: 0 is outside 1..64"),
+        ({"catchUp": {"maxPeriods": 99}}, "spec.catchUp.maxPeriods: 99 is outside 0..24"),
+        ({"startingDeadlineSeconds": 1}, "spec.startingDeadlineSeconds: 1 is outside"),
+        ({"params": {"batch_size": 1}}, "spec.params.batch_size: keys must be camelCase"),
+        ({"params": {"nested": {"a": 1}}}, "spec.params.nested: values must be a string, number or boolean"),
+    ],
+)
+def test_bad_specs_are_explained(spec: dict[str, Any], message: str) -> None:
+    found = problems(**spec)
+    assert any(message in p for p in found), found
+
+
+def test_a_name_too_long_for_the_cronjob_is_a_problem() -> None:
+    assert problems(name="x" * 53) == ["metadata.name is 53 characters; at most 52 fit a CronJob name"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"backoffLimit": "3"}, "spec.backoffLimit has the wrong type"),
+        ({"parallelism": True}, "spec.parallelism must be an integer"),
+        ({"schedule": ""}, "spec.schedule is required"),
+        ({"catchUp": 3}, "spec.catchUp has the wrong type"),
+    ],
+)
+def test_specs_of_the_wrong_shape_cannot_be_parsed(spec: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_spec({"usecase": "distribute-credits", "schedule": "0 0 1 * *", **spec})
+
+
+@pytest.mark.parametrize(
+    ("schedule", "zone", "seconds"),
+    [
+        ("* * * * *", "UTC", 60),
+        ("@daily", "UTC", 86400),
+        ("0 0 1 * *", "UTC", 28 * 86400),  # February
+        ("30 2 * * *", "America/New_York", 86400 - 3600 / 2),  # the DST jump shortens one gap
+    ],
+)
+def test_shortest_gap_between_fires(schedule: str, zone: str, seconds: float) -> None:
+    gap = shortest_gap(schedule, zone, NOW)
+    assert gap is not None
+    assert gap.total_seconds() <= seconds
+    assert gap.total_seconds() >= seconds - 3600
