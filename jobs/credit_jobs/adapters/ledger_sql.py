@@ -3,8 +3,9 @@
 Called by the usecases in `credit_jobs.usecases`, each statement inside the caller's transaction. Each chunk
 statement is a chain of data-modifying CTEs, so the grant rows, the balance upsert and the counts commit together:
 - distribute: `INSERT … SELECT … ON CONFLICT DO NOTHING` (the unique index, not a prior SELECT, makes a grant
-  exactly-once; a NOT EXISTS anti-join first skips users already granted, which keeps a rerun cheap), then the
-  balances of the users actually granted are upserted.
+  exactly-once; a conflicting row costs one index probe and no heap write, which keeps a rerun cheap — a NOT EXISTS
+  anti-join before it measured slower on first runs and no faster on reruns), then the balances of the users
+  actually granted are upserted from the RETURNING rows.
 - expire: `SELECT … FOR UPDATE SKIP LOCKED` picks live expired grants, `UPDATE … FROM` empties them, expiry entries
   are written and balances reduced — two overlapping runs never touch the same grant (invariant 3).
 """
@@ -67,11 +68,6 @@ WITH chunk AS (
 ), candidates AS (
     SELECT e.user_id, p.grant_type, p.credits_per_period AS credits, p.expiry_days
     FROM eligible e JOIN plan_credit_policies p ON p.plan_code = e.plan_code AND p.active
-), missing AS (
-    SELECT c.* FROM candidates c
-    WHERE NOT EXISTS (
-        SELECT 1 FROM credit_grants g
-        WHERE g.user_id = c.user_id AND g.grant_type = c.grant_type AND g.period_key = :period_key)
 ), {write}
 SELECT
     (SELECT max(user_id) FROM chunk) AS last_user_id,
@@ -96,7 +92,7 @@ inserted AS (
                                cause_run_id)
     SELECT user_id, grant_type, :period_key, credits, credits, :now,
            CAST(:period_start AS timestamptz) + make_interval(days => expiry_days), :run_id
-    FROM missing
+    FROM candidates
     ON CONFLICT (user_id, grant_type, period_key) DO NOTHING
     RETURNING user_id, amount
 ), credited AS (
@@ -106,9 +102,13 @@ inserted AS (
     RETURNING 1
 )"""
 
-# Dry run: what would be inserted, with nothing written.
+# Dry run: what would be inserted (candidates without this period's grant), with nothing written.
 _DISTRIBUTE_PREVIEW = """
-inserted AS (SELECT user_id, credits AS amount FROM missing)"""
+inserted AS (
+    SELECT c.user_id, c.credits AS amount FROM candidates c
+    WHERE NOT EXISTS (
+        SELECT 1 FROM credit_grants g
+        WHERE g.user_id = c.user_id AND g.grant_type = c.grant_type AND g.period_key = :period_key))"""
 
 
 def distribute_chunk(
@@ -286,7 +286,7 @@ def insert_one_off_grant(
                 INSERT INTO credit_grants (user_id, grant_type, amount, remaining, granted_at, expires_at,
                                            cause_request_id, idempotency_key)
                 VALUES (:user_id, :grant_type, :amount, :amount, :now, :expires_at, :request_id, :key)
-                ON CONFLICT (idempotency_key) DO NOTHING
+                ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
                 RETURNING grant_id, user_id, amount
             ), credited AS (
                 INSERT INTO credit_accounts AS a (user_id, balance, updated_at)

@@ -98,7 +98,13 @@ class CreditGrant(Base):
         CheckConstraint("num_nonnulls(cause_run_id, cause_request_id) = 1", name="credit_grants_has_cause"),
         # invariant 2: one periodic grant per (user, grant type, period key); NULL period keys (one-offs) are distinct
         Index("credit_grants_once_per_period", "user_id", "grant_type", "period_key", unique=True),
-        Index("credit_grants_idempotency_key", "idempotency_key", unique=True),
+        # partial: periodic grants (the millions) carry no key and skip this index entirely
+        Index(
+            "credit_grants_idempotency_key",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+        ),
         # what expiry scans: only live grants, so the index stays small as history grows
         Index(
             "credit_grants_expiring",

@@ -51,7 +51,7 @@ WITH gifts AS (
            'demo-seed', 'demo-gift-' || i || '-' || :seed
     FROM generate_series(CAST(:first AS bigint), CAST(:last AS bigint)) AS i
     WHERE i % 10 = 0
-    ON CONFLICT (idempotency_key) DO NOTHING
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING user_id, amount
 )
 INSERT INTO credit_accounts AS a (user_id, balance)

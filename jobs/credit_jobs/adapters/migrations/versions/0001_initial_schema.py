@@ -66,7 +66,13 @@ def upgrade() -> None:
         unique=False,
         postgresql_where=sa.text("expired_at IS NULL AND remaining > 0"),
     )
-    op.create_index("credit_grants_idempotency_key", "credit_grants", ["idempotency_key"], unique=True)
+    op.create_index(
+        "credit_grants_idempotency_key",
+        "credit_grants",
+        ["idempotency_key"],
+        unique=True,
+        postgresql_where=sa.text("idempotency_key IS NOT NULL"),
+    )
     op.create_index(
         "credit_grants_once_per_period", "credit_grants", ["user_id", "grant_type", "period_key"], unique=True
     )
