@@ -1,0 +1,142 @@
+"""Contract test (design.md ⚓ container contract): the container the operator renders really runs the jobs core.
+
+Takes command, args and env from a rendered CronJob (and from a run-now Job built from it), resolves the
+DATABASE_URL secretKeyRef the way the kubelet would (from a Secret manifest), runs it as a real subprocess
+against the embedded PostgreSQL, and reads the recorded run back through the CLI: the expected job name,
+period key, trigger and shard.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from credit_jobs.domain.period_keys import Period, format_key, latest_fire_time, parse_time_zone
+from credit_operator.creditjob import parse_creditjob
+from credit_operator.cronjob_manifest import (
+    ManifestDefaults,
+    build_cronjob,
+    build_job_from_cronjob,
+    manual_job_name,
+)
+
+BIN = Path(sys.executable).parent
+
+
+def _has_run_command() -> bool:
+    try:
+        from credit_jobs.entrypoints.cli import app
+    except ImportError:
+        return False
+    return any(c.name == "run" for c in app.registered_commands)
+
+
+pytestmark = pytest.mark.skipif(not _has_run_command(), reason="no `credit-jobs run` in the jobs core yet")
+
+
+def secret(name: str, key: str, value: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name},
+        "data": {key: base64.b64encode(value.encode()).decode()},
+    }
+
+
+def container_process(
+    pod_spec: dict[str, Any], secrets: list[dict[str, Any]], **downward: str
+) -> tuple[list[str], dict[str, str]]:
+    """argv and environment of the pod's container, as the kubelet would start it."""
+    (container,) = pod_spec["containers"]
+    by_name = {s["metadata"]["name"]: s for s in secrets}
+    env = {
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "XDG_RUNTIME_DIR": os.environ.get("XDG_RUNTIME_DIR", "/tmp"),
+    }
+    for item in container["env"]:
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        else:
+            ref = item["valueFrom"]["secretKeyRef"]
+            env[item["name"]] = base64.b64decode(by_name[ref["name"]]["data"][ref["key"]]).decode()
+    env.update(downward)
+    env.pop("PUSHGATEWAY_URL", None)  # no Pushgateway in this test
+    return [*container["command"], *container["args"]], env
+
+
+def runs(database_url: str) -> list[dict[str, Any]]:
+    out = subprocess.run(
+        [str(BIN / "credit-jobs"), "runs", "list", "--json", "--database-url", database_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return list(json.loads(out.stdout))
+
+
+def creditjob(**spec: Any) -> Any:
+    return parse_creditjob(
+        {
+            "metadata": {"name": "monthly-grant", "namespace": "billing", "uid": "u"},
+            "spec": {
+                "usecase": "distribute-credits",
+                "schedule": "0 0 1 * *",
+                "timeZone": "Asia/Shanghai",
+                "params": {"batchSize": 100, "dryRun": False},
+                **spec,
+            },
+        }
+    )
+
+
+def test_the_rendered_cronjob_container_records_a_scheduled_run(database_url: str) -> None:
+    libpq = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    cron = build_cronjob(creditjob(), ManifestDefaults(image="unused", pushgateway_url="http://unused:9091"))
+    argv, env = container_process(
+        cron["spec"]["jobTemplate"]["spec"]["template"]["spec"], [secret("credit-jobs-db", "url", libpq)]
+    )
+    assert argv == ["credit-jobs", "run", "distribute-credits", "--batch-size", "100"]
+    tz = parse_time_zone("Asia/Shanghai")
+    before = format_key(latest_fire_time("0 0 1 * *", tz, datetime.now(UTC)), Period.MONTHLY)
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=False)
+    after = format_key(latest_fire_time("0 0 1 * *", tz, datetime.now(UTC)), Period.MONTHLY)
+    assert done.returncode == 0, done.stderr
+    (run,) = runs(database_url)
+    assert run["job"] == "monthly-grant"
+    assert run["trigger"] == "schedule"
+    assert run["status"] == "succeeded"
+    assert run["period_key"] in {before, after}  # from the scheduled fire time, in Shanghai
+
+
+def test_a_run_now_job_of_an_indexed_cronjob_records_its_pinned_period_and_shard(database_url: str) -> None:
+    libpq = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    cron = build_cronjob(
+        creditjob(parallelism=2, databaseSecretRef={"name": "billing-db", "key": "dsn"}), ManifestDefaults(image="i")
+    )
+    job = build_job_from_cronjob(
+        cron, name=manual_job_name("monthly-grant", "tok"), trigger="manual", period_key="2026-10", token="tok"
+    )
+    # Kubernetes sets JOB_COMPLETION_INDEX in each pod of an Indexed Job.
+    argv, env = container_process(
+        job["spec"]["template"]["spec"], [secret("billing-db", "dsn", libpq)], JOB_COMPLETION_INDEX="1"
+    )
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    (run,) = runs(database_url)
+    assert (run["job"], run["trigger"], run["period_key"], run["status"]) == (
+        "monthly-grant",
+        "manual",
+        "2026-10",
+        "succeeded",
+    )
+    assert (run["shard"], run["shards"]) == (1, 2)
