@@ -12,10 +12,10 @@ import json
 from typing import Any
 
 import helm_python
-import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from chart_crd_admission import admission_errors
 from chart_support import (
     CHART,
     ENVIRONMENTS,
@@ -425,30 +425,37 @@ def test_peering_objects_are_served_by_the_shipped_peering_crds(chart, render) -
             assert crd["spec"]["scope"] == ("Cluster" if kind == "ClusterKopfPeering" else "Namespaced")
 
 
-def _creditjob_validator(chart: helm_python.Chart) -> tuple[jsonschema.protocols.Validator, Manifest]:
+def _creditjob_crd(chart: helm_python.Chart) -> tuple[dict[str, Any], Manifest]:
+    """(the served storage version's openAPIV3Schema, the CRD)."""
     crd = _crds(chart)["creditjobs.credits.dev"]
     version = next(v for v in crd["spec"]["versions"] if v["served"] and v["storage"])
-    schema = version["schema"]["openAPIV3Schema"]
-    return jsonschema.Draft7Validator(schema), crd
+    return version["schema"]["openAPIV3Schema"], crd
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_creditjobs_from_values_are_valid_against_the_crd_schema(chart, render, env: str) -> None:
-    validator, crd = _creditjob_validator(chart)
+def test_creditjobs_from_values_are_admitted_by_the_crd_schema_and_its_cel_rules(chart, render, env: str) -> None:
+    schema, crd = _creditjob_crd(chart)
     creditjobs = of_kind(render(env_values(env)), "CreditJob")
     assert creditjobs, f"values-{env}.yaml creates no CreditJob"
     served = {f"{crd['spec']['group']}/{v['name']}" for v in crd["spec"]["versions"] if v["served"]}
     for creditjob in creditjobs:
         assert creditjob["apiVersion"] in served
-        errors = sorted(validator.iter_errors(creditjob), key=str)
-        assert not errors, [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors]
+        assert admission_errors(schema, creditjob) == []
         assert creditjob["spec"]["resources"]  # jobDefaults.resources filled in
 
 
-def test_a_creditjob_with_an_unknown_usecase_fails_the_crd_schema(chart, render) -> None:
-    validator, _ = _creditjob_validator(chart)
-    bad = {"creditJobs": [{"name": "oops", "spec": {"usecase": "print-money", "schedule": "0 0 1 * *"}}]}
-    assert list(validator.iter_errors(only(render(bad), "CreditJob")))
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"usecase": "print-money", "schedule": "0 0 1 * *"},  # enum
+        {"usecase": "distribute-credits", "schedule": "every month"},  # CEL: five-field cron
+        {"usecase": "distribute-credits", "schedule": "0 0 1 * *", "parallelism": 100},  # CEL: 1..64 shards
+    ],
+)
+def test_a_bad_creditjob_from_values_is_refused_by_the_crd(chart, render, spec: dict[str, Any]) -> None:
+    schema, _ = _creditjob_crd(chart)
+    creditjob = only(render({"creditJobs": [{"name": "oops", "spec": spec}]}), "CreditJob")
+    assert admission_errors(schema, creditjob)
 
 
 def test_creditjob_resources_given_in_values_win_over_job_defaults(render) -> None:
