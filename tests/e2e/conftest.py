@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,14 @@ from e2e_support import (
 
 
 @pytest.fixture
-def pushgateway(tmp_path: Path) -> Iterator[Server]:
+def workdir() -> Iterator[Path]:
+    """A temporary folder for configs, logs and the TSDB, deleted after the servers using it have stopped."""
+    with tempfile.TemporaryDirectory(prefix="credit-jobs-e2e-") as folder:
+        yield Path(folder)
+
+
+@pytest.fixture
+def pushgateway(workdir: Path) -> Iterator[Server]:
     binary = require_tool("prometheus-pushgateway")
     port = free_port()
     server = start_server(
@@ -40,7 +48,7 @@ def pushgateway(tmp_path: Path) -> Iterator[Server]:
         # Debian's build persists to /var/lib/prometheus/pushgateway.data by default: keep this one in memory.
         [binary, f"--web.listen-address=127.0.0.1:{port}", "--persistence.file=", "--log.level=warn"],
         port,
-        tmp_path,
+        workdir,
         "/-/ready",
     )
     try:
@@ -50,13 +58,13 @@ def pushgateway(tmp_path: Path) -> Iterator[Server]:
 
 
 @pytest.fixture
-def operator_metrics(tmp_path: Path) -> Iterator[Callable[[list[dict[str, Any]]], Server]]:
+def operator_metrics(workdir: Path) -> Iterator[Callable[[list[dict[str, Any]]], Server]]:
     started: list[Server] = []
 
     def start(samples: list[dict[str, Any]]) -> Server:
         port = free_port()
         argv = [sys.executable, "-c", OPERATOR_METRICS_SCRIPT, str(port), json.dumps(samples)]
-        server = start_server("operator-metrics", argv, port, tmp_path, "/metrics")
+        server = start_server("operator-metrics", argv, port, workdir, "/metrics")
         started.append(server)
         return server
 
@@ -68,13 +76,13 @@ def operator_metrics(tmp_path: Path) -> Iterator[Callable[[list[dict[str, Any]]]
 
 
 @pytest.fixture
-def start_prometheus(tmp_path: Path) -> Iterator[Callable[..., Prometheus]]:
+def start_prometheus(workdir: Path) -> Iterator[Callable[..., Prometheus]]:
     """start_prometheus(alerts=…, pushgateway=…, operator=…): Prometheus scraping them every second."""
     binary = require_tool("prometheus")
     started: list[Prometheus] = []
 
     def start(*, alerts: dict[str, dict[str, Any]], pushgateway: Server, operator: Server | None = None) -> Prometheus:
-        rules = tmp_path / "rules.yml"
+        rules = workdir / "rules.yml"
         rules.write_text(yaml.safe_dump(render_rules(alerts), sort_keys=False))
         scrape = [
             {
@@ -85,7 +93,7 @@ def start_prometheus(tmp_path: Path) -> Iterator[Callable[..., Prometheus]]:
         ]
         if operator is not None:
             scrape.append({"job_name": OPERATOR_JOB, "static_configs": [{"targets": [f"127.0.0.1:{operator.port}"]}]})
-        config = tmp_path / "prometheus.yml"
+        config = workdir / "prometheus.yml"
         config.write_text(
             yaml.safe_dump(
                 {
@@ -99,11 +107,11 @@ def start_prometheus(tmp_path: Path) -> Iterator[Callable[..., Prometheus]]:
         argv = [
             binary,
             f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--storage.tsdb.path={workdir / 'tsdb'}",
             f"--web.listen-address=127.0.0.1:{port}",
             "--log.level=warn",
         ]
-        base = start_server("prometheus", argv, port, tmp_path, "/-/ready")
+        base = start_server("prometheus", argv, port, workdir, "/-/ready")
         prometheus = Prometheus(base.name, base.process, base.port, base.log)
         started.append(prometheus)
         return prometheus
