@@ -329,6 +329,9 @@ APPLICATION = _expand(
         ("batch", "cronjobs"): ("create", "get", "list", "watch", "patch", "delete"),
         ("batch", "jobs"): ("create", "get", "list", "watch", "patch", "delete"),
         ("", "events"): ("create",),
+        # blockOwnerDeletion on the owner references of CronJobs (owner: CreditJob) and Jobs (owner: CronJob)
+        ("credits.dev", "creditjobs/finalizers"): ("update",),
+        ("batch", "cronjobs/finalizers"): ("update",),
     }
 )
 CRD_DISCOVERY = _expand({("apiextensions.k8s.io", "customresourcedefinitions"): ("list", "watch")})
