@@ -167,3 +167,16 @@ def test_check_reports_a_corrupted_balance(engine: sa.Engine) -> None:
     assert not report.ok
     assert list(report.violations) == ["balance_equals_grants"]
     assert report.violations["balance_equals_grants"][0]["user_id"] == 1
+
+
+def test_expiry_walks_many_chunks_of_grants_with_the_same_expiry_exactly_once(
+    engine: sa.Engine, run_usecase: RunUsecase
+) -> None:
+    for n in range(10):  # identical expires_at: the keyset must break ties by grant id
+        _gift(engine, n % 3, 10 + n, f"k{n}", expires_in_days=5)
+    outcome = run_usecase("expire-credits", batch_size=3)
+    assert outcome.stats is not None
+    assert outcome.stats.details == {"expired_grants": 10, "chunks": 4}
+    assert outcome.stats.credits == {"expired": sum(10 + n for n in range(10))}
+    assert scalar(engine, "SELECT count(*) FROM credit_entries WHERE kind = 'expiry'") == 10
+    assert check_invariants(engine).ok

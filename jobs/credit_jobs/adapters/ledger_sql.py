@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
@@ -161,12 +161,19 @@ class ExpireChunk:
     grants: int
     credits: int
     users: int
+    # keyset position of the last grant picked: the next chunk starts after it
+    last_expires_at: datetime | None = None
+    last_grant_id: int | None = None
 
 
+# Keyset over the partial index (expires_at, grant_id): each chunk starts where the previous one stopped, so a run
+# reads each due grant once (linear), instead of re-sorting or re-skipping what earlier chunks already expired.
 _EXPIRE_CHUNK = """
 WITH picked AS (
-    SELECT g.grant_id, g.user_id, g.remaining FROM credit_grants g
-    WHERE g.expired_at IS NULL AND g.remaining > 0 AND g.expires_at <= :now {shard}
+    SELECT g.grant_id, g.user_id, g.remaining, g.expires_at FROM credit_grants g
+    WHERE g.expired_at IS NULL AND g.remaining > 0 AND g.expires_at <= :now
+      AND (g.expires_at, g.grant_id) > (CAST(:after_expires_at AS timestamptz), CAST(:after_grant_id AS bigint))
+      {shard}
     ORDER BY g.expires_at, g.grant_id
     LIMIT :batch
     FOR UPDATE SKIP LOCKED
@@ -183,8 +190,14 @@ WITH picked AS (
     FROM (SELECT user_id, sum(amount) AS amount FROM expired GROUP BY user_id) s
     WHERE a.user_id = s.user_id
     RETURNING 1
+), last AS (
+    SELECT expires_at, grant_id FROM picked ORDER BY expires_at DESC, grant_id DESC LIMIT 1
 )
-SELECT count(*) AS grants, coalesce(sum(amount), 0) AS credits, count(DISTINCT user_id) AS users FROM expired
+SELECT (SELECT count(*) FROM expired) AS grants,
+       (SELECT coalesce(sum(amount), 0) FROM expired) AS credits,
+       (SELECT count(DISTINCT user_id) FROM expired) AS users,
+       (SELECT expires_at FROM last) AS last_expires_at,
+       (SELECT grant_id FROM last) AS last_grant_id
 """
 
 _EXPIRE_PREVIEW = """
@@ -193,11 +206,37 @@ FROM credit_grants g
 WHERE g.expired_at IS NULL AND g.remaining > 0 AND g.expires_at <= :now {shard}
 """
 
+EXPIRY_START = (datetime(1, 1, 1, tzinfo=UTC), 0)
 
-def expire_chunk(conn: sa.Connection, *, batch: int, shard: Shard, now: datetime, run_id: uuid.UUID) -> ExpireChunk:
+
+def expire_chunk(
+    conn: sa.Connection,
+    *,
+    batch: int,
+    shard: Shard,
+    now: datetime,
+    run_id: uuid.UUID,
+    after: tuple[datetime, int] = EXPIRY_START,
+) -> ExpireChunk:
     sql = _EXPIRE_CHUNK.format(shard=shard_predicate("g.user_id", shard))
-    row = conn.execute(sa.text(sql), {"batch": batch, "now": now, "run_id": run_id, **shard_params(shard)}).one()
-    return ExpireChunk(grants=row.grants, credits=int(row.credits), users=row.users)
+    row = conn.execute(
+        sa.text(sql),
+        {
+            "batch": batch,
+            "now": now,
+            "run_id": run_id,
+            "after_expires_at": after[0],
+            "after_grant_id": after[1],
+            **shard_params(shard),
+        },
+    ).one()
+    return ExpireChunk(
+        grants=row.grants,
+        credits=int(row.credits),
+        users=row.users,
+        last_expires_at=row.last_expires_at,
+        last_grant_id=row.last_grant_id,
+    )
 
 
 def expire_preview(conn: sa.Connection, *, shard: Shard, now: datetime) -> ExpireChunk:

@@ -105,10 +105,11 @@ class CreditGrant(Base):
             unique=True,
             postgresql_where=text("idempotency_key IS NOT NULL"),
         ),
-        # what expiry scans: only live grants, so the index stays small as history grows
+        # what expiry walks (keyset on expires_at, grant_id): only live grants, so it stays small as history grows
         Index(
             "credit_grants_expiring",
             "expires_at",
+            "grant_id",
             postgresql_where=text("expired_at IS NULL AND remaining > 0"),
         ),
     )

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
+from credit_jobs.adapters.database import first_line
 from credit_jobs.domain.errors import RunFailed
 
-
-def first_line(error: BaseException) -> str:
-    original = getattr(error, "orig", None) or error
-    lines = [line.strip() for line in str(original).splitlines() if line.strip()]
-    return lines[0] if lines else type(original).__name__
+__all__ = ["first_line", "is_item_error", "run_failed"]
 
 
 def is_item_error(error: DBAPIError) -> bool:

@@ -32,12 +32,13 @@ def expire_credits(engine: sa.Engine, ctx: RunContext) -> RunStats:
     with engine.connect() as conn:
         pending = ledger_sql.expire_preview(conn, shard=ctx.shard, now=ctx.now).grants
     grants = credits = chunks = failed = 0
+    after = ledger_sql.EXPIRY_START
     while True:
         ctx.checkpoint()
         try:
             with engine.begin() as conn:
                 chunk = ledger_sql.expire_chunk(
-                    conn, batch=ctx.batch_size, shard=ctx.shard, now=ctx.now, run_id=ctx.run_id
+                    conn, batch=ctx.batch_size, shard=ctx.shard, now=ctx.now, run_id=ctx.run_id, after=after
                 )
         except DBAPIError as exc:
             if not is_item_error(exc):
@@ -46,8 +47,9 @@ def expire_credits(engine: sa.Engine, ctx: RunContext) -> RunStats:
             log.error("expire.chunk_failed", reason=first_line(exc))
             failed += min(ctx.batch_size, max(pending - grants, 1))
             break
-        if chunk.grants == 0:
+        if chunk.last_grant_id is None or chunk.last_expires_at is None:
             break  # nothing left, or what is left is locked by an overlapping run that will expire it
+        after = (chunk.last_expires_at, chunk.last_grant_id)
         grants += chunk.grants
         credits += chunk.credits
         chunks += 1

@@ -62,7 +62,7 @@ def upgrade() -> None:
     op.create_index(
         "credit_grants_expiring",
         "credit_grants",
-        ["expires_at"],
+        ["expires_at", "grant_id"],
         unique=False,
         postgresql_where=sa.text("expired_at IS NULL AND remaining > 0"),
     )
