@@ -64,6 +64,7 @@ def register(app: typer.Typer) -> None:
         ] = False,
         metrics_port: Annotated[int | None, typer.Option(help="Port of /metrics (CREDITJOBS_METRICS_PORT).")] = None,
         health_port: Annotated[int | None, typer.Option(help="Port of /healthz (CREDITJOBS_HEALTH_PORT).")] = None,
+        verbose: Annotated[bool, typer.Option("--verbose", help="Log Kopf's own decisions too.")] = False,
     ) -> None:
         """Run the CreditJob operator (the chart's Deployment runs this with no arguments)."""
         import logging
@@ -83,15 +84,23 @@ def register(app: typer.Typer) -> None:
             overrides["health_port"] = health_port
         config = OperatorSettings(**overrides)
         configure_logging(config.log_format)
-        kopf.configure(log_format=kopf.LogFormat.JSON if config.log_format == "json" else kopf.LogFormat.FULL)
+        kopf.configure(
+            verbose=verbose, log_format=kopf.LogFormat.JSON if config.log_format == "json" else kopf.LogFormat.FULL
+        )
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+        if not verbose:
+            # Kopf logs every handler call per object at INFO; the operator's own log line per decision says
+            # what matters, and formatting thousands of lines per burst costs real CPU.
+            logging.getLogger("kopf.objects").setLevel(logging.WARNING)
         metrics.serve(config.metrics_port)
         assert handlers.creditjob_changed  # importing the module registered the handlers
         kopf.run(
             clusterwide=config.clusterwide,
             namespaces=config.namespace_list,
             standalone=standalone,
-            peering_name=config.peering_name,
+            # Naming a peering makes it mandatory in Kopf (streams pause while its CRD is missing), so a
+            # standalone run must not name one.
+            peering_name=None if standalone else config.peering_name,
             liveness_endpoint=f"http://0.0.0.0:{config.health_port}/healthz",
             memo=kopf.Memo(config=config),
         )

@@ -82,15 +82,18 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
         await asyncio.gather(task, return_exceptions=True)
 
 
-def run_pass(memo: kopf.Memo, namespace: str, name: str) -> Outcome | None:
-    """One reconcile pass for one CreditJob, or None when it no longer exists."""
+def run_pass(memo: kopf.Memo, namespace: str, name: str, body: Mapping[str, Any] | None = None) -> Outcome | None:
+    """One reconcile pass for one CreditJob, or None when it no longer exists.
+
+    `body` is the CreditJob as a Kopf change handler just received it; other triggers read it fresh.
+    """
     api: KubeApi = memo["api"]
     config: OperatorSettings = memo["config"]
     with _lock_for(namespace, name):
         started = time.perf_counter()
         try:
             try:
-                body = api.get_creditjob(namespace, name)
+                body = dict(body) if body is not None else api.get_creditjob(namespace, name)
             except ApiError as exc:
                 if exc.status == 404:
                     return None
@@ -118,9 +121,9 @@ def run_pass(memo: kopf.Memo, namespace: str, name: str) -> Outcome | None:
     return outcome
 
 
-def _pass_or_retry(memo: kopf.Memo, namespace: str, name: str) -> None:
+def _pass_or_retry(memo: kopf.Memo, namespace: str, name: str, body: Mapping[str, Any]) -> None:
     try:
-        run_pass(memo, namespace, name)
+        run_pass(memo, namespace, name, body)
     except ApiError as exc:
         # Kopf retries change handlers after the delay; watch-event handlers rely on the next event/resync.
         raise kopf.TemporaryError(f"API call failed: {exc}", delay=RETRY_DELAY) from exc
@@ -129,33 +132,38 @@ def _pass_or_retry(memo: kopf.Memo, namespace: str, name: str) -> None:
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
-def creditjob_changed(meta: Mapping[str, Any], memo: kopf.Memo, **_: Any) -> None:
+def creditjob_changed(body: kopf.Body, meta: Mapping[str, Any], memo: kopf.Memo, **_: Any) -> None:
     """Created, changed (spec, labels, the run-now annotation), or seen again at operator start."""
-    _pass_or_retry(memo, meta["namespace"], meta["name"])
+    _pass_or_retry(memo, meta["namespace"], meta["name"], dict(body))
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def creditjob_deleted(event: Mapping[str, Any], meta: Mapping[str, Any], **_: Any) -> None:
+async def creditjob_deleted(event: Mapping[str, Any], meta: Mapping[str, Any], **_: Any) -> None:
     """Deleted: owner references remove the CronJob and Jobs; only the metric series are ours to drop."""
     if event.get("type") == "DELETED":
         metrics.forget_creditjob(meta["name"], meta["namespace"])
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_CREDITJOB: kopf.PRESENT})
-def child_job_changed(meta: Mapping[str, Any], memo: kopf.Memo, **_: Any) -> None:
+def child_job_changed(event: Mapping[str, Any], meta: Mapping[str, Any], memo: kopf.Memo, **_: Any) -> None:
     """A child Job started, finished, or was deleted: status, metrics, and the catch-up queue move on."""
-    _event_pass(memo, meta)
+    _event_pass(memo, "jobs", event, meta)
 
 
 @kopf.on.event("batch", "v1", "cronjobs", labels={LABEL_CREDITJOB: kopf.PRESENT})
-def cronjob_changed(meta: Mapping[str, Any], memo: kopf.Memo, **_: Any) -> None:
+def cronjob_changed(event: Mapping[str, Any], meta: Mapping[str, Any], memo: kopf.Memo, **_: Any) -> None:
     """The owned CronJob changed (maybe by hand) or was deleted: converge it back."""
-    _event_pass(memo, meta)
+    _event_pass(memo, "cronjobs", event, meta)
 
 
-def _event_pass(memo: kopf.Memo, meta: Mapping[str, Any]) -> None:
+def _event_pass(memo: kopf.Memo, kind: str, event: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
     if "api" not in memo:
         return  # an event before start-up finished; the resume handler covers it
+    api: KubeApi = memo["api"]
+    if event.get("type") != "DELETED" and api.is_own_write(
+        kind, meta.get("namespace", ""), meta.get("name", ""), meta.get("resourceVersion")
+    ):
+        return  # the echo of a create/patch the pass that made it has already accounted for
     try:
         run_pass(memo, meta["namespace"], meta["labels"][LABEL_CREDITJOB])
     except ApiError as exc:

@@ -10,6 +10,7 @@ Used by `reconcile.py`, `handlers.py` and `commands.py`.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
@@ -55,6 +56,22 @@ class KubeApi:
     def __init__(self, client: kubernetes.client.ApiClient, timeout: float = 30.0) -> None:
         self.client = client
         self.timeout = timeout
+        # resourceVersion of the last CronJob / Job state this client wrote, by (kind, namespace, name): a watch
+        # event carrying exactly that version only echoes our own write, and needs no reconcile pass.
+        self._written: dict[tuple[str, str, str], str] = {}
+        self._written_lock = threading.Lock()
+
+    def _remember(self, kind: str, obj: Mapping[str, Any]) -> dict[str, Any]:
+        meta = obj.get("metadata") or {}
+        if meta.get("resourceVersion"):
+            with self._written_lock:
+                self._written[(kind, meta.get("namespace", ""), meta.get("name", ""))] = meta["resourceVersion"]
+        return dict(obj)
+
+    def is_own_write(self, kind: str, namespace: str, name: str, resource_version: str | None) -> bool:
+        """Whether this object state is the one our last create/patch produced."""
+        with self._written_lock:
+            return resource_version is not None and self._written.get((kind, namespace, name)) == resource_version
 
     def request(
         self,
@@ -144,10 +161,12 @@ class KubeApi:
             raise
 
     def create_cronjob(self, cronjob: Mapping[str, Any]) -> dict[str, Any]:
-        return self.request("POST", _batch_path("cronjobs", cronjob["metadata"]["namespace"]), cronjob)
+        created = self.request("POST", _batch_path("cronjobs", cronjob["metadata"]["namespace"]), cronjob)
+        return self._remember("cronjobs", created)
 
     def patch_cronjob(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
-        return self.request("PATCH", _batch_path("cronjobs", namespace, name), patch, content_type=MERGE_PATCH)
+        patched = self.request("PATCH", _batch_path("cronjobs", namespace, name), patch, content_type=MERGE_PATCH)
+        return self._remember("cronjobs", patched)
 
     # Jobs
     def list_jobs(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
@@ -155,7 +174,8 @@ class KubeApi:
         return list(found.get("items") or [])
 
     def create_job(self, job: Mapping[str, Any]) -> dict[str, Any]:
-        return self.request("POST", _batch_path("jobs", job["metadata"]["namespace"]), job)
+        return self._remember("jobs", self.request("POST", _batch_path("jobs", job["metadata"]["namespace"]), job))
 
     def patch_job(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
-        return self.request("PATCH", _batch_path("jobs", namespace, name), patch, content_type=MERGE_PATCH)
+        patched = self.request("PATCH", _batch_path("jobs", namespace, name), patch, content_type=MERGE_PATCH)
+        return self._remember("jobs", patched)

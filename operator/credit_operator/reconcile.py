@@ -105,13 +105,8 @@ def reconcile(
         if before.get("status") != "False" or before.get("message") != message:
             decide("Warning", "InvalidSpec", f"spec rejected, CronJob left unchanged: {message}")
 
-    # ### 3: Load the world: the CronJob and every child Job. Status is rebuilt from these, not from memory.
+    # ### 3: Load the CronJob (the child Jobs come after it is converged: a new CreditJob gets its CronJob first).
     cronjob = api.get_cronjob(ns, name)
-    jobs = [
-        job
-        for job in api.list_jobs(ns, f"{LABEL_CREDITJOB}={name}")
-        if ((job.get("metadata") or {}).get("labels") or {}).get(LABEL_CREDITJOB) == name
-    ]
     if cronjob is not None and ((cronjob.get("metadata") or {}).get("labels") or {}).get(LABEL_CREDITJOB) != name:
         # Someone else's CronJob with our name: never take it over.
         problems.append(f"a CronJob named {name} exists and is not managed by this CreditJob; delete or rename it")
@@ -151,7 +146,14 @@ def reconcile(
         elif not spec.suspend and was_suspended:
             decide("Normal", "Resumed", "schedule resumed")
 
-    # ### 5: Run-now. The annotation's token is recorded in status once handled, so a resync or an operator
+    # ### 5: Load every child Job. Status is rebuilt from these and the CronJob, never from memory.
+    jobs = [
+        job
+        for job in api.list_jobs(ns, f"{LABEL_CREDITJOB}={name}")
+        if ((job.get("metadata") or {}).get("labels") or {}).get(LABEL_CREDITJOB) == name
+    ]
+
+    # ### 6: Run-now. The annotation's token is recorded in status once handled, so a resync or an operator
     # restart never runs it twice; the Job name derives from the token, so even a crash between creating the
     # Job and recording the token makes the retry conflict instead of running twice.
     manual_token: str | None = None
@@ -162,7 +164,7 @@ def reconcile(
         if created is not None:
             jobs.append(created)
 
-    # ### 6: Catch up missed periods (after downtime, or fire times the CronJob controller skipped): one Job
+    # ### 7: Catch up missed periods (after downtime, or fire times the CronJob controller skipped): one Job
     # per missed period, oldest first, period key pinned, capped at catchUp.maxPeriods. Nothing is caught up
     # while suspended: those fire times were skipped on purpose, so the bookkeeping moves past them.
     plan: CatchUpPlan | None = None
@@ -182,12 +184,12 @@ def reconcile(
         )
         jobs += _catch_up(api, creditjob, cronjob, plan, decide)
 
-    # ### 7: Under Forbid / Replace, queued catch-up Jobs run one at a time: release the oldest when no run is
+    # ### 8: Under Forbid / Replace, queued catch-up Jobs run one at a time: release the oldest when no run is
     # active (Replace never kills a run to catch up — the periods are all owed).
     if not problems and not spec.suspend and spec.concurrency_policy != "Allow":
         _release_queued(api, creditjob, jobs, decide)
 
-    # ### 8: Rebuild the status from the world and write it when it changed.
+    # ### 9: Rebuild the status from the world and write it when it changed.
     status = build_status(
         creditjob, jobs, Observed(problems=problems, cronjob=cronjob, plan=plan, manual_token=manual_token), now
     )
@@ -195,7 +197,7 @@ def reconcile(
     if status != current:
         api.patch_creditjob_status(ns, name, status)
 
-    # ### 9: Hand the metric values back (handlers.py sets the gauges; missed periods are counted once).
+    # ### 10: Hand the metric values back (handlers.py sets the gauges; missed periods are counted once).
     sample = CreditJobSample(
         name=name,
         namespace=ns,

@@ -11,7 +11,8 @@ created before the CRD was installed (or against a test emulator) was never vali
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 
@@ -37,7 +38,16 @@ MAX_CATCH_UP_PERIODS = 24
 
 
 def shortest_gap(schedule: str, time_zone: str, start: datetime) -> timedelta | None:
-    """The shortest time between two consecutive fires within a year from `start`; None if it never fires."""
+    """The shortest time between two consecutive fires within a year from `start`; None if it never fires.
+
+    Cached per day: every pass checks the spec, and cron arithmetic is the dearest part of a pass.
+    """
+    day = start.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return _shortest_gap(schedule, time_zone, day)
+
+
+@lru_cache(maxsize=4096)
+def _shortest_gap(schedule: str, time_zone: str, start: datetime) -> timedelta | None:
     tz = parse_time_zone(time_zone)
     try:
         it = croniter(validate_schedule(schedule), start.astimezone(tz))
