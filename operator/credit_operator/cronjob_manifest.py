@@ -279,6 +279,8 @@ def drift(desired: Any, live: Any, path: str = "") -> list[str]:
     lists must match element by element, so an added or removed container or env var is. Scalars compare
     loosely for quantities the server normalises (`"1"` vs `1`).
     """
+    if live is None and isinstance(desired, Mapping | list) and not desired:
+        return []  # the API server drops empty lists and maps (`args: []`): not drift, or every pass would patch
     if isinstance(desired, Mapping):
         if not isinstance(live, Mapping):
             return [path or "."]

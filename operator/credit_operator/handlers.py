@@ -186,6 +186,6 @@ async def _resync_forever(memo: kopf.Memo) -> None:
             for body in bodies:
                 meta = body.get("metadata") or {}
                 try:
-                    await asyncio.to_thread(run_pass, memo, meta.get("namespace", ""), meta.get("name", ""))
+                    await asyncio.to_thread(run_pass, memo, meta.get("namespace", ""), meta.get("name", ""), body)
                 except Exception:  # one broken CreditJob must not stop the resync of the others
                     log.exception("resync of %s/%s failed", meta.get("namespace"), meta.get("name"))

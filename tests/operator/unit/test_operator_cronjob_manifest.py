@@ -262,3 +262,5 @@ def test_drift_ignores_server_defaults_but_sees_hand_edits() -> None:
     assert drift({"r": {"cpu": "500m"}}, {"r": {"cpu": "0.5"}}) == []  # normalised quantities
     assert drift({"r": {"cpu": "500m"}}, {"r": {"cpu": "1"}}) == ["r.cpu"]
     assert drift({"env": [{"a": 1}]}, {"env": [{"a": 1}, {"b": 2}]}) == ["env"]
+    assert drift({"args": [], "x": {}}, {}) == []  # the API server omits empty lists and maps
+    assert drift({"args": ["--dry-run"]}, {}) == ["args"]
