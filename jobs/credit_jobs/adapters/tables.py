@@ -156,6 +156,35 @@ class CreditEntry(Base):
     cause_request_id: Mapped[str | None] = mapped_column(Text)
 
 
+class StoredFile(Base):
+    """A file the host application stored, with the end of its retention. `cleanup-storage` deletes the object
+    once `expires_at` has passed and records `deleted_at`; the host app inserts a row when it stores a file."""
+
+    __tablename__ = "stored_files"
+    __table_args__ = (
+        CheckConstraint("size_bytes >= 0", name="stored_files_size_not_negative"),
+        CheckConstraint("deleted_at IS NULL OR delete_run_id IS NOT NULL", name="stored_files_delete_has_cause"),
+        Index("stored_files_uri", "uri", unique=True),
+        # what cleanup walks (keyset on expires_at, file_id): only files still stored and due some day
+        Index(
+            "stored_files_due",
+            "expires_at",
+            "file_id",
+            postgresql_where=text("deleted_at IS NULL AND expires_at IS NOT NULL"),
+        ),
+    )
+
+    file_id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(BigInteger)
+    uri: Mapped[str] = mapped_column(Text)  # file:///abs/path or s3://bucket/key
+    size_bytes: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # NULL: keep forever
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    delete_run_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    last_error: Mapped[str | None] = mapped_column(Text)  # why the last delete attempt failed
+
+
 class JobRun(Base):
     """The audit row of one run: who, which period and shard, what happened, with which counts."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from credit_jobs.domain.errors import ConfigError
 from credit_jobs.domain.period_keys import Period
 from credit_jobs.domain.run_model import UsecaseSpec
+from credit_jobs.usecases.cleanup_storage import cleanup_storage
 from credit_jobs.usecases.distribute_credits import distribute_credits
 from credit_jobs.usecases.expire_credits import expire_credits
 
@@ -22,6 +23,12 @@ USECASES: dict[str, UsecaseSpec] = {
             Period.DAILY,
             expire_credits,
             "Expire every grant past its expiry exactly once and reduce balances.",
+        ),
+        UsecaseSpec(
+            "cleanup-storage",
+            Period.DAILY,
+            cleanup_storage,
+            "Delete every stored file whose retention has ended (file:// and s3://) and record it.",
         ),
     )
 }
