@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,6 +76,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def scrape(url: str) -> dict[str, float]:
+    """The operator's reconcile counters, from its own /metrics endpoint."""
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        for name in (
+            "creditjobs_operator_reconcile_duration_seconds_sum",
+            "creditjobs_operator_reconcile_duration_seconds_count",
+        ):
+            if line.startswith(name + " "):
+                values[name] = float(line.split()[1])
+    return values
+
+
 def peak_rss_mb(pid: int) -> float:
     """Peak resident set size of a process (Linux VmHWM), in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -101,6 +117,7 @@ async def main(count: int) -> int:
             subresources={"status"},
             verbs={"list", "watch", "get", "create", "patch", "delete"},
         )
+        metrics_port = free_port()
         with tempfile.TemporaryDirectory() as tmp:
             kubeconfig = Path(tmp) / "kubeconfig"
             kubeconfig.write_text(
@@ -118,7 +135,7 @@ async def main(count: int) -> int:
             env = {k: v for k, v in os.environ.items() if not k.startswith(("CREDITJOBS_", "KUBERNETES_"))}
             env.update(
                 KUBECONFIG=str(kubeconfig),
-                CREDITJOBS_METRICS_PORT=str(free_port()),
+                CREDITJOBS_METRICS_PORT=str(metrics_port),
                 CREDITJOBS_HEALTH_PORT=str(free_port()),
                 CREDITJOBS_DEFAULT_IMAGE="bench/credit-jobs:1",
                 LOG_FORMAT="json",
@@ -164,6 +181,7 @@ async def main(count: int) -> int:
                 await asyncio.sleep(2.0)  # let status writes and CronJob-event passes settle before the RSS peak
                 rss = peak_rss_mb(operator.pid)
                 operator_cpu = sum(psutil.Process(operator.pid).cpu_times()[:2])
+                scraped = await asyncio.to_thread(scrape, f"http://127.0.0.1:{metrics_port}/metrics")
                 bench_cpu = sum(psutil.Process().cpu_times()[:2])
             finally:
                 operator.send_signal(signal.SIGTERM)
@@ -182,6 +200,9 @@ async def main(count: int) -> int:
     print(f"creation → CronJob latency p99: {p99 * 1000:.0f} ms   (target ≤ {TARGET_P99_S * 1000:.0f} ms)")
     mean = statistics.mean(latencies)
     print(f"                         max:   {max(latencies) * 1000:.0f} ms, mean {mean * 1000:.0f} ms")
+    passes = scraped.get("creditjobs_operator_reconcile_duration_seconds_count", 0.0)
+    in_passes = scraped.get("creditjobs_operator_reconcile_duration_seconds_sum", 0.0)
+    print(f"reconcile passes:               {passes:.0f}, mean {in_passes / max(passes, 1) * 1000:.0f} ms each")
     print(f"CPU seconds: operator {operator_cpu:.1f}, emulator (this process) {bench_cpu:.1f}")
     print(f"operator RSS after start-up:    {idle_rss:.1f} MB")
     print(f"operator peak RSS:              {rss:.1f} MB   (target ≤ {TARGET_RSS_MB:.0f} MB)")
