@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 import uuid
 from collections.abc import Callable, Sequence
@@ -373,6 +374,8 @@ def demo(
     from credit_jobs.entrypoints.demo_flow import run_demo
 
     settings = _settings()
+    if "LOG_LEVEL" not in os.environ:  # the summary table tells the story; keep warnings (unconfigured plans)
+        configure_logging(settings.log_format, "warning")
     url, _ = _database_url(database_url, settings)
     engine = _engine(database_url, settings)
     code = run_demo(engine, url, users=users, seed=seed, console=out)
