@@ -61,3 +61,14 @@ def test_a_row_left_running_by_a_dead_holder_is_taken_over(engine: sa.Engine, ru
     assert old.status == "failed"
     assert f"taken over by run {outcome.run_id}" in old.error
     assert scalar(engine, "SELECT count(*) FROM credit_grants") == 1
+
+
+def test_a_database_error_before_the_work_starts_is_a_failed_run_not_a_crash(
+    engine: sa.Engine, run_usecase: RunUsecase
+) -> None:
+    with engine.begin() as conn:  # the schema version says "head", but the audit table is gone
+        conn.execute(sa.text("DROP TABLE job_runs"))
+    outcome = run_usecase("distribute-credits", pinned_key="2026-11")
+    assert (outcome.status, outcome.exit_code) == ("failed", 1)
+    assert outcome.error is not None
+    assert outcome.error.startswith('database error before the work started: relation "job_runs" does not exist')

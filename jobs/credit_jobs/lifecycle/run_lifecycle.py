@@ -109,6 +109,9 @@ def execute_run(
         _run_guarded(request, engine, run_id, period, now, outcome, progress)
     except ConfigError as exc:
         outcome.status, outcome.exit_code, outcome.error = "failed", EXIT_CONFIG, str(exc)
+    except DBAPIError as exc:  # lost the database between checking it and taking the guard / writing the audit row
+        outcome.status, outcome.exit_code = "failed", EXIT_FAILED
+        outcome.error = f"database error before the work started: {database.first_line(exc)}"
     outcome.duration_s = time.monotonic() - started
     _report(request, outcome)
     return outcome
