@@ -82,10 +82,12 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
         await asyncio.gather(task, return_exceptions=True)
 
 
-def run_pass(memo: kopf.Memo, namespace: str, name: str, body: Mapping[str, Any] | None = None) -> Outcome | None:
+def run_pass(memo: kopf.Memo, namespace: str, name: str) -> Outcome | None:
     """One reconcile pass for one CreditJob, or None when it no longer exists.
 
-    `body` is the CreditJob as a Kopf change handler just received it; other triggers read it fresh.
+    The CreditJob is read fresh *inside* the lock: a body handed over by Kopf or a resync LIST may predate the
+    status the previous pass just wrote (a stale `lastManualRunToken`, `catchUpThrough` or generation would
+    make this pass redo or misreport decisions).
     """
     api: KubeApi = memo["api"]
     config: OperatorSettings = memo["config"]
@@ -93,7 +95,7 @@ def run_pass(memo: kopf.Memo, namespace: str, name: str, body: Mapping[str, Any]
         started = time.perf_counter()
         try:
             try:
-                body = dict(body) if body is not None else api.get_creditjob(namespace, name)
+                body = api.get_creditjob(namespace, name)
             except ApiError as exc:
                 if exc.status == 404:
                     return None
@@ -121,9 +123,9 @@ def run_pass(memo: kopf.Memo, namespace: str, name: str, body: Mapping[str, Any]
     return outcome
 
 
-def _pass_or_retry(memo: kopf.Memo, namespace: str, name: str, body: Mapping[str, Any]) -> None:
+def _pass_or_retry(memo: kopf.Memo, namespace: str, name: str) -> None:
     try:
-        run_pass(memo, namespace, name, body)
+        run_pass(memo, namespace, name)
     except ApiError as exc:
         # Kopf retries change handlers after the delay; watch-event handlers rely on the next event/resync.
         raise kopf.TemporaryError(f"API call failed: {exc}", delay=RETRY_DELAY) from exc
@@ -132,9 +134,9 @@ def _pass_or_retry(memo: kopf.Memo, namespace: str, name: str, body: Mapping[str
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
-def creditjob_changed(body: kopf.Body, meta: Mapping[str, Any], memo: kopf.Memo, **_: Any) -> None:
+def creditjob_changed(meta: Mapping[str, Any], memo: kopf.Memo, **_: Any) -> None:
     """Created, changed (spec, labels, the run-now annotation), or seen again at operator start."""
-    _pass_or_retry(memo, meta["namespace"], meta["name"], dict(body))
+    _pass_or_retry(memo, meta["namespace"], meta["name"])
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -186,6 +188,6 @@ async def _resync_forever(memo: kopf.Memo) -> None:
             for body in bodies:
                 meta = body.get("metadata") or {}
                 try:
-                    await asyncio.to_thread(run_pass, memo, meta.get("namespace", ""), meta.get("name", ""), body)
+                    await asyncio.to_thread(run_pass, memo, meta.get("namespace", ""), meta.get("name", ""))
                 except Exception:  # one broken CreditJob must not stop the resync of the others
                     log.exception("resync of %s/%s failed", meta.get("namespace"), meta.get("name"))
