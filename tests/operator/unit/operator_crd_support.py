@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,13 @@ CRD_PATH = ROOT / "charts" / "credit-jobs" / "crds" / "creditjobs.yaml"
 EXAMPLES = ROOT / "examples"
 
 
-def load_crd() -> dict[str, Any]:
+@lru_cache(maxsize=1)
+def _parsed_crd() -> dict[str, Any]:
     return dict(yaml.safe_load(CRD_PATH.read_text()))
+
+
+def load_crd() -> dict[str, Any]:
+    return copy.deepcopy(_parsed_crd())  # a copy: callers may modify it
 
 
 def crd_version() -> dict[str, Any]:
@@ -48,12 +54,21 @@ def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
 
 
 def schema_errors(obj: dict[str, Any]) -> list[str]:
-    schema = open_api_schema()
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = _schema_validator()
     return [f"{'.'.join(str(p) for p in e.absolute_path)}: {e.message}" for e in validator.iter_errors(obj)]
 
 
 _env = celpy.Environment()
+
+
+@cache
+def _program(rule: str) -> Any:
+    return _env.program(_env.compile(rule))
+
+
+@lru_cache(maxsize=1)
+def _schema_validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(open_api_schema())
 
 
 def _rules(schema: dict[str, Any], value: Any, path: str) -> Iterator[tuple[str, dict[str, Any], Any]]:
@@ -76,7 +91,7 @@ def cel_errors(obj: dict[str, Any]) -> list[str]:
     """The message of every CEL rule that evaluates to false (or fails to evaluate) on the object."""
     errors = []
     for path, rule, value in _rules(open_api_schema(), obj, ""):
-        program = _env.program(_env.compile(rule["rule"]))
+        program = _program(rule["rule"])
         try:
             ok = bool(program.evaluate({"self": celpy.json_to_cel(value)}))
         except Exception as exc:  # an evaluation error rejects the object, as in kube-apiserver
