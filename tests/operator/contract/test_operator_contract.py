@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from credit_jobs.domain.period_keys import Period, format_key, latest_fire_time, parse_time_zone
 from credit_operator.creditjob import parse_creditjob
@@ -140,3 +141,27 @@ def test_a_run_now_job_of_an_indexed_cronjob_records_its_pinned_period_and_shard
         "succeeded",
     )
     assert (run["shard"], run["shards"]) == (1, 2)
+
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[3] / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_every_example_runs_as_rendered(example: Path, database_url: str) -> None:
+    """Each example's container (its usecase and params as flags) is accepted by the jobs CLI and recorded."""
+    manifest = yaml.safe_load(example.read_text())
+    job = parse_creditjob({**manifest, "metadata": {**manifest["metadata"], "uid": "u"}})
+    libpq = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    cron = build_cronjob(job, ManifestDefaults(image="unused"))
+    secret_name = job.spec.db_secret_name or "credit-jobs-db"
+    secret_key = job.spec.db_secret_key or "url"
+    argv, env = container_process(
+        cron["spec"]["jobTemplate"]["spec"]["template"]["spec"],
+        [secret(secret_name, secret_key, libpq)],
+        JOB_COMPLETION_INDEX="0",
+    )
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (run,) = runs(database_url)
+    assert (run["job"], run["trigger"], run["status"]) == (job.name, "schedule", "succeeded")
+    assert run["shards"] == job.spec.parallelism
