@@ -48,7 +48,7 @@ class Outcome:
     missed_keys: list[str] = field(default_factory=list)
 
 
-def _invalid_placeholder(body: Mapping[str, Any], message: str) -> CreditJob:
+def _invalid_placeholder(body: Mapping[str, Any]) -> CreditJob:
     """A CreditJob whose spec could not be parsed, so the status can still say why."""
     meta = body.get("metadata") or {}
     raw = body.get("spec") or {}
@@ -88,7 +88,7 @@ def reconcile(
     try:
         creditjob = parse_creditjob(body)
     except ConfigError as exc:
-        creditjob = _invalid_placeholder(body, str(exc))
+        creditjob = _invalid_placeholder(body)
         problems.append(str(exc))
     spec = creditjob.spec
     ns, name = creditjob.namespace, creditjob.name
@@ -99,27 +99,28 @@ def reconcile(
     # good schedule keeps running rather than the billing stopping because of a typo.
     if not problems:
         problems = check_spec(creditjob, now)
+
+    # ### 3: Load the CronJob (the child Jobs come after it is converged: a new CreditJob gets its CronJob first).
+    # Someone else's CronJob with our name is never taken over.
+    cronjob = api.get_cronjob(ns, name)
+    foreign = cronjob is not None and ((cronjob.get("metadata") or {}).get("labels") or {}).get(LABEL_CREDITJOB) != name
+    if foreign:
+        problems.append(f"a CronJob named {name} exists and is not managed by this CreditJob; delete or rename it")
+        cronjob = None
     if problems:
+        # One Warning per distinct problem, not one per pass (resyncs would flood the Events).
         before = previous_conditions.get("Ready") or {}
         message = "; ".join(problems)
         if before.get("status") != "False" or before.get("message") != message:
-            decide("Warning", "InvalidSpec", f"spec rejected, CronJob left unchanged: {message}")
-
-    # ### 3: Load the CronJob (the child Jobs come after it is converged: a new CreditJob gets its CronJob first).
-    cronjob = api.get_cronjob(ns, name)
-    if cronjob is not None and ((cronjob.get("metadata") or {}).get("labels") or {}).get(LABEL_CREDITJOB) != name:
-        # Someone else's CronJob with our name: never take it over.
-        problems.append(f"a CronJob named {name} exists and is not managed by this CreditJob; delete or rename it")
-        decide("Warning", "CronJobConflict", problems[-1])
-        cronjob = None
-        foreign = True
-    else:
-        foreign = False
+            if foreign:
+                decide("Warning", "CronJobConflict", message)
+            else:
+                decide("Warning", "InvalidSpec", f"spec rejected, CronJob left unchanged: {message}")
 
     # ### 4: Converge the CronJob: create it when missing, patch it when the spec changed or someone edited it
     # by hand (drift). The owner reference (kopf.adopt) makes Kubernetes delete it with the CreditJob, so no
     # finalizer is needed and deletion never waits for the operator.
-    if not problems and not foreign:
+    if not problems:
         desired = manifests.build_cronjob(creditjob, defaults)
         kopf.adopt(desired, owner=dict(body))  # type: ignore[arg-type]
         if cronjob is None:

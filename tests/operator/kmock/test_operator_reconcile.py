@@ -44,6 +44,9 @@ async def test_a_foreign_cronjob_with_the_same_name_is_never_taken_over(kube: An
     assert ready["status"] == "False"
     assert "not managed by this CreditJob" in ready["message"]
     assert (get(kube, "cronjobs", "own", "grant") or {})["spec"]["schedule"] == "5 5 * * *"
+    again = await one_pass("own", "grant")  # a resync: same problem, no second Warning
+    assert again.result == "invalid"
+    assert again.decisions == []
 
 
 async def test_run_now_on_an_invalid_spec_is_rejected_and_remembered(kube: Any) -> None:
