@@ -7,8 +7,9 @@ tests call `exported_metric_names()`.
 Signals to alert on:
 - `time() - creditjobs_creditjob_last_success_timestamp_seconds > 1.5 * creditjobs_creditjob_schedule_interval_seconds`
   → CreditJobNotSucceededRecently. The last-success series exists from the first pass with value 0 for a
-  CreditJob that never succeeded, so "never ran" fires too (it is taken from child Jobs, so it works even when
-  no pod ever starts and nothing is pushed).
+  CreditJob that never succeeded; then `creditjobs_creditjob_created_timestamp_seconds` is where the 1.5 intervals
+  count from, so "never ran" fires too, but a CreditJob created today is not alerted before its first period
+  (it is taken from child Jobs, so it works even when no pod ever starts and nothing is pushed).
 - `creditjobs_creditjob_info{suspended="true"}` for long → CreditJobSuspendedTooLong.
 - `rate(creditjobs_operator_reconcile_total{result="error"}[5m]) > 0` → CreditJobsOperatorReconcileErrors.
 """
@@ -42,6 +43,12 @@ INFO = Gauge(
 LAST_SUCCESS = Gauge(
     "creditjobs_creditjob_last_success_timestamp_seconds",
     "Unix time the latest child Job of the CreditJob succeeded; 0 when none ever did.",
+    CREDITJOB_LABELS,
+    registry=REGISTRY,
+)
+CREATED = Gauge(
+    "creditjobs_creditjob_created_timestamp_seconds",
+    "Unix time the CreditJob was created: where 'not succeeded recently' counts from while it never succeeded.",
     CREDITJOB_LABELS,
     registry=REGISTRY,
 )
@@ -99,6 +106,7 @@ class CreditJobSample:
     next_schedule: float  # 0 when none
     interval: float
     active_runs: int
+    created: float = 0.0  # creationTimestamp; 0 when unknown
 
 
 _info_labels: dict[tuple[str, str], tuple[str, str, str, str, str]] = {}
@@ -117,6 +125,7 @@ def observe_creditjob(sample: CreditJobSample) -> None:
         _info_labels[ident] = info
     INFO.labels(*info).set(1)
     LAST_SUCCESS.labels(*ident).set(sample.last_success)
+    CREATED.labels(*ident).set(sample.created)
     NEXT_SCHEDULE.labels(*ident).set(sample.next_schedule)
     SCHEDULE_INTERVAL.labels(*ident).set(sample.interval)
     ACTIVE_RUNS.labels(*ident).set(sample.active_runs)
@@ -141,7 +150,7 @@ def forget_creditjob(name: str, namespace: str) -> None:
     ident = (name, namespace)
     with _lock:
         info = _info_labels.pop(ident, None)
-    for gauge in (LAST_SUCCESS, NEXT_SCHEDULE, SCHEDULE_INTERVAL, ACTIVE_RUNS, MISSED_PERIODS):
+    for gauge in (LAST_SUCCESS, CREATED, NEXT_SCHEDULE, SCHEDULE_INTERVAL, ACTIVE_RUNS, MISSED_PERIODS):
         with contextlib.suppress(KeyError):
             gauge.remove(*ident)
     if info is not None:

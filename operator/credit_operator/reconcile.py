@@ -209,6 +209,7 @@ def reconcile(
         next_schedule=_timestamp(status.get("nextScheduleTime")),
         interval=schedule_interval(spec.schedule, spec.time_zone, now) if not problems else 0.0,
         active_runs=len(status["active"]),
+        created=creditjob.created_at.timestamp() if creditjob.created_at else 0.0,
     )
     missed_keys = [m.key for m in plan.missed] if plan else []
     return Outcome("invalid" if problems else "ok", status, sample, decisions, missed_keys)

@@ -184,13 +184,15 @@ CASES: dict[str, Case] = {
     "never-succeeded-fires-after-the-for": Case(
         "CreditJobNotSucceededRecently",
         {
+            # created at 0, never succeeded, a 10-minute interval: overdue after 15 minutes, firing after the for
             f"creditjobs_creditjob_last_success_timestamp_seconds{{{CJ}}}": "0x60",
-            f"creditjobs_creditjob_schedule_interval_seconds{{{CJ}}}": "3600x60",
+            f"creditjobs_creditjob_created_timestamp_seconds{{{CJ}}}": "0x60",
+            f"creditjobs_creditjob_schedule_interval_seconds{{{CJ}}}": "600x60",
             INFO_HOURLY_ACTIVE: "1x60",
         },
-        silent_at=["14m"],
+        silent_at=["29m"],
         firing_at={
-            "16m": [
+            "32m": [
                 Firing(
                     {
                         "severity": "critical",
@@ -202,6 +204,17 @@ CASES: dict[str, Case] = {
                 )
             ]
         },
+    ),
+    "a-new-creditjob-is-not-alerted-before-its-first-interval": Case(
+        "CreditJobNotSucceededRecently",
+        {
+            # created at 0 with an hourly schedule, no success yet: not overdue before 90 minutes
+            f"creditjobs_creditjob_last_success_timestamp_seconds{{{CJ}}}": "0x100",
+            f"creditjobs_creditjob_created_timestamp_seconds{{{CJ}}}": "0x100",
+            f"creditjobs_creditjob_schedule_interval_seconds{{{CJ}}}": "3600x100",
+            INFO_HOURLY_ACTIVE: "1x100",
+        },
+        silent_at=["30m", "80m"],
     ),
     "regular-successes-stay-silent": Case(
         "CreditJobNotSucceededRecently",
@@ -473,7 +486,7 @@ def test_promtool_test_fails_on_a_wrong_expectation_so_the_cases_are_live(
     render, promtool: str, tmp_path: Path
 ) -> None:
     case = CASES["never-succeeded-fires-after-the-for"]
-    wrong = Case(case.alert, case.series, silent_at=["16m"])  # it does fire at 16m
+    wrong = Case(case.alert, case.series, silent_at=["32m"])  # it does fire at 32m
     rules = _write_rules(render, tmp_path, _values())
     test_file = tmp_path / "test.yml"
     test_file.write_text(yaml.safe_dump(_promtool_test(wrong, rules.name), sort_keys=False))

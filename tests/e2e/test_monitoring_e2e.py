@@ -81,6 +81,7 @@ def test_a_creditjob_that_never_reports_fires_not_succeeded_recently(
                 "name": "never-ran",
                 "schedule": "* * * * *",
                 "last_success": 0.0,
+                "created": now - 60,
                 "next_schedule": now + 4,
                 "interval": 4.0,
             },

@@ -122,6 +122,7 @@ def test_exported_metric_names_are_the_designed_ones() -> None:
     assert metrics.exported_metric_names() == {
         "creditjobs_creditjob_info",
         "creditjobs_creditjob_last_success_timestamp_seconds",
+        "creditjobs_creditjob_created_timestamp_seconds",
         "creditjobs_creditjob_next_schedule_timestamp_seconds",
         "creditjobs_creditjob_schedule_interval_seconds",
         "creditjobs_creditjob_active_runs",
