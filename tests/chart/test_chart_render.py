@@ -15,7 +15,6 @@ import helm_python
 import kubernetes_validate
 import pytest
 import yaml
-from chart_crd_admission import admission_errors
 from chart_support import (
     CHART,
     ENVIRONMENTS,
@@ -27,6 +26,8 @@ from chart_support import (
     only,
     package_version,
 )
+
+from tests.crd_admission import admission_errors
 
 # Kinds kubernetes-validate cannot know (custom resources); each is checked another way below.
 CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule", "CreditJob", "KopfPeering", "ClusterKopfPeering"}

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 from operator_crd_support import (
     admit,
-    apply_defaults,
     cel_errors,
     crd_version,
     example_manifests,
@@ -18,6 +17,7 @@ from operator_crd_support import (
 )
 
 from credit_operator.creditjob import CreditJobSpec, parse_spec
+from tests.crd_admission import apply_defaults
 
 
 def cj(name: str = "monthly-credits", **spec: Any) -> dict[str, Any]:

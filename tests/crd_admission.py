@@ -1,19 +1,24 @@
 """Admits a custom resource the way kube-apiserver would, offline: `default:` values, the structural schema
-(jsonschema over the CRD's openAPIV3Schema) and its CEL `x-kubernetes-validations` rules (cel-python).
-
-Used by test_chart_render.py on the CreditJobs the chart creates from values.
+(jsonschema over the CRD's openAPIV3Schema) and its CEL `x-kubernetes-validations` rules (cel-python), with `self`
+bound to each rule's node. Shared by the operator's CRD tests and the chart's tests of CreditJobs from values.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
+from functools import cache
 from typing import Any
 
 import celpy
 import jsonschema
 
-_cel = celpy.Environment()
+_env = celpy.Environment()
+
+
+@cache
+def _program(rule: str) -> Any:
+    return _env.program(_env.compile(rule))
 
 
 def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
@@ -45,20 +50,25 @@ def _rules(schema: dict[str, Any], value: Any, path: str) -> Iterator[tuple[str,
             yield from _rules(schema["items"], item, f"{path}[{index}]")
 
 
-def admission_errors(schema: dict[str, Any], obj: dict[str, Any]) -> list[str]:
-    """Every reason the API server would refuse `obj` (empty: accepted)."""
-    stored = apply_defaults(schema, obj)
-    errors = [
-        f"{'.'.join(map(str, error.absolute_path)) or '.'}: {error.message}"
-        for error in jsonschema.Draft7Validator(schema).iter_errors(stored)
-    ]
-    for path, rule, value in _rules(schema, stored, ""):
-        program = _cel.program(_cel.compile(rule["rule"]))
+def schema_errors(validator: jsonschema.protocols.Validator, obj: dict[str, Any]) -> list[str]:
+    return [f"{'.'.join(str(p) for p in e.absolute_path) or '.'}: {e.message}" for e in validator.iter_errors(obj)]
+
+
+def cel_errors(schema: dict[str, Any], obj: dict[str, Any]) -> list[str]:
+    """The message of every CEL rule that evaluates to false (or fails to evaluate) on the object."""
+    errors = []
+    for path, rule, value in _rules(schema, obj, ""):
         try:
-            accepted = bool(program.evaluate({"self": celpy.json_to_cel(value)}))
+            ok = bool(_program(rule["rule"]).evaluate({"self": celpy.json_to_cel(value)}))
         except Exception as exc:  # an evaluation error rejects the object, as in kube-apiserver
             errors.append(f"{path or '.'}: {rule['rule']} failed to evaluate: {exc}")
             continue
-        if not accepted:
+        if not ok:
             errors.append(f"{path or '.'}: {rule.get('message', rule['rule'])}")
     return errors
+
+
+def admission_errors(schema: dict[str, Any], obj: dict[str, Any]) -> list[str]:
+    """Every reason the API server would refuse `obj` (empty: accepted)."""
+    stored = apply_defaults(schema, obj)
+    return schema_errors(jsonschema.Draft202012Validator(schema), stored) + cel_errors(schema, stored)
