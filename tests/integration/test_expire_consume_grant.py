@@ -180,3 +180,20 @@ def test_expiry_walks_many_chunks_of_grants_with_the_same_expiry_exactly_once(
     assert outcome.stats.credits == {"expired": sum(10 + n for n in range(10))}
     assert scalar(engine, "SELECT count(*) FROM credit_entries WHERE kind = 'expiry'") == 10
     assert check_invariants(engine).ok
+
+
+def test_a_void_cancels_what_is_left_of_a_grant_once(engine: sa.Engine) -> None:
+    from credit_jobs.usecases.void_grant import void_grant
+
+    gift = _gift(engine, 4, 100, "refund-me", expires_in_days=None)
+    consume(engine, 4, 30, request_id="spent", now=NOW)
+    result = void_grant(engine, gift, request_id="refund-42", now=NOW)
+    assert (result.voided, result.replayed) == (70, False)
+    assert scalar(engine, "SELECT balance FROM credit_accounts WHERE user_id = 4") == 0
+    replay = void_grant(engine, gift, request_id="refund-42", now=NOW)
+    assert (replay.voided, replay.replayed) == (70, True)
+    assert void_grant(engine, gift, request_id="refund-43", now=NOW).voided == 0
+    assert scalar(engine, "SELECT count(*) FROM credit_entries WHERE kind = 'void'") == 1
+    assert check_invariants(engine).ok
+    with pytest.raises(ConfigError, match="no grant 999999"):
+        void_grant(engine, 999_999, request_id="x")

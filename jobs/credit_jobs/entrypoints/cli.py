@@ -41,6 +41,7 @@ from credit_jobs.usecases.demo_data import seed_demo_data
 from credit_jobs.usecases.grant import ONE_OFF_TYPES
 from credit_jobs.usecases.grant import grant as grant_credits
 from credit_jobs.usecases.registry import USECASES, get_usecase
+from credit_jobs.usecases.void_grant import void_grant
 
 app = typer.Typer(
     name="credit-jobs",
@@ -341,6 +342,19 @@ def grant(
     )
     verb = "granted" if result.created else "already granted (same idempotency key)"
     out.print(f"{verb}: grant {result.grant_id}, {amount} credits to user {user_id}")
+    return 0
+
+
+@app.command("void")
+def void(
+    grant_id: Annotated[int, typer.Argument(help="The grant to cancel (what is left of it).")],
+    request_id: Annotated[str, typer.Option(help="Why, and idempotency: a repeated id voids once.")],
+    database_url: DatabaseUrlOption = None,
+) -> int:
+    """Cancel the remaining credits of one grant (refund, mistake) with a void entry."""
+    result = void_grant(_engine(database_url, _settings()), grant_id, request_id=request_id)
+    verb = "already voided" if result.replayed else "voided"
+    out.print(f"{verb} {result.voided} credits of grant {grant_id} (user {result.user_id})")
     return 0
 
 
