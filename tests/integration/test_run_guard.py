@@ -72,3 +72,20 @@ def test_a_database_error_before_the_work_starts_is_a_failed_run_not_a_crash(
     assert (outcome.status, outcome.exit_code) == ("failed", 1)
     assert outcome.error is not None
     assert outcome.error.startswith('database error before the work started: relation "job_runs" does not exist')
+
+
+def test_a_dry_run_never_takes_over_a_running_row(engine: sa.Engine, run_usecase: RunUsecase) -> None:
+    add_policy(engine, "free", "free_tier", 10, None)
+    add_users(engine, [(1, "free", "active", False, False)])
+    live = uuid.uuid4()
+    with engine.begin() as conn:  # a run in progress elsewhere (a dry run takes no lock, so it cannot tell)
+        conn.execute(
+            sa.text(
+                "INSERT INTO job_runs (run_id, job, usecase, period_key, trigger, status, started_at) "
+                "VALUES (:r, 'distribute-credits', 'distribute-credits', '2026-11', 'schedule', 'running', :t)"
+            ),
+            {"r": live, "t": NOW},
+        )
+    outcome = run_usecase("distribute-credits", pinned_key="2026-11", dry_run=True)
+    assert outcome.status == "succeeded"
+    assert scalar(engine, "SELECT status FROM job_runs WHERE run_id = :r", r=live) == "running"

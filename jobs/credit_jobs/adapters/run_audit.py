@@ -57,13 +57,20 @@ VALUES (:run_id, :job, :usecase, :period_key, :shard, :shards, :trigger, :status
 
 
 def start_running(engine: sa.Engine, run: RunIdentity) -> list[uuid.UUID]:
-    """Insert the running row; close rows left running by dead holders. Returns the run ids taken over."""
+    """Insert the running row; close rows left running by dead holders. Returns the run ids taken over.
+
+    Only a guarded run (holding the advisory lock) may take over: a dry run takes no lock, so a running row it finds
+    may belong to a live run, and it leaves such rows alone.
+    """
     with engine.begin() as conn:
-        taken_over = [
-            row.run_id
-            for row in conn.execute(
-                sa.text(
-                    """
+        taken_over = (
+            []
+            if run.dry_run
+            else [
+                row.run_id
+                for row in conn.execute(
+                    sa.text(
+                        """
                     UPDATE job_runs SET status = 'failed', finished_at = now(),
                         error = 'abandoned: its database session ended while running; taken over by run '
                                 || CAST(:run_id AS text)
@@ -71,10 +78,11 @@ def start_running(engine: sa.Engine, run: RunIdentity) -> list[uuid.UUID]:
                       AND status = 'running' AND NOT dry_run
                     RETURNING run_id
                     """
-                ),
-                {"run_id": str(run.run_id), "job": run.job, "period_key": run.period_key, "shard": run.shard},
-            )
-        ]
+                    ),
+                    {"run_id": str(run.run_id), "job": run.job, "period_key": run.period_key, "shard": run.shard},
+                )
+            ]
+        )
         conn.execute(
             sa.text(_INSERT),
             {
