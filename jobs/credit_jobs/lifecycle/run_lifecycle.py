@@ -179,8 +179,9 @@ def _run_guarded(
         )
         try:
             stats = request.usecase.run(engine, ctx)
-        except CreditJobsError as exc:
+        except CreditJobsError as exc:  # RunFailed → 1; a ConfigError met mid-run (e.g. no boto3 for s3://) → 2
             _finish(engine, outcome, run_id, "failed", None, str(exc))
+            outcome.exit_code = exc.exit_code
             return
         except DBAPIError as exc:
             _finish(engine, outcome, run_id, "failed", None, f"database error: {database.first_line(exc)}")
