@@ -145,6 +145,7 @@ def test_a_dry_run_reports_what_it_would_grant_and_writes_nothing_to_the_ledger(
     assert outcome.status == "succeeded"
     assert outcome.stats is not None
     assert outcome.stats.details["would_grant"] == 3
+    assert "granted" not in outcome.stats.details  # nothing was granted, and the audit row must not say so
     assert outcome.stats.credits == {"granted": 1600}
     assert scalar(engine, "SELECT count(*) FROM credit_grants") == 0
     assert scalar(engine, "SELECT count(*) FROM credit_accounts") == 0

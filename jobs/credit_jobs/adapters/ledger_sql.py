@@ -206,7 +206,8 @@ FROM credit_grants g
 WHERE g.expired_at IS NULL AND g.remaining > 0 AND g.expires_at <= :now {shard}
 """
 
-EXPIRY_START = (datetime(1, 1, 1, tzinfo=UTC), 0)
+# Before every (timestamp, id) key: where a keyset walk (expiry, storage cleanup) starts.
+KEYSET_START = (datetime(1, 1, 1, tzinfo=UTC), 0)
 
 
 def expire_chunk(
@@ -216,7 +217,7 @@ def expire_chunk(
     shard: Shard,
     now: datetime,
     run_id: uuid.UUID,
-    after: tuple[datetime, int] = EXPIRY_START,
+    after: tuple[datetime, int] = KEYSET_START,
 ) -> ExpireChunk:
     sql = _EXPIRE_CHUNK.format(shard=shard_predicate("g.user_id", shard))
     row = conn.execute(

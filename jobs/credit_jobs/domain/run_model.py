@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from credit_jobs.domain.errors import ConfigError
 from credit_jobs.domain.period_keys import Period, ResolvedPeriod
 from credit_jobs.domain.sharding import Shard
 
@@ -71,8 +72,6 @@ class UsecaseSpec:
 
 
 def validate_batch_size(value: int) -> int:
-    from credit_jobs.domain.errors import ConfigError
-
     if not 1 <= value <= MAX_BATCH_SIZE:
         raise ConfigError(f"batch size {value} is out of range: use 1..{MAX_BATCH_SIZE}")
     return value

@@ -28,6 +28,7 @@ from typer.exceptions import TyperException as TyperUsageError
 from credit_jobs import __version__
 from credit_jobs.adapters import database, run_audit, schema_migrations
 from credit_jobs.adapters.embedded_database import EmbeddedPostgres, start_embedded
+from credit_jobs.adapters.tables import TRIGGERS
 from credit_jobs.domain.errors import ConfigError, CreditJobsError
 from credit_jobs.domain.period_keys import parse_period
 from credit_jobs.domain.run_model import validate_batch_size
@@ -90,14 +91,17 @@ def _database_url(option: str | None, settings: Settings) -> tuple[str, bool]:
     return _embedded[0].url("postgres"), True
 
 
-def _engine(option: str | None, settings: Settings, *, check_schema: bool = True) -> sa.Engine:
+def _engine(option: str | None, settings: Settings, *, check_schema: bool = True, verify: bool = True) -> sa.Engine:
+    """An engine on the configured database. The embedded default is always migrated (ready to use); others are
+    checked unless `verify=False` (the run lifecycle checks them itself, to record and push the failure)."""
     url, embedded = _database_url(option, settings)
     engine = database.create_engine(url)
-    database.verify_connection(engine)
     if embedded:
-        schema_migrations.upgrade_schema(engine)  # the local default is always ready to use
-    elif check_schema:
-        database.verify_schema(engine)
+        schema_migrations.upgrade_schema(engine)
+    elif verify:
+        database.verify_connection(engine)
+        if check_schema:
+            database.verify_schema(engine)
     return engine
 
 
@@ -156,17 +160,11 @@ def run(
         heartbeat_seconds=settings.creditjobs_heartbeat_seconds,
         pushgateway_url=settings.pushgateway_url,
     )
-    if request.trigger not in ("schedule", "manual", "catch-up", "backfill", "cli"):
-        raise ConfigError(
-            f"CREDITJOB_TRIGGER={request.trigger!r} is not one of schedule, manual, catch-up, backfill, cli"
-        )
+    if request.trigger not in TRIGGERS:
+        raise ConfigError(f"CREDITJOB_TRIGGER={request.trigger!r} is not one of {', '.join(TRIGGERS)}")
 
     def engine_factory() -> sa.Engine:
-        url, embedded = _database_url(database_url, settings)
-        engine = database.create_engine(url)
-        if embedded:
-            schema_migrations.upgrade_schema(engine)
-        return engine
+        return _engine(database_url, settings, verify=False)
 
     outcome = _with_progress(lambda progress: execute_run(request, engine_factory, progress=progress))
     _print_outcome(outcome)

@@ -10,20 +10,16 @@ deletes again (a missing object counts as deleted) and records it.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import sqlalchemy as sa
 import structlog
 from sqlalchemy.exc import DBAPIError
 
-from credit_jobs.adapters.ledger_sql import shard_params, shard_predicate
+from credit_jobs.adapters.ledger_sql import KEYSET_START, shard_params, shard_predicate
 from credit_jobs.adapters.object_storage import Storage, storage_from_env
 from credit_jobs.domain.run_model import RunContext, RunStats
 from credit_jobs.usecases.db_errors import run_failed
 
 log = structlog.get_logger()
-
-_START = (datetime(1, 1, 1, tzinfo=UTC), 0)
 
 _PICK = """
 SELECT file_id, uri, size_bytes, expires_at FROM stored_files
@@ -52,7 +48,7 @@ WHERE deleted_at IS NULL AND expires_at IS NOT NULL AND expires_at <= :now {shar
 
 
 def cleanup_storage(engine: sa.Engine, ctx: RunContext, storage: Storage | None = None) -> RunStats:
-    predicate = shard_predicate("user_id", ctx.shard) if ctx.shard.count > 1 else ""
+    predicate = shard_predicate("user_id", ctx.shard)
     with engine.connect() as conn:
         due = conn.execute(sa.text(_PREVIEW.format(shard=predicate)), {"now": ctx.now, **shard_params(ctx.shard)}).one()
     if ctx.dry_run:
@@ -62,7 +58,7 @@ def cleanup_storage(engine: sa.Engine, ctx: RunContext, storage: Storage | None 
         )
     storage = storage or storage_from_env()
     deleted = failed = freed = chunks = 0
-    after = _START
+    after = KEYSET_START
     while True:
         ctx.checkpoint()
         try:

@@ -12,8 +12,6 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from credit_jobs.adapters.database import first_line
 from credit_jobs.domain.errors import RunFailed
 
-__all__ = ["first_line", "is_item_error", "run_failed"]
-
 
 def is_item_error(error: DBAPIError) -> bool:
     return isinstance(error, IntegrityError | DataError) and not error.connection_invalidated

@@ -16,8 +16,9 @@ import structlog
 from sqlalchemy.exc import DBAPIError
 
 from credit_jobs.adapters import ledger_sql
+from credit_jobs.adapters.database import first_line
 from credit_jobs.domain.run_model import RunContext, RunStats
-from credit_jobs.usecases.db_errors import first_line, is_item_error, run_failed
+from credit_jobs.usecases.db_errors import is_item_error, run_failed
 
 log = structlog.get_logger()
 
@@ -92,16 +93,15 @@ def distribute_credits(engine: sa.Engine, ctx: RunContext) -> RunStats:
             plans=totals["unconfigured_plans"],
             hint="add a plan_credit_policies row for these plans (or deactivate them); no credits were granted",
         )
+    processed = totals["granted"] + totals["already_granted"]
+    if ctx.dry_run:  # nothing was granted: say what would have been
+        totals["would_grant"] = totals.pop("granted")
     return RunStats(
-        processed=totals["granted"] + totals["already_granted"],
+        processed=processed,
         skipped=totals["banned"] + totals["inactive"] + totals["unconfigured_plan_users"],
         failed=failed,
         credits={"granted": credits},
-        details={
-            **totals,
-            "users_seen": seen,
-            "would_grant" if ctx.dry_run else "granted": totals["granted"],
-        },
+        details={**totals, "users_seen": seen},
     )
 
 

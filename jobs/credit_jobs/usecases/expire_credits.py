@@ -14,8 +14,9 @@ import structlog
 from sqlalchemy.exc import DBAPIError
 
 from credit_jobs.adapters import ledger_sql
+from credit_jobs.adapters.database import first_line
 from credit_jobs.domain.run_model import RunContext, RunStats
-from credit_jobs.usecases.db_errors import first_line, is_item_error, run_failed
+from credit_jobs.usecases.db_errors import is_item_error, run_failed
 
 log = structlog.get_logger()
 
@@ -32,7 +33,7 @@ def expire_credits(engine: sa.Engine, ctx: RunContext) -> RunStats:
     with engine.connect() as conn:
         pending = ledger_sql.expire_preview(conn, shard=ctx.shard, now=ctx.now).grants
     grants = credits = chunks = failed = 0
-    after = ledger_sql.EXPIRY_START
+    after = ledger_sql.KEYSET_START
     while True:
         ctx.checkpoint()
         try:
