@@ -21,6 +21,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -68,34 +69,22 @@ FROM (SELECT user_id, sum(amount) AS amount FROM expired GROUP BY user_id) s WHE
 
 
 def run_cli(url: str, *args: str) -> dict[str, Any]:
-    """Run the real CLI; return its end-of-run log line plus wall time and the child's peak RSS."""
+    """Run the real CLI; return its end-of-run log line plus wall time and the child's own peak RSS (wait4)."""
     env = {**os.environ, "DATABASE_URL": url, "LOG_FORMAT": "json"}
     started = time.perf_counter()
-    proc = subprocess.Popen([CLI, "run", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, stderr = proc.communicate()
-    wall = time.perf_counter() - started
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen([CLI, "run", *args], env=env, stdout=subprocess.DEVNULL, stderr=log)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - started
+        log.seek(0)
+        stderr = log.read()
     if proc.returncode != 0:
         raise SystemExit(f"credit-jobs run {' '.join(args)} failed ({proc.returncode}):\n{stderr}")
-    end = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")][-1]
+    end: dict[str, Any] = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")][-1]
     end["wall_s"] = wall
+    end["peak_rss_mb"] = usage.ru_maxrss / 1024  # KiB on Linux
     return end
-
-
-def peak_rss_mb_of(url: str, *args: str) -> tuple[dict[str, Any], float]:
-    """Run the CLI and measure its peak RSS with wait4 (exact, per child)."""
-    env = {**os.environ, "DATABASE_URL": url, "LOG_FORMAT": "json"}
-    started = time.perf_counter()
-    proc = subprocess.Popen(
-        [CLI, "run", *args],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=open(os.devnull, "w"),  # noqa: SIM115
-    )
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"credit-jobs run {' '.join(args)} failed ({proc.returncode})")
-    return {"wall_s": time.perf_counter() - started}, usage.ru_maxrss / 1024  # KiB on Linux
 
 
 def timed(engine: sa.Engine, sql: str, **params: Any) -> float:
@@ -200,17 +189,12 @@ def bench_size(server: Any, users: int, loop_rate: float | None) -> dict[str, An
     assert ours["granted"] == eligible, (ours["granted"], eligible)
     rerun = run_cli(url, "distribute-credits", "--period-key", PERIOD)
     assert rerun["granted"] == 0
-    # peak RSS of a first run (the heavier one): reset, run again under wait4
-    reset_ledger(engine)
-    _, rss_distribute = peak_rss_mb_of(url, "distribute-credits", "--period-key", PERIOD)
 
     unexpire(engine)
     raw_expire = timed(engine, RAW_EXPIRE, run_id=uuid.uuid4())
     unexpire(engine)
     ours_expire = run_cli(url, "expire-credits")
     assert ours_expire["expired_grants"] == eligible
-    unexpire(engine)
-    _, rss_expire = peak_rss_mb_of(url, "expire-credits")
     engine.dispose()
 
     result = {
@@ -225,8 +209,8 @@ def bench_size(server: Any, users: int, loop_rate: float | None) -> dict[str, An
         "raw_expire_s": raw_expire,
         "ours_expire_s": ours_expire["duration_s"],
         "expire_ratio": ours_expire["duration_s"] / raw_expire,
-        "peak_rss_mb_distribute": rss_distribute,
-        "peak_rss_mb_expire": rss_expire,
+        "peak_rss_mb_distribute": ours["peak_rss_mb"],
+        "peak_rss_mb_expire": ours_expire["peak_rss_mb"],
         "grants_per_s": eligible / ours["duration_s"],
     }
     if loop_rate:
