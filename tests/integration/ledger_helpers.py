@@ -9,6 +9,13 @@ import sqlalchemy as sa
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
+# Users the data makes eligible for a grant (active or lifetime, not banned, plan with a policy) — the tests' own
+# statement of the rule, independent of the SQL under test.
+ELIGIBLE_SQL = """
+SELECT count(*) FROM credit_eligibility e JOIN plan_credit_policies p ON p.plan_code = e.plan_code AND p.active
+WHERE (e.status = 'active' OR e.is_lifetime) AND NOT e.is_banned
+"""
+
 
 def add_policy(engine: sa.Engine, plan: str, grant_type: str, credits: int, expiry_days: int | None) -> None:
     with engine.begin() as conn:

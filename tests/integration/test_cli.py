@@ -144,3 +144,23 @@ def test_every_log_line_of_a_run_carries_the_run_fields(database_url: str, engin
     assert end["status"] == "succeeded"
     assert isinstance(end["duration_s"], float)
     assert (end["processed"], end["skipped"], end["failed"], end["credits_granted"]) == (1, 1, 0, 100)
+
+
+def test_the_human_output_of_runs_list_and_check(cli: Any, engine: sa.Engine) -> None:
+    _seed(engine)
+    cli("run", "distribute-credits", "--period-key", "2026-11")
+    code, out, _ = cli("runs", "list")
+    assert code == 0
+    run_id = json.loads(cli("runs", "list", "--json")[1])[0]["run_id"]
+    header, line = out.splitlines()  # piped: tab-separated, nothing truncated
+    assert header.split("\t")[:2] == ["run id", "job"]
+    fields = line.split("\t")
+    assert fields[:6] == [run_id, "distribute-credits", "2026-11", "0/1", "cli", "succeeded"]
+    code, out, _ = cli("check")
+    assert code == 0
+    assert out.count(": ok") == 7
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE credit_accounts SET balance = balance + 5"))
+    code, out, _ = cli("check")
+    assert code == 1
+    assert "1 violating rows" in out

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
+import pytest
 import sqlalchemy as sa
 
 from credit_jobs.adapters.run_guard import guard_key
@@ -89,3 +91,29 @@ def test_a_dry_run_never_takes_over_a_running_row(engine: sa.Engine, run_usecase
     outcome = run_usecase("distribute-credits", pinned_key="2026-11", dry_run=True)
     assert outcome.status == "succeeded"
     assert scalar(engine, "SELECT status FROM job_runs WHERE run_id = :r", r=live) == "running"
+
+
+def test_a_guard_whose_session_is_killed_stops_the_run_before_the_next_chunk(engine: sa.Engine) -> None:
+    from credit_jobs.adapters.run_guard import RunGuard
+    from credit_jobs.domain.errors import RunFailed
+
+    guard = RunGuard(engine, guard_key("distribute-credits", "2026-11", 0), heartbeat_seconds=0.05)
+    assert guard.try_acquire()
+    try:
+        guard.check()  # held: no error
+        guard.start_heartbeat(uuid.uuid4())
+        with engine.connect() as admin:  # what a failover or a proxy restart does to the guard's session
+            admin.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks "
+                    "WHERE locktype = 'advisory' AND pid <> pg_backend_pid()"
+                )
+            )
+            admin.commit()
+        deadline = time.monotonic() + 10
+        while not guard.lost and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with pytest.raises(RunFailed, match="lost the run guard"):
+            guard.check()
+    finally:
+        guard.release()  # must not raise on the dead connection (it would hide the run's real outcome)

@@ -20,15 +20,11 @@ from credit_jobs.adapters import database
 from credit_jobs.usecases.check_invariants import check_invariants
 from credit_jobs.usecases.demo_data import seed_demo_data
 from tests import cli_process
+from tests.integration.ledger_helpers import ELIGIBLE_SQL, scalar
 
 pytestmark = pytest.mark.slow
 
 USERS = 20_000
-# Users the seeded data makes eligible for a grant (active or lifetime, not banned, plan with a policy).
-ELIGIBLE_SQL = """
-SELECT count(*) FROM credit_eligibility e JOIN plan_credit_policies p ON p.plan_code = e.plan_code
-WHERE (e.status = 'active' OR e.is_lifetime) AND NOT e.is_banned
-"""
 
 
 @pytest.fixture
@@ -37,11 +33,6 @@ def seeded(database_url: str) -> Any:
     seed_demo_data(engine, USERS, seed=11, gifts=False)
     yield engine
     engine.dispose()
-
-
-def _scalar(engine: sa.Engine, sql: str, **params: Any) -> Any:
-    with engine.connect() as conn:
-        return conn.execute(sa.text(sql), params).scalar_one()
 
 
 def _wait_for(predicate: Any, timeout: float = 60.0) -> None:
@@ -54,10 +45,10 @@ def _wait_for(predicate: Any, timeout: float = 60.0) -> None:
 
 
 def _assert_period_granted_exactly_once(engine: sa.Engine, period_key: str) -> None:
-    eligible = _scalar(engine, ELIGIBLE_SQL)
-    assert _scalar(engine, "SELECT count(*) FROM credit_grants WHERE period_key = :pk", pk=period_key) == eligible
+    eligible = scalar(engine, ELIGIBLE_SQL)
+    assert scalar(engine, "SELECT count(*) FROM credit_grants WHERE period_key = :pk", pk=period_key) == eligible
     assert (
-        _scalar(engine, "SELECT count(DISTINCT user_id) FROM credit_grants WHERE period_key = :pk", pk=period_key)
+        scalar(engine, "SELECT count(DISTINCT user_id) FROM credit_grants WHERE period_key = :pk", pk=period_key)
         == eligible
     )
     report = check_invariants(engine)
@@ -73,8 +64,8 @@ def test_eight_concurrent_runs_of_one_period_grant_every_user_exactly_once(datab
     statuses = [r[0] for r in seeded.connect().execute(sa.text("SELECT status FROM job_runs")).all()]
     assert len(statuses) == 8
     assert set(statuses) <= {"succeeded", "skipped"}
-    granted = _scalar(seeded, "SELECT coalesce(sum((stats->>'granted')::int), 0) FROM job_runs")
-    assert granted == _scalar(seeded, ELIGIBLE_SQL)  # the runs together granted each user once
+    granted = scalar(seeded, "SELECT coalesce(sum((stats->>'granted')::int), 0) FROM job_runs")
+    assert granted == scalar(seeded, ELIGIBLE_SQL)  # the runs together granted each user once
 
 
 def test_without_the_guard_the_unique_index_alone_keeps_grants_exactly_once(database_url: str, seeded: Any) -> None:
@@ -89,9 +80,9 @@ def test_without_the_guard_the_unique_index_alone_keeps_grants_exactly_once(data
     results = [p.communicate(timeout=180) for p in procs]
     assert [p.returncode for p in procs] == [0] * 8, [err for _, err in results]
     _assert_period_granted_exactly_once(seeded, "2026-11")
-    assert _scalar(seeded, "SELECT count(*) FROM job_runs WHERE status = 'succeeded'") == 8
-    granted = _scalar(seeded, "SELECT sum((stats->>'granted')::int) FROM job_runs")
-    assert granted == _scalar(seeded, ELIGIBLE_SQL)
+    assert scalar(seeded, "SELECT count(*) FROM job_runs WHERE status = 'succeeded'") == 8
+    granted = scalar(seeded, "SELECT sum((stats->>'granted')::int) FROM job_runs")
+    assert granted == scalar(seeded, ELIGIBLE_SQL)
 
 
 def test_sigkill_at_random_points_then_rerun_loses_and_duplicates_nothing(database_url: str, seeded: Any) -> None:
@@ -104,7 +95,7 @@ def test_sigkill_at_random_points_then_rerun_loses_and_duplicates_nothing(databa
         _wait_for(
             lambda pk=period_key, proc=victim: (
                 proc.poll() is not None
-                or _scalar(seeded, "SELECT count(*) FROM job_runs WHERE period_key = :pk", pk=pk) > 0
+                or scalar(seeded, "SELECT count(*) FROM job_runs WHERE period_key = :pk", pk=pk) > 0
             )
         )
         time.sleep(rng.uniform(0.0, 0.6))
@@ -126,7 +117,7 @@ def test_sigkill_at_random_points_then_rerun_loses_and_duplicates_nothing(databa
         assert runs["succeeded"] >= 1
         if runs.get("failed"):
             taken_over += 1
-            error = _scalar(
+            error = scalar(
                 seeded, "SELECT error FROM job_runs WHERE period_key = :pk AND status = 'failed'", pk=period_key
             )
             assert "taken over by run" in error
@@ -147,7 +138,7 @@ def test_two_overlapping_expiry_runs_never_expire_a_grant_twice(database_url: st
                 """
             )
         )
-    total = _scalar(seeded, "SELECT sum(remaining) FROM credit_grants")
+    total = scalar(seeded, "SELECT sum(remaining) FROM credit_grants")
     procs = [
         cli_process.start(
             ["run", "expire-credits", "--batch-size", "200"], cli_process.cli_env(database_url, CREDITJOB_NAME=name)
@@ -156,11 +147,11 @@ def test_two_overlapping_expiry_runs_never_expire_a_grant_twice(database_url: st
     ]
     results = [p.communicate(timeout=180) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err for _, err in results]
-    assert _scalar(seeded, "SELECT count(*) FROM credit_entries WHERE kind = 'expiry'") == 30_000
-    assert _scalar(seeded, "SELECT count(*) FROM credit_grants WHERE expired_at IS NULL") == 0
-    expired = _scalar(seeded, "SELECT sum((stats->>'credits_expired')::int) FROM job_runs")
+    assert scalar(seeded, "SELECT count(*) FROM credit_entries WHERE kind = 'expiry'") == 30_000
+    assert scalar(seeded, "SELECT count(*) FROM credit_grants WHERE expired_at IS NULL") == 0
+    expired = scalar(seeded, "SELECT sum((stats->>'credits_expired')::int) FROM job_runs")
     assert expired == total
-    assert _scalar(seeded, "SELECT sum(balance) FROM credit_accounts") == 0
+    assert scalar(seeded, "SELECT sum(balance) FROM credit_accounts") == 0
     report = check_invariants(seeded)
     assert report.ok, report.violations
 
@@ -196,8 +187,8 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
     assert errors[0].startswith("credit-jobs: error: ")
     assert message in errors[0]
     assert "s3cret" not in done.stderr
-    assert _scalar(seeded, "SELECT count(*) FROM job_runs") == 0
-    assert _scalar(seeded, "SELECT count(*) FROM credit_grants") == 0
+    assert scalar(seeded, "SELECT count(*) FROM job_runs") == 0
+    assert scalar(seeded, "SELECT count(*) FROM credit_grants") == 0
 
 
 def test_a_run_killed_before_it_could_start_leaves_no_trace(database_url: str, seeded: Any) -> None:
@@ -205,7 +196,7 @@ def test_a_run_killed_before_it_could_start_leaves_no_trace(database_url: str, s
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=30)
     assert proc.returncode == -signal.SIGKILL
-    assert _scalar(seeded, "SELECT count(*) FROM credit_grants") == 0
+    assert scalar(seeded, "SELECT count(*) FROM credit_grants") == 0
     assert check_invariants(seeded).ok
     rerun = subprocess.run(
         [cli_process.CLI, "run", "distribute-credits"],

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from credit_jobs.adapters import database
 from credit_jobs.adapters.embedded_database import EmbeddedPostgres, start_embedded
@@ -18,6 +16,7 @@ from credit_jobs.adapters.schema_migrations import upgrade_schema
 from credit_jobs.usecases.check_invariants import check_invariants
 from credit_jobs.usecases.demo_data import seed_demo_data
 from tests import cli_process
+from tests.integration.ledger_helpers import ELIGIBLE_SQL, scalar
 
 pytestmark = pytest.mark.slow
 
@@ -31,11 +30,6 @@ def own_server() -> Iterator[EmbeddedPostgres]:
         server.stop()
 
 
-def _scalar(engine: sa.Engine, sql: str) -> Any:
-    with engine.connect() as conn:
-        return conn.execute(sa.text(sql)).scalar_one()
-
-
 def test_database_stopped_mid_run_fails_the_run_cleanly_and_the_rerun_completes(own_server: EmbeddedPostgres) -> None:
     url = own_server.url("postgres")
     upgrade_schema(url)
@@ -45,7 +39,7 @@ def test_database_stopped_mid_run_fails_the_run_cleanly_and_the_rerun_completes(
 
     victim = cli_process.start(["run", "distribute-credits", "--batch-size", "100"], env)
     deadline = time.monotonic() + 60
-    while _scalar(engine, "SELECT count(*) FROM credit_grants") == 0:
+    while scalar(engine, "SELECT count(*) FROM credit_grants") == 0:
         assert victim.poll() is None, victim.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.01)
@@ -65,15 +59,11 @@ def test_database_stopped_mid_run_fails_the_run_cleanly_and_the_rerun_completes(
     assert rerun.returncode == 0, rerun.stderr
     engine = database.create_engine(url)
     try:
-        eligible = _scalar(
-            engine,
-            "SELECT count(*) FROM credit_eligibility e JOIN plan_credit_policies p USING (plan_code) "
-            "WHERE (e.status = 'active' OR e.is_lifetime) AND NOT e.is_banned",
-        )
-        assert _scalar(engine, "SELECT count(*) FROM credit_grants") == eligible
+        eligible = scalar(engine, ELIGIBLE_SQL)
+        assert scalar(engine, "SELECT count(*) FROM credit_grants") == eligible
         # The interrupted run could not record its failure (the database was gone); the rerun took it over.
-        assert _scalar(engine, "SELECT count(*) FROM job_runs WHERE status = 'running'") == 0
-        assert "taken over" in _scalar(engine, "SELECT error FROM job_runs WHERE status = 'failed'")
+        assert scalar(engine, "SELECT count(*) FROM job_runs WHERE status = 'running'") == 0
+        assert "taken over" in scalar(engine, "SELECT error FROM job_runs WHERE status = 'failed'")
         report = check_invariants(engine)
         assert report.ok, report.violations
     finally:

@@ -18,7 +18,7 @@ import uuid
 
 import sqlalchemy as sa
 import structlog
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import SQLAlchemyError
 
 from credit_jobs.domain.errors import RunFailed
 
@@ -64,10 +64,14 @@ class RunGuard:
                     sa.text("UPDATE job_runs SET heartbeat_at = now() WHERE run_id = :run_id"),
                     {"run_id": run_id},
                 )
-            except DBAPIError as exc:
+            except SQLAlchemyError as exc:
+                self._lost.set()  # first: whatever happens while reporting it, the run must stop
                 log.error("run.guard_lost", reason=str(getattr(exc, "orig", exc)).splitlines()[0])
-                self._lost.set()
                 return
+
+    @property
+    def lost(self) -> bool:
+        return self._lost.is_set()
 
     def check(self) -> None:
         """Raise RunFailed if the guard's session is gone (called between chunks)."""
@@ -79,11 +83,13 @@ class RunGuard:
         if self._thread is not None:
             self._thread.join(timeout=5)
         if self._conn is not None:
-            try:
-                self._conn.execute(sa.text("SELECT pg_advisory_unlock(hashtextextended(:key, 0))"), {"key": self.key})
-            except DBAPIError:
-                pass  # the session is gone, and with it the lock
-            finally:
-                with contextlib.suppress(DBAPIError):
-                    self._conn.close()
-                self._conn = None
+            # A lost session has already dropped the lock, and its connection refuses use until rolled back
+            # (SQLAlchemy's PendingRollbackError is not a DBAPIError): any database error here means "already gone".
+            with contextlib.suppress(SQLAlchemyError):
+                if not self._lost.is_set():
+                    self._conn.execute(
+                        sa.text("SELECT pg_advisory_unlock(hashtextextended(:key, 0))"), {"key": self.key}
+                    )
+            with contextlib.suppress(SQLAlchemyError):
+                self._conn.close()
+            self._conn = None

@@ -238,9 +238,9 @@ def runs_list(
     if json_output:
         out.print_json(json.dumps([_jsonable(r) for r in rows]))
         return 0
-    table = Table("run id", "job", "period", "shard", "trigger", "status", "started", "finished", "error")
-    for r in rows:
-        table.add_row(
+    headers = ("run id", "job", "period", "shard", "trigger", "status", "started", "finished", "error")
+    lines = [
+        (
             str(r["run_id"]),
             r["job"],
             r["period_key"],
@@ -251,6 +251,15 @@ def runs_list(
             f"{r['finished_at']:%H:%M:%S}" if r["finished_at"] else "",
             r["error"] or "",
         )
+        for r in rows
+    ]
+    if not out.is_terminal:  # piped: one tab-separated line per run, nothing truncated or wrapped
+        for line in (headers, *lines):
+            typer.echo("\t".join(line))
+        return 0
+    table = Table(*headers)
+    for line in lines:
+        table.add_row(*line)
     out.print(table)
     return 0
 
@@ -300,7 +309,7 @@ def check(json_output: JsonOption = False, database_url: DatabaseUrlOption = Non
         for name, (description, _) in CHECKS.items():
             rows = report.violations.get(name, [])
             mark = "[green]ok[/]" if not rows else f"[red]{len(rows)} violating rows[/]"
-            out.print(f"invariant {description}: {mark}")
+            out.print(f"invariant {description}: {mark}", soft_wrap=True)
             for row in rows:
                 out.print(f"    {_jsonable(row)}", highlight=False)
     return 0 if report.ok else 1
