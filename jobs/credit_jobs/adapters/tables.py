@@ -29,6 +29,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from credit_jobs.domain.limits import MAX_BALANCE, MAX_CREDITS, MAX_EXPIRY_DAYS
+
 GRANT_TYPES = ("free_tier", "subscription", "lifetime_monthly", "gift", "purchase", "adjustment")
 PERIODIC_GRANT_TYPES = ("free_tier", "subscription", "lifetime_monthly")
 ENTRY_KINDS = ("usage", "expiry", "void")
@@ -52,6 +54,7 @@ class PlanCreditPolicy(Base):
         CheckConstraint(_in("grant_type", PERIODIC_GRANT_TYPES), name="plan_credit_policies_grant_type"),
         CheckConstraint("credits_per_period > 0", name="plan_credit_policies_credits_positive"),
         CheckConstraint("expiry_days IS NULL OR expiry_days > 0", name="plan_credit_policies_expiry_positive"),
+        CheckConstraint(f"expiry_days <= {MAX_EXPIRY_DAYS}", name="plan_credit_policies_expiry_bounded"),
     )
 
     plan_code: Mapped[str] = mapped_column(Text, primary_key=True)
@@ -79,7 +82,10 @@ class CreditAccount(Base):
     """A user's balance: always the sum of `remaining` over their grants (invariant 1), never negative."""
 
     __tablename__ = "credit_accounts"
-    __table_args__ = (CheckConstraint("balance >= 0", name="credit_accounts_balance_not_negative"),)
+    __table_args__ = (
+        CheckConstraint("balance >= 0", name="credit_accounts_balance_not_negative"),
+        CheckConstraint(f"balance <= {MAX_BALANCE}", name="credit_accounts_balance_bounded"),
+    )
 
     user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     balance: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
@@ -93,6 +99,7 @@ class CreditGrant(Base):
     __table_args__ = (
         CheckConstraint(_in("grant_type", GRANT_TYPES), name="credit_grants_grant_type"),
         CheckConstraint("amount > 0", name="credit_grants_amount_positive"),
+        CheckConstraint(f"amount <= {MAX_CREDITS}", name="credit_grants_amount_bounded"),
         CheckConstraint("remaining >= 0 AND remaining <= amount", name="credit_grants_remaining_bounds"),
         CheckConstraint("expired_at IS NULL OR remaining = 0", name="credit_grants_expired_is_empty"),
         CheckConstraint("num_nonnulls(cause_run_id, cause_request_id) = 1", name="credit_grants_has_cause"),
@@ -135,6 +142,7 @@ class CreditEntry(Base):
     __table_args__ = (
         CheckConstraint(_in("kind", ENTRY_KINDS), name="credit_entries_kind"),
         CheckConstraint("amount > 0", name="credit_entries_amount_positive"),
+        CheckConstraint(f"amount <= {MAX_CREDITS}", name="credit_entries_amount_bounded"),
         CheckConstraint("num_nonnulls(cause_run_id, cause_request_id) = 1", name="credit_entries_has_cause"),
         # invariant 3: a grant is expired at most once, whatever runs overlap
         Index("credit_entries_one_expiry", "grant_id", unique=True, postgresql_where=text("kind = 'expiry'")),
