@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
+from credit_jobs.domain.limits import MAX_BALANCE
 from credit_jobs.domain.sharding import Shard
 from tests.integration.conftest import RunUsecase
 from tests.integration.ledger_helpers import NOW, add_policy, add_users, rows, scalar
@@ -173,12 +174,14 @@ def test_the_audit_row_records_identity_status_and_counts(engine: sa.Engine, run
 def test_a_chunk_that_violates_a_constraint_fails_its_users_and_the_run_but_not_the_other_chunks(
     engine: sa.Engine, run_usecase: RunUsecase
 ) -> None:
-    # An absurd expiry overflows the timestamp range: a data error inside one chunk.
+    # Balances at the bound (written around the edge, by raw SQL): their grants break a CHECK inside one chunk.
     add_policy(engine, "free", "free_tier", 10, None)
-    add_policy(engine, "broken", "subscription", 10, 2_000_000_000)
-    add_users(engine, [(i, "free", "active", False, False) for i in range(1, 11)])
-    add_users(engine, [(i, "broken", "active", False, False) for i in range(11, 16)])
-    add_users(engine, [(i, "free", "active", False, False) for i in range(16, 26)])
+    add_users(engine, [(i, "free", "active", False, False) for i in range(1, 26)])
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("INSERT INTO credit_accounts (user_id, balance) SELECT g, :b FROM generate_series(11, 15) g"),
+            {"b": MAX_BALANCE},
+        )
     outcome = run_usecase("distribute-credits", pinned_key="2026-11", batch_size=5)
     assert outcome.status == "failed"
     assert outcome.exit_code == 1
