@@ -61,7 +61,7 @@ def normalize_url(url: str) -> sa.URL:
     """Accept libpq-style `postgresql://` / `postgres://` URLs and SQLAlchemy's; always use psycopg 3."""
     try:
         parsed = make_url(url.strip())
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise ConfigError("malformed DATABASE_URL: expected postgresql://USER:PASSWORD@HOST:PORT/DBNAME") from None
     if parsed.get_backend_name() not in ("postgresql", "postgres"):
         raise ConfigError(f"DATABASE_URL uses {parsed.drivername!r}: only PostgreSQL is supported (postgresql://…)")
@@ -169,7 +169,7 @@ def verify_connection(engine: sa.Engine) -> None:
     except DBAPIError as exc:
         target = f"cannot connect to the database at {redact(engine.url)}: {first_line(exc)}"
         if is_config_error(exc):
-            raise ConfigError(f"{target} (check DATABASE_URL: database name, user, password)") from None
+            raise ConfigError(f"{target} (check DATABASE_URL: database, user, password, options)") from None
         raise RunFailed(f"{target} (the server may be down or unreachable; a retry may help)") from None
 
 
