@@ -17,12 +17,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-# promtool, Prometheus and the Pushgateway for the chart and end-to-end monitoring tests (Debian packages).
+# promtool, Prometheus and the Pushgateway for the chart and end-to-end monitoring tests; PgBouncer for the run-guard
+# tests through a pooling proxy (Debian packages).
 system-deps:
-	@command -v promtool >/dev/null && command -v prometheus-pushgateway >/dev/null || { \
+	@command -v promtool >/dev/null && command -v prometheus-pushgateway >/dev/null && command -v pgbouncer >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus prometheus-pushgateway >/dev/null; }
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus prometheus-pushgateway pgbouncer >/dev/null; }
 
 demo: setup
 	$(BIN)/credit-jobs demo --users 2000

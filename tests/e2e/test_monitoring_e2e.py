@@ -44,10 +44,10 @@ def test_a_failed_run_fires_credit_job_failed_and_a_successful_run_clears_it(
 ) -> None:
     prometheus = start_prometheus(alerts=FAST_ALERTS, pushgateway=pushgateway)
 
-    # 1. The database is unreachable: the run fails (exit 2, a configuration error) and pushes its failure time.
+    # 1. The database is unreachable: the run fails (exit 1, retryable) and pushes its failure time.
     unreachable = "postgresql+psycopg://credit_jobs:secret@127.0.0.1:1/credit_jobs?connect_timeout=2"
     failed = _run(credit_jobs_cli, unreachable, pushgateway, "e2e-distribute")
-    assert failed.returncode == 2, failed.stderr
+    assert failed.returncode == 1, failed.stderr
     firing = wait_for(
         "CreditJobFailed to fire",
         lambda: prometheus.firing("CreditJobFailed", creditjob="e2e-distribute"),

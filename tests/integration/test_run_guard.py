@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
 
+from credit_jobs.adapters import database
 from credit_jobs.adapters.run_guard import guard_key
 from tests.integration.conftest import RunUsecase
 from tests.integration.ledger_helpers import NOW, add_policy, add_users, rows, scalar
@@ -117,3 +119,100 @@ def test_a_guard_whose_session_is_killed_stops_the_run_before_the_next_chunk(eng
             guard.check()
     finally:
         guard.release()  # must not raise on the dead connection (it would hide the run's real outcome)
+
+
+def _wait_for(what: str, condition: Callable[[], bool], *, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_a_heartbeat_below_idle_in_transaction_session_timeout_keeps_the_guard(
+    engine: sa.Engine, database_url: str
+) -> None:
+    """The guard is an open transaction: the server's idle-in-transaction timeout must not catch it between beats."""
+    from credit_jobs.adapters.run_guard import RunGuard
+
+    db = sa.engine.make_url(database_url).database
+    with engine.connect() as conn:
+        conn.execute(sa.text(f"ALTER DATABASE \"{db}\" SET idle_in_transaction_session_timeout = '1s'"))
+        conn.commit()
+    strict = database.create_engine(database_url)
+    guard = RunGuard(strict, guard_key("distribute-credits", "2026-11", 0), heartbeat_seconds=0.2)
+    try:
+        assert guard.try_acquire()
+        guard.start_heartbeat(uuid.uuid4())
+        _wait_for("10 heartbeats (2 s, twice the server's timeout)", lambda: guard.beats >= 10 or guard.lost)
+        assert not guard.lost
+        assert scalar(engine, "SELECT count(*) FROM pg_stat_activity WHERE pid = :p", p=guard.backend_pid) == 1
+        assert scalar(engine, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted") == 1
+    finally:
+        guard.release()
+        strict.dispose()
+
+
+def test_a_heartbeat_too_slow_for_the_servers_idle_timeout_is_refused_before_the_work(
+    engine: sa.Engine, database_url: str, run_usecase: RunUsecase
+) -> None:
+    add_policy(engine, "free", "free_tier", 10, None)
+    add_users(engine, [(1, "free", "active", False, False)])
+    db = sa.engine.make_url(database_url).database
+    with engine.connect() as conn:
+        conn.execute(sa.text(f"ALTER DATABASE \"{db}\" SET idle_in_transaction_session_timeout = '15s'"))
+        conn.commit()
+    outcome = run_usecase("distribute-credits", pinned_key="2026-11", heartbeat_seconds=10)
+    assert (outcome.status, outcome.exit_code) == ("failed", 2)
+    assert outcome.error is not None
+    assert "idle_in_transaction_session_timeout is 15 s" in outcome.error
+    assert "CREDITJOBS_HEARTBEAT_SECONDS to at most 7.5" in outcome.error
+    assert scalar(engine, "SELECT count(*) FROM credit_grants") == 0
+    assert scalar(engine, "SELECT count(*) FROM job_runs") == 0
+    assert scalar(engine, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
+
+
+def test_a_holder_without_heartbeat_is_not_a_live_holder_the_run_fails_retryably_instead_of_skipping(
+    engine: sa.Engine, run_usecase: RunUsecase
+) -> None:
+    """A hung holder (or a half-open connection) must never turn the period into "skipped, exit 0"."""
+    add_policy(engine, "free", "free_tier", 10, None)
+    add_users(engine, [(1, "free", "active", False, False)])
+    with engine.connect() as hung:  # holds the guard, then goes silent: no heartbeat on its connection
+        pid = hung.execute(
+            sa.text("SELECT pg_backend_pid() FROM (SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))) l"),
+            {"k": guard_key("distribute-credits", "2026-11", 0)},
+        ).scalar_one()
+        _wait_for(
+            "the holder to be silent for more than 3 heartbeats of 0.1 s",
+            lambda: scalar(
+                engine,
+                "SELECT clock_timestamp() - state_change > interval '0.5 seconds' FROM pg_stat_activity WHERE pid = :p",
+                p=pid,
+            ),
+        )
+        outcome = run_usecase("distribute-credits", pinned_key="2026-11", heartbeat_seconds=0.1)
+        hung.rollback()
+    assert (outcome.status, outcome.exit_code) == ("failed", 1)
+    assert outcome.error is not None
+    assert f"held by server process {pid}, idle in transaction" in outcome.error
+    assert "without a heartbeat" in outcome.error
+    assert scalar(engine, "SELECT count(*) FROM job_runs") == 0
+    assert scalar(engine, "SELECT count(*) FROM credit_grants") == 0
+
+
+def test_a_heartbeating_holder_is_live_the_run_is_skipped(engine: sa.Engine, run_usecase: RunUsecase) -> None:
+    from credit_jobs.adapters.run_guard import RunGuard
+
+    add_policy(engine, "free", "free_tier", 10, None)
+    add_users(engine, [(1, "free", "active", False, False)])
+    guard = RunGuard(engine, guard_key("distribute-credits", "2026-11", 0), heartbeat_seconds=0.1)
+    try:
+        assert guard.try_acquire()
+        guard.start_heartbeat(uuid.uuid4())
+        _wait_for("5 heartbeats (longer than 3 intervals)", lambda: guard.beats >= 5)
+        outcome = run_usecase("distribute-credits", pinned_key="2026-11", heartbeat_seconds=0.1)
+    finally:
+        guard.release()
+    assert (outcome.status, outcome.exit_code) == ("skipped", 0)
+    assert scalar(engine, "SELECT count(*) FROM credit_grants") == 0
+    assert scalar(engine, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0

@@ -1,27 +1,67 @@
-"""Database connections: URL checks with clear errors, the engine, and the schema-version check.
+"""Database connections: URL checks with clear errors, the engine, per-transaction timeouts, the schema check.
 
-Called by the CLI (and through it by every CronJob container). A malformed or unreachable DATABASE_URL is a
-configuration error (exit 2) reported in one line with the password hidden; losing the database *during* a run
-is a run failure (exit 1), raised by the usecases as `RunFailed`.
+Called by the CLI (and through it by every CronJob container). Connect failures are classified (`verify_connection`):
+what a retry can fix — unreachable, timeout, DNS, server starting or shutting down, too many clients — is a run
+failure (`RunFailed`, exit 1, the Job's backoffLimit retries it); what only a person can fix — a malformed URL, an
+unknown database or role, a failed authentication, a bad connection option — is a configuration error (exit 2, the
+podFailurePolicy fails the Job at once). Both are one line with the password hidden. The engine works through a
+transaction-pooling proxy (PgBouncer `pool_mode=transaction`): psycopg's automatic prepared statements are off and
+`statement_timeout` / `lock_timeout` are set with `SET LOCAL` in every transaction rather than per session.
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from credit_jobs.adapters import schema_migrations
-from credit_jobs.domain.errors import ConfigError
+from credit_jobs.domain.errors import ConfigError, RunFailed
 
 CONNECT_TIMEOUT_SECONDS = 5
+
+# Defaults for job runs. A chunk statement takes ~0.1 s for 5000 users (docs/performance.md) and the run's largest
+# read (counting 1M users) well under a second, so 5 minutes only ever stops a runaway statement — and stays far
+# below the CronJob's activeDeadlineSeconds (900 s for expire-credits, 1800 s default), leaving room for the retry.
+# A row lock is normally held for one other chunk's transaction (under a second): 30 s of waiting means something
+# else holds it (a stuck transaction, a manual session) — fail the chunk, exit 1, let the Job's retry try again.
+DEFAULT_STATEMENT_TIMEOUT_SECONDS = 300.0
+DEFAULT_LOCK_TIMEOUT_SECONDS = 30.0
+MAX_TIMEOUT_SECONDS = 86_400  # a day: anything longer is a typo (PostgreSQL's own limit is ~24.8 days)
+
+# SQLSTATEs (and, for failures during connection start-up, where libpq gives no SQLSTATE, the server's and
+# libpq's English messages) that a retry cannot fix.
+_CONFIG_SQLSTATES = frozenset({"28000", "28P01", "3D000", "42501"})  # auth, unknown db, no CONNECT privilege
+_CONFIG_MESSAGES = (
+    "password authentication failed",
+    "authentication failed",  # ident / peer / PAM / certificate / LDAP
+    "no pg_hba.conf entry",
+    "pg_hba.conf rejects connection",
+    "does not exist",  # database "x" / role "x" does not exist
+    "no password supplied",
+    "permission denied for database",
+    "invalid connection option",
+    "invalid integer value",
+    "invalid sslmode value",
+    "invalid port number",
+    'missing "=" after',
+    "invalid uri",
+    "no such database",  # PgBouncer: database not in its [databases]
+    "no such user",  # PgBouncer: user not in its auth_file
+    "server does not support ssl",
+    "unsupported startup parameter",  # PgBouncer refuses e.g. `options` in the URL
+)
 
 
 def normalize_url(url: str) -> sa.URL:
     """Accept libpq-style `postgresql://` / `postgres://` URLs and SQLAlchemy's; always use psycopg 3."""
     try:
         parsed = make_url(url.strip())
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise ConfigError("malformed DATABASE_URL: expected postgresql://USER:PASSWORD@HOST:PORT/DBNAME") from None
     if parsed.get_backend_name() not in ("postgresql", "postgres"):
         raise ConfigError(f"DATABASE_URL uses {parsed.drivername!r}: only PostgreSQL is supported (postgresql://…)")
@@ -34,32 +74,115 @@ def redact(url: sa.URL | str) -> str:
 
 
 def first_line(error: BaseException) -> str:
-    """The first meaningful line of a driver error (psycopg's messages run over several lines)."""
+    """The first meaningful line of a driver error (psycopg's messages run over several lines); a lock or
+    statement timeout also says which setting fired and what to do (the chunk was cancelled, a retry resumes)."""
     original = getattr(error, "orig", None) or error
     lines = [line.strip() for line in str(original).splitlines() if line.strip()]
-    return lines[0] if lines else type(original).__name__
+    line = lines[0] if lines else type(original).__name__
+    state = sqlstate(error)
+    if state == "55P03" and "lock timeout" in line:
+        return (
+            f"{line}: another session held a lock this run needs for longer than lock_timeout "
+            "(CREDITJOBS_LOCK_TIMEOUT_SECONDS); find the blocker in pg_locks / pg_stat_activity, a retry resumes"
+        )
+    if state == "57014" and "statement timeout" in line:
+        return f"{line}: a statement ran longer than statement_timeout (CREDITJOBS_STATEMENT_TIMEOUT_SECONDS)"
+    return line
 
 
-def create_engine(url: str, *, pool_size: int = 5) -> sa.Engine:
+def sqlstate(error: BaseException) -> str | None:
+    """The SQLSTATE of a (wrapped) driver error, or None (libpq gives none for failures while connecting)."""
+    original = getattr(error, "orig", None) or error
+    state = getattr(original, "sqlstate", None)
+    return state if isinstance(state, str) else None
+
+
+@dataclass(frozen=True)
+class SessionTimeouts:
+    """statement_timeout / lock_timeout for every transaction of an engine (seconds; 0 disables, as in PostgreSQL)."""
+
+    statement_seconds: float = DEFAULT_STATEMENT_TIMEOUT_SECONDS
+    lock_seconds: float = DEFAULT_LOCK_TIMEOUT_SECONDS
+
+    def __post_init__(self) -> None:
+        for name, value in (
+            ("CREDITJOBS_STATEMENT_TIMEOUT_SECONDS", self.statement_seconds),
+            ("CREDITJOBS_LOCK_TIMEOUT_SECONDS", self.lock_seconds),
+        ):
+            if not math.isfinite(value) or not 0 <= value <= MAX_TIMEOUT_SECONDS:
+                raise ConfigError(
+                    f"{name}={value:g} is out of range: seconds from 0 (no timeout) to {MAX_TIMEOUT_SECONDS}"
+                )
+
+
+def create_engine(url: str, *, pool_size: int = 5, timeouts: SessionTimeouts | None = None) -> sa.Engine:
+    """The engine every command uses; `timeouts` (job runs) are applied to every transaction it begins.
+
+    `prepare_threshold=None`: psycopg would otherwise prepare a statement after 5 executions, by a name that a
+    transaction-pooling proxy hands to whichever server connection comes next (`prepared statement "_pg3_0"
+    already exists`). The chunk statements are large and few, so planning each one costs nothing measurable.
+    """
     parsed = normalize_url(url)
-    return sa.create_engine(
+    engine = sa.create_engine(
         parsed,
         pool_size=pool_size,
         pool_pre_ping=True,
-        connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS, "application_name": "credit-jobs"},
+        connect_args={
+            "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+            "application_name": "credit-jobs",
+            "prepare_threshold": None,
+        },
     )
+    if timeouts is not None:
+        _apply_per_transaction(engine, timeouts)
+    return engine
+
+
+def _apply_per_transaction(engine: sa.Engine, timeouts: SessionTimeouts) -> None:
+    """`SET LOCAL` the timeouts at the start of every transaction.
+
+    Not the startup packet's `options=-c …`: PgBouncer refuses that parameter (or, with `ignore_startup_parameters
+    = options`, silently drops it) in every pool mode. Not a session `SET` either: in transaction pooling the next
+    transaction may run on another server connection, and the setting would leak to other clients of this one.
+    `SET LOCAL` lives exactly as long as the transaction, wherever the proxy runs it.
+    """
+    statement_ms, lock_ms = round(timeouts.statement_seconds * 1000), round(timeouts.lock_seconds * 1000)
+    sql = (
+        f"SELECT set_config('statement_timeout', '{statement_ms}', true), set_config('lock_timeout', '{lock_ms}', true)"
+    )
+
+    def on_begin(conn: sa.Connection) -> None:
+        # The DBAPI connection, not `conn.execute`: SQLAlchemy is still beginning this transaction (re-entering it
+        # would autobegin again). psycopg opens the transaction implicitly with this statement.
+        driver: Any = conn.connection.driver_connection
+        if not driver.autocommit:
+            driver.execute(sql)
+
+    sa.event.listen(engine, "begin", on_begin)
 
 
 def verify_connection(engine: sa.Engine) -> None:
-    """Connect once; an unreachable server or bad credentials become a ConfigError naming the target."""
+    """Connect once. A failure a retry can fix raises RunFailed (exit 1); bad configuration raises ConfigError (2)."""
     try:
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
     except DBAPIError as exc:
-        raise ConfigError(
-            f"cannot connect to the database at {redact(engine.url)}: {first_line(exc)} "
-            "(check DATABASE_URL and that the server is reachable)"
-        ) from None
+        target = f"cannot connect to the database at {redact(engine.url)}: {first_line(exc)}"
+        if is_config_error(exc):
+            raise ConfigError(f"{target} (check DATABASE_URL: database, user, password, options)") from None
+        raise RunFailed(f"{target} (the server may be down or unreachable; a retry may help)") from None
+
+
+def is_config_error(error: BaseException) -> bool:
+    """True when only a person can fix this connect failure (auth, unknown database, bad option); else retryable."""
+    state = sqlstate(error)
+    if state is not None:
+        return state in _CONFIG_SQLSTATES or state.startswith("28")
+    original = getattr(error, "orig", None) or error
+    if type(original).__name__ == "ProgrammingError":  # psycopg refuses the conninfo itself
+        return True
+    text = str(original).lower()
+    return any(message in text for message in _CONFIG_MESSAGES)
 
 
 def verify_schema(engine: sa.Engine) -> None:

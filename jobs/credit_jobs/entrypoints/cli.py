@@ -91,11 +91,18 @@ def _database_url(option: str | None, settings: Settings) -> tuple[str, bool]:
     return _embedded[0].url("postgres"), True
 
 
-def _engine(option: str | None, settings: Settings, *, check_schema: bool = True, verify: bool = True) -> sa.Engine:
+def _engine(
+    option: str | None,
+    settings: Settings,
+    *,
+    check_schema: bool = True,
+    verify: bool = True,
+    timeouts: database.SessionTimeouts | None = None,
+) -> sa.Engine:
     """An engine on the configured database. The embedded default is always migrated (ready to use); others are
     checked unless `verify=False` (the run lifecycle checks them itself, to record and push the failure)."""
     url, embedded = _database_url(option, settings)
-    engine = database.create_engine(url)
+    engine = database.create_engine(url, timeouts=timeouts)
     if embedded:
         schema_migrations.upgrade_schema(engine)
     elif verify:
@@ -163,8 +170,12 @@ def run(
     if request.trigger not in TRIGGERS:
         raise ConfigError(f"CREDITJOB_TRIGGER={request.trigger!r} is not one of {', '.join(TRIGGERS)}")
 
+    timeouts = database.SessionTimeouts(
+        settings.creditjobs_statement_timeout_seconds, settings.creditjobs_lock_timeout_seconds
+    )
+
     def engine_factory() -> sa.Engine:
-        return _engine(database_url, settings, verify=False)
+        return _engine(database_url, settings, verify=False, timeouts=timeouts)
 
     outcome = _with_progress(lambda progress: execute_run(request, engine_factory, progress=progress))
     _print_outcome(outcome)

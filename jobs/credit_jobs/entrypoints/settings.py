@@ -32,3 +32,5 @@ class Settings(BaseSettings):
     creditjobs_data_dir: Path = Path(".data")
     creditjobs_heartbeat_seconds: float = 10.0
     creditjobs_batch_size: int = 5000
+    creditjobs_statement_timeout_seconds: float = 300.0  # job runs: SET LOCAL statement_timeout
+    creditjobs_lock_timeout_seconds: float = 30.0  # job runs: SET LOCAL lock_timeout

@@ -2,7 +2,7 @@
 
 1. Give the run an id and resolve its period key (pinned, or from the scheduled time — `domain.period_keys`).
 2. Bind the log fields every line carries (design.md ⚓ names).
-3. Connect and check the schema version (a bad URL or an unreachable server is a configuration error: exit 2).
+3. Connect and check the schema version (a bad URL, credentials or database name: exit 2; an unreachable server: 1).
 4. Take the single-run guard for (job, period key, shard); if a live run holds it, record *skipped* and exit 0.
    Rows left *running* by a dead holder are closed as failed ("taken over").
 5. Run the usecase in chunks, checking the guard between chunks; heartbeat in the background.
@@ -27,7 +27,7 @@ from sqlalchemy.exc import DBAPIError
 from credit_jobs.adapters import database, run_audit
 from credit_jobs.adapters.pushgateway import push_run_metrics
 from credit_jobs.adapters.run_guard import RunGuard, guard_key
-from credit_jobs.domain.errors import ConfigError, CreditJobsError
+from credit_jobs.domain.errors import ConfigError, CreditJobsError, RunFailed
 from credit_jobs.domain.period_keys import Period, ResolvedPeriod, resolve_period
 from credit_jobs.domain.run_model import RunContext, RunStats, UsecaseSpec
 from credit_jobs.domain.sharding import Shard
@@ -109,6 +109,8 @@ def execute_run(
         _run_guarded(request, engine, run_id, period, now, outcome, progress)
     except ConfigError as exc:
         outcome.status, outcome.exit_code, outcome.error = "failed", EXIT_CONFIG, str(exc)
+    except RunFailed as exc:  # retryable before the work started: server unreachable or down, a hung guard holder
+        outcome.status, outcome.exit_code, outcome.error = "failed", EXIT_FAILED, str(exc)
     except DBAPIError as exc:  # lost the database between checking it and taking the guard / writing the audit row
         outcome.status, outcome.exit_code = "failed", EXIT_FAILED
         outcome.error = f"database error before the work started: {database.first_line(exc)}"
