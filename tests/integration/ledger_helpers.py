@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -48,3 +48,29 @@ def scalar(engine: sa.Engine, sql: str, **params: Any) -> Any:
 def rows(engine: sa.Engine, sql: str, **params: Any) -> list[Any]:
     with engine.connect() as conn:
         return list(conn.execute(sa.text(sql), params).all())
+
+
+def fill_balance_to(engine: sa.Engine, user_id: int, balance: int) -> list[int]:
+    """One-off gifts (each within MAX_CREDITS) totalling `balance`, and the account to match: the ledger stays sound,
+    so a later grant that would pass MAX_BALANCE is refused by the database for this user alone (a poisoned user)."""
+    from credit_jobs.domain.limits import MAX_CREDITS
+
+    full, rest = divmod(balance, MAX_CREDITS)
+    amounts = [MAX_CREDITS] * full + ([rest] if rest else [])
+    with engine.begin() as conn:
+        ids = [
+            row.grant_id
+            for row in conn.execute(
+                sa.text(
+                    "INSERT INTO credit_grants (user_id, grant_type, amount, remaining, granted_at, "
+                    "cause_request_id, idempotency_key) "
+                    "SELECT :u, 'gift', a, a, :t, 'seed-' || :u || '-' || n, 'seed-' || :u || '-' || n "
+                    "FROM unnest(CAST(:amounts AS bigint[])) WITH ORDINALITY AS x(a, n) RETURNING grant_id"
+                ),
+                {"u": user_id, "amounts": amounts, "t": NOW - timedelta(days=40)},
+            )
+        ]
+        conn.execute(
+            sa.text("INSERT INTO credit_accounts (user_id, balance) VALUES (:u, :b)"), {"u": user_id, "b": balance}
+        )
+    return ids

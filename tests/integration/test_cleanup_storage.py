@@ -47,6 +47,7 @@ def _run(database_url: str, storage: StorageRouter, **request: Any) -> RunOutcom
         RunRequest(usecase=spec, job="cleanup", batch_size=2, **request),
         lambda: database.create_engine(database_url),
         clock=lambda: NOW,
+        ledger_clock=lambda: NOW,
     )
 
 

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from credit_jobs.domain.limits import MAX_BALANCE
 from credit_jobs.domain.sharding import Shard
 from tests.integration.conftest import RunUsecase
-from tests.integration.ledger_helpers import NOW, add_policy, add_users, rows, scalar
+from tests.integration.ledger_helpers import NOW, add_policy, add_users, fill_balance_to, rows, scalar
 
 
 def _standard_users(engine: sa.Engine) -> None:
@@ -147,7 +147,8 @@ def test_a_dry_run_reports_what_it_would_grant_and_writes_nothing_to_the_ledger(
     assert outcome.stats is not None
     assert outcome.stats.details["would_grant"] == 3
     assert "granted" not in outcome.stats.details  # nothing was granted, and the audit row must not say so
-    assert outcome.stats.credits == {"granted": 1600}
+    assert outcome.stats.credits == {}  # no credits_granted: only would_… counts
+    assert outcome.stats.details["would_grant_credits"] == 1600
     assert scalar(engine, "SELECT count(*) FROM credit_grants") == 0
     assert scalar(engine, "SELECT count(*) FROM credit_accounts") == 0
     assert [tuple(r) for r in rows(engine, "SELECT status, dry_run FROM job_runs")] == [("succeeded", True)]
@@ -174,19 +175,16 @@ def test_the_audit_row_records_identity_status_and_counts(engine: sa.Engine, run
 def test_a_chunk_that_violates_a_constraint_fails_its_users_and_the_run_but_not_the_other_chunks(
     engine: sa.Engine, run_usecase: RunUsecase
 ) -> None:
-    # Balances at the bound (written around the edge, by raw SQL): their grants break a CHECK inside one chunk.
+    # Five users whose balance sits at the bound: their grants break credit_accounts_balance_bounded.
     add_policy(engine, "free", "free_tier", 10, None)
     add_users(engine, [(i, "free", "active", False, False) for i in range(1, 26)])
-    with engine.begin() as conn:
-        conn.execute(
-            sa.text("INSERT INTO credit_accounts (user_id, balance) SELECT g, :b FROM generate_series(11, 15) g"),
-            {"b": MAX_BALANCE},
-        )
+    for user in range(11, 16):
+        fill_balance_to(engine, user, MAX_BALANCE - 5)
     outcome = run_usecase("distribute-credits", pinned_key="2026-11", batch_size=5)
     assert outcome.status == "failed"
     assert outcome.exit_code == 1
     assert outcome.stats is not None
     assert outcome.stats.failed == 5
     assert outcome.error == "5 items failed"
-    assert scalar(engine, "SELECT count(*) FROM credit_grants") == 20
+    assert scalar(engine, "SELECT count(*) FROM credit_grants WHERE period_key IS NOT NULL") == 20
     assert scalar(engine, "SELECT status FROM job_runs") == "failed"

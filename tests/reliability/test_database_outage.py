@@ -55,6 +55,14 @@ def test_database_stopped_mid_run_fails_the_run_cleanly_and_the_rerun_completes(
     assert "Traceback" not in stderr
 
     own_server.start_server()
+    # The failed run's last line carries the counts it committed before the database went away.
+    end = cli_process.log_lines(stderr)[-1]
+    assert end["event"] == "run.finished"
+    engine = database.create_engine(url)
+    committed = scalar(engine, "SELECT count(*) FROM credit_grants WHERE cause_run_id = :r", r=end["job_run_id"])
+    engine.dispose()
+    assert committed > 0
+    assert (end["processed"], end["granted"]) == (committed, committed)
     rerun = cli_process.run(["run", "distribute-credits"], env)
     assert rerun.returncode == 0, rerun.stderr
     engine = database.create_engine(url)

@@ -6,8 +6,13 @@ statement is a chain of data-modifying CTEs, so the grant rows, the balance upse
   exactly-once; a conflicting row costs one index probe and no heap write, which keeps a rerun cheap — a NOT EXISTS
   anti-join before it measured slower on first runs and no faster on reruns), then the balances of the users
   actually granted are upserted from the RETURNING rows.
-- expire: `SELECT … FOR UPDATE SKIP LOCKED` picks live expired grants, `UPDATE … FROM` empties them, expiry entries
-  are written and balances reduced — two overlapping runs never touch the same grant (invariant 3).
+- expire: `SELECT … FOR UPDATE SKIP LOCKED` picks live expired grants and locks their users' accounts, then
+  `UPDATE … FROM` empties them, expiry entries are written and balances reduced — two overlapping runs never touch
+  the same grant (invariant 3).
+Lock order: every statement that writes `credit_accounts` for many users locks the account rows in user-id order
+(distribute feeds its grant insert and balance upsert ORDER BY user id; expire locks the accounts ORDER BY user id
+before reducing them; grants are picked SKIP LOCKED and never waited for), so overlapping runs wait for each
+other instead of deadlocking. A deadlock that still happens is retried by `usecases.chunk_runner`.
 """
 
 from __future__ import annotations
@@ -93,11 +98,13 @@ inserted AS (
     SELECT user_id, grant_type, :period_key, credits, credits, :now,
            CAST(:period_start AS timestamptz) + make_interval(days => expiry_days), :run_id
     FROM candidates
+    ORDER BY user_id, grant_type  -- lock order: user id (see the module docstring)
     ON CONFLICT (user_id, grant_type, period_key) DO NOTHING
     RETURNING user_id, amount
 ), credited AS (
     INSERT INTO credit_accounts AS a (user_id, balance, updated_at)
     SELECT user_id, sum(amount), :now FROM inserted GROUP BY user_id
+    ORDER BY user_id  -- lock order: user id (see the module docstring)
     ON CONFLICT (user_id) DO UPDATE SET balance = a.balance + EXCLUDED.balance, updated_at = EXCLUDED.updated_at
     RETURNING 1
 )"""
@@ -156,6 +163,17 @@ def count_users(conn: sa.Connection, shard: Shard) -> int:
     return int(conn.execute(sa.text(sql), shard_params(shard)).scalar_one())
 
 
+def first_user_after(conn: sa.Connection, *, after: int, shard: Shard) -> int | None:
+    """The one user a distribute chunk of size 1 after `after` covers (names the user a failing chunk isolated)."""
+    sql = (
+        "SELECT e.user_id FROM credit_eligibility e WHERE e.user_id > :after"
+        + shard_predicate("e.user_id", shard)
+        + " ORDER BY e.user_id LIMIT 1"
+    )
+    found = conn.execute(sa.text(sql), {"after": after, **shard_params(shard)}).scalar_one_or_none()
+    return None if found is None else int(found)
+
+
 @dataclass(frozen=True)
 class ExpireChunk:
     grants: int
@@ -166,20 +184,42 @@ class ExpireChunk:
     last_grant_id: int | None = None
 
 
-# Keyset over the partial index (expires_at, grant_id): each chunk starts where the previous one stopped, so a run
-# reads each due grant once (linear), instead of re-sorting or re-skipping what earlier chunks already expired.
-_EXPIRE_CHUNK = """
-WITH picked AS (
-    SELECT g.grant_id, g.user_id, g.remaining, g.expires_at FROM credit_grants g
+_DUE_GRANTS = """
     WHERE g.expired_at IS NULL AND g.remaining > 0 AND g.expires_at <= :now
       AND (g.expires_at, g.grant_id) > (CAST(:after_expires_at AS timestamptz), CAST(:after_grant_id AS bigint))
       {shard}
-    ORDER BY g.expires_at, g.grant_id
+    ORDER BY g.expires_at, g.grant_id"""
+
+# Keyset over the partial index (expires_at, grant_id): each chunk starts where the previous one stopped, so a run
+# reads each due grant once (linear), instead of re-sorting or re-skipping what earlier chunks already expired.
+# Step 1 picks the chunk's grants (SKIP LOCKED: another run's grants are left to it, never waited for) and locks
+# the accounts it will reduce in user-id order — the global lock order — before anything is written.
+_EXPIRE_PICK = """
+WITH picked AS (
+    SELECT g.grant_id, g.user_id, g.expires_at FROM credit_grants g
+    {due}
     LIMIT :batch
     FOR UPDATE SKIP LOCKED
-), expired AS (
+), accounts AS (
+    SELECT a.user_id FROM credit_accounts a
+    WHERE a.user_id IN (SELECT user_id FROM picked)
+    ORDER BY a.user_id
+    FOR UPDATE
+), last AS (
+    SELECT expires_at, grant_id FROM picked ORDER BY expires_at DESC, grant_id DESC LIMIT 1
+)
+SELECT (SELECT coalesce(array_agg(grant_id), '{{}}') FROM picked) AS grant_ids,
+       (SELECT count(*) FROM accounts) AS accounts,
+       (SELECT expires_at FROM last) AS last_expires_at,
+       (SELECT grant_id FROM last) AS last_grant_id
+"""
+
+# Step 2 writes: every row it touches is already locked by step 1, so it never waits.
+_EXPIRE_APPLY = """
+WITH expired AS (
     UPDATE credit_grants g SET remaining = 0, expired_at = :now
-    FROM picked p WHERE g.grant_id = p.grant_id
+    FROM credit_grants p
+    WHERE g.grant_id = p.grant_id AND g.grant_id = ANY(CAST(:grant_ids AS bigint[]))
     RETURNING g.grant_id, g.user_id, p.remaining AS amount
 ), entries AS (
     INSERT INTO credit_entries (user_id, grant_id, kind, amount, created_at, cause_run_id)
@@ -190,14 +230,10 @@ WITH picked AS (
     FROM (SELECT user_id, sum(amount) AS amount FROM expired GROUP BY user_id) s
     WHERE a.user_id = s.user_id
     RETURNING 1
-), last AS (
-    SELECT expires_at, grant_id FROM picked ORDER BY expires_at DESC, grant_id DESC LIMIT 1
 )
 SELECT (SELECT count(*) FROM expired) AS grants,
        (SELECT coalesce(sum(amount), 0) FROM expired) AS credits,
-       (SELECT count(DISTINCT user_id) FROM expired) AS users,
-       (SELECT expires_at FROM last) AS last_expires_at,
-       (SELECT grant_id FROM last) AS last_grant_id
+       (SELECT count(DISTINCT user_id) FROM expired) AS users
 """
 
 _EXPIRE_PREVIEW = """
@@ -219,25 +255,46 @@ def expire_chunk(
     run_id: uuid.UUID,
     after: tuple[datetime, int] = KEYSET_START,
 ) -> ExpireChunk:
-    sql = _EXPIRE_CHUNK.format(shard=shard_predicate("g.user_id", shard))
-    row = conn.execute(
-        sa.text(sql),
+    due = _DUE_GRANTS.format(shard=shard_predicate("g.user_id", shard))
+    picked = conn.execute(
+        sa.text(_EXPIRE_PICK.format(due=due)),
         {
             "batch": batch,
             "now": now,
-            "run_id": run_id,
             "after_expires_at": after[0],
             "after_grant_id": after[1],
             **shard_params(shard),
         },
     ).one()
+    if not picked.grant_ids:
+        return ExpireChunk(grants=0, credits=0, users=0)
+    row = conn.execute(
+        sa.text(_EXPIRE_APPLY), {"grant_ids": list(picked.grant_ids), "now": now, "run_id": run_id}
+    ).one()
     return ExpireChunk(
         grants=row.grants,
         credits=int(row.credits),
         users=row.users,
-        last_expires_at=row.last_expires_at,
-        last_grant_id=row.last_grant_id,
+        last_expires_at=picked.last_expires_at,
+        last_grant_id=picked.last_grant_id,
     )
+
+
+def first_due_grant_after(
+    conn: sa.Connection, *, shard: Shard, now: datetime, after: tuple[datetime, int]
+) -> tuple[tuple[datetime, int], int, int] | None:
+    """((expires_at, grant_id), grant id, user id) of the grant an expire chunk of size 1 after `after` covers —
+    picked as the chunk picks it (SKIP LOCKED), to name the grant a failing chunk isolated."""
+    due = _DUE_GRANTS.format(shard=shard_predicate("g.user_id", shard))
+    row = conn.execute(
+        sa.text(
+            f"SELECT g.grant_id, g.user_id, g.expires_at FROM credit_grants g {due} LIMIT 1 FOR UPDATE SKIP LOCKED"
+        ),
+        {"now": now, "after_expires_at": after[0], "after_grant_id": after[1], **shard_params(shard)},
+    ).one_or_none()
+    if row is None:
+        return None
+    return (row.expires_at, int(row.grant_id)), int(row.grant_id), int(row.user_id)
 
 
 def expire_preview(conn: sa.Connection, *, shard: Shard, now: datetime) -> ExpireChunk:

@@ -39,6 +39,9 @@ class RunContext:
     checkpoint: Callable[[], None] = _noop
     # Reports progress: (items done so far, total if known).
     progress: Callable[[int, int | None], None] = _noop
+    # Hands the lifecycle the counts committed so far (after every chunk), so a run that fails later — database
+    # lost, guard lost, a bug — still records what it did in its audit row and end-of-run line.
+    record_counts: Callable[[RunStats], None] = _noop
 
 
 @dataclass

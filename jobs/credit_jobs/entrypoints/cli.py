@@ -205,7 +205,8 @@ def _print_outcome(outcome: RunOutcome) -> None:
     if outcome.status in ("succeeded", "skipped"):
         counts = outcome.stats.as_dict() if outcome.stats else {}
         summary = ", ".join(f"{k}={v}" for k, v in counts.items() if isinstance(v, int) and v)
-        reason = f" ({outcome.error})" if outcome.error else ""
+        notes = [note for note in ("dry run, nothing written" if outcome.dry_run else None, outcome.error) if note]
+        reason = f" ({'; '.join(notes)})" if notes else ""
         out.print(
             f"run {outcome.run_id} {outcome.status}{reason}: period {outcome.period_key}"
             + (f"; {summary}" if summary else ""),

@@ -3,9 +3,14 @@
 1. Give the run an id and resolve its period key (pinned, or from the scheduled time — `domain.period_keys`).
 2. Bind the log fields every line carries (design.md ⚓ names).
 3. Connect and check the schema version (a bad URL, credentials or database name: exit 2; an unreachable server: 1).
+   Read the run's "now" from the database (one clock for expiry, grant times, cleanup and the audit row) and warn
+   (`run.clock_skew`) when the pod's clock differs from it by more than `CLOCK_SKEW_WARNING`. The period key is
+   still resolved from the pod's clock (step 1): it only picks the latest schedule fire, bounded by the Job's
+   deadlines, and it must be known before the database is reached.
 4. Take the single-run guard for (job, period key, shard); if a live run holds it, record *skipped* and exit 0.
    Rows left *running* by a dead holder are closed as failed ("taken over").
-5. Run the usecase in chunks, checking the guard between chunks; heartbeat in the background.
+5. Run the usecase in chunks (`usecases.chunk_runner`), checking the guard between chunks; heartbeat in the
+   background. The usecase hands back its counts after every chunk, so a run that fails later keeps them.
 6. Record the result in the audit row, log the end-of-run line, push metrics; map to an exit code
    (0 succeeded / skipped, 1 failed, 2 configuration error).
 Dry runs skip the guard (they write nothing to the ledger) but still leave an audit row.
@@ -18,13 +23,13 @@ import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 import structlog
 from sqlalchemy.exc import DBAPIError
 
-from credit_jobs.adapters import database, run_audit
+from credit_jobs.adapters import database, db_clock, run_audit
 from credit_jobs.adapters.pushgateway import push_run_metrics
 from credit_jobs.adapters.run_guard import RunGuard, guard_key
 from credit_jobs.domain.errors import ConfigError, CreditJobsError, RunFailed
@@ -36,6 +41,7 @@ from credit_jobs.observability.metrics import PUSH_JOB, RunMetrics
 log = structlog.get_logger()
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+CLOCK_SKEW_WARNING = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,7 @@ class RunOutcome:
     stats: RunStats | None = None
     error: str | None = None
     duration_s: float = 0.0
+    dry_run: bool = False
 
 
 Progress = Callable[[int, int | None], None]
@@ -75,7 +82,10 @@ def execute_run(
     *,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     progress: Progress | None = None,
+    ledger_clock: Callable[[], datetime] | None = None,
 ) -> RunOutcome:
+    """Run one usecase inside the lifecycle. `clock` is the pod's clock (period resolution, skew check);
+    `ledger_clock` replaces the database's clock as the run's "now" — for tests that need a fixed "now" only."""
     # 1. Identity and period key: from the scheduled time, never the wall clock (unless pinned).
     run_id = uuid.uuid4()
     started = time.monotonic()
@@ -106,7 +116,8 @@ def execute_run(
         engine = engine_factory()
         database.verify_connection(engine)
         database.verify_schema(engine)
-        _run_guarded(request, engine, run_id, period, now, outcome, progress)
+        run_now = _run_now(engine, clock, ledger_clock)
+        _run_guarded(request, engine, run_id, period, run_now, outcome, progress)
     except ConfigError as exc:
         outcome.status, outcome.exit_code, outcome.error = "failed", EXIT_CONFIG, str(exc)
     except RunFailed as exc:  # retryable before the work started: server unreachable or down, a hung guard holder
@@ -117,6 +128,22 @@ def execute_run(
     outcome.duration_s = time.monotonic() - started
     _report(request, outcome)
     return outcome
+
+
+def _run_now(engine: sa.Engine, clock: Callable[[], datetime], ledger_clock: Callable[[], datetime] | None) -> datetime:
+    """The run's "now": the database's clock (or a test's fixed one); warns when the pod's clock disagrees."""
+    run_now = ledger_clock() if ledger_clock is not None else db_clock.database_now(engine)
+    pod_now = clock()
+    skew = pod_now - run_now
+    if abs(skew) > CLOCK_SKEW_WARNING:
+        log.warning(
+            "run.clock_skew",
+            pod_time=pod_now.isoformat(),
+            database_time=run_now.isoformat(),
+            skew_s=round(skew.total_seconds(), 3),
+            hint="the run uses the database's time; fix the node's clock (NTP) — the period key still comes from it",
+        )
+    return run_now
 
 
 def _run_guarded(
@@ -145,6 +172,8 @@ def _run_guarded(
         guard_key(request.job, period.key, request.shard.index),
         heartbeat_seconds=request.heartbeat_seconds,
     )
+    outcome.dry_run = request.dry_run
+    committed = _CountsSoFar()
     try:
         if not request.dry_run:
             if not guard.try_acquire():
@@ -178,18 +207,19 @@ def _run_guarded(
             dry_run=request.dry_run,
             checkpoint=guard.check,
             progress=progress or _log_progress(),
+            record_counts=committed.record,
         )
         try:
             stats = request.usecase.run(engine, ctx)
         except CreditJobsError as exc:  # RunFailed → 1; a ConfigError met mid-run (e.g. no boto3 for s3://) → 2
-            _finish(engine, outcome, run_id, "failed", None, str(exc))
+            _finish(engine, outcome, run_id, "failed", committed.stats, str(exc))
             outcome.exit_code = exc.exit_code
             return
         except DBAPIError as exc:
-            _finish(engine, outcome, run_id, "failed", None, f"database error: {database.first_line(exc)}")
+            _finish(engine, outcome, run_id, "failed", committed.stats, f"database error: {database.first_line(exc)}")
             return
         except Exception as exc:  # a bug: record it, then let the traceback reach the log
-            _finish(engine, outcome, run_id, "failed", None, f"{type(exc).__name__}: {exc}")
+            _finish(engine, outcome, run_id, "failed", committed.stats, f"{type(exc).__name__}: {exc}")
             log.error("run.crashed", traceback=traceback.format_exc())
             return
         # 6. The result.
@@ -199,6 +229,16 @@ def _run_guarded(
     finally:
         guard.release()
         engine.dispose()
+
+
+class _CountsSoFar:
+    """The latest counts a usecase handed over (`RunContext.record_counts`): what a failed run records."""
+
+    def __init__(self) -> None:
+        self.stats: RunStats | None = None
+
+    def record(self, stats: RunStats) -> None:
+        self.stats = stats
 
 
 def _finish(
@@ -224,6 +264,7 @@ def _report(request: RunRequest, outcome: RunOutcome) -> None:
         "status": outcome.status,
         "duration_s": round(outcome.duration_s, 3),
         "exit_code": outcome.exit_code,
+        **({"dry_run": True} if outcome.dry_run else {}),
         **stats.as_dict(),
     }
     if outcome.error:
