@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from credit_jobs.domain.errors import ConfigError
+from credit_jobs.domain.grant_rules import DEFAULT_GRANT_FAMILY
 from credit_jobs.domain.period_keys import Period, ResolvedPeriod
 from credit_jobs.domain.sharding import Shard
 
@@ -39,6 +40,8 @@ class RunContext:
     checkpoint: Callable[[], None] = _noop
     # Reports progress: (items done so far, total if known).
     progress: Callable[[int, int | None], None] = _noop
+    # Periodic grants are unique per (user, grant family, period key): the distributing job's family.
+    grant_family: str = DEFAULT_GRANT_FAMILY
 
 
 @dataclass

@@ -57,6 +57,7 @@ def distribute_credits(engine: sa.Engine, ctx: RunContext) -> RunStats:
                     now=ctx.now,
                     run_id=ctx.run_id,
                     dry_run=ctx.dry_run,
+                    grant_family=ctx.grant_family,
                 )
         except DBAPIError as exc:
             if not is_item_error(exc):
