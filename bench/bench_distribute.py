@@ -144,14 +144,16 @@ def per_user_loop(engine: sa.Engine, sample: int) -> float:
     with engine.connect() as conn:
         for user_id, grant_type, credits in users:
             exists = conn.execute(
-                sa.text("SELECT 1 FROM credit_grants WHERE user_id = :u AND grant_type = :t AND period_key = :pk"),
-                {"u": user_id, "t": grant_type, "pk": "loop"},
+                sa.text(
+                    "SELECT 1 FROM credit_grants WHERE user_id = :u AND grant_family = 'plan' AND period_key = :pk"
+                ),
+                {"u": user_id, "pk": "loop"},
             ).first()
             if not exists:
                 conn.execute(
                     sa.text(
-                        "INSERT INTO credit_grants (user_id, grant_type, period_key, amount, remaining, cause_run_id) "
-                        "VALUES (:u, :t, 'loop', :c, :c, :r)"
+                        "INSERT INTO credit_grants (user_id, grant_type, grant_family, period_key, amount, remaining, "
+                        "cause_run_id) VALUES (:u, :t, 'plan', 'loop', :c, :c, :r)"
                     ),
                     {"u": user_id, "t": grant_type, "c": credits, "r": run_id},
                 )
