@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from credit_jobs.adapters import schema_migrations
+from credit_jobs.domain.grant_rules import grant_expiry
 from credit_jobs.usecases.check_invariants import check_invariants
 from tests.integration.conftest import RunUsecase
 from tests.integration.ledger_helpers import NOW, add_policy, add_users, rows, scalar
@@ -142,6 +143,7 @@ def test_a_backfill_of_an_old_period_grants_usable_credits_the_same_on_every_rer
     assert outcome.status == "succeeded"
     # 2026-10-01 + 30 days = 2026-10-31, already past on 2026-11-28: the validity counts from the grant time instead
     assert rows(engine, "SELECT DISTINCT expires_at FROM credit_grants") == [(late + timedelta(days=30),)]
+    assert grant_expiry(datetime(2026, 10, 1, tzinfo=UTC), late, 30) == late + timedelta(days=30)  # the stated rule
     balances = dict(rows(engine, "SELECT user_id, balance FROM credit_accounts"))
     assert _spendable(engine, late) == balances == {1: 100, 2: 100}
     # expire-credits at the same moment takes nothing
@@ -165,3 +167,4 @@ def test_an_on_time_grant_stays_anchored_to_the_period_start(engine: sa.Engine, 
     add_users(engine, [(1, "free", "active", False, False)])
     run_usecase("distribute-credits", now=NOW, pinned_key="2026-11")
     assert scalar(engine, "SELECT expires_at FROM credit_grants") == datetime(2026, 12, 1, tzinfo=UTC)
+    assert grant_expiry(datetime(2026, 11, 1, tzinfo=UTC), NOW, 30) == datetime(2026, 12, 1, tzinfo=UTC)
