@@ -9,6 +9,8 @@ For each size (default 10k, 100k, 1M users, seeded with `credit-jobs demo seed`'
            time = the run's own duration_s (interpreter start-up excluded, reported separately); peak RSS of it
   rerun    the same period again (every user already granted)
   expire   `credit-jobs run expire-credits` vs one raw set-based UPDATE … FROM with entries and balances
+  check    every `credit-jobs check` invariant plus `--period-key` coverage (in-process, on the ledger the runs
+           above left: one grant and one expiry entry per eligible user), as a ratio to the raw distribute
 and once, on a 20k sample: the per-user loop (exists-check, insert, balance upsert, commit per user), extrapolated.
 
 Usage: python bench/bench_distribute.py [--sizes 10000,100000,1000000] [--loop-sample 20000]
@@ -31,6 +33,7 @@ import sqlalchemy as sa
 
 from credit_jobs.adapters.embedded_database import start_embedded
 from credit_jobs.adapters.schema_migrations import upgrade_schema
+from credit_jobs.usecases.check_invariants import check_invariants
 from credit_jobs.usecases.demo_data import seed_demo_data
 
 CLI = str(Path(sys.executable).with_name("credit-jobs"))
@@ -39,13 +42,13 @@ PERIOD_START = "2026-11-01T00:00:00+00"
 
 RAW_DISTRIBUTE = """
 WITH inserted AS (
-    INSERT INTO credit_grants (user_id, grant_type, period_key, amount, remaining, granted_at, expires_at,
-                               cause_run_id)
-    SELECT e.user_id, p.grant_type, :pk, p.credits_per_period, p.credits_per_period, now(),
+    INSERT INTO credit_grants (user_id, grant_type, grant_family, period_key, amount, remaining, granted_at,
+                               expires_at, cause_run_id)
+    SELECT e.user_id, p.grant_type, 'plan', :pk, p.credits_per_period, p.credits_per_period, now(),
            CAST(:start AS timestamptz) + make_interval(days => p.expiry_days), :run_id
     FROM credit_eligibility e JOIN plan_credit_policies p ON p.plan_code = e.plan_code AND p.active
     WHERE (e.status = 'active' OR e.is_lifetime) AND NOT e.is_banned
-    ON CONFLICT (user_id, grant_type, period_key) DO NOTHING
+    ON CONFLICT (user_id, grant_family, period_key) WHERE period_key IS NOT NULL AND NOT legacy_duplicate DO NOTHING
     RETURNING user_id, amount)
 INSERT INTO credit_accounts AS a (user_id, balance)
 SELECT user_id, sum(amount) FROM inserted GROUP BY user_id
@@ -141,14 +144,16 @@ def per_user_loop(engine: sa.Engine, sample: int) -> float:
     with engine.connect() as conn:
         for user_id, grant_type, credits in users:
             exists = conn.execute(
-                sa.text("SELECT 1 FROM credit_grants WHERE user_id = :u AND grant_type = :t AND period_key = :pk"),
-                {"u": user_id, "t": grant_type, "pk": "loop"},
+                sa.text(
+                    "SELECT 1 FROM credit_grants WHERE user_id = :u AND grant_family = 'plan' AND period_key = :pk"
+                ),
+                {"u": user_id, "pk": "loop"},
             ).first()
             if not exists:
                 conn.execute(
                     sa.text(
-                        "INSERT INTO credit_grants (user_id, grant_type, period_key, amount, remaining, cause_run_id) "
-                        "VALUES (:u, :t, 'loop', :c, :c, :r)"
+                        "INSERT INTO credit_grants (user_id, grant_type, grant_family, period_key, amount, remaining, "
+                        "cause_run_id) VALUES (:u, :t, 'plan', 'loop', :c, :c, :r)"
                     ),
                     {"u": user_id, "t": grant_type, "c": credits, "r": run_id},
                 )
@@ -195,6 +200,13 @@ def bench_size(server: Any, users: int, loop_rate: float | None) -> dict[str, An
     unexpire(engine)
     ours_expire = run_cli(url, "expire-credits")
     assert ours_expire["expired_grants"] == eligible
+    vacuum(engine)
+    started = time.perf_counter()
+    report = check_invariants(engine, period_key=PERIOD)
+    check_s = time.perf_counter() - started
+    assert report.ok, report.violations
+    assert report.coverage is not None
+    assert report.coverage.missing == 0
     engine.dispose()
 
     result = {
@@ -209,6 +221,8 @@ def bench_size(server: Any, users: int, loop_rate: float | None) -> dict[str, An
         "raw_expire_s": raw_expire,
         "ours_expire_s": ours_expire["duration_s"],
         "expire_ratio": ours_expire["duration_s"] / raw_expire,
+        "check_s": check_s,
+        "check_ratio": check_s / raw,
         "peak_rss_mb_distribute": ours["peak_rss_mb"],
         "peak_rss_mb_expire": ours_expire["peak_rss_mb"],
         "grants_per_s": eligible / ours["duration_s"],
@@ -248,7 +262,8 @@ def main() -> None:
 
     header = (
         f"{'users':>9} {'raw s':>7} {'ours s':>7} {'ours/raw':>8} {'loop s*':>8} {'loop/ours':>9} "
-        f"{'rerun s':>7} {'rerun/1st':>9} {'exp raw':>7} {'exp ours':>8} {'exp ratio':>9} {'RSS MB':>7}"
+        f"{'rerun s':>7} {'rerun/1st':>9} {'exp raw':>7} {'exp ours':>8} {'exp ratio':>9} {'check s':>7} "
+        f"{'check/raw':>9} {'RSS MB':>7}"
     )
     print(header)
     for r in results:
@@ -256,7 +271,8 @@ def main() -> None:
             f"{r['users']:>9,} {r['raw_distribute_s']:>7.2f} {r['ours_distribute_s']:>7.2f} "
             f"{r['distribute_ratio']:>8.2f} {r.get('loop_extrapolated_s', 0):>8.1f} {r.get('loop_ratio', 0):>9.0f} "
             f"{r['rerun_s']:>7.2f} {r['rerun_ratio']:>9.2f} {r['raw_expire_s']:>7.2f} {r['ours_expire_s']:>8.2f} "
-            f"{r['expire_ratio']:>9.2f} {max(r['peak_rss_mb_distribute'], r['peak_rss_mb_expire']):>7.0f}"
+            f"{r['expire_ratio']:>9.2f} {r['check_s']:>7.2f} {r['check_ratio']:>9.2f} "
+            f"{max(r['peak_rss_mb_distribute'], r['peak_rss_mb_expire']):>7.0f}"
         )
     print("* per-user loop extrapolated from the sample's rate to the eligible users of each size")
     out = Path("bench/results")

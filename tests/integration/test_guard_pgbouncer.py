@@ -67,7 +67,6 @@ def _env(bouncer: PgBouncer, database_url: str, **extra: str) -> dict[str, str]:
         bouncer.url(_db_name(database_url)),
         CREDITJOB_NAME=JOB,
         CREDITJOB_PERIOD_KEY=PERIOD,
-        CREDITJOBS_HEARTBEAT_SECONDS="0.2",
         **extra,
     )
 

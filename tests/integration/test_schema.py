@@ -43,8 +43,9 @@ def test_the_database_is_at_the_head_revision_and_upgrading_again_is_a_no_op(eng
             "credit_grants_remaining_bounds",
         ),
         (
-            "INSERT INTO credit_grants (user_id, grant_type, period_key, amount, remaining, cause_request_id) "
-            "VALUES (1, 'subscription', '2026-11', 5, 5, 'a'), (1, 'subscription', '2026-11', 5, 5, 'b')",
+            "INSERT INTO credit_grants (user_id, grant_type, grant_family, period_key, amount, remaining, "
+            "cause_request_id) VALUES (1, 'subscription', 'plan', '2026-11', 5, 5, 'a'), "
+            "(1, 'free_tier', 'plan', '2026-11', 5, 5, 'b')",
             "credit_grants_once_per_period",
         ),
         (

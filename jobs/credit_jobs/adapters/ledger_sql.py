@@ -2,10 +2,11 @@
 
 Called by the usecases in `credit_jobs.usecases`, each statement inside the caller's transaction. Each chunk
 statement is a chain of data-modifying CTEs, so the grant rows, the balance upsert and the counts commit together:
-- distribute: `INSERT … SELECT … ON CONFLICT DO NOTHING` (the unique index, not a prior SELECT, makes a grant
-  exactly-once; a conflicting row costs one index probe and no heap write, which keeps a rerun cheap — a NOT EXISTS
-  anti-join before it measured slower on first runs and no faster on reruns), then the balances of the users
-  actually granted are upserted from the RETURNING rows.
+- distribute: `INSERT … SELECT … ON CONFLICT DO NOTHING` (the unique index on (user, grant family, period), not a
+  prior SELECT, makes a grant exactly-once; a conflicting row costs one index probe and no heap write, which keeps a
+  rerun cheap — a NOT EXISTS anti-join before it measured slower on first runs and no faster on reruns), then the
+  balances of the users actually granted are upserted from the RETURNING rows. A late grant's expiry counts from
+  the grant time (`domain.grant_rules.grant_expiry`).
 - expire: `SELECT … FOR UPDATE SKIP LOCKED` picks live expired grants and locks their users' accounts, then
   `UPDATE … FROM` empties them, expiry entries are written and balances reduced — two overlapping runs never touch
   the same grant (invariant 3).
@@ -24,6 +25,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 
 from credit_jobs.domain.consumption import LiveGrant
+from credit_jobs.domain.grant_rules import DEFAULT_GRANT_FAMILY
 from credit_jobs.domain.sharding import Shard
 
 UNCONFIGURED_SAMPLE = 5
@@ -93,13 +95,19 @@ SELECT
 
 _DISTRIBUTE_WRITE = """
 inserted AS (
-    INSERT INTO credit_grants (user_id, grant_type, period_key, amount, remaining, granted_at, expires_at,
-                               cause_run_id)
-    SELECT user_id, grant_type, :period_key, credits, credits, :now,
-           CAST(:period_start AS timestamptz) + make_interval(days => expiry_days), :run_id
+    INSERT INTO credit_grants (user_id, grant_type, grant_family, period_key, amount, remaining, granted_at,
+                               expires_at, cause_run_id)
+    SELECT user_id, grant_type, :grant_family, :period_key, credits, credits, :now,
+           -- late grant (its period's validity already over when written): valid expiry_days from now instead
+           CASE WHEN CAST(:period_start AS timestamptz) + make_interval(days => expiry_days) > CAST(:now AS timestamptz)
+                THEN CAST(:period_start AS timestamptz) + make_interval(days => expiry_days)
+                ELSE CAST(:now AS timestamptz) + make_interval(days => expiry_days) END,
+           :run_id
     FROM candidates
     ORDER BY user_id, grant_type  -- lock order: user id (see the module docstring)
-    ON CONFLICT (user_id, grant_type, period_key) DO NOTHING
+    -- one periodic grant per (user, grant family, period), whatever the grant type: a plan change mid-period
+    -- never adds a second grant on a rerun (rows flagged legacy_duplicate by migration 0006 are outside the index)
+    ON CONFLICT (user_id, grant_family, period_key) WHERE period_key IS NOT NULL AND NOT legacy_duplicate DO NOTHING
     RETURNING user_id, amount
 ), credited AS (
     INSERT INTO credit_accounts AS a (user_id, balance, updated_at)
@@ -115,7 +123,8 @@ inserted AS (
     SELECT c.user_id, c.credits AS amount FROM candidates c
     WHERE NOT EXISTS (
         SELECT 1 FROM credit_grants g
-        WHERE g.user_id = c.user_id AND g.grant_type = c.grant_type AND g.period_key = :period_key))"""
+        WHERE g.user_id = c.user_id AND g.grant_family = :grant_family AND g.period_key = :period_key
+          AND NOT g.legacy_duplicate))"""
 
 
 def distribute_chunk(
@@ -129,6 +138,7 @@ def distribute_chunk(
     now: datetime,
     run_id: uuid.UUID,
     dry_run: bool,
+    grant_family: str = DEFAULT_GRANT_FAMILY,
 ) -> DistributeChunk:
     sql = _DISTRIBUTE_CHUNK.format(
         shard=shard_predicate("e.user_id", shard),
@@ -139,6 +149,7 @@ def distribute_chunk(
         "after": after,
         "batch": batch,
         "period_key": period_key,
+        "grant_family": grant_family,
         **shard_params(shard),
     }
     if not dry_run:

@@ -1,10 +1,11 @@
 """The database schema as SQLAlchemy 2 typed declarative models — the shape Alembic's migrations create.
 
 Every ledger invariant the database can hold is a constraint or index here (design.md ⚓ ledger invariants):
-balances never negative (CHECK), one grant per (user, grant type, period key) (unique index), one expiry entry per
-grant (partial unique index), every ledger row names its cause (CHECK num_nonnulls), at most one *running* audit row
-per (job, period key, shard) (partial unique index). `tests/integration/test_schema.py` proves the migrations and
-these models agree. The usecases query with set-based SQL over these tables (see `credit_jobs.adapters.ledger_sql`).
+balances never negative (CHECK), one periodic grant per (user, grant family, period key) (partial unique index),
+one expiry entry per grant (partial unique index), every ledger row names its cause (CHECK num_nonnulls), at most
+one *running* audit row per (job, period key, shard) (partial unique index). `tests/integration/test_schema.py`
+proves the migrations and these models agree. The usecases query with set-based SQL over these tables (see
+`credit_jobs.adapters.ledger_sql`).
 """
 
 from __future__ import annotations
@@ -103,8 +104,17 @@ class CreditGrant(Base):
         CheckConstraint("remaining >= 0 AND remaining <= amount", name="credit_grants_remaining_bounds"),
         CheckConstraint("expired_at IS NULL OR remaining = 0", name="credit_grants_expired_is_empty"),
         CheckConstraint("num_nonnulls(cause_run_id, cause_request_id) = 1", name="credit_grants_has_cause"),
-        # invariant 2: one periodic grant per (user, grant type, period key); NULL period keys (one-offs) are distinct
-        Index("credit_grants_once_per_period", "user_id", "grant_type", "period_key", unique=True),
+        # invariant 2: one periodic grant per (user, grant family, period key), whatever its grant type (migration
+        # 0006); one-offs (no period key) and the duplicates 0006 found and flagged are outside the index
+        Index(
+            "credit_grants_once_per_period",
+            "user_id",
+            "grant_family",
+            "period_key",
+            unique=True,
+            postgresql_where=text("period_key IS NOT NULL AND NOT legacy_duplicate"),
+        ),
+        CheckConstraint("(period_key IS NULL) = (grant_family IS NULL)", name="credit_grants_periodic_has_family"),
         # partial: periodic grants (the millions) carry no key and skip this index entirely
         Index(
             "credit_grants_idempotency_key",
@@ -125,6 +135,9 @@ class CreditGrant(Base):
     user_id: Mapped[int] = mapped_column(BigInteger)
     grant_type: Mapped[str] = mapped_column(Text)
     period_key: Mapped[str | None] = mapped_column(Text)
+    grant_family: Mapped[str | None] = mapped_column(Text)  # set exactly when period_key is (0006)
+    # true only on periodic grants migration 0006 found sharing a (user, family, period) with an earlier grant
+    legacy_duplicate: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     amount: Mapped[int] = mapped_column(BigInteger)
     remaining: Mapped[int] = mapped_column(BigInteger)
     granted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

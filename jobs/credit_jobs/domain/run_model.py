@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from credit_jobs.domain.errors import ConfigError
+from credit_jobs.domain.grant_rules import DEFAULT_GRANT_FAMILY
 from credit_jobs.domain.period_keys import Period, ResolvedPeriod
 from credit_jobs.domain.sharding import Shard
 
@@ -42,6 +43,8 @@ class RunContext:
     # Hands the lifecycle the counts committed so far (after every chunk), so a run that fails later — database
     # lost, guard lost, a bug — still records what it did in its audit row and end-of-run line.
     record_counts: Callable[[RunStats], None] = _noop
+    # Periodic grants are unique per (user, grant family, period key): the distributing job's family.
+    grant_family: str = DEFAULT_GRANT_FAMILY
 
 
 @dataclass

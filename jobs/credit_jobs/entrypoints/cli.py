@@ -8,6 +8,7 @@ With no DATABASE_URL (and no --database-url) it starts the embedded PostgreSQL u
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import os
@@ -16,6 +17,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 import click
 import sqlalchemy as sa
@@ -30,10 +32,11 @@ from credit_jobs.adapters import database, run_audit, schema_migrations
 from credit_jobs.adapters.embedded_database import EmbeddedPostgres, start_embedded
 from credit_jobs.adapters.tables import TRIGGERS
 from credit_jobs.domain.errors import ConfigError, CreditJobsError
-from credit_jobs.domain.period_keys import parse_period
+from credit_jobs.domain.grant_rules import DEFAULT_GRANT_FAMILY, validate_grant_family
+from credit_jobs.domain.period_keys import Period, parse_period, period_start
 from credit_jobs.domain.run_model import validate_batch_size
 from credit_jobs.domain.sharding import parse_shard, shard_from_env
-from credit_jobs.entrypoints.settings import Settings
+from credit_jobs.entrypoints.settings import Settings, load_settings
 from credit_jobs.lifecycle.run_lifecycle import RunOutcome, RunRequest, execute_run
 from credit_jobs.observability.logging import configure_logging
 from credit_jobs.usecases.check_invariants import CHECKS, check_invariants
@@ -71,7 +74,7 @@ _embedded: list[EmbeddedPostgres] = []
 
 
 def _settings() -> Settings:
-    return Settings()
+    return load_settings()
 
 
 def _database_url(option: str | None, settings: Settings) -> tuple[str, bool]:
@@ -147,6 +150,12 @@ def run(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would change; change nothing.")] = False,
     shard: Annotated[str | None, typer.Option(help="Run one hash partition of the users: INDEX/COUNT.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Users (or grants) per transaction.")] = None,
+    grant_family: Annotated[
+        str | None,
+        typer.Option(
+            help="distribute-credits: one grant per user, family and period; overrides CREDITJOB_GRANT_FAMILY."
+        ),
+    ] = None,
     database_url: DatabaseUrlOption = None,
 ) -> int:
     """Run a usecase once, inside the run lifecycle (guard, audit row, logs, metrics)."""
@@ -166,6 +175,11 @@ def run(
         dry_run=dry_run,
         heartbeat_seconds=settings.creditjobs_heartbeat_seconds,
         pushgateway_url=settings.pushgateway_url,
+        grant_family=(
+            validate_grant_family(grant_family, source="--grant-family")
+            if grant_family is not None
+            else settings.creditjob_grant_family
+        ),
     )
     if request.trigger not in TRIGGERS:
         raise ConfigError(f"CREDITJOB_TRIGGER={request.trigger!r} is not one of {', '.join(TRIGGERS)}")
@@ -303,10 +317,41 @@ def runs_show(
 # --- check, consume, grant --------------------------------------------------------------------------------------
 
 
+def _validate_period_key(key: str) -> None:
+    """A key some period granularity accepts (check does not know which one the key's job uses)."""
+    for period in Period:
+        try:
+            period_start(key, period, ZoneInfo("UTC"))
+            return
+        except ConfigError:
+            continue
+    shown = key if len(key) <= 80 else key[:80] + "…"
+    raise ConfigError(
+        f"--period-key {shown!r} is not a period key: use e.g. 2026-11 (monthly), 2026-W48, 2026-11-28 or an hourly key"
+    )
+
+
 @app.command("check")
-def check(json_output: JsonOption = False, database_url: DatabaseUrlOption = None) -> int:
+def check(
+    json_output: JsonOption = False,
+    period_key: Annotated[
+        str | None,
+        typer.Option(help="Also print this period's coverage: eligible users now without the period's grant."),
+    ] = None,
+    job: Annotated[
+        str | None, typer.Option(help="With --period-key: also count this job's runs of the period.")
+    ] = None,
+    grant_family: Annotated[
+        str | None, typer.Option(help=f"With --period-key: the grant family (default: {DEFAULT_GRANT_FAMILY}).")
+    ] = None,
+    database_url: DatabaseUrlOption = None,
+) -> int:
     """Check the ledger invariants; exit 1 listing violating rows."""
-    report = check_invariants(_engine(database_url, _settings()))
+    family = validate_grant_family(grant_family, source="--grant-family") if grant_family else DEFAULT_GRANT_FAMILY
+    if period_key is not None:
+        _validate_period_key(period_key)
+    report = check_invariants(_engine(database_url, _settings()), period_key=period_key, grant_family=family, job=job)
+    coverage = report.coverage
     if json_output:
         out.print_json(
             json.dumps(
@@ -314,6 +359,7 @@ def check(json_output: JsonOption = False, database_url: DatabaseUrlOption = Non
                     "ok": report.ok,
                     "counts": report.counts,
                     "violations": {k: [_jsonable(r) for r in v] for k, v in report.violations.items()},
+                    **({"coverage": dataclasses.asdict(coverage)} if coverage else {}),
                 }
             )
         )
@@ -324,6 +370,17 @@ def check(json_output: JsonOption = False, database_url: DatabaseUrlOption = Non
             out.print(f"invariant {description}: {mark}", soft_wrap=True)
             for row in rows:
                 out.print(f"    {_jsonable(row)}", highlight=False)
+        if coverage:
+            runs = ", ".join(f"{status}={n}" for status, n in coverage.runs.items()) or "none"
+            out.print(
+                f"coverage of period {coverage.period_key} (grant family {coverage.grant_family}): "
+                f"{coverage.eligible} users eligible now, {coverage.missing} without the period's grant"
+                + (f" (sample: {', '.join(map(str, coverage.missing_sample))})" if coverage.missing else "")
+                + (f"; runs of {job}: {runs}" if job else ""),
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
     return 0 if report.ok else 1
 
 

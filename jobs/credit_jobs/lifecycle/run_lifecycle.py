@@ -33,6 +33,7 @@ from credit_jobs.adapters import database, db_clock, run_audit
 from credit_jobs.adapters.pushgateway import push_run_metrics
 from credit_jobs.adapters.run_guard import RunGuard, guard_key
 from credit_jobs.domain.errors import ConfigError, CreditJobsError, RunFailed
+from credit_jobs.domain.grant_rules import DEFAULT_GRANT_FAMILY
 from credit_jobs.domain.period_keys import Period, ResolvedPeriod, resolve_period
 from credit_jobs.domain.run_model import RunContext, RunStats, UsecaseSpec
 from credit_jobs.domain.sharding import Shard
@@ -59,6 +60,7 @@ class RunRequest:
     heartbeat_seconds: float = 10.0
     pushgateway_url: str | None = None
     namespace: str | None = None
+    grant_family: str = DEFAULT_GRANT_FAMILY
 
 
 @dataclass
@@ -208,6 +210,7 @@ def _run_guarded(
             checkpoint=guard.check,
             progress=progress or _log_progress(),
             record_counts=committed.record,
+            grant_family=request.grant_family,
         )
         try:
             stats = request.usecase.run(engine, ctx)

@@ -61,6 +61,7 @@ class _Distribute(ChunkedWork[int, ledger_sql.DistributeChunk]):
             now=ctx.now,
             run_id=ctx.run_id,
             dry_run=ctx.dry_run,
+            grant_family=ctx.grant_family,
         )
 
     def covered(self, result: ledger_sql.DistributeChunk) -> tuple[int | None, int]:
