@@ -429,3 +429,17 @@ class _count_statements:
 
     def __exit__(self, *_: object) -> None:
         sa.event.remove(sa.engine.Engine, "before_cursor_execute", self._before)
+
+
+def test_the_cli_names_the_first_failed_item_in_its_one_error_line(engine: sa.Engine, database_url: str) -> None:
+    _seed_users(engine, 50)
+    fill_balance_to(engine, 17, MAX_BALANCE - 10)
+    env = cli_process.cli_env(database_url, CREDITJOB_NAME="monthly")
+    done = cli_process.run(["run", "distribute-credits", "--period-key", "2026-11", "--batch-size", "8"], env)
+    assert done.returncode == 1, done.stderr
+    (line,) = cli_process.error_lines(done.stderr)
+    assert line.startswith("credit-jobs: error: run ")
+    assert "1 items failed; first failed item: user_id=17" in line
+    assert scalar(engine, "SELECT count(*) FROM credit_grants WHERE period_key = '2026-11'") == 49
+    (failed,) = [entry for entry in cli_process.log_lines(done.stderr) if entry["event"] == "distribute.item_failed"]
+    assert failed["user_id"] == 17

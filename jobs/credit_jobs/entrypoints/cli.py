@@ -228,8 +228,13 @@ def _print_outcome(outcome: RunOutcome) -> None:
             markup=False,
         )
     else:
+        failed_items = outcome.stats.details.get("failed_items") if outcome.stats else None
+        named = ""
+        if failed_items:  # name the first failed item, so the one line says where to look
+            ids = ", ".join(f"{k}={v}" for k, v in failed_items[0].items() if k != "reason")
+            named = f"; first failed item: {ids} (all in `credit-jobs runs show {outcome.run_id} --json`)"
         err.print(
-            f"credit-jobs: error: run {outcome.run_id} failed: {outcome.error}",
+            f"credit-jobs: error: run {outcome.run_id} failed: {outcome.error}{named}",
             highlight=False,
             markup=False,
             soft_wrap=True,

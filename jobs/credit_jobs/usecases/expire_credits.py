@@ -80,7 +80,7 @@ def expire_credits(engine: sa.Engine, ctx: RunContext) -> RunStats:
             details={
                 "would_expire_grants": preview.grants,
                 "would_expire_credits": preview.credits,
-                "users": preview.users,
+                "would_expire_users": preview.users,
             },
         )
     return run_chunks(engine, ctx, _Expire(ctx, preview.grants))
