@@ -102,6 +102,10 @@ def test_three_concurrent_runs_through_pgbouncer_one_works_and_the_others_skip_o
             assert "skipped (running elsewhere" in out, out
         assert _statuses(engine) == ["running", "skipped", "skipped"]
         assert len(advisory_locks(pg_server.url("postgres"), _db_name(database_url))) == 1  # the live holder's
+        # `runs list` sees the holder's heartbeat move (committed on a connection of its own, through the proxy).
+        beat = "SELECT heartbeat_at FROM job_runs WHERE status = 'running'"
+        first_beat = scalar(engine, beat)
+        _wait_for("the holder's heartbeat_at to advance", lambda: scalar(engine, beat) > first_beat)
     out, err = holder.communicate(timeout=120)
     assert holder.returncode == 0, err
     assert " succeeded" in out
