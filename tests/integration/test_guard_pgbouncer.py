@@ -70,7 +70,7 @@ def _env(bouncer: PgBouncer, database_url: str, **extra: str) -> dict[str, str]:
         bouncer.url(_db_name(database_url)),
         CREDITJOB_NAME=JOB,
         CREDITJOB_PERIOD_KEY=PERIOD,
-        CREDITJOBS_HEARTBEAT_SECONDS="0.2",
+        CREDITJOBS_HEARTBEAT_SECONDS="1",  # a holder is "silent" after 3 s: ample on a loaded 2-core machine
         **extra,
     )
 
