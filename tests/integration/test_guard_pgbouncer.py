@@ -11,12 +11,15 @@ different server connections.
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
 import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 
@@ -98,6 +101,10 @@ def test_three_concurrent_runs_through_pgbouncer_one_works_and_the_others_skip_o
             assert "skipped (running elsewhere" in out, out
         assert _statuses(engine) == ["running", "skipped", "skipped"]
         assert len(advisory_locks(pg_server.url("postgres"), _db_name(database_url))) == 1  # the live holder's
+        # `runs list` sees the holder's heartbeat move (committed on a connection of its own, through the proxy).
+        beat = "SELECT heartbeat_at FROM job_runs WHERE status = 'running'"
+        first_beat = scalar(engine, beat)
+        _wait_for("the holder's heartbeat_at to advance", lambda: scalar(engine, beat) > first_beat)
     out, err = holder.communicate(timeout=120)
     assert holder.returncode == 0, err
     assert " succeeded" in out
@@ -179,34 +186,65 @@ def test_timeouts_are_set_per_transaction_through_pgbouncer_and_never_leak(
         plain.dispose()
 
 
-def test_the_guard_transaction_holds_no_snapshot_no_xid_and_no_relation_lock(
+def _vacuum_dead_not_removable(database_url: str) -> tuple[int, int]:
+    """(removed, dead but not yet removable) tuples of a fresh table whose 1000 rows were all deleted, per VACUUM."""
+    notices: list[str] = []
+    with psycopg.connect(**_libpq_params(database_url), autocommit=True) as conn:
+        conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
+        conn.execute("DROP TABLE IF EXISTS vacuum_probe")
+        conn.execute("CREATE TABLE vacuum_probe AS SELECT g AS i FROM generate_series(1, 1000) g")
+        conn.execute("DELETE FROM vacuum_probe")
+        conn.execute("VACUUM (VERBOSE) vacuum_probe")
+    report = " ".join(notices)
+    found = re.search(r"tuples: (\d+) removed, \d+ remain, (\d+) are dead but not yet removable", report)
+    assert found, report
+    return int(found.group(1)), int(found.group(2))
+
+
+def _libpq_params(database_url: str) -> dict[str, Any]:
+    url = sa.engine.make_url(database_url)
+    return {"host": url.query["host"], "dbname": url.database, "user": url.username}
+
+
+def test_the_guard_transaction_holds_back_no_vacuum_and_holds_no_relation_lock(
     bouncer: PgBouncer, database_url: str, pg_server: EmbeddedPostgres
 ) -> None:
     """What an idle-in-transaction guard costs the server (measured; docs/env-and-ops.md quotes it)."""
     engine = database.create_engine(bouncer.url(_db_name(database_url)), timeouts=database.SessionTimeouts())
     admin = sa.create_engine(pg_server.url("postgres"), poolclass=sa.pool.NullPool)
-    guard = RunGuard(engine, guard_key(JOB, PERIOD, 0), heartbeat_seconds=0.05)
+    guard = RunGuard(engine, guard_key(JOB, PERIOD, 0), heartbeat_seconds=0.3)
     try:
         assert guard.try_acquire()
         guard.start_heartbeat(uuid.uuid4())
-        _wait_for("a few heartbeats", lambda: guard.beats >= 5)
+        _wait_for("two heartbeats", lambda: guard.beats >= 2)
+
+        def activity() -> Any:
+            with admin.connect() as conn:
+                return conn.execute(
+                    sa.text("SELECT state, backend_xid, backend_xmin FROM pg_stat_activity WHERE pid = :p"),
+                    {"p": guard.backend_pid},
+                ).one()
+
+        _wait_for("the guard to be idle between heartbeats", lambda: activity().state == "idle in transaction")
+        # A transaction that never wrote (no xid) and keeps no snapshot between statements (READ COMMITTED).
+        idle = activity()
+        assert (idle.backend_xid, idle.backend_xmin) == (None, None)
         with admin.connect() as conn:
-            activity = conn.execute(
-                sa.text("SELECT state, backend_xid, backend_xmin FROM pg_stat_activity WHERE pid = :p"),
-                {"p": guard.backend_pid},
-            ).one()
             locks = conn.execute(
-                sa.text("SELECT locktype, mode, granted FROM pg_locks WHERE pid = :p ORDER BY locktype"),
-                {"p": guard.backend_pid},
+                sa.text("SELECT locktype, mode FROM pg_locks WHERE pid = :p"), {"p": guard.backend_pid}
             ).all()
-        # Between heartbeats the guard is idle in a transaction that never wrote (no xid) and keeps no snapshot
-        # (READ COMMITTED drops it after each statement): it holds back no vacuum horizon.
-        assert activity.state in ("idle in transaction", "active")
-        assert activity.backend_xid is None
-        if activity.state == "idle in transaction":
-            assert activity.backend_xmin is None
         assert {(r.locktype, r.mode) for r in locks} == {("advisory", "ExclusiveLock"), ("virtualxid", "ExclusiveLock")}
-        assert not guard.lost
+
+        # VACUUM's own word, with a control: a REPEATABLE READ snapshot does hold dead rows back; the guard does not.
+        holder = sa.create_engine(database_url, poolclass=sa.pool.NullPool)
+        with holder.connect().execution_options(isolation_level="REPEATABLE READ") as snapshot:
+            snapshot.execute(sa.text("SELECT 1"))
+            assert _vacuum_dead_not_removable(database_url) == (0, 1000)
+            snapshot.rollback()
+        holder.dispose()
+        assert _vacuum_dead_not_removable(database_url) == (1000, 0)
+        assert guard.lost is False
+        assert len(advisory_locks(pg_server.url("postgres"), _db_name(database_url))) == 1  # still held throughout
     finally:
         guard.release()
         engine.dispose()

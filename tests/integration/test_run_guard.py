@@ -205,12 +205,12 @@ def test_a_heartbeating_holder_is_live_the_run_is_skipped(engine: sa.Engine, run
 
     add_policy(engine, "free", "free_tier", 10, None)
     add_users(engine, [(1, "free", "active", False, False)])
-    guard = RunGuard(engine, guard_key("distribute-credits", "2026-11", 0), heartbeat_seconds=0.1)
+    guard = RunGuard(engine, guard_key("distribute-credits", "2026-11", 0), heartbeat_seconds=0.5)
     try:
         assert guard.try_acquire()
         guard.start_heartbeat(uuid.uuid4())
-        _wait_for("5 heartbeats (longer than 3 intervals)", lambda: guard.beats >= 5)
-        outcome = run_usecase("distribute-credits", pinned_key="2026-11", heartbeat_seconds=0.1)
+        _wait_for("4 heartbeats (longer than 3 intervals)", lambda: guard.beats >= 4)
+        outcome = run_usecase("distribute-credits", pinned_key="2026-11", heartbeat_seconds=0.5)
     finally:
         guard.release()
     assert (outcome.status, outcome.exit_code) == ("skipped", 0)

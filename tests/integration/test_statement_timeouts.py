@@ -128,3 +128,29 @@ def test_an_out_of_range_timeout_is_refused_with_exit_2_and_nothing_written(
     assert len(errors) == 1, done.stderr
     assert f"CREDITJOBS_LOCK_TIMEOUT_SECONDS={value} is out of range" in errors[0]
     assert scalar(engine, "SELECT count(*) FROM job_runs") == 0
+
+
+def test_a_connection_lost_between_transactions_surfaces_as_a_database_error_and_the_pool_recovers(
+    database_url: str, engine: sa.Engine
+) -> None:
+    """The per-transaction SET runs in SQLAlchemy's begin hook: its failure must look like any other DBAPIError
+    (the usecases turn those into a failed run, exit 1), and the dead connection must leave the pool."""
+    from sqlalchemy.exc import OperationalError
+
+    from credit_jobs.adapters import database
+
+    timed = database.create_engine(database_url, timeouts=database.SessionTimeouts())
+    try:
+        with timed.connect() as conn:
+            pid = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+            conn.commit()
+            with engine.connect() as admin:  # a failover, a proxy restart, an admin's pg_terminate_backend
+                admin.execute(sa.text("SELECT pg_terminate_backend(:p, 10000)"), {"p": pid})  # waits for the exit
+                admin.commit()
+            with pytest.raises(OperationalError) as lost:  # the next transaction's first statement: the SET
+                conn.execute(sa.text("SELECT 1"))
+            assert lost.value.connection_invalidated
+        with timed.connect() as conn:
+            assert conn.execute(sa.text("SHOW lock_timeout")).scalar_one() == "30s"
+    finally:
+        timed.dispose()

@@ -151,12 +151,22 @@ def _apply_per_transaction(engine: sa.Engine, timeouts: SessionTimeouts) -> None
         f"SELECT set_config('statement_timeout', '{statement_ms}', true), set_config('lock_timeout', '{lock_ms}', true)"
     )
 
+    dbapi_error: Any = engine.dialect.loaded_dbapi.Error
+
     def on_begin(conn: sa.Connection) -> None:
         # The DBAPI connection, not `conn.execute`: SQLAlchemy is still beginning this transaction (re-entering it
-        # would autobegin again). psycopg opens the transaction implicitly with this statement.
+        # would autobegin again). psycopg opens the transaction implicitly with this statement. SQLAlchemy does not
+        # wrap errors raised in this event: wrap them, so callers see the DBAPIError they handle everywhere else.
         driver: Any = conn.connection.driver_connection
-        if not driver.autocommit:
+        if driver.autocommit:
+            return
+        try:
             driver.execute(sql)
+        except dbapi_error as exc:
+            lost = bool(driver.closed)
+            if lost:  # as SQLAlchemy does for its own statements: the pool must not hand this connection out again
+                conn.invalidate(exc)
+            raise DBAPIError.instance(sql, None, exc, dbapi_error, connection_invalidated=lost) from exc
 
     sa.event.listen(engine, "begin", on_begin)
 
