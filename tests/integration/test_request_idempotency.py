@@ -273,3 +273,68 @@ def test_a_retry_racing_a_first_attempt_that_rolls_back_proceeds(engine: sa.Engi
     assert (b.replayed, b.takes) == (False, [(g1, 10)])
     assert _balance(engine, 1) == 90
     assert check_invariants(engine).ok
+
+
+# --- databases upgraded with request ids already in the ledger ---------------------------------------------------
+
+PRE_UPGRADE_LEDGER = """
+INSERT INTO credit_grants (grant_id, user_id, grant_type, amount, remaining, granted_at, expires_at,
+                           cause_request_id, idempotency_key)
+OVERRIDING SYSTEM VALUE VALUES
+    (1, 3, 'purchase', 50, 45, :now, CAST(:now AS timestamptz) + interval '30 days', 'inv-1', 'inv-1'),
+    (2, 3, 'gift', 20, 0, :now, NULL, 'inv-2', 'inv-2'),
+    (3, 4, 'gift', 20, 18, :now, NULL, 'inv-3', 'inv-3');
+INSERT INTO credit_entries (user_id, grant_id, kind, amount, created_at, cause_request_id) VALUES
+    (3, 1, 'usage', 5, :now, 'order-1'),
+    (3, 2, 'usage', 3, :now, 'order-1'),
+    (3, 2, 'void', 17, :now, 'refund-1'),
+    (4, 3, 'usage', 2, :now, 'order-1');
+INSERT INTO credit_accounts (user_id, balance) VALUES (3, 45), (4, 18);
+"""
+
+
+@pytest.fixture
+def pre_upgrade_url(pg_server: Any) -> Iterator[str]:
+    """A database at revision 0002 (before claims) holding one-off grants, usages and a void, then upgraded."""
+    from credit_jobs.adapters.schema_migrations import upgrade_schema
+
+    admin = sa.create_engine(pg_server.url("postgres"), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    name = f"pre_claims_{threading.get_ident()}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = pg_server.url(name)
+    try:
+        upgrade_schema(url, "0002")
+        legacy = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        with legacy.begin() as conn:
+            for statement in PRE_UPGRADE_LEDGER.strip().split(";\n"):
+                conn.execute(sa.text(statement), {"now": NOW})
+        legacy.dispose()
+        upgrade_schema(url)
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def test_request_ids_from_before_the_upgrade_replay_or_are_refused(pre_upgrade_url: str) -> None:
+    engine = database.create_engine(pre_upgrade_url)
+    try:
+        before = ledger_counts(engine)
+        replay = consume(engine, 3, 8, request_id="order-1")
+        assert (replay.replayed, replay.takes) == (True, [(1, 5), (2, 3)])
+        # the old per-user check let 'order-1' charge user 4 too: the claim keeps its first user
+        with pytest.raises(ConfigError, match="first used with user_id=3, this request has user_id=4"):
+            consume(engine, 4, 2, request_id="order-1")
+        granted = grant(engine, 3, 50, grant_type="purchase", idempotency_key="inv-1", expires_in_days=30)
+        assert (granted.grant_id, granted.created) == (1, False)
+        never = grant(engine, 3, 20, grant_type="gift", idempotency_key="inv-2")
+        assert (never.grant_id, never.created) == (2, False)
+        with pytest.raises(ConfigError, match="first used with expires_in_days=30, this request has expires_in_days=7"):
+            grant(engine, 3, 50, grant_type="purchase", idempotency_key="inv-1", expires_in_days=7)
+        voided = void_grant(engine, 2, request_id="refund-1")
+        assert (voided.user_id, voided.voided, voided.replayed) == (3, 17, True)
+        assert ledger_counts(engine) == before
+    finally:
+        engine.dispose()
