@@ -35,6 +35,7 @@ from credit_jobs.domain.limits import MAX_BALANCE, MAX_CREDITS, MAX_EXPIRY_DAYS
 GRANT_TYPES = ("free_tier", "subscription", "lifetime_monthly", "gift", "purchase", "adjustment")
 PERIODIC_GRANT_TYPES = ("free_tier", "subscription", "lifetime_monthly")
 ENTRY_KINDS = ("usage", "expiry", "void")
+REQUEST_OPERATIONS = ("consume", "grant", "void")
 RUN_STATUSES = ("running", "succeeded", "failed", "skipped")
 TRIGGERS = ("schedule", "manual", "catch-up", "backfill", "cli")
 
@@ -175,6 +176,23 @@ class CreditEntry(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     cause_run_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     cause_request_id: Mapped[str | None] = mapped_column(Text)
+
+
+class CreditRequest(Base):
+    """The claim of one request id (consume, void) or idempotency key (grant): its parameters and first result.
+
+    The primary key makes every request exactly-once: the claim is inserted in the transaction that applies the
+    request, so a concurrent retry waits on it and then replays (docs/credits-lifecycle.md, "Idempotency")."""
+
+    __tablename__ = "credit_requests"
+    __table_args__ = (CheckConstraint(_in("operation", REQUEST_OPERATIONS), name="credit_requests_operation"),)
+
+    request_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    operation: Mapped[str] = mapped_column(Text)
+    user_id: Mapped[int | None] = mapped_column(BigInteger)  # a void's is filled once its grant is read
+    params: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)  # set in the claiming transaction
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class StoredFile(Base):

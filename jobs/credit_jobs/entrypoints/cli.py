@@ -33,7 +33,15 @@ from credit_jobs.adapters.embedded_database import EmbeddedPostgres, start_embed
 from credit_jobs.adapters.tables import TRIGGERS
 from credit_jobs.domain.errors import ConfigError, CreditJobsError
 from credit_jobs.domain.grant_rules import DEFAULT_GRANT_FAMILY, validate_grant_family
+from credit_jobs.domain.limits import MAX_CREDITS, MAX_EXPIRY_DAYS, MAX_REQUEST_ID_LENGTH
 from credit_jobs.domain.period_keys import Period, parse_period, period_start
+from credit_jobs.domain.requests import (
+    parse_amount,
+    parse_expires_in_days,
+    parse_grant_id,
+    parse_user_id,
+    validate_request_id,
+)
 from credit_jobs.domain.run_model import validate_batch_size
 from credit_jobs.domain.sharding import parse_shard, shard_from_env
 from credit_jobs.entrypoints.settings import Settings, load_settings
@@ -389,53 +397,73 @@ def check(
     return 0 if report.ok else 1
 
 
-@app.command("consume")
+# consume, grant and void take their numbers as text and parse them with the domain's ASCII-only parsers (Typer's
+# int accepts `1_000`, `" 1 "` and any Unicode digit); unknown "options" are kept as arguments so that the natural
+# spelling of a negative amount (`consume 42 -10`) is refused by the amount check, not as "No such option: -1".
+_NUMBERS_AS_TEXT: dict[str, Any] = {"ignore_unknown_options": True}
+RequestIdOption = Annotated[
+    str | None,
+    typer.Option(help=f"Idempotency: a repeated id applies once (printable, at most {MAX_REQUEST_ID_LENGTH} chars)."),
+]
+
+
+@app.command("consume", context_settings=_NUMBERS_AS_TEXT)
 def consume(
-    user_id: Annotated[int, typer.Argument(help="The user whose credits to spend.")],
-    amount: Annotated[int, typer.Argument(help="Credits to spend.")],
-    request_id: Annotated[str | None, typer.Option(help="Idempotency: a repeated id consumes once.")] = None,
+    user_id: Annotated[str, typer.Argument(help="The user whose credits to spend.", show_default=False)],
+    amount: Annotated[str, typer.Argument(help=f"Credits to spend (1..{MAX_CREDITS}).", show_default=False)],
+    request_id: RequestIdOption = None,
     database_url: DatabaseUrlOption = None,
 ) -> int:
-    """Spend credits, soonest-expiring first (exit 1 if the user has too few)."""
-    result = consume_credits(_engine(database_url, _settings()), user_id, amount, request_id=request_id)
+    """Spend credits, soonest-expiring first (exit 1 if the user has too few). Without --request-id a fresh id is
+    generated and printed: pass your own to make a retry safe."""
+    user, credits = parse_user_id(user_id), parse_amount(amount)
+    if request_id is not None:
+        validate_request_id(request_id)
+    result = consume_credits(_engine(database_url, _settings()), user, credits, request_id=request_id)
     verb = "already consumed" if result.replayed else "consumed"
-    out.print(f"{verb} {amount} credits of user {user_id} (request {result.request_id})")
+    out.print(f"{verb} {credits} credits of user {user} (request {result.request_id})", highlight=False, markup=False)
     return 0
 
 
-@app.command("grant")
+@app.command("grant", context_settings=_NUMBERS_AS_TEXT)
 def grant(
-    user_id: Annotated[int, typer.Argument(help="The user to credit.")],
-    amount: Annotated[int, typer.Argument(help="Credits to grant.")],
+    user_id: Annotated[str, typer.Argument(help="The user to credit.", show_default=False)],
+    amount: Annotated[str, typer.Argument(help=f"Credits to grant (1..{MAX_CREDITS}).", show_default=False)],
     idempotency_key: Annotated[str, typer.Option(help="A retried grant with the same key is given once.")],
     grant_type: Annotated[str, typer.Option("--type", help=f"One of: {', '.join(ONE_OFF_TYPES)}.")] = "gift",
-    expires_in_days: Annotated[int | None, typer.Option(help="Expire after this many days.")] = None,
+    expires_in_days: Annotated[
+        str | None, typer.Option(help=f"Expire after this many days (1..{MAX_EXPIRY_DAYS}); default: never.")
+    ] = None,
     database_url: DatabaseUrlOption = None,
 ) -> int:
     """A one-off grant: gift, purchase or manual adjustment."""
+    user, credits, days = parse_user_id(user_id), parse_amount(amount), parse_expires_in_days(expires_in_days)
+    validate_request_id(idempotency_key, "idempotency key")
     result = grant_credits(
         _engine(database_url, _settings()),
-        user_id,
-        amount,
+        user,
+        credits,
         grant_type=grant_type,
         idempotency_key=idempotency_key,
-        expires_in_days=expires_in_days,
+        expires_in_days=days,
     )
     verb = "granted" if result.created else "already granted (same idempotency key)"
-    out.print(f"{verb}: grant {result.grant_id}, {amount} credits to user {user_id}")
+    out.print(f"{verb}: grant {result.grant_id}, {credits} credits to user {user}", highlight=False, markup=False)
     return 0
 
 
-@app.command("void")
+@app.command("void", context_settings=_NUMBERS_AS_TEXT)
 def void(
-    grant_id: Annotated[int, typer.Argument(help="The grant to cancel (what is left of it).")],
+    grant_id: Annotated[str, typer.Argument(help="The grant to cancel (what is left of it).", show_default=False)],
     request_id: Annotated[str, typer.Option(help="Why, and idempotency: a repeated id voids once.")],
     database_url: DatabaseUrlOption = None,
 ) -> int:
     """Cancel the remaining credits of one grant (refund, mistake) with a void entry."""
-    result = void_grant(_engine(database_url, _settings()), grant_id, request_id=request_id)
+    grant_number = parse_grant_id(grant_id)
+    validate_request_id(request_id)
+    result = void_grant(_engine(database_url, _settings()), grant_number, request_id=request_id)
     verb = "already voided" if result.replayed else "voided"
-    out.print(f"{verb} {result.voided} credits of grant {grant_id} (user {result.user_id})")
+    out.print(f"{verb} {result.voided} credits of grant {grant_number} (user {result.user_id})", highlight=False)
     return 0
 
 

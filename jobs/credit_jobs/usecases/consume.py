@@ -1,22 +1,27 @@
-"""consume: spend a user's credits, soonest-expiring first, under row locks (invariant 4).
+"""consume: spend a user's credits, soonest-expiring first, under row locks (invariant 4), exactly once per request id.
 
 A library function (the host application's usage path) and the `credit-jobs consume` command for ops and the
-demo. One transaction: lock the user's live grants (grants before the balance row — the same order expiry uses,
-so the two never deadlock), plan with the pure `plan_consumption`, apply in one statement. A repeated request id
-returns the earlier result instead of consuming twice.
+demo. One transaction: claim the request id in `credit_requests` (a concurrent retry waits on its unique index,
+then replays), lock the user's live grants (grants before the balance row — the same order expiry uses, so the
+two never deadlock), plan with the pure `plan_consumption`, apply in one statement, record the result for replays.
+A reused id with another user or amount is refused (`ConfigError`); a refused consumption (too few credits) rolls
+back its claim, so a retry after a top-up can succeed. "Now" (which grants are past expiry, the entries' time) is
+the database's clock; `now=` overrides it for tests that simulate time.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import sqlalchemy as sa
 
-from credit_jobs.adapters import ledger_sql
+from credit_jobs.adapters import request_ledger
 from credit_jobs.domain.consumption import plan_consumption
-from credit_jobs.domain.errors import ConfigError
+from credit_jobs.domain.requests import reuse_refusal, validate_amount, validate_request_id, validate_user_id
+
+OPERATION = "consume"
 
 
 @dataclass(frozen=True)
@@ -24,7 +29,7 @@ class Consumption:
     user_id: int
     amount: int
     request_id: str
-    takes: list[tuple[int, int]]  # (grant id, credits taken)
+    takes: list[tuple[int, int]]  # (grant id, credits taken) — on a replay, the first attempt's
     replayed: bool
 
 
@@ -36,20 +41,32 @@ def consume(
     request_id: str | None = None,
     now: datetime | None = None,
 ) -> Consumption:
-    if amount <= 0:
-        raise ConfigError(f"amount must be a positive number of credits, got {amount}")
-    request_id = request_id or f"consume-{uuid.uuid4()}"
-    now = now or datetime.now(UTC)
+    """Spend `amount` credits of `user_id`. Without `request_id` a fresh one is generated (no retry protection:
+    pass the caller's own id, e.g. an order number, to make retries safe). `now`: tests only — default is the
+    database server's `clock_timestamp()`."""
+    validate_user_id(user_id)
+    validate_amount(amount)
+    request_id = f"consume-{uuid.uuid4()}" if request_id is None else validate_request_id(request_id)
+    params = {"user_id": user_id, "amount": amount}
     with engine.begin() as conn:
-        grants = ledger_sql.lock_live_grants(conn, user_id, now)
-        already = ledger_sql.consumed_for_request(conn, user_id, request_id)
-        if already:
-            if already != amount:
-                raise ConfigError(
-                    f"request id {request_id!r} already consumed {already} credits of user {user_id}, "
-                    f"not {amount}: use a new request id"
-                )
-            return Consumption(user_id, amount, request_id, [], replayed=True)
-        takes = plan_consumption(user_id, grants, amount)  # raises InsufficientCredits, nothing written
-        ledger_sql.take_from_grants(conn, user_id=user_id, takes=takes, request_id=request_id, now=now)
+        if not request_ledger.claim(conn, request_id=request_id, operation=OPERATION, user_id=user_id, params=params):
+            first = request_ledger.first_use(conn, request_id)
+            refusal = reuse_refusal(
+                request_id,
+                operation=OPERATION,
+                params=params,
+                first_operation=first.operation,
+                first_params=first.params,
+            )
+            if refusal is not None:
+                raise refusal
+            takes = [(int(g), int(a)) for g, a in first.result.get("takes", [])]
+            return Consumption(user_id, amount, request_id, takes, replayed=True)
+        now = now or request_ledger.database_now(conn)
+        grants = request_ledger.lock_live_grants(conn, user_id, now)
+        takes = plan_consumption(user_id, grants, amount)  # raises InsufficientCredits: rollback, claim released
+        request_ledger.take_from_grants(conn, user_id=user_id, takes=takes, request_id=request_id, now=now)
+        request_ledger.record_result(
+            conn, request_id=request_id, user_id=user_id, result={"takes": [list(t) for t in takes]}
+        )
     return Consumption(user_id, amount, request_id, takes, replayed=False)

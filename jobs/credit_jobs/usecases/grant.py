@@ -1,26 +1,36 @@
-"""grant: a one-off grant (gift, purchase, manual adjustment) with an idempotency key.
+"""grant: a one-off grant (gift, purchase, manual adjustment), exactly once per idempotency key.
 
-The unique index on `idempotency_key` makes a retried request a no-op; the same key reused for a different user
-or amount is refused with a clear error rather than silently ignored.
+The key is claimed in `credit_requests` (the same namespace as consume and void request ids) in the transaction
+that writes the grant: a retry — even one running concurrently — replays the first grant; the same key reused with
+any other user, amount, type or `expires_in_days` is refused (`ConfigError`, naming the field). The grant's time
+and expiry come from the database's clock; `now=` overrides it for tests that simulate time.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 import sqlalchemy as sa
 
-from credit_jobs.adapters import ledger_sql
+from credit_jobs.adapters import request_ledger
 from credit_jobs.domain.errors import ConfigError
+from credit_jobs.domain.requests import (
+    reuse_refusal,
+    validate_amount,
+    validate_expires_in_days,
+    validate_request_id,
+    validate_user_id,
+)
 
 ONE_OFF_TYPES = ("gift", "purchase", "adjustment")
+OPERATION = "grant"
 
 
 @dataclass(frozen=True)
 class GrantResult:
     grant_id: int
-    created: bool
+    created: bool  # False: a replay of the first grant with this key
 
 
 def grant(
@@ -34,18 +44,40 @@ def grant(
     expires_in_days: int | None = None,
     now: datetime | None = None,
 ) -> GrantResult:
+    """Grant `amount` credits to `user_id` once per `idempotency_key`. `request_id` (default: the key) is recorded
+    as the grant's cause. `now`: tests only — default is the database server's `clock_timestamp()`."""
     if grant_type not in ONE_OFF_TYPES:
         raise ConfigError(f"grant type {grant_type!r} is not a one-off type: use one of {', '.join(ONE_OFF_TYPES)}")
-    if amount <= 0:
-        raise ConfigError(f"amount must be a positive number of credits, got {amount}")
-    if not idempotency_key.strip():
-        raise ConfigError("an idempotency key is required so a retried grant is not given twice")
-    if expires_in_days is not None and expires_in_days <= 0:
-        raise ConfigError(f"expires-in-days must be positive, got {expires_in_days}")
-    now = now or datetime.now(UTC)
-    expires_at = now + timedelta(days=expires_in_days) if expires_in_days else None
+    validate_user_id(user_id)
+    validate_amount(amount)
+    validate_expires_in_days(expires_in_days)
+    validate_request_id(idempotency_key, "idempotency key")
+    if request_id is not None:
+        validate_request_id(request_id)
+    params: dict[str, int | str | None] = {
+        "user_id": user_id,
+        "amount": amount,
+        "grant_type": grant_type,
+        "expires_in_days": expires_in_days,
+    }
     with engine.begin() as conn:
-        grant_id, created, owner, existing_amount = ledger_sql.insert_one_off_grant(
+        if not request_ledger.claim(
+            conn, request_id=idempotency_key, operation=OPERATION, user_id=user_id, params=params
+        ):
+            first = request_ledger.first_use(conn, idempotency_key)
+            refusal = reuse_refusal(
+                idempotency_key,
+                operation=OPERATION,
+                params=params,
+                first_operation=first.operation,
+                first_params=first.params,
+                what="idempotency key",
+            )
+            if refusal is not None:
+                raise refusal
+            return GrantResult(int(first.result["grant_id"]), created=False)
+        now = now or request_ledger.database_now(conn)
+        grant_id = request_ledger.insert_one_off_grant(
             conn,
             user_id=user_id,
             amount=amount,
@@ -53,11 +85,13 @@ def grant(
             idempotency_key=idempotency_key,
             request_id=request_id or idempotency_key,
             now=now,
-            expires_at=expires_at,
+            expires_in_days=expires_in_days,
         )
-    if not created and (owner, existing_amount) != (user_id, amount):
-        raise ConfigError(
-            f"idempotency key {idempotency_key!r} was already used for {existing_amount} credits to user "
-            f"{owner}: use a new key for a different grant"
-        )
-    return GrantResult(grant_id, created)
+        if grant_id is None:  # rolls the claim back too
+            existing = request_ledger.grant_with_key(conn, idempotency_key)
+            raise ConfigError(
+                f"idempotency key {idempotency_key!r} is already on grant {existing}, written without a request "
+                "claim (by SQL outside credit-jobs): use a new key"
+            )
+        request_ledger.record_result(conn, request_id=idempotency_key, user_id=user_id, result={"grant_id": grant_id})
+    return GrantResult(grant_id, created=True)

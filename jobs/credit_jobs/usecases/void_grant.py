@@ -1,19 +1,24 @@
 """void: cancel what is left of one grant (a refunded purchase, a gift given by mistake) with a `void` entry.
 
-One transaction, the same lock order as consume and expiry (the grant row, then the balance row): the grant's
-remaining credits go to 0, a `void` entry records how many were taken and why (the request id), the balance drops
-by as much. Credits already spent are not clawed back — the ledger never goes negative. A repeated request id
-returns the earlier result.
+One transaction: claim the request id in `credit_requests` (a concurrent retry waits, then replays), then the same
+lock order as consume and expiry (the grant row, then the balance row): the grant's remaining credits go to 0, a
+`void` entry records how many were taken and why (the request id), the balance drops by as much. Credits already
+spent are not clawed back — the ledger never goes negative. A repeated request id returns the first result; the
+same id for another grant is refused. The entry's time is the database's clock; `now=` overrides it for tests.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import sqlalchemy as sa
 
+from credit_jobs.adapters import request_ledger
 from credit_jobs.domain.errors import ConfigError
+from credit_jobs.domain.requests import reuse_refusal, validate_grant_id, validate_request_id
+
+OPERATION = "void"
 
 
 @dataclass(frozen=True)
@@ -25,39 +30,34 @@ class VoidResult:
 
 
 def void_grant(engine: sa.Engine, grant_id: int, *, request_id: str, now: datetime | None = None) -> VoidResult:
-    if not request_id.strip():
-        raise ConfigError("a request id is required so a retried void is not applied twice")
-    now = now or datetime.now(UTC)
+    """Void what is left of `grant_id`, once per `request_id`. `now`: tests only — default is the database's
+    `clock_timestamp()`."""
+    validate_grant_id(grant_id)
+    validate_request_id(request_id)
+    params = {"grant_id": grant_id}
     with engine.begin() as conn:
-        grant = conn.execute(
-            sa.text("SELECT grant_id, user_id, remaining FROM credit_grants WHERE grant_id = :g FOR UPDATE"),
-            {"g": grant_id},
-        ).one_or_none()
-        if grant is None:
+        if not request_ledger.claim(conn, request_id=request_id, operation=OPERATION, user_id=None, params=params):
+            first = request_ledger.first_use(conn, request_id)
+            refusal = reuse_refusal(
+                request_id,
+                operation=OPERATION,
+                params=params,
+                first_operation=first.operation,
+                first_params=first.params,
+            )
+            if refusal is not None:
+                raise refusal
+            return VoidResult(grant_id, int(first.result["user_id"]), int(first.result["voided"]), replayed=True)
+        grant = request_ledger.lock_grant(conn, grant_id)
+        if grant is None:  # rolls the claim back: the id stays free for a corrected request
             raise ConfigError(f"no grant {grant_id}: see the user's grants in credit_grants")
-        earlier = conn.execute(
-            sa.text(
-                "SELECT amount FROM credit_entries WHERE grant_id = :g AND kind = 'void' AND cause_request_id = :r"
-            ),
-            {"g": grant_id, "r": request_id},
-        ).scalar_one_or_none()
-        if earlier is not None:
-            return VoidResult(grant_id, grant.user_id, int(earlier), replayed=True)
-        if grant.remaining == 0:
-            return VoidResult(grant_id, grant.user_id, 0, replayed=False)
-        conn.execute(
-            sa.text(
-                """
-                WITH emptied AS (
-                    UPDATE credit_grants SET remaining = 0 WHERE grant_id = :g RETURNING user_id
-                ), entry AS (
-                    INSERT INTO credit_entries (user_id, grant_id, kind, amount, created_at, cause_request_id)
-                    SELECT user_id, :g, 'void', :amount, :now, :r FROM emptied
-                )
-                UPDATE credit_accounts SET balance = balance - :amount, updated_at = :now
-                WHERE user_id = (SELECT user_id FROM emptied)
-                """
-            ),
-            {"g": grant_id, "amount": grant.remaining, "now": now, "r": request_id},
+        if grant.remaining > 0:
+            now = now or request_ledger.database_now(conn)
+            request_ledger.void_remaining(conn, grant=grant, request_id=request_id, now=now)
+        request_ledger.record_result(
+            conn,
+            request_id=request_id,
+            user_id=grant.user_id,
+            result={"user_id": grant.user_id, "voided": grant.remaining},
         )
-    return VoidResult(grant_id, grant.user_id, int(grant.remaining), replayed=False)
+    return VoidResult(grant_id, grant.user_id, grant.remaining, replayed=False)
