@@ -43,7 +43,7 @@ class Period(StrEnum):
     HOURLY = "hourly"
 
 
-# ASCII digits spelled out ([0-9], never \d) and re.ASCII besides: `２０２６-１１` must not parse as 2026-11.
+# ASCII digits spelled out ([0-9], never \d) and re.ASCII besides: full-width `2026-11` must not parse as 2026-11.
 _D4, _D2 = "([0-9]{4})", "([0-9]{2})"
 _KEY_PATTERNS: dict[Period, re.Pattern[str]] = {
     Period.MONTHLY: re.compile(rf"\A{_D4}-{_D2}\Z", re.ASCII),
@@ -220,7 +220,9 @@ def resolve_period(
     from credit_jobs.domain.schedule import Schedule
 
     tz = parse_time_zone(time_zone)
-    parsed = Schedule.parse(schedule, time_zone, period) if isinstance(schedule, str) and schedule else schedule
+    parsed = Schedule.parse(schedule, time_zone, period) if isinstance(schedule, str) and schedule else None
+    if isinstance(schedule, Schedule):
+        parsed = schedule
     if pinned_key is not None and pinned_key != "":
         return ResolvedPeriod(pinned_key, period, period_start(pinned_key, period, tz), None)
     if parsed is None:

@@ -30,7 +30,7 @@ from credit_jobs.domain.errors import ConfigError
 from credit_jobs.domain.period_keys import Period, format_key, parse_period, parse_time_zone
 
 # The largest UTC-offset change of any zone (one transition, or the spread of offsets across a few hours). The tz
-# database's largest in 2026–2030 is 2 h (Antarctica/Troll, +00 ↔ +02); the property test sweeps every transition
+# database's largest in 2026-2030 is 2 h (Antarctica/Troll, +00 ↔ +02); the property test sweeps every transition
 # of every zone in those years and checks this bound.
 MAX_CLOCK_SHIFT = timedelta(hours=3)
 
