@@ -35,6 +35,7 @@ from credit_jobs.usecases.demo_data import seed_demo_data
 
 CLI = str(Path(sys.executable).with_name("credit-jobs"))
 PERIOD = "2026-11"
+LOOP_PERIOD = "2000-01"  # the per-user loop baseline grants its own (canonical) period, apart from PERIOD
 PERIOD_START = "2026-11-01T00:00:00+00"
 
 RAW_DISTRIBUTE = """
@@ -142,15 +143,15 @@ def per_user_loop(engine: sa.Engine, sample: int) -> float:
         for user_id, grant_type, credits in users:
             exists = conn.execute(
                 sa.text("SELECT 1 FROM credit_grants WHERE user_id = :u AND grant_type = :t AND period_key = :pk"),
-                {"u": user_id, "t": grant_type, "pk": "loop"},
+                {"u": user_id, "t": grant_type, "pk": LOOP_PERIOD},
             ).first()
             if not exists:
                 conn.execute(
                     sa.text(
                         "INSERT INTO credit_grants (user_id, grant_type, period_key, amount, remaining, cause_run_id) "
-                        "VALUES (:u, :t, 'loop', :c, :c, :r)"
+                        "VALUES (:u, :t, :pk, :c, :c, :r)"
                     ),
-                    {"u": user_id, "t": grant_type, "c": credits, "r": run_id},
+                    {"u": user_id, "t": grant_type, "pk": LOOP_PERIOD, "c": credits, "r": run_id},
                 )
                 conn.execute(
                     sa.text(
