@@ -144,6 +144,10 @@ class Schedule:
         """`moment` as an aware datetime in the schedule's zone (for display)."""
         return _utc(moment).astimezone(self.tz)
 
+    def repeats(self, fire: datetime) -> bool:
+        """Whether the wall-clock time of `fire` happens twice (a fall-back), so the schedule fires at both."""
+        return len(self._instants(self._wall(_utc(fire)))) > 1
+
     def skipped_walls(self, after: datetime, until: datetime) -> list[datetime]:
         """Naive wall-clock matches in (local(after), local(until)] that no instant shows (skipped by a DST change),
         for `credit-jobs schedule`'s notes."""
