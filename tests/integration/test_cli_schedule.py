@@ -28,7 +28,7 @@ def _nothing_written(engine: sa.Engine) -> None:
     ("args", "extra_env", "message"),
     [
         (["--period-key", FULL_WIDTH_NOVEMBER], {}, "monthly period key"),
-        (["--period-key", "2026-11 "], {}, "monthly period key '2026-11 ' is malformed"),
+        (["--period-key", "2026-11 "], {}, "malformed monthly period key '2026-11 '"),
         (["--period-key", "9999-12"], {}, "outside the supported years"),
         (["--period-key", "0000-01"], {}, "outside the supported years"),
         ([], {"CREDITJOB_PERIOD_KEY": "2026-W54", "CREDITJOB_PERIOD": "weekly"}, "names no real weekly period"),

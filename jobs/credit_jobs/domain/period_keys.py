@@ -128,8 +128,8 @@ def format_key(moment: datetime, period: Period) -> str:
     return f"{day}T{moment.hour:02d}{_format_offset(offset)}"
 
 
-def _malformed(key: str, period: Period, why: str) -> ConfigError:
-    return ConfigError(f"{period.value} period key {key!r} {why}: expected the form {_EXAMPLES[period]}")
+def _malformed(key: str, period: Period, what: str) -> ConfigError:
+    return ConfigError(f"{what} {period.value} period key {key!r}: expected the form {_EXAMPLES[period]}")
 
 
 def _hour_start(key: str, parts: list[int], sign: str, tz: ZoneInfo) -> datetime:
@@ -177,7 +177,7 @@ def period_start(key: str, period: Period, tz: ZoneInfo) -> datetime:
                 f"hourly period key {key!r} has no UTC offset (the form used before hourly keys became "
                 f"unambiguous): use {_legacy_hint(key, tz)}"
             )
-        raise _malformed(key, period, "is malformed")
+        raise _malformed(key, period, "malformed")
     groups = match.groups()
     sign = groups[4] if period is Period.HOURLY else ""
     parts = [int(p, 10) for p in groups if p not in ("+", "-")]
@@ -199,7 +199,7 @@ def period_start(key: str, period: Period, tz: ZoneInfo) -> datetime:
         raise ConfigError(f"period key {key!r} names no real {period.value} period: {exc}") from None
     # One period, one spelling: `2026-W1`, `+05:30` written `+0530`, a `-00:00` offset… all fail here.
     if format_key(start.astimezone(tz), period) != key:
-        raise _malformed(key, period, "is not in canonical form")
+        raise _malformed(key, period, "non-canonical")
     return start
 
 

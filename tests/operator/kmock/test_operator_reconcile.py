@@ -105,6 +105,6 @@ async def test_run_now_with_a_non_canonical_period_key_is_rejected_like_any_bad_
     assert outcome.result == "ok"  # the spec is fine; only the request is refused
     rejected = [message for kind, reason, message in outcome.decisions if reason == "RunNowRejected"]
     assert len(rejected) == 1
-    assert f"monthly period key '{WIDE}' is malformed" in rejected[0]
+    assert f"malformed monthly period key '{WIDE}'" in rejected[0]
     assert outcome.status["lastManualRunToken"] == "t1"  # recorded: not retried on every pass
     assert jobs_of(kube, "rnk", "wide") == []
