@@ -38,6 +38,7 @@ from credit_jobs.usecases.demo_data import seed_demo_data
 
 CLI = str(Path(sys.executable).with_name("credit-jobs"))
 PERIOD = "2026-11"
+LOOP_PERIOD = "2000-01"  # the per-user loop baseline grants its own (canonical) period, apart from PERIOD
 PERIOD_START = "2026-11-01T00:00:00+00"
 
 RAW_DISTRIBUTE = """
@@ -147,15 +148,15 @@ def per_user_loop(engine: sa.Engine, sample: int) -> float:
                 sa.text(
                     "SELECT 1 FROM credit_grants WHERE user_id = :u AND grant_family = 'plan' AND period_key = :pk"
                 ),
-                {"u": user_id, "pk": "loop"},
+                {"u": user_id, "pk": LOOP_PERIOD},
             ).first()
             if not exists:
                 conn.execute(
                     sa.text(
                         "INSERT INTO credit_grants (user_id, grant_type, grant_family, period_key, amount, remaining, "
-                        "cause_run_id) VALUES (:u, :t, 'plan', 'loop', :c, :c, :r)"
+                        "cause_run_id) VALUES (:u, :t, 'plan', :pk, :c, :c, :r)"
                     ),
-                    {"u": user_id, "t": grant_type, "c": credits, "r": run_id},
+                    {"u": user_id, "t": grant_type, "pk": LOOP_PERIOD, "c": credits, "r": run_id},
                 )
                 conn.execute(
                     sa.text(

@@ -17,7 +17,8 @@ from typing import Annotated, Any
 import typer
 
 from credit_jobs.domain.errors import ConfigError
-from credit_operator.creditjob import ANNOTATION_RUN_NOW, ANNOTATION_RUN_PERIOD
+from credit_jobs.domain.period_keys import period_start
+from credit_operator.creditjob import ANNOTATION_RUN_NOW, ANNOTATION_RUN_PERIOD, parse_creditjob
 from credit_operator.kube import ApiError, KubeApi, connect
 
 
@@ -30,11 +31,20 @@ def new_token(now: datetime | None = None) -> str:
 def request_run(api: KubeApi, namespace: str, name: str, period_key: str | None, token: str) -> None:
     """Set the run-now annotations on a CreditJob; ConfigError when it does not exist."""
     try:
-        api.get_creditjob(namespace, name)
+        body = api.get_creditjob(namespace, name)
     except ApiError as exc:
         if exc.status == 404:
             raise ConfigError(f"CreditJob {namespace}/{name} does not exist") from None
         raise ConfigError(f"cannot read CreditJob {namespace}/{name}: {exc}") from None
+    if period_key:
+        # Refuse a key the operator would refuse (non-canonical, wrong granularity) now, with exit 2, instead of
+        # leaving only a RunNowRejected Event. A spec the operator cannot read is left to its own report.
+        try:
+            schedule = parse_creditjob(body).spec.parsed_schedule
+        except ConfigError:
+            schedule = None
+        if schedule is not None:
+            period_start(period_key, schedule.period, schedule.tz)
     # A null run-period removes a key left from an earlier request: this run resolves its own period.
     annotations: dict[str, Any] = {ANNOTATION_RUN_NOW: token, ANNOTATION_RUN_PERIOD: period_key or None}
     try:

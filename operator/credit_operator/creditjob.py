@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from credit_jobs.domain.errors import ConfigError
+from credit_jobs.domain.schedule import Schedule
 
 GROUP = "credits.dev"
 VERSION = "v1alpha1"
@@ -65,6 +67,12 @@ class CreditJobSpec:
     db_secret_name: str = ""
     db_secret_key: str = ""
     resources: Mapping[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def parsed_schedule(self) -> Schedule:
+        """schedule + timeZone + period as one `Schedule`, parsed once per spec (every planner of a pass shares
+        it); ConfigError when one of them is bad — `spec_checks` reports that as an invalid spec, field named."""
+        return Schedule.parse(self.schedule, self.time_zone, self.period)
 
 
 @dataclass(frozen=True)

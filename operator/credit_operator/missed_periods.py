@@ -14,9 +14,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from croniter import CroniterBadDateError, croniter
-
-from credit_jobs.domain.period_keys import format_key, parse_period, parse_time_zone, validate_schedule
+from credit_jobs.domain.schedule import Schedule
 
 # Walking back from now over an every-minute schedule after a month of downtime would take 40 000 steps;
 # past this many fire times we stop and report the periods seen so far (older ones count as given up
@@ -46,34 +44,28 @@ class CatchUpPlan:
 
 
 def missed_fire_times(
-    schedule: str, time_zone: str, anchor: datetime, now: datetime, starting_deadline_seconds: int
+    schedule: Schedule, anchor: datetime, now: datetime, starting_deadline_seconds: int
 ) -> list[datetime]:
-    """Fire times t with anchor < t and t + deadline < now, newest first, at most MAX_FIRES_SCANNED."""
-    tz = parse_time_zone(time_zone)
+    """Fire times t with anchor < t and t + deadline < now, newest first, at most MAX_FIRES_SCANNED (UTC).
+
+    Both fires of a repeated wall-clock hour count (the CronJob controller starts both; an hourly schedule gives
+    them two period keys).
+    """
     cutoff = now - timedelta(seconds=starting_deadline_seconds)
     if cutoff <= anchor:
         return []
-    # get_prev from one minute past the cutoff's minute yields fire times ≤ cutoff (cron fires on whole minutes).
-    base = cutoff.astimezone(tz).replace(second=0, microsecond=0) + timedelta(minutes=1)
-    it = croniter(validate_schedule(schedule), base)
     found: list[datetime] = []
-    while len(found) < MAX_FIRES_SCANNED:
-        try:
-            fire: datetime = it.get_prev(datetime)
-        except CroniterBadDateError:
-            break
-        if fire <= anchor:
+    for fire in schedule.fires_at_or_before(cutoff):
+        if fire <= anchor or len(found) >= MAX_FIRES_SCANNED:
             break
         if fire < cutoff:
-            found.append(fire.astimezone(tz))
+            found.append(fire)
     return found
 
 
 def plan_catch_up(
     *,
-    schedule: str,
-    time_zone: str,
-    period: str,
+    schedule: Schedule,
     anchor: datetime,
     now: datetime,
     starting_deadline_seconds: int,
@@ -81,15 +73,14 @@ def plan_catch_up(
     covered_keys: Collection[str] = (),
 ) -> CatchUpPlan:
     """The catch-up plan for one CreditJob (see the module docstring for the rules)."""
-    fires = missed_fire_times(schedule, time_zone, anchor, now, starting_deadline_seconds)
+    fires = missed_fire_times(schedule, anchor, now, starting_deadline_seconds)
     if not fires:
         return CatchUpPlan((), (), None)
-    granularity = parse_period(period)
     # Newest first; the first fire time seen per key is its newest — keep the oldest fire time of each key
     # instead, so the pinned run belongs to the start of the period as a scheduled run would have.
     by_key: dict[str, datetime] = {}
     for fire in fires:
-        by_key[format_key(fire, granularity)] = fire
+        by_key[schedule.period_key_of(fire)] = fire
     missed = [MissedPeriod(key, fire) for key, fire in by_key.items() if key not in covered_keys]
     missed.sort(key=lambda m: m.fire_time)
     cap = max(max_periods, 0)

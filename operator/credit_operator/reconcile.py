@@ -17,7 +17,7 @@ from typing import Any
 import kopf
 
 from credit_jobs.domain.errors import ConfigError
-from credit_jobs.domain.period_keys import parse_period, parse_time_zone, period_start
+from credit_jobs.domain.period_keys import period_start
 from credit_operator import cronjob_manifest as manifests
 from credit_operator.creditjob import (
     ANNOTATION_RUN_NOW,
@@ -174,9 +174,7 @@ def reconcile(
     elif not problems and cronjob is not None:
         views = child_jobs(jobs, creditjob)
         plan = plan_catch_up(
-            schedule=spec.schedule,
-            time_zone=spec.time_zone,
-            period=spec.period,
+            schedule=spec.parsed_schedule,
             anchor=anchor_time(creditjob, views, cronjob, now),
             now=now,
             starting_deadline_seconds=spec.starting_deadline_seconds,
@@ -207,7 +205,7 @@ def reconcile(
         suspended=spec.suspend,
         last_success=_timestamp(status.get("lastSuccessfulTime")),
         next_schedule=_timestamp(status.get("nextScheduleTime")),
-        interval=schedule_interval(spec.schedule, spec.time_zone, now) if not problems else 0.0,
+        interval=schedule_interval(spec.parsed_schedule, now) if not problems else 0.0,
         active_runs=len(status["active"]),
         created=creditjob.created_at.timestamp() if creditjob.created_at else 0.0,
     )
@@ -244,10 +242,13 @@ def _run_now(
         decide("Warning", "RunNowRejected", f"run-now {token!r} ignored: the spec is invalid")
         return None
     spec = creditjob.spec
-    period_key = creditjob.annotations.get(ANNOTATION_RUN_PERIOD, "").strip() or None
+    # Only the canonical spelling (docs/period-keys.md): the key is checked as given, not trimmed, exactly as the
+    # Job's `credit-jobs run` would check it — a refused key is reported here instead of failing a Job.
+    period_key = creditjob.annotations.get(ANNOTATION_RUN_PERIOD) or None
     if period_key:
         try:
-            period_start(period_key, parse_period(spec.period), parse_time_zone(spec.time_zone))
+            schedule = spec.parsed_schedule
+            period_start(period_key, schedule.period, schedule.tz)
         except ConfigError as exc:
             decide("Warning", "RunNowRejected", f"run-now {token!r} ignored: {exc}")
             return None

@@ -14,10 +14,9 @@ import re
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
-from croniter import CroniterBadCronError, CroniterBadDateError, croniter
-
 from credit_jobs.domain.errors import ConfigError
-from credit_jobs.domain.period_keys import parse_time_zone, validate_schedule
+from credit_jobs.domain.period_keys import parse_time_zone
+from credit_jobs.domain.schedule import Schedule, validate_schedule
 from credit_operator.creditjob import (
     CONCURRENCY_POLICIES,
     MAX_NAME_LENGTH,
@@ -37,36 +36,35 @@ MAX_PARALLELISM = 64
 MAX_CATCH_UP_PERIODS = 24
 
 
-def shortest_gap(schedule: str, time_zone: str, start: datetime) -> timedelta | None:
-    """The shortest time between two consecutive fires within a year from `start`; None if it never fires.
+def shortest_gap(schedule: Schedule, start: datetime) -> timedelta | None:
+    """The shortest time between the last fire of one period and the first fire of the next, within a year from
+    `start`; None if no two periods are seen. (Two fires of one period — the repeated 01:30 of a fall-back night
+    for a daily key — cannot key a late run to the wrong period, so their gap does not count.)
 
-    Cached per day: every pass checks the spec, and cron arithmetic is the dearest part of a pass.
+    Cached per day: every pass checks the spec, and fire-time arithmetic is the dearest part of a pass.
     """
     day = start.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    return _shortest_gap(schedule, time_zone, day)
+    return _shortest_gap(schedule, day)
 
 
 @lru_cache(maxsize=4096)
-def _shortest_gap(schedule: str, time_zone: str, start: datetime) -> timedelta | None:
-    tz = parse_time_zone(time_zone)
-    try:
-        it = croniter(validate_schedule(schedule), start.astimezone(tz))
-        previous: datetime = it.get_next(datetime)
-    except CroniterBadDateError:
-        return None
+def _shortest_gap(schedule: Schedule, start: datetime) -> timedelta | None:
     horizon = start + _GAP_HORIZON
-    best: timedelta | None = None
-    for _ in range(_GAP_MAX_FIRES):
-        try:
-            fire: datetime = it.get_next(datetime)
-        except CroniterBadDateError:
-            break  # fires once within croniter's search window (a yearly date); no second fire to compare
-        gap = fire - previous
-        best = gap if best is None or gap < best else best
-        if fire > horizon:
+    between_periods: timedelta | None = None
+    any_two: timedelta | None = None  # when the fire cap ends the walk inside one period (`* * * * *` monthly)
+    previous: datetime | None = None
+    previous_key = ""
+    for count, fire in enumerate(schedule.fires_after(start)):
+        key = schedule.period_key_of(fire)
+        if previous is not None:
+            gap = fire - previous
+            any_two = gap if any_two is None or gap < any_two else any_two
+            if key != previous_key:
+                between_periods = gap if between_periods is None or gap < between_periods else between_periods
+        previous, previous_key = fire, key
+        if fire > horizon or count >= _GAP_MAX_FIRES:
             break
-        previous = fire
-    return best
+    return between_periods if between_periods is not None else any_two
 
 
 def check_spec(job: CreditJob, now: datetime) -> list[str]:
@@ -84,23 +82,20 @@ def check_spec(job: CreditJob, now: datetime) -> list[str]:
         problems.append(f"spec.timeZone: {exc}")
         return problems  # the schedule checks below need a zone
     try:
-        validate_schedule(spec.schedule)
+        validate_schedule(spec.schedule)  # includes "never fires" (`0 0 30 2 *`)
     except ConfigError as exc:
         problems.append(f"spec.schedule: {exc}")
         return problems
-    try:
-        gap = shortest_gap(spec.schedule, spec.time_zone, now)
-    except (CroniterBadCronError, ValueError) as exc:
-        problems.append(f"spec.schedule: {spec.schedule!r} cannot be evaluated: {exc}")
-        return problems
+    if spec.period not in PERIODS:
+        return problems  # reported above; the gap is measured between periods
+    gap = shortest_gap(spec.parsed_schedule, now)
     if gap is None:
-        problems.append(f"spec.schedule: {spec.schedule!r} never fires (no such date)")
-        return problems
+        return problems  # one period in a year (`0 0 29 2 *` monthly): no late run can reach the next one
     window = spec.starting_deadline_seconds + spec.active_deadline_seconds
     if window >= gap.total_seconds():
         problems.append(
             f"spec.startingDeadlineSeconds + spec.activeDeadlineSeconds = {window}s must be shorter than the "
-            f"shortest gap between two fires of {spec.schedule!r} ({int(gap.total_seconds())}s), "
+            f"shortest gap between two fires of {spec.schedule!r} ({int(gap.total_seconds())}s) of different periods, "
             "or a late run could overlap the next period"
         )
     return problems

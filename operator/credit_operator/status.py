@@ -12,13 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from croniter import CroniterBadDateError, croniter
-
 from credit_jobs.domain.errors import ConfigError
-from credit_jobs.domain.period_keys import format_key, parse_period, parse_time_zone, validate_schedule
+from credit_jobs.domain.schedule import Schedule
 from credit_operator.creditjob import (
     ANNOTATION_CRONJOB_SCHEDULED,
     ANNOTATION_PERIOD_KEY,
@@ -80,8 +78,7 @@ def view_job(job: Mapping[str, Any], creditjob: CreditJob) -> JobView:
     key = annotations.get(ANNOTATION_PERIOD_KEY)
     if not key and scheduled is not None:
         try:
-            tz = parse_time_zone(creditjob.spec.time_zone)
-            key = format_key(scheduled.astimezone(tz), parse_period(creditjob.spec.period))
+            key = creditjob.spec.parsed_schedule.period_key_of(scheduled)
         except ConfigError:
             key = None
     return JobView(
@@ -120,29 +117,15 @@ def anchor_time(
     return creditjob.created_at or now
 
 
-def next_fire_time(schedule: str, time_zone: str, now: datetime) -> datetime | None:
-    """The first fire time after `now`; None when the schedule is invalid or never fires."""
-    try:
-        tz = parse_time_zone(time_zone)
-        fire: datetime = croniter(validate_schedule(schedule), now.astimezone(tz)).get_next(datetime)
-    except (ConfigError, CroniterBadDateError, ValueError):
-        return None
-    return fire
+def next_fire_time(schedule: Schedule, now: datetime) -> datetime | None:
+    """The first fire time after `now` (UTC)."""
+    return schedule.next_fire(now)
 
 
-def schedule_interval(schedule: str, time_zone: str, now: datetime) -> float:
-    """Seconds between the latest fire time ≤ now and the one after it (the interval currently in force; an
-    alert compares the age of the last success with 1.5 times this). 0 when the schedule cannot be evaluated."""
-    try:
-        tz = parse_time_zone(time_zone)
-        base = now.astimezone(tz).replace(second=0, microsecond=0) + timedelta(minutes=1)
-        it = croniter(validate_schedule(schedule), base)
-        previous: datetime = it.get_prev(datetime)
-        it = croniter(validate_schedule(schedule), previous)
-        following: datetime = it.get_next(datetime)
-    except (ConfigError, CroniterBadDateError, ValueError):
-        return 0.0
-    return (following - previous).total_seconds()
+def schedule_interval(schedule: Schedule, now: datetime) -> float:
+    """Seconds between the wall-clock fire in force at `now` and the next one (an alert compares the age of the
+    last success with 1.5 times this; a DST night does not shorten it)."""
+    return schedule.interval(now)
 
 
 @dataclass(frozen=True)
@@ -180,7 +163,7 @@ def build_status(
     last_failed = last_failed_view.finished_at if last_failed_view else None
     started = [v for v in views if v.period_key]
     newest = max(started, key=lambda v: v.scheduled_time or v.created_at or now, default=None)
-    next_run = None if spec.suspend or observed.problems else next_fire_time(spec.schedule, spec.time_zone, now)
+    next_run = None if spec.suspend or observed.problems else next_fire_time(spec.parsed_schedule, now)
 
     # Given-up periods stay reported until a scheduled run succeeds after they were noticed.
     missed_since = parse_time(previous.get("missedSince"))

@@ -29,6 +29,42 @@ def test_the_database_is_at_the_head_revision_and_upgrading_again_is_a_no_op(eng
     assert schema_migrations.upgrade_schema(engine) == head
 
 
+FULL_WIDTH_NOVEMBER = "".join(chr(0xFF10 + int(c)) if c.isdigit() else c for c in "2026-11")
+
+
+@pytest.mark.parametrize("key", [FULL_WIDTH_NOVEMBER, "2026-1", "2026-11 ", "2026-w48", "2026-13", "loop", ""])
+def test_the_database_refuses_a_non_canonical_period_key_written_by_raw_sql(engine: sa.Engine, key: str) -> None:
+    grant = (
+        "INSERT INTO credit_grants (user_id, grant_type, period_key, amount, remaining, cause_request_id) "
+        "VALUES (1, 'subscription', :key, 5, 5, 'r')"
+    )
+    run = (
+        "INSERT INTO job_runs (run_id, job, usecase, period_key, trigger, status, started_at) "
+        "VALUES (gen_random_uuid(), 'j', 'distribute-credits', :key, 'cli', 'succeeded', now())"
+    )
+    for statement, constraint in (
+        (grant, "credit_grants_period_key_canonical"),
+        (run, "job_runs_period_key_canonical"),
+    ):
+        with pytest.raises(IntegrityError, match=constraint), engine.begin() as conn:
+            conn.execute(sa.text(statement), {"key": key})
+
+
+@pytest.mark.parametrize(
+    "key", ["2026-11", "2026-W53", "2026-11-28", "2026-11-01T01-04:00", "2026-11-28T13+05:30", "2026-11-28T13"]
+)
+def test_the_database_accepts_canonical_and_legacy_hourly_keys(engine: sa.Engine, key: str) -> None:
+    # The legacy hourly form (no offset) stays writable so rows from before migration 0005 remain updatable.
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO credit_grants (user_id, grant_type, grant_family, period_key, amount, remaining, "
+                "cause_request_id) VALUES (1, 'subscription', 'plan', :key, 5, 5, 'r')"
+            ),
+            {"key": key},
+        )
+
+
 @pytest.mark.parametrize(
     ("statement", "constraint"),
     [

@@ -12,14 +12,12 @@ from hypothesis import strategies as st
 from credit_jobs.domain.errors import ConfigError
 from credit_jobs.domain.period_keys import (
     Period,
-    fire_times_between,
-    latest_fire_time,
     parse_period,
     parse_time_zone,
     period_start,
     resolve_period,
-    validate_schedule,
 )
+from credit_jobs.domain.schedule import Schedule, validate_schedule
 
 SHANGHAI = "Asia/Shanghai"
 
@@ -67,8 +65,9 @@ def test_iso_weeks_cross_the_year_boundary() -> None:
 def test_hourly_keys_follow_local_time_across_a_dst_change() -> None:
     # Europe/Berlin falls back on 25 October 2026: 02:00-03:00 CEST happens, then 02:00-03:00 CET again.
     berlin = "Europe/Berlin"
-    assert key("0 * * * *", Period.HOURLY, utc(2026, 10, 25, 0, 30), berlin) == "2026-10-25T02"
-    assert key("0 * * * *", Period.HOURLY, utc(2026, 10, 25, 2, 30), berlin) == "2026-10-25T03"
+    assert key("0 * * * *", Period.HOURLY, utc(2026, 10, 25, 0, 30), berlin) == "2026-10-25T02+02:00"
+    assert key("0 * * * *", Period.HOURLY, utc(2026, 10, 25, 1, 30), berlin) == "2026-10-25T02+01:00"
+    assert key("0 * * * *", Period.HOURLY, utc(2026, 10, 25, 2, 30), berlin) == "2026-10-25T03+01:00"
 
 
 def test_a_daily_job_on_a_dst_spring_forward_day_keeps_its_date() -> None:
@@ -127,7 +126,7 @@ def test_unknown_names_are_config_errors() -> None:
 
 
 def test_fire_times_between_lists_missed_fires_oldest_first() -> None:
-    fires = list(fire_times_between("0 0 1 * *", ZoneInfo("UTC"), utc(2026, 8, 15), utc(2026, 11, 28)))
+    fires = list(Schedule.parse("0 0 1 * *").fires_between(utc(2026, 8, 15), utc(2026, 11, 28)))
     assert fires == [utc(2026, 9, 1), utc(2026, 10, 1), utc(2026, 11, 1)]
 
 
@@ -139,7 +138,8 @@ def test_fire_times_between_lists_missed_fires_oldest_first() -> None:
 def test_the_latest_fire_time_is_never_after_now_and_no_fire_lies_between(
     now: datetime, tz_name: str, schedule: str
 ) -> None:
-    tz = ZoneInfo(tz_name)
-    fire = latest_fire_time(schedule, tz, now)
+    parsed = Schedule.parse(schedule, tz_name)
+    fire = parsed.latest_fire(now)
+    assert fire is not None
     assert fire <= now
-    assert list(fire_times_between(schedule, tz, fire, now)) == []
+    assert list(parsed.fires_between(fire, now)) == []

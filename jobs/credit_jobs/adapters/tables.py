@@ -31,6 +31,7 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from credit_jobs.domain.limits import MAX_BALANCE, MAX_CREDITS, MAX_EXPIRY_DAYS
+from credit_jobs.domain.period_keys import SQL_KEY_PATTERN
 
 GRANT_TYPES = ("free_tier", "subscription", "lifetime_monthly", "gift", "purchase", "adjustment")
 PERIODIC_GRANT_TYPES = ("free_tier", "subscription", "lifetime_monthly")
@@ -105,6 +106,10 @@ class CreditGrant(Base):
         CheckConstraint("remaining >= 0 AND remaining <= amount", name="credit_grants_remaining_bounds"),
         CheckConstraint("expired_at IS NULL OR remaining = 0", name="credit_grants_expired_is_empty"),
         CheckConstraint("num_nonnulls(cause_run_id, cause_request_id) = 1", name="credit_grants_has_cause"),
+        # one spelling per period (migration 0005, NOT VALID there): ASCII digits, the forms of domain.period_keys
+        CheckConstraint(
+            f"period_key IS NULL OR period_key ~ '{SQL_KEY_PATTERN}'", name="credit_grants_period_key_canonical"
+        ),
         # invariant 2: one periodic grant per (user, grant family, period key), whatever its grant type (migration
         # 0006); one-offs (no period key) and the duplicates 0006 found and flagged are outside the index
         Index(
@@ -232,6 +237,7 @@ class JobRun(Base):
         CheckConstraint(_in("status", RUN_STATUSES), name="job_runs_status"),
         CheckConstraint(_in("trigger", TRIGGERS), name="job_runs_trigger"),
         CheckConstraint("shard >= 0 AND shard < shards", name="job_runs_shard_in_range"),
+        CheckConstraint(f"period_key ~ '{SQL_KEY_PATTERN}'", name="job_runs_period_key_canonical"),  # see 0005
         # invariant 6, as far as a table can say it: one running (non-dry) run per (job, period key, shard)
         Index(
             "job_runs_one_running",

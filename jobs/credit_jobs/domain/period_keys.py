@@ -1,26 +1,37 @@
-"""Period keys: which billing period a run belongs to, derived from the *scheduled* time, never the wall clock.
+"""Period keys: which billing period a run belongs to, and the one canonical spelling of each key.
 
-Pure functions (no I/O), shared by the jobs' run lifecycle and the operator's catch-up planner (design.md ⚓).
-The key of a run is the period containing the latest fire time of the schedule, in the schedule's time zone, that is
-≤ now — unless a key is pinned (`CREDITJOB_PERIOD_KEY` on manual / catch-up / backfill Jobs). So a pod that starts
-at 00:07 on 1 December for the 00:00 schedule grants December, and a retry that starts late on 30 November for the
-November fire time still grants November (its latest fire time is still 1 November).
+Pure functions (no I/O), shared by the jobs' run lifecycle and the operator's planners (docs/period-keys.md). The key
+of a run is the period containing the latest fire time of the schedule (`domain.schedule.Schedule`) that is ≤ now,
+in the schedule's time zone — unless a key is pinned (`CREDITJOB_PERIOD_KEY` on manual / catch-up / backfill Jobs).
+So a pod that starts at 00:07 on 1 December for the 00:00 schedule grants December, and a retry that starts late on
+30 November for the November fire time still grants November (its latest fire time is still 1 November).
 
-Formats: `2026-11` (monthly), `2026-W48` (ISO week), `2026-11-28` (daily), `2026-11-28T13` (hourly).
+Formats: `2026-11` (monthly), `2026-W48` (ISO week), `2026-11-28` (daily), `2026-11-28T13+01:00` (hourly: the local
+hour and its UTC offset, so the two 01:00 hours of a fall-back night are two keys). Keys are parsed as ASCII only and
+must equal their own re-formatting (no Unicode digits, padding variants or spaces: one period, one spelling). Legacy
+hourly keys without an offset (`2026-11-28T13`, written before migration 0005) are accepted by the database for old
+rows but refused as input, with the new form in the message.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import CroniterBadCronError, croniter
-
 from credit_jobs.domain.errors import ConfigError
+
+if TYPE_CHECKING:
+    from credit_jobs.domain.schedule import Schedule
+
+# Periods a key may name: from the Unix epoch to well before year 9999, so a period's start plus the longest
+# validity a grant may have (a century, domain.limits.MAX_EXPIRY_DAYS) stays inside Python's and PostgreSQL's
+# calendars — `9999-12` would overflow the first date arithmetic done with it.
+MIN_KEY_YEAR = 1970
+MAX_KEY_YEAR = 9899
 
 
 class Period(StrEnum):
@@ -32,19 +43,36 @@ class Period(StrEnum):
     HOURLY = "hourly"
 
 
+# ASCII digits spelled out ([0-9], never \d) and re.ASCII besides: full-width `2026-11` must not parse as 2026-11.
+_D4, _D2 = "([0-9]{4})", "([0-9]{2})"
 _KEY_PATTERNS: dict[Period, re.Pattern[str]] = {
-    Period.MONTHLY: re.compile(r"^(\d{4})-(\d{2})$"),
-    Period.WEEKLY: re.compile(r"^(\d{4})-W(\d{2})$"),
-    Period.DAILY: re.compile(r"^(\d{4})-(\d{2})-(\d{2})$"),
-    Period.HOURLY: re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2})$"),
+    Period.MONTHLY: re.compile(rf"\A{_D4}-{_D2}\Z", re.ASCII),
+    Period.WEEKLY: re.compile(rf"\A{_D4}-W{_D2}\Z", re.ASCII),
+    Period.DAILY: re.compile(rf"\A{_D4}-{_D2}-{_D2}\Z", re.ASCII),
+    Period.HOURLY: re.compile(rf"\A{_D4}-{_D2}-{_D2}T{_D2}([+-]){_D2}:{_D2}\Z", re.ASCII),
 }
+_LEGACY_HOURLY = re.compile(rf"\A{_D4}-{_D2}-{_D2}T{_D2}\Z", re.ASCII)
 
 _EXAMPLES = {
     Period.MONTHLY: "2026-11",
     Period.WEEKLY: "2026-W48",
     Period.DAILY: "2026-11-28",
-    Period.HOURLY: "2026-11-28T13",
+    Period.HOURLY: "2026-11-28T13+01:00",
 }
+
+# The same grammar as PostgreSQL regular expressions, for the CHECK constraints of migration 0005 (mirrored in
+# adapters/tables.py). The database accepts the legacy hourly form too: rows written before 0005 must stay
+# updatable (a consume or expiry updates their grant), while new code never writes it (see format_key).
+_SQL_MONTH = "(0[1-9]|1[0-2])"
+_SQL_DAY = "(0[1-9]|[12][0-9]|3[01])"
+_SQL_HOUR = "([01][0-9]|2[0-3])"
+SQL_KEY_PATTERN = (
+    "^[0-9]{4}-("
+    f"{_SQL_MONTH}"
+    "|W(0[1-9]|[1-4][0-9]|5[0-3])"
+    f"|{_SQL_MONTH}-{_SQL_DAY}(T{_SQL_HOUR}([+-]([01][0-9]|2[0-3]):[0-5][0-9])?)?"
+    ")$"
+)
 
 
 @dataclass(frozen=True)
@@ -74,71 +102,105 @@ def parse_time_zone(name: str) -> ZoneInfo:
         raise ConfigError(f"unknown time zone {name!r}: use an IANA name such as UTC or Asia/Shanghai") from None
 
 
-def validate_schedule(schedule: str) -> str:
-    """A five-field cron expression or an @ macro croniter understands, else a ConfigError."""
-    expr = schedule.strip()
-    if not expr:
-        raise ConfigError("empty schedule: use a five-field cron expression such as '0 0 1 * *'")
-    if not expr.startswith("@") and len(expr.split()) != 5:
-        raise ConfigError(f"schedule {schedule!r} must have five fields (minute hour day month weekday)")
-    try:
-        croniter(expr)
-    except (CroniterBadCronError, ValueError, KeyError) as exc:
-        raise ConfigError(f"schedule {schedule!r} is not a valid cron expression: {exc}") from None
-    return expr
+def _format_offset(offset: timedelta) -> str:
+    minutes = round(offset.total_seconds() / 60)
+    sign = "-" if minutes < 0 else "+"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
 
 
 def format_key(moment: datetime, period: Period) -> str:
-    """The key of the period containing `moment` (aware; formatted in its own time zone)."""
+    """The key of the period containing `moment` (aware; formatted in its own time zone).
+
+    Hourly keys carry the UTC offset of `moment`, so the repeated hour of a fall-back night gets its own key.
+    """
+    if moment.tzinfo is None:
+        raise ValueError("moment must be timezone-aware")
     if period is Period.MONTHLY:
         return f"{moment.year:04d}-{moment.month:02d}"
     if period is Period.WEEKLY:
         iso = moment.isocalendar()
         return f"{iso.year:04d}-W{iso.week:02d}"
+    day = f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}"
     if period is Period.DAILY:
-        return f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}"
-    return f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}"
+        return day
+    offset = moment.utcoffset()
+    assert offset is not None  # aware, checked above
+    return f"{day}T{moment.hour:02d}{_format_offset(offset)}"
+
+
+def _malformed(key: str, period: Period, what: str) -> ConfigError:
+    return ConfigError(f"{what} {period.value} period key {key!r}: expected the form {_EXAMPLES[period]}")
+
+
+def _hour_start(key: str, parts: list[int], sign: str, tz: ZoneInfo) -> datetime:
+    """The first instant whose local hour and UTC offset in `tz` are the key's (a half-hour DST change can start
+    the period mid-hour); ConfigError when `tz` never shows that hour with that offset."""
+    year, month, day, hour, off_h, off_m = parts
+    offset = (-1 if sign == "-" else 1) * timedelta(hours=off_h, minutes=off_m)
+    wall = datetime(year, month, day, hour)
+    for minute in range(60):
+        local = wall + timedelta(minutes=minute)
+        instant = (local - offset).replace(tzinfo=UTC)
+        seen = instant.astimezone(tz)
+        if seen.replace(tzinfo=None) == local and seen.utcoffset() == offset:
+            return instant
+    raise ConfigError(f"hourly period key {key!r} names no hour of time zone {tz.key}: its clocks never show it")
+
+
+def _legacy_hint(key: str, tz: ZoneInfo) -> str:
+    """The new-form keys a legacy hourly key could mean in `tz` (two on a fall-back night, none in a gap)."""
+    match = _LEGACY_HOURLY.match(key)
+    assert match is not None
+    year, month, day, hour = (int(p) for p in match.groups())
+    candidates: list[str] = []
+    try:
+        wall = datetime(year, month, day, hour)
+    except ValueError:
+        return "2026-11-28T13+01:00"
+    for fold in (0, 1):
+        instant = wall.replace(tzinfo=tz, fold=fold).astimezone(UTC).astimezone(tz)
+        if instant.replace(tzinfo=None) == wall:
+            candidates.append(format_key(instant, Period.HOURLY))
+    return " or ".join(dict.fromkeys(candidates)) or "2026-11-28T13+01:00"
 
 
 def period_start(key: str, period: Period, tz: ZoneInfo) -> datetime:
-    """Where the period named by `key` starts, as an aware UTC datetime; ConfigError when `key` is malformed."""
+    """Where the period named by `key` starts, as an aware UTC datetime; ConfigError unless `key` is canonical.
+
+    Canonical: ASCII digits, the exact form of `format_key`, a real period of `tz` between MIN_KEY_YEAR and
+    MAX_KEY_YEAR — and `format_key(period_start(key))` gives `key` back.
+    """
     match = _KEY_PATTERNS[period].match(key)
     if match is None:
-        raise ConfigError(f"malformed {period.value} period key {key!r}: expected the form {_EXAMPLES[period]}")
-    parts = [int(p) for p in match.groups()]
+        if period is Period.HOURLY and _LEGACY_HOURLY.match(key):
+            raise ConfigError(
+                f"hourly period key {key!r} has no UTC offset (the form used before hourly keys became "
+                f"unambiguous): use {_legacy_hint(key, tz)}"
+            )
+        raise _malformed(key, period, "malformed")
+    groups = match.groups()
+    sign = groups[4] if period is Period.HOURLY else ""
+    parts = [int(p, 10) for p in groups if p not in ("+", "-")]
+    if not MIN_KEY_YEAR <= parts[0] <= MAX_KEY_YEAR:
+        raise ConfigError(
+            f"period key {key!r} is outside the supported years {MIN_KEY_YEAR}..{MAX_KEY_YEAR}: pin a real period"
+        )
     try:
         if period is Period.MONTHLY:
-            local = datetime(parts[0], parts[1], 1, tzinfo=tz)
+            start = datetime(parts[0], parts[1], 1, tzinfo=tz).astimezone(UTC)
         elif period is Period.WEEKLY:
-            local = datetime.combine(date.fromisocalendar(parts[0], parts[1], 1), datetime.min.time(), tz)
+            monday = date.fromisocalendar(parts[0], parts[1], 1)
+            start = datetime.combine(monday, datetime.min.time(), tz).astimezone(UTC)
         elif period is Period.DAILY:
-            local = datetime(parts[0], parts[1], parts[2], tzinfo=tz)
+            start = datetime(parts[0], parts[1], parts[2], tzinfo=tz).astimezone(UTC)
         else:
-            local = datetime(parts[0], parts[1], parts[2], parts[3], tzinfo=tz)
+            start = _hour_start(key, parts, sign, tz)
     except ValueError as exc:
         raise ConfigError(f"period key {key!r} names no real {period.value} period: {exc}") from None
-    return local.astimezone(UTC)
-
-
-def latest_fire_time(schedule: str, tz: ZoneInfo, now: datetime) -> datetime:
-    """The latest fire time of `schedule` in `tz` that is ≤ `now` (aware, in `tz`)."""
-    if now.tzinfo is None:
-        raise ValueError("now must be timezone-aware")
-    # Cron fires on whole minutes: every fire time ≤ now is < the next whole minute after now, and get_prev
-    # returns the latest fire time strictly before its base.
-    base = now.astimezone(tz).replace(second=0, microsecond=0) + timedelta(minutes=1)
-    fire: datetime = croniter(validate_schedule(schedule), base).get_prev(datetime)
-    return fire.astimezone(tz)
-
-
-def fire_times_between(schedule: str, tz: ZoneInfo, after: datetime, until: datetime) -> Iterator[datetime]:
-    """Fire times t with after < t ≤ until, oldest first (aware, in `tz`). Used by the catch-up planner."""
-    it = croniter(validate_schedule(schedule), after.astimezone(tz))
-    while True:
-        fire: datetime = it.get_next(datetime)
-        if fire > until:
-            return
-        yield fire.astimezone(tz)
+    # One period, one spelling: `2026-W1`, `+05:30` written `+0530`, a `-00:00` offset… all fail here.
+    if format_key(start.astimezone(tz), period) != key:
+        raise _malformed(key, period, "non-canonical")
+    return start
 
 
 def resolve_period(
@@ -146,17 +208,28 @@ def resolve_period(
     period: Period,
     time_zone: str,
     now: datetime,
-    schedule: str | None = None,
+    schedule: Schedule | str | None = None,
     pinned_key: str | None = None,
 ) -> ResolvedPeriod:
     """The period a run belongs to: the pinned key when given (validated), else the schedule's latest fire time.
 
-    With neither a pinned key nor a schedule (an ad-hoc CLI run), the period containing `now` is used.
+    With neither a pinned key nor a schedule (an ad-hoc CLI run), the period containing `now` is used. `now` is the
+    caller's clock (the pod's, for a run: docs/period-keys.md says why that is safe).
     """
+    # Imported here: schedule.py builds on this module's key grammar, so a module-level import would be circular.
+    from credit_jobs.domain.schedule import Schedule
+
     tz = parse_time_zone(time_zone)
-    if pinned_key:
-        key = pinned_key.strip()
+    parsed = Schedule.parse(schedule, time_zone, period) if isinstance(schedule, str) and schedule else None
+    if isinstance(schedule, Schedule):
+        parsed = schedule
+    if pinned_key is not None and pinned_key != "":
+        return ResolvedPeriod(pinned_key, period, period_start(pinned_key, period, tz), None)
+    if parsed is None:
+        key = format_key(now.astimezone(tz), period)
         return ResolvedPeriod(key, period, period_start(key, period, tz), None)
-    fire = latest_fire_time(schedule, tz, now) if schedule else now.astimezone(tz)
-    key = format_key(fire, period)
-    return ResolvedPeriod(key, period, period_start(key, period, tz), fire if schedule else None)
+    fire = parsed.latest_fire(now)
+    if fire is None:
+        raise ConfigError(f"schedule {parsed.expression!r} has no fire time before {now.isoformat()}")
+    key = parsed.period_key_of(fire)
+    return ResolvedPeriod(key, period, period_start(key, period, tz), fire)

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from credit_jobs.domain.period_keys import Period, format_key, latest_fire_time, parse_time_zone
+from credit_jobs.domain.schedule import Schedule
 from credit_operator.creditjob import parse_creditjob
 from credit_operator.cronjob_manifest import (
     ManifestDefaults,
@@ -107,10 +107,10 @@ def test_the_rendered_cronjob_container_records_a_scheduled_run(database_url: st
         cron["spec"]["jobTemplate"]["spec"]["template"]["spec"], [secret("credit-jobs-db", "url", libpq)]
     )
     assert argv == ["credit-jobs", "run", "distribute-credits", "--batch-size", "100"]
-    tz = parse_time_zone("Asia/Shanghai")
-    before = format_key(latest_fire_time("0 0 1 * *", tz, datetime.now(UTC)), Period.MONTHLY)
+    schedule = Schedule.parse("0 0 1 * *", "Asia/Shanghai", "monthly")
+    before = schedule.period_key_of(schedule.latest_fire(datetime.now(UTC)) or datetime.now(UTC))
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=False)
-    after = format_key(latest_fire_time("0 0 1 * *", tz, datetime.now(UTC)), Period.MONTHLY)
+    after = schedule.period_key_of(schedule.latest_fire(datetime.now(UTC)) or datetime.now(UTC))
     assert done.returncode == 0, done.stderr
     (run,) = runs(database_url)
     assert run["job"] == "monthly-grant"

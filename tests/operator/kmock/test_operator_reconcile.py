@@ -14,6 +14,7 @@ from credit_operator.kube import KubeApi, connect
 from credit_operator.reconcile import Outcome, reconcile
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+WIDE = "".join(chr(0xFF10 + int(c)) if c.isdigit() else c for c in "2026-11")  # full-width digits
 
 
 async def one_pass(ns: str, name: str) -> Outcome:
@@ -93,3 +94,17 @@ async def test_replace_queues_catch_up_like_forbid(kube: Any) -> None:
     assert [r for _, r in reasons(outcome)].count("CatchUp") == 3
     assert ("Normal", "CatchUpStarted") in reasons(outcome)
     assert outcome.status["queued"] == sorted(j["metadata"]["name"] for j in jobs[1:])
+
+
+async def test_run_now_with_a_non_canonical_period_key_is_rejected_like_any_bad_run_now_input(kube: Any) -> None:
+    # Full-width digits spell 2026-11 to a human and to Python's int(); only the canonical ASCII key may run.
+    body = creditjob("wide", "rnk")
+    body["metadata"]["annotations"] = {"credits.dev/run-now": "t1", "credits.dev/run-period": WIDE}
+    await kube.post(CJ_PATH.format(ns="rnk"), json=body)
+    outcome = await one_pass("rnk", "wide")
+    assert outcome.result == "ok"  # the spec is fine; only the request is refused
+    rejected = [message for kind, reason, message in outcome.decisions if reason == "RunNowRejected"]
+    assert len(rejected) == 1
+    assert f"malformed monthly period key '{WIDE}'" in rejected[0]
+    assert outcome.status["lastManualRunToken"] == "t1"  # recorded: not retried on every pass
+    assert jobs_of(kube, "rnk", "wide") == []

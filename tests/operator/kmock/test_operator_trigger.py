@@ -50,6 +50,19 @@ async def test_trigger_sets_the_run_now_annotation_and_prints_the_token(kube: An
     assert "credits.dev/run-period" not in annotations  # a stale period key is removed
 
 
+async def test_trigger_refuses_a_non_canonical_period_key_before_annotating(kube: Any) -> None:
+    await kube.post(CJ_PATH.format(ns="trigk"), json=creditjob("grant", "trigk"))
+    wide = "".join(chr(0xFF10 + int(c)) if c.isdigit() else c for c in "2026-11")  # full-width digits
+    for key, message in ((wide, "malformed monthly period key"), ("2026-W48", "malformed monthly period key")):
+        result = await asyncio.to_thread(
+            CliRunner().invoke, cli(), ["trigger", "grant", "-n", "trigk", "--period-key", key]
+        )
+        assert isinstance(result.exception, ConfigError)
+        assert message in str(result.exception)
+    annotations = (get(kube, "creditjobs", "trigk", "grant") or {})["metadata"].get("annotations") or {}
+    assert "credits.dev/run-now" not in annotations  # nothing was requested
+
+
 async def test_trigger_of_a_missing_creditjob_is_a_usage_error(kube: Any) -> None:
     result = await asyncio.to_thread(CliRunner().invoke, cli(), ["trigger", "nope", "--namespace", "trig"])
     assert isinstance(result.exception, ConfigError)

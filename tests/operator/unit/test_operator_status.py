@@ -5,6 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
+from credit_jobs.domain.errors import ConfigError
+from credit_jobs.domain.schedule import Schedule
 from credit_operator.creditjob import parse_creditjob
 from credit_operator.missed_periods import CatchUpPlan, MissedPeriod
 from credit_operator.status import Observed, build_status, next_fire_time, schedule_interval
@@ -206,8 +210,10 @@ def test_run_now_token_is_recorded() -> None:
 
 
 def test_next_fire_and_interval() -> None:
-    assert next_fire_time("0 0 1 * *", "Asia/Shanghai", NOW) == datetime(2026, 11, 30, 16, 0, tzinfo=UTC)
-    assert next_fire_time("0 0 30 2 *", "UTC", NOW) is None
-    assert schedule_interval("0 0 1 * *", "UTC", NOW) == 30 * 86400  # 1 Nov → 1 Dec
-    assert schedule_interval("@hourly", "UTC", NOW) == 3600
-    assert schedule_interval("0 0 30 2 *", "UTC", NOW) == 0.0
+    shanghai = Schedule.parse("0 0 1 * *", "Asia/Shanghai")
+    assert next_fire_time(shanghai, NOW) == datetime(2026, 11, 30, 16, 0, tzinfo=UTC)
+    assert schedule_interval(Schedule.parse("0 0 1 * *"), NOW) == 30 * 86400  # 1 Nov → 1 Dec
+    assert schedule_interval(Schedule.parse("@hourly"), NOW) == 3600
+    # A schedule that never fires is refused when the spec is parsed (spec_checks reports it), not evaluated here.
+    with pytest.raises(ConfigError, match="never fires"):
+        Schedule.parse("0 0 30 2 *")
