@@ -19,7 +19,8 @@ import sqlalchemy as sa
 
 from credit_jobs.adapters import request_ledger
 from credit_jobs.domain.consumption import plan_consumption
-from credit_jobs.domain.requests import reuse_refusal, validate_amount, validate_request_id, validate_user_id
+from credit_jobs.domain.requests import validate_amount, validate_request_id, validate_user_id
+from credit_jobs.usecases.request_claims import claim_or_replay
 
 OPERATION = "consume"
 
@@ -49,18 +50,9 @@ def consume(
     request_id = f"consume-{uuid.uuid4()}" if request_id is None else validate_request_id(request_id)
     params = {"user_id": user_id, "amount": amount}
     with engine.begin() as conn:
-        if not request_ledger.claim(conn, request_id=request_id, operation=OPERATION, user_id=user_id, params=params):
-            first = request_ledger.first_use(conn, request_id)
-            refusal = reuse_refusal(
-                request_id,
-                operation=OPERATION,
-                params=params,
-                first_operation=first.operation,
-                first_params=first.params,
-            )
-            if refusal is not None:
-                raise refusal
-            takes = [(int(g), int(a)) for g, a in first.result.get("takes", [])]
+        first = claim_or_replay(conn, request_id=request_id, operation=OPERATION, user_id=user_id, params=params)
+        if first is not None:
+            takes = [(int(g), int(a)) for g, a in first.get("takes", [])]
             return Consumption(user_id, amount, request_id, takes, replayed=True)
         now = now or request_ledger.database_now(conn)
         grants = request_ledger.lock_live_grants(conn, user_id, now)

@@ -16,12 +16,12 @@ import sqlalchemy as sa
 from credit_jobs.adapters import request_ledger
 from credit_jobs.domain.errors import ConfigError
 from credit_jobs.domain.requests import (
-    reuse_refusal,
     validate_amount,
     validate_expires_in_days,
     validate_request_id,
     validate_user_id,
 )
+from credit_jobs.usecases.request_claims import claim_or_replay
 
 ONE_OFF_TYPES = ("gift", "purchase", "adjustment")
 OPERATION = "grant"
@@ -61,21 +61,16 @@ def grant(
         "expires_in_days": expires_in_days,
     }
     with engine.begin() as conn:
-        if not request_ledger.claim(
-            conn, request_id=idempotency_key, operation=OPERATION, user_id=user_id, params=params
-        ):
-            first = request_ledger.first_use(conn, idempotency_key)
-            refusal = reuse_refusal(
-                idempotency_key,
-                operation=OPERATION,
-                params=params,
-                first_operation=first.operation,
-                first_params=first.params,
-                what="idempotency key",
-            )
-            if refusal is not None:
-                raise refusal
-            return GrantResult(int(first.result["grant_id"]), created=False)
+        first = claim_or_replay(
+            conn,
+            request_id=idempotency_key,
+            operation=OPERATION,
+            user_id=user_id,
+            params=params,
+            what="idempotency key",
+        )
+        if first is not None:
+            return GrantResult(int(first["grant_id"]), created=False)
         now = now or request_ledger.database_now(conn)
         grant_id = request_ledger.insert_one_off_grant(
             conn,

@@ -16,7 +16,8 @@ import sqlalchemy as sa
 
 from credit_jobs.adapters import request_ledger
 from credit_jobs.domain.errors import ConfigError
-from credit_jobs.domain.requests import reuse_refusal, validate_grant_id, validate_request_id
+from credit_jobs.domain.requests import validate_grant_id, validate_request_id
+from credit_jobs.usecases.request_claims import claim_or_replay
 
 OPERATION = "void"
 
@@ -36,18 +37,9 @@ def void_grant(engine: sa.Engine, grant_id: int, *, request_id: str, now: dateti
     validate_request_id(request_id)
     params = {"grant_id": grant_id}
     with engine.begin() as conn:
-        if not request_ledger.claim(conn, request_id=request_id, operation=OPERATION, user_id=None, params=params):
-            first = request_ledger.first_use(conn, request_id)
-            refusal = reuse_refusal(
-                request_id,
-                operation=OPERATION,
-                params=params,
-                first_operation=first.operation,
-                first_params=first.params,
-            )
-            if refusal is not None:
-                raise refusal
-            return VoidResult(grant_id, int(first.result["user_id"]), int(first.result["voided"]), replayed=True)
+        first = claim_or_replay(conn, request_id=request_id, operation=OPERATION, user_id=None, params=params)
+        if first is not None:
+            return VoidResult(grant_id, int(first["user_id"]), int(first["voided"]), replayed=True)
         grant = request_ledger.lock_grant(conn, grant_id)
         if grant is None:  # rolls the claim back: the id stays free for a corrected request
             raise ConfigError(f"no grant {grant_id}: see the user's grants in credit_grants")
