@@ -168,7 +168,7 @@ def _run_guarded(
         dry_run=request.dry_run,
         started_at=now,
     )
-    # 4. The guard: a session advisory lock that dies with its holder.
+    # 4. The guard: a transaction advisory lock on a dedicated connection, which dies with its holder.
     guard = RunGuard(
         engine,
         guard_key(request.job, period.key, request.shard.index),
