@@ -206,7 +206,7 @@ _DUE_GRANTS = """
 # the accounts it will reduce in user-id order — the global lock order — before anything is written.
 _EXPIRE_PICK = """
 WITH picked AS (
-    SELECT g.grant_id, g.user_id, g.expires_at FROM credit_grants g
+    SELECT g.grant_id, g.user_id, g.remaining, g.expires_at FROM credit_grants g
     {due}
     LIMIT :batch
     FOR UPDATE SKIP LOCKED
@@ -218,19 +218,23 @@ WITH picked AS (
 ), last AS (
     SELECT expires_at, grant_id FROM picked ORDER BY expires_at DESC, grant_id DESC LIMIT 1
 )
-SELECT (SELECT coalesce(array_agg(grant_id), '{{}}') FROM picked) AS grant_ids,
+SELECT (SELECT coalesce(array_agg(grant_id ORDER BY grant_id), '{{}}') FROM picked) AS grant_ids,
+       (SELECT coalesce(array_agg(remaining ORDER BY grant_id), '{{}}') FROM picked) AS amounts,
        (SELECT count(*) FROM accounts) AS accounts,
        (SELECT expires_at FROM last) AS last_expires_at,
        (SELECT grant_id FROM last) AS last_grant_id
 """
 
-# Step 2 writes: every row it touches is already locked by step 1, so it never waits.
+# Step 2 writes: every row it touches is already locked by step 1, so it never waits (and what a locked grant holds
+# cannot have changed since step 1 read it, so the amounts come from there: no second read of the grants).
 _EXPIRE_APPLY = """
-WITH expired AS (
+WITH picked AS (
+    SELECT * FROM unnest(CAST(:grant_ids AS bigint[]), CAST(:amounts AS bigint[])) AS t(grant_id, amount)
+), expired AS (
     UPDATE credit_grants g SET remaining = 0, expired_at = :now
-    FROM credit_grants p
-    WHERE g.grant_id = p.grant_id AND g.grant_id = ANY(CAST(:grant_ids AS bigint[]))
-    RETURNING g.grant_id, g.user_id, p.remaining AS amount
+    FROM picked p
+    WHERE g.grant_id = p.grant_id
+    RETURNING g.grant_id, g.user_id, p.amount
 ), entries AS (
     INSERT INTO credit_entries (user_id, grant_id, kind, amount, created_at, cause_run_id)
     SELECT user_id, grant_id, 'expiry', amount, :now, :run_id FROM expired
@@ -279,7 +283,8 @@ def expire_chunk(
     if not picked.grant_ids:
         return ExpireChunk(grants=0, credits=0, users=0)
     row = conn.execute(
-        sa.text(_EXPIRE_APPLY), {"grant_ids": list(picked.grant_ids), "now": now, "run_id": run_id}
+        sa.text(_EXPIRE_APPLY),
+        {"grant_ids": list(picked.grant_ids), "amounts": list(picked.amounts), "now": now, "run_id": run_id},
     ).one()
     return ExpireChunk(
         grants=row.grants,
