@@ -212,7 +212,9 @@ WITH picked AS (
     FOR UPDATE SKIP LOCKED
 ), accounts AS (
     SELECT a.user_id FROM credit_accounts a
-    WHERE a.user_id IN (SELECT user_id FROM picked)
+    -- = ANY(ARRAY(…)), not IN (SELECT …): the planner then probes the primary key for the chunk's users instead of
+    -- hash-joining a sequential scan of every account (measured: 75 ms of a 100 ms chunk at 265k accounts)
+    WHERE a.user_id = ANY(ARRAY(SELECT user_id FROM picked))
     ORDER BY a.user_id
     FOR UPDATE
 ), last AS (
@@ -233,7 +235,8 @@ WITH picked AS (
 ), expired AS (
     UPDATE credit_grants g SET remaining = 0, expired_at = :now
     FROM picked p
-    WHERE g.grant_id = p.grant_id
+    -- the = ANY lets the planner probe the primary key; joined to the unnest alone it scans every grant
+    WHERE g.grant_id = ANY(CAST(:grant_ids AS bigint[])) AND g.grant_id = p.grant_id
     RETURNING g.grant_id, g.user_id, p.amount
 ), entries AS (
     INSERT INTO credit_entries (user_id, grant_id, kind, amount, created_at, cause_run_id)
