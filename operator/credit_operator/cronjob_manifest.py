@@ -1,6 +1,6 @@
 """CreditJob → batch/v1 CronJob manifest, and CronJob → one-off Job (run-now, catch-up): pure planners.
 
-No I/O: `reconcile.py` applies what these return. They honour the container contract (design.md ⚓): command
+No I/O: `reconcile.py` applies what these return. They honour the container contract (docs/contract.md): command
 `credit-jobs run <usecase>`, args from `spec.params`, the CREDITJOB_* environment, DATABASE_URL from a Secret,
 a podFailurePolicy that fails the Job at once on exit code 2 (configuration error, never retried). Job names
 are deterministic so that a repeated create conflicts instead of running twice. `drift` tells the reconcile

@@ -1,6 +1,6 @@
 """The database schema as SQLAlchemy 2 typed declarative models — the shape Alembic's migrations create.
 
-Every ledger invariant the database can hold is a constraint or index here (design.md ⚓ ledger invariants):
+Every ledger invariant the database can hold is a constraint or index here (docs/contract.md, ledger invariants):
 balances never negative (CHECK), one periodic grant per (user, grant family, period key) (partial unique index),
 one expiry entry per grant (partial unique index), every ledger row names its cause (CHECK num_nonnulls), at most
 one *running* audit row per (job, period key, shard) (partial unique index). `tests/integration/test_schema.py`

@@ -1,4 +1,4 @@
-"""Errors every layer raises and every entry point maps to an exit code (design.md ⚓ container contract).
+"""Errors every layer raises and every entry point maps to an exit code (docs/contract.md, container contract).
 
 `ConfigError` → exit 2 (usage / configuration: never retried; the operator's podFailurePolicy fails the Job at once).
 `RunFailed` → exit 1 (the run failed and a retry may help). `InsufficientCredits` is a domain refusal raised by

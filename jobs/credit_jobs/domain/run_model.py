@@ -49,7 +49,7 @@ class RunContext:
 
 @dataclass
 class RunStats:
-    """Counts in the shared vocabulary (design.md ⚓ names) plus usecase-specific details."""
+    """Counts in the shared vocabulary (docs/contract.md, shared names) plus usecase-specific details."""
 
     processed: int = 0
     skipped: int = 0

@@ -1,6 +1,6 @@
 """Configuration from the environment (pydantic-settings). Every variable is documented in docs/env-and-ops.md.
 
-The CronJob container gets its run's identity through these (design.md ⚓ container contract); CLI options
+The CronJob container gets its run's identity through these (docs/contract.md, container contract); CLI options
 override them. Read once, at the entry point, through `load_settings()`: every value is checked here, at the edge,
 and a bad one becomes a one-line ConfigError (exit 2) naming the variable, the value and the accepted range —
 before anything connects or writes.

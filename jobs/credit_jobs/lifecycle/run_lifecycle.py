@@ -1,7 +1,7 @@
 """The run lifecycle every usecase runs inside: one path for CLI, CronJob container and (later) HTTP trigger.
 
 1. Give the run an id and resolve its period key (pinned, or from the scheduled time — `domain.period_keys`).
-2. Bind the log fields every line carries (design.md ⚓ names).
+2. Bind the log fields every line carries (docs/contract.md, shared names).
 3. Connect and check the schema version (a bad URL, credentials or database name: exit 2; an unreachable server: 1).
    Read the run's "now" from the database (one clock for expiry, grant times, cleanup and the audit row) and warn
    (`run.clock_skew`) when the pod's clock differs from it by more than `CLOCK_SKEW_WARNING`. The period key is

@@ -1,4 +1,4 @@
-"""The usecases `credit-jobs run <usecase>` can run, by their container-contract names (design.md ⚓)."""
+"""The usecases `credit-jobs run <usecase>` can run, by their container-contract names (docs/contract.md)."""
 
 from __future__ import annotations
 
