@@ -33,6 +33,7 @@ from credit_jobs import __version__
 from credit_jobs.adapters import database, run_audit, schema_migrations
 from credit_jobs.adapters.embedded_database import EmbeddedPostgres, start_embedded
 from credit_jobs.adapters.tables import TRIGGERS
+from credit_jobs.domain.contract import Trigger
 from credit_jobs.domain.errors import ConfigError, CreditJobsError
 from credit_jobs.domain.grant_rules import DEFAULT_GRANT_FAMILY, validate_grant_family
 from credit_jobs.domain.limits import MAX_CREDITS, MAX_EXPIRY_DAYS, MAX_REQUEST_ID_LENGTH
@@ -176,7 +177,8 @@ def run(
         usecase=spec,
         job=settings.creditjob_name or spec.name,
         namespace=settings.creditjob_namespace,
-        trigger=settings.creditjob_trigger or ("schedule" if settings.creditjob_schedule else "cli"),
+        trigger=settings.creditjob_trigger
+        or (Trigger.SCHEDULE.value if settings.creditjob_schedule else Trigger.CLI.value),
         period=parse_period(settings.creditjob_period) if settings.creditjob_period else None,
         schedule=settings.creditjob_schedule,
         time_zone=settings.creditjob_time_zone,
