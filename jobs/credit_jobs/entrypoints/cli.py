@@ -9,7 +9,6 @@ With no DATABASE_URL (and no --database-url) it starts the embedded PostgreSQL u
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import os
 import sys
@@ -58,6 +57,7 @@ from credit_jobs.usecases.grant import ONE_OFF_TYPES
 from credit_jobs.usecases.grant import grant as grant_credits
 from credit_jobs.usecases.registry import USECASES, get_usecase
 from credit_jobs.usecases.void_grant import void_grant
+from credit_operator.commands import register as register_operator_commands
 
 app = typer.Typer(
     name="credit-jobs",
@@ -576,18 +576,10 @@ def demo(
     raise typer.Exit(code)
 
 
-# --- operator commands (operator/credit_operator) ----------------------------------------------------------------
-
-
-def _register_operator_commands() -> None:
-    try:
-        commands = importlib.import_module("credit_operator.commands")
-    except ImportError:  # the operator package is optional for a jobs-only install
-        return
-    commands.register(app)
-
-
-_register_operator_commands()
+# --- composition root: the operator's commands join the jobs CLI ------------------------------------------------
+# The one place credit_jobs imports credit_operator (import-linter: "the jobs core does not depend on the operator").
+# `operator` and `trigger` import Kopf and the Kubernetes client only when they run, so `credit-jobs run` never does.
+register_operator_commands(app)
 
 
 # --- entry point ------------------------------------------------------------------------------------------------
