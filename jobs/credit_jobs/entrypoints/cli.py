@@ -31,8 +31,7 @@ from typer.exceptions import TyperException as TyperUsageError
 from credit_jobs import __version__
 from credit_jobs.adapters import database, run_audit, schema_migrations
 from credit_jobs.adapters.embedded_database import EmbeddedPostgres, start_embedded
-from credit_jobs.adapters.tables import TRIGGERS
-from credit_jobs.domain.contract import Trigger
+from credit_jobs.domain.contract import TRIGGERS, Trigger
 from credit_jobs.domain.errors import ConfigError, CreditJobsError
 from credit_jobs.domain.grant_rules import DEFAULT_GRANT_FAMILY, validate_grant_family
 from credit_jobs.domain.limits import MAX_CREDITS, MAX_EXPIRY_DAYS, MAX_REQUEST_ID_LENGTH
