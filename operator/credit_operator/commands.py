@@ -5,21 +5,25 @@
 - `credit-jobs trigger NAME` asks for a run now: it sets the `credits.dev/run-now` annotation (and
   `credits.dev/run-period` with `--period-key`) and prints the token; the operator does the rest.
 
-The lead's `credit_jobs.entrypoints.cli` calls `register(app)` and maps ConfigError to exit code 2.
+`credit_jobs.entrypoints.cli` (the composition root) calls `register(app)` and maps ConfigError to exit code 2.
+The Kubernetes client is imported by the commands when they run, never by `register`: a job pod's
+`credit-jobs run` shares this CLI and must not pay for it.
 """
 
 from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from credit_jobs.domain.errors import ConfigError
 from credit_jobs.domain.period_keys import period_start
 from credit_operator.creditjob import ANNOTATION_RUN_NOW, ANNOTATION_RUN_PERIOD, parse_creditjob
-from credit_operator.kube import ApiError, KubeApi, connect
+
+if TYPE_CHECKING:
+    from credit_operator.kube import KubeApi
 
 
 def new_token(now: datetime | None = None) -> str:
@@ -30,6 +34,8 @@ def new_token(now: datetime | None = None) -> str:
 
 def request_run(api: KubeApi, namespace: str, name: str, period_key: str | None, token: str) -> None:
     """Set the run-now annotations on a CreditJob; ConfigError when it does not exist."""
+    from credit_operator.kube import ApiError
+
     try:
         body = api.get_creditjob(namespace, name)
     except ApiError as exc:
@@ -54,6 +60,8 @@ def request_run(api: KubeApi, namespace: str, name: str, period_key: str | None,
 
 
 def _api() -> KubeApi:
+    from credit_operator.kube import KubeApi, connect
+
     try:
         return KubeApi(connect())
     except Exception as exc:  # no kubeconfig, no service account: a usage problem, not a crash

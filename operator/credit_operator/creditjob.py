@@ -14,6 +14,9 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
+# Re-exported for the planners and spec checks: the contract's lists, which the CRD's enums equal.
+from credit_jobs.domain.contract import PERIODS as PERIODS
+from credit_jobs.domain.contract import USECASES as USECASES
 from credit_jobs.domain.errors import ConfigError
 from credit_jobs.domain.schedule import Schedule
 
@@ -23,8 +26,6 @@ PLURAL = "creditjobs"
 KIND = "CreditJob"
 API_VERSION = f"{GROUP}/{VERSION}"
 
-USECASES = ("distribute-credits", "expire-credits", "cleanup-storage")
-PERIODS = ("monthly", "weekly", "daily", "hourly")
 CONCURRENCY_POLICIES = ("Forbid", "Replace", "Allow")
 
 # Labels on every CronJob / Job / Pod the operator makes: the CreditJob label finds the children.

@@ -1,6 +1,6 @@
 """CreditJob → batch/v1 CronJob manifest, and CronJob → one-off Job (run-now, catch-up): pure planners.
 
-No I/O: `reconcile.py` applies what these return. They honour the container contract (design.md ⚓): command
+No I/O: `reconcile.py` applies what these return. They honour the container contract (docs/contract.md): command
 `credit-jobs run <usecase>`, args from `spec.params`, the CREDITJOB_* environment, DATABASE_URL from a Secret,
 a podFailurePolicy that fails the Job at once on exit code 2 (configuration error, never retried). Job names
 are deterministic so that a repeated create conflicts instead of running twice. `drift` tells the reconcile
@@ -18,6 +18,21 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from credit_jobs.domain.contract import (
+    ENV_DATABASE_URL,
+    ENV_LOG_FORMAT,
+    ENV_NAME,
+    ENV_NAMESPACE,
+    ENV_PERIOD,
+    ENV_PERIOD_KEY,
+    ENV_PUSHGATEWAY_URL,
+    ENV_SCHEDULE,
+    ENV_SHARDS,
+    ENV_TIME_ZONE,
+    ENV_TRIGGER,
+    EXIT_CONFIG_ERROR,
+    Trigger,
+)
 from credit_operator.creditjob import (
     ANNOTATION_PERIOD_KEY,
     ANNOTATION_RUN_NOW_TOKEN,
@@ -30,7 +45,7 @@ from credit_operator.creditjob import (
 )
 
 CONTAINER = "credit-jobs"
-CONFIG_ERROR_EXIT_CODE = 2
+CONFIG_ERROR_EXIT_CODE = EXIT_CONFIG_ERROR
 RUN_AS_USER = 10001
 DEFAULT_RESOURCES: Mapping[str, Any] = {
     "requests": {"cpu": "100m", "memory": "256Mi"},
@@ -86,15 +101,15 @@ def labels(job: CreditJob) -> dict[str, str]:
 def _env(job: CreditJob, defaults: ManifestDefaults) -> list[dict[str, Any]]:
     spec = job.spec
     env: list[dict[str, Any]] = [
-        {"name": "CREDITJOB_NAME", "value": job.name},
-        {"name": "CREDITJOB_NAMESPACE", "value": job.namespace},
-        {"name": "CREDITJOB_SCHEDULE", "value": spec.schedule},
-        {"name": "CREDITJOB_TIME_ZONE", "value": spec.time_zone},
-        {"name": "CREDITJOB_PERIOD", "value": spec.period},
-        {"name": "CREDITJOB_SHARDS", "value": str(spec.parallelism)},
-        {"name": "CREDITJOB_TRIGGER", "value": "schedule"},
+        {"name": ENV_NAME, "value": job.name},
+        {"name": ENV_NAMESPACE, "value": job.namespace},
+        {"name": ENV_SCHEDULE, "value": spec.schedule},
+        {"name": ENV_TIME_ZONE, "value": spec.time_zone},
+        {"name": ENV_PERIOD, "value": spec.period},
+        {"name": ENV_SHARDS, "value": str(spec.parallelism)},
+        {"name": ENV_TRIGGER, "value": Trigger.SCHEDULE.value},
         {
-            "name": "DATABASE_URL",
+            "name": ENV_DATABASE_URL,
             "valueFrom": {
                 "secretKeyRef": {
                     "name": spec.db_secret_name or defaults.db_secret_name,
@@ -104,8 +119,8 @@ def _env(job: CreditJob, defaults: ManifestDefaults) -> list[dict[str, Any]]:
         },
     ]
     if defaults.pushgateway_url:
-        env.append({"name": "PUSHGATEWAY_URL", "value": defaults.pushgateway_url})
-    env.append({"name": "LOG_FORMAT", "value": "json"})
+        env.append({"name": ENV_PUSHGATEWAY_URL, "value": defaults.pushgateway_url})
+    env.append({"name": ENV_LOG_FORMAT, "value": "json"})
     return env
 
 
@@ -252,10 +267,10 @@ def build_job_from_cronjob(
     for container in job_spec["template"]["spec"]["containers"]:
         if container.get("name") != CONTAINER:
             continue
-        env = [e for e in container.get("env", []) if e["name"] not in ("CREDITJOB_TRIGGER", "CREDITJOB_PERIOD_KEY")]
-        env.append({"name": "CREDITJOB_TRIGGER", "value": trigger})
+        env = [e for e in container.get("env", []) if e["name"] not in (ENV_TRIGGER, ENV_PERIOD_KEY)]
+        env.append({"name": ENV_TRIGGER, "value": trigger})
         if period_key:
-            env.append({"name": "CREDITJOB_PERIOD_KEY", "value": period_key})
+            env.append({"name": ENV_PERIOD_KEY, "value": period_key})
         container["env"] = env
     if suspend:
         job_spec["suspend"] = True

@@ -1,4 +1,4 @@
-"""The operator's Prometheus metrics (design.md ⚓ names), in a registry of its own, served on /metrics.
+"""The operator's Prometheus metrics (docs/contract.md, shared names), in a registry of its own, served on /metrics.
 
 `handlers.py` sets the per-CreditJob series after every reconcile pass (`observe_creditjob`) and counts passes
 (`RECONCILE_TOTAL`, `RECONCILE_DURATION`); `commands.py` starts the HTTP server. The chart's alert and dashboard

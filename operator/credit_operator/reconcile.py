@@ -16,6 +16,7 @@ from typing import Any
 
 import kopf
 
+from credit_jobs.domain.contract import Trigger
 from credit_jobs.domain.errors import ConfigError
 from credit_jobs.domain.period_keys import period_start
 from credit_operator import cronjob_manifest as manifests
@@ -255,7 +256,7 @@ def _run_now(
     job = manifests.build_job_from_cronjob(
         cronjob,
         name=manifests.manual_job_name(creditjob.name, token),
-        trigger="manual",
+        trigger=Trigger.MANUAL.value,
         period_key=period_key,
         token=token,
     )
@@ -288,7 +289,7 @@ def _catch_up(
         job = manifests.build_job_from_cronjob(
             cronjob,
             name=manifests.catch_up_job_name(creditjob.name, missed.key),
-            trigger="catch-up",
+            trigger=Trigger.CATCH_UP.value,
             period_key=missed.key,
             scheduled_time=missed.fire_time,
             suspend=queue,
@@ -317,7 +318,7 @@ def _release_queued(
     views = child_jobs(jobs, creditjob)
     if any(v.state == "active" for v in views):
         return
-    queued = [v for v in views if v.state == "queued" and v.trigger == "catch-up"]
+    queued = [v for v in views if v.state == "queued" and v.trigger == Trigger.CATCH_UP]
     if not queued:
         return
     oldest = min(queued, key=lambda v: (_sort_time(v.scheduled_time or v.created_at), v.name))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from credit_jobs.domain.contract import Trigger
 from credit_jobs.domain.errors import ConfigError
 from credit_jobs.domain.schedule import Schedule
 from credit_operator.creditjob import (
@@ -83,7 +84,7 @@ def view_job(job: Mapping[str, Any], creditjob: CreditJob) -> JobView:
             key = None
     return JobView(
         name=str(meta.get("name", "")),
-        trigger=str((meta.get("labels") or {}).get(LABEL_TRIGGER, "schedule")),
+        trigger=str((meta.get("labels") or {}).get(LABEL_TRIGGER, Trigger.SCHEDULE.value)),
         state=state,
         scheduled_time=scheduled,
         period_key=key,
@@ -169,7 +170,7 @@ def build_status(
     missed_since = parse_time(previous.get("missedSince"))
     missed_keys: list[str] = list(previous.get("missedPeriods") or [])
     scheduled_success = _latest(
-        [v.finished_at for v in views if v.state == "succeeded" and v.trigger == "schedule"]
+        [v.finished_at for v in views if v.state == "succeeded" and v.trigger == Trigger.SCHEDULE]
         + [parse_time(cron_status.get("lastSuccessfulTime"))]
     )
     if missed_since and scheduled_success and scheduled_success > missed_since:
@@ -179,7 +180,7 @@ def build_status(
         missed_since = missed_since or now
 
     catch_up_running = sorted(
-        v.period_key or v.name for v in views if v.trigger == "catch-up" and v.state in ("active", "queued")
+        v.period_key or v.name for v in views if v.trigger == Trigger.CATCH_UP and v.state in ("active", "queued")
     )
     conditions = _conditions(
         creditjob,

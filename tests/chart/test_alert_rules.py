@@ -20,7 +20,7 @@ from chart_support import ENVIRONMENTS, REPO, env_values, monitoring_values, rul
 
 RUNBOOKS = REPO / "docs" / "runbooks.md"
 RUNBOOK_BASE = "https://github.com/credit-jobs/credit-jobs/blob/main/docs/runbooks.md"
-# design.md's alert list. CreditJobsTriggerAuthFailures belongs to the trigger HTTP API, which is not built and
+# docs/contract.md's alert list. CreditJobsTriggerAuthFailures belongs to the trigger HTTP API, which is not built and
 # exports no metric yet: it is documented as upcoming in docs/monitoring.md, not shipped as a stub rule.
 EXPECTED_ALERTS = {
     "CreditJobFailed",

@@ -87,7 +87,7 @@ def start_prometheus(workdir: Path) -> Iterator[Callable[..., Prometheus]]:
         scrape = [
             {
                 "job_name": "pushgateway",
-                "honor_labels": True,  # keep the pushed job="credit-jobs" (design.md ⚓)
+                "honor_labels": True,  # keep the pushed job="credit-jobs" (docs/contract.md)
                 "static_configs": [{"targets": [f"127.0.0.1:{pushgateway.port}"]}],
             }
         ]

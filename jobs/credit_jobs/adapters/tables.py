@@ -1,6 +1,6 @@
 """The database schema as SQLAlchemy 2 typed declarative models — the shape Alembic's migrations create.
 
-Every ledger invariant the database can hold is a constraint or index here (design.md ⚓ ledger invariants):
+Every ledger invariant the database can hold is a constraint or index here (docs/contract.md, ledger invariants):
 balances never negative (CHECK), one periodic grant per (user, grant family, period key) (partial unique index),
 one expiry entry per grant (partial unique index), every ledger row names its cause (CHECK num_nonnulls), at most
 one *running* audit row per (job, period key, shard) (partial unique index). `tests/integration/test_schema.py`
@@ -30,6 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from credit_jobs.domain.contract import TRIGGERS as TRIGGERS  # the audit row's trigger CHECK
 from credit_jobs.domain.limits import MAX_BALANCE, MAX_CREDITS, MAX_EXPIRY_DAYS
 from credit_jobs.domain.period_keys import SQL_KEY_PATTERN
 
@@ -38,7 +39,6 @@ PERIODIC_GRANT_TYPES = ("free_tier", "subscription", "lifetime_monthly")
 ENTRY_KINDS = ("usage", "expiry", "void")
 REQUEST_OPERATIONS = ("consume", "grant", "void")
 RUN_STATUSES = ("running", "succeeded", "failed", "skipped")
-TRIGGERS = ("schedule", "manual", "catch-up", "backfill", "cli")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:

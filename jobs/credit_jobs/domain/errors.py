@@ -1,4 +1,4 @@
-"""Errors every layer raises and every entry point maps to an exit code (design.md ⚓ container contract).
+"""Errors every layer raises and every entry point maps to an exit code (docs/contract.md, container contract).
 
 `ConfigError` → exit 2 (usage / configuration: never retried; the operator's podFailurePolicy fails the Job at once).
 `RunFailed` → exit 1 (the run failed and a retry may help). `InsufficientCredits` is a domain refusal raised by
@@ -7,29 +7,31 @@
 
 from __future__ import annotations
 
+from credit_jobs.domain.contract import EXIT_CONFIG_ERROR, EXIT_FAILED
+
 
 class CreditJobsError(Exception):
     """Base class: `str(error)` is a one-line, user-facing reason (what, where, how to fix)."""
 
-    exit_code = 1
+    exit_code = EXIT_FAILED
 
 
 class ConfigError(CreditJobsError):
     """Bad configuration or usage: a malformed period key, shard spec, database URL, unknown usecase…"""
 
-    exit_code = 2
+    exit_code = EXIT_CONFIG_ERROR
 
 
 class RunFailed(CreditJobsError):
     """The run could not finish; a retry may help (database went away, items failed, guard lost)."""
 
-    exit_code = 1
+    exit_code = EXIT_FAILED
 
 
 class InsufficientCredits(CreditJobsError):
     """A consumption asked for more credits than the user has available; nothing was taken."""
 
-    exit_code = 1
+    exit_code = EXIT_FAILED
 
     def __init__(self, user_id: int, requested: int, available: int) -> None:
         super().__init__(

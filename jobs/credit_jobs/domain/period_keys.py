@@ -18,10 +18,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from enum import StrEnum
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from credit_jobs.domain.contract import Period as Period  # the granularities are part of the contract
 from credit_jobs.domain.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -32,15 +32,6 @@ if TYPE_CHECKING:
 # calendars — `9999-12` would overflow the first date arithmetic done with it.
 MIN_KEY_YEAR = 1970
 MAX_KEY_YEAR = 9899
-
-
-class Period(StrEnum):
-    """Granularity of a period key."""
-
-    MONTHLY = "monthly"
-    WEEKLY = "weekly"
-    DAILY = "daily"
-    HOURLY = "hourly"
 
 
 # ASCII digits spelled out ([0-9], never \d) and re.ASCII besides: full-width `2026-11` must not parse as 2026-11.

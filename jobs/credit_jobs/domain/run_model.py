@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from credit_jobs.domain.contract import DEFAULT_BATCH_SIZE as DEFAULT_BATCH_SIZE
 from credit_jobs.domain.errors import ConfigError
 from credit_jobs.domain.grant_rules import DEFAULT_GRANT_FAMILY
 from credit_jobs.domain.period_keys import Period, ResolvedPeriod
 from credit_jobs.domain.sharding import Shard
 
-DEFAULT_BATCH_SIZE = 5000
 MAX_BATCH_SIZE = 100_000
 
 
@@ -49,7 +49,7 @@ class RunContext:
 
 @dataclass
 class RunStats:
-    """Counts in the shared vocabulary (design.md ⚓ names) plus usecase-specific details."""
+    """Counts in the shared vocabulary (docs/contract.md, shared names) plus usecase-specific details."""
 
     processed: int = 0
     skipped: int = 0

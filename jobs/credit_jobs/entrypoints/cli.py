@@ -9,7 +9,6 @@ With no DATABASE_URL (and no --database-url) it starts the embedded PostgreSQL u
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import os
 import sys
@@ -32,7 +31,7 @@ from typer.exceptions import TyperException as TyperUsageError
 from credit_jobs import __version__
 from credit_jobs.adapters import database, run_audit, schema_migrations
 from credit_jobs.adapters.embedded_database import EmbeddedPostgres, start_embedded
-from credit_jobs.adapters.tables import TRIGGERS
+from credit_jobs.domain.contract import TRIGGERS, Trigger
 from credit_jobs.domain.errors import ConfigError, CreditJobsError
 from credit_jobs.domain.grant_rules import DEFAULT_GRANT_FAMILY, validate_grant_family
 from credit_jobs.domain.limits import MAX_CREDITS, MAX_EXPIRY_DAYS, MAX_REQUEST_ID_LENGTH
@@ -57,6 +56,7 @@ from credit_jobs.usecases.grant import ONE_OFF_TYPES
 from credit_jobs.usecases.grant import grant as grant_credits
 from credit_jobs.usecases.registry import USECASES, get_usecase
 from credit_jobs.usecases.void_grant import void_grant
+from credit_operator.commands import register as register_operator_commands
 
 app = typer.Typer(
     name="credit-jobs",
@@ -176,7 +176,8 @@ def run(
         usecase=spec,
         job=settings.creditjob_name or spec.name,
         namespace=settings.creditjob_namespace,
-        trigger=settings.creditjob_trigger or ("schedule" if settings.creditjob_schedule else "cli"),
+        trigger=settings.creditjob_trigger
+        or (Trigger.SCHEDULE.value if settings.creditjob_schedule else Trigger.CLI.value),
         period=parse_period(settings.creditjob_period) if settings.creditjob_period else None,
         schedule=settings.creditjob_schedule,
         time_zone=settings.creditjob_time_zone,
@@ -574,18 +575,10 @@ def demo(
     raise typer.Exit(code)
 
 
-# --- operator commands (operator/credit_operator) ----------------------------------------------------------------
-
-
-def _register_operator_commands() -> None:
-    try:
-        commands = importlib.import_module("credit_operator.commands")
-    except ImportError:  # the operator package is optional for a jobs-only install
-        return
-    commands.register(app)
-
-
-_register_operator_commands()
+# --- composition root: the operator's commands join the jobs CLI ------------------------------------------------
+# The one place credit_jobs imports credit_operator (import-linter: "the jobs core does not depend on the operator").
+# `operator` and `trigger` import Kopf and the Kubernetes client only when they run, so `credit-jobs run` never does.
+register_operator_commands(app)
 
 
 # --- entry point ------------------------------------------------------------------------------------------------

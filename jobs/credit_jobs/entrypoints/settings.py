@@ -1,6 +1,6 @@
 """Configuration from the environment (pydantic-settings). Every variable is documented in docs/env-and-ops.md.
 
-The CronJob container gets its run's identity through these (design.md ⚓ container contract); CLI options
+The CronJob container gets its run's identity through these (docs/contract.md, container contract); CLI options
 override them. Read once, at the entry point, through `load_settings()`: every value is checked here, at the edge,
 and a bad one becomes a one-line ConfigError (exit 2) naming the variable, the value and the accepted range —
 before anything connects or writes.
@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from credit_jobs.domain.contract import DEFAULT_BATCH_SIZE
 from credit_jobs.domain.errors import ConfigError
 from credit_jobs.domain.grant_rules import DEFAULT_GRANT_FAMILY, validate_grant_family
 from credit_jobs.domain.limits import MAX_JOB_NAME_LENGTH
@@ -68,7 +69,7 @@ class Settings(BaseSettings):
 
     creditjobs_data_dir: Path = Path(".data")
     creditjobs_heartbeat_seconds: float = 10.0
-    creditjobs_batch_size: int = 5000
+    creditjobs_batch_size: int = DEFAULT_BATCH_SIZE
     creditjobs_statement_timeout_seconds: float = 300.0  # job runs: SET LOCAL statement_timeout
     creditjobs_lock_timeout_seconds: float = 30.0  # job runs: SET LOCAL lock_timeout
 
@@ -145,10 +146,13 @@ class Settings(BaseSettings):
         text = str(value).strip()
         if not _WHOLE_NUMBER.fullmatch(text):
             raise ValueError(
-                f"CREDITJOBS_BATCH_SIZE={_shown(value)} is not a whole number: use 1..{MAX_BATCH_SIZE} (default 5000)"
+                f"CREDITJOBS_BATCH_SIZE={_shown(value)} is not a whole number: use 1..{MAX_BATCH_SIZE} "
+                f"(default {DEFAULT_BATCH_SIZE})"
             )
         if not 1 <= int(text) <= MAX_BATCH_SIZE:
-            raise ValueError(f"CREDITJOBS_BATCH_SIZE={text} is out of range: use 1..{MAX_BATCH_SIZE} (default 5000)")
+            raise ValueError(
+                f"CREDITJOBS_BATCH_SIZE={text} is out of range: use 1..{MAX_BATCH_SIZE} (default {DEFAULT_BATCH_SIZE})"
+            )
         return int(text)
 
 

@@ -1,7 +1,7 @@
 """The run lifecycle every usecase runs inside: one path for CLI, CronJob container and (later) HTTP trigger.
 
 1. Give the run an id and resolve its period key (pinned, or from the scheduled time — `domain.period_keys`).
-2. Bind the log fields every line carries (design.md ⚓ names).
+2. Bind the log fields every line carries (docs/contract.md, shared names).
 3. Connect and check the schema version (a bad URL, credentials or database name: exit 2; an unreachable server: 1).
    Read the run's "now" from the database (one clock for expiry, grant times, cleanup and the audit row) and warn
    (`run.clock_skew`) when the pod's clock differs from it by more than `CLOCK_SKEW_WARNING`. The period key is
@@ -32,6 +32,7 @@ from sqlalchemy.exc import DBAPIError
 from credit_jobs.adapters import database, db_clock, run_audit
 from credit_jobs.adapters.pushgateway import push_run_metrics
 from credit_jobs.adapters.run_guard import RunGuard, guard_key
+from credit_jobs.domain.contract import DEFAULT_BATCH_SIZE, EXIT_CONFIG_ERROR, EXIT_FAILED, EXIT_OK, Trigger
 from credit_jobs.domain.errors import ConfigError, CreditJobsError, RunFailed
 from credit_jobs.domain.grant_rules import DEFAULT_GRANT_FAMILY
 from credit_jobs.domain.period_keys import Period, ResolvedPeriod, resolve_period
@@ -41,7 +42,6 @@ from credit_jobs.observability.metrics import PUSH_JOB, RunMetrics
 
 log = structlog.get_logger()
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 CLOCK_SKEW_WARNING = timedelta(minutes=1)
 
 
@@ -49,13 +49,13 @@ CLOCK_SKEW_WARNING = timedelta(minutes=1)
 class RunRequest:
     usecase: UsecaseSpec
     job: str
-    trigger: str = "cli"
+    trigger: str = Trigger.CLI.value
     period: Period | None = None  # default: the usecase's
     schedule: str | None = None
     time_zone: str = "UTC"
     pinned_key: str | None = None
     shard: Shard = field(default_factory=Shard)
-    batch_size: int = 5000
+    batch_size: int = DEFAULT_BATCH_SIZE
     dry_run: bool = False
     heartbeat_seconds: float = 10.0
     pushgateway_url: str | None = None
@@ -121,7 +121,7 @@ def execute_run(
         run_now = _run_now(engine, clock, ledger_clock)
         _run_guarded(request, engine, run_id, period, run_now, outcome, progress)
     except ConfigError as exc:
-        outcome.status, outcome.exit_code, outcome.error = "failed", EXIT_CONFIG, str(exc)
+        outcome.status, outcome.exit_code, outcome.error = "failed", EXIT_CONFIG_ERROR, str(exc)
     except RunFailed as exc:  # retryable before the work started: server unreachable or down, a hung guard holder
         outcome.status, outcome.exit_code, outcome.error = "failed", EXIT_FAILED, str(exc)
     except DBAPIError as exc:  # lost the database between checking it and taking the guard / writing the audit row

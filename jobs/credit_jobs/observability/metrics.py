@@ -1,4 +1,4 @@
-"""Metrics a finished run pushes to the Pushgateway (design.md ⚓ names), defined once here.
+"""Metrics a finished run pushes to the Pushgateway (docs/contract.md, shared names), defined once here.
 
 Each run builds a fresh `RunMetrics` (its own CollectorRegistry), sets it from the run's result and pushes it with
 grouping key `job="credit-jobs", creditjob=<name>, shard=<i>`. Pushes use POST (`pushadd`), which replaces only

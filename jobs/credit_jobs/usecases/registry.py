@@ -1,9 +1,9 @@
-"""The usecases `credit-jobs run <usecase>` can run, by their container-contract names (design.md ⚓)."""
+"""The usecases `credit-jobs run <usecase>` can run, by their container-contract names (docs/contract.md)."""
 
 from __future__ import annotations
 
+from credit_jobs.domain.contract import CLEANUP_STORAGE, DISTRIBUTE_CREDITS, EXPIRE_CREDITS, USECASE_PERIODS
 from credit_jobs.domain.errors import ConfigError
-from credit_jobs.domain.period_keys import Period
 from credit_jobs.domain.run_model import UsecaseSpec
 from credit_jobs.usecases.cleanup_storage import cleanup_storage
 from credit_jobs.usecases.distribute_credits import distribute_credits
@@ -13,20 +13,20 @@ USECASES: dict[str, UsecaseSpec] = {
     spec.name: spec
     for spec in (
         UsecaseSpec(
-            "distribute-credits",
-            Period.MONTHLY,
+            DISTRIBUTE_CREDITS,
+            USECASE_PERIODS[DISTRIBUTE_CREDITS],
             distribute_credits,
             "Grant every eligible user their plan's credits for the period, exactly once.",
         ),
         UsecaseSpec(
-            "expire-credits",
-            Period.DAILY,
+            EXPIRE_CREDITS,
+            USECASE_PERIODS[EXPIRE_CREDITS],
             expire_credits,
             "Expire every grant past its expiry exactly once and reduce balances.",
         ),
         UsecaseSpec(
-            "cleanup-storage",
-            Period.DAILY,
+            CLEANUP_STORAGE,
+            USECASE_PERIODS[CLEANUP_STORAGE],
             cleanup_storage,
             "Delete every stored file whose retention has ended (file:// and s3://) and record it.",
         ),

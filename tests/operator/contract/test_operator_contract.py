@@ -1,4 +1,4 @@
-"""Contract test (design.md ⚓ container contract): the container the operator renders really runs the jobs core.
+"""Contract test (docs/contract.md, container contract): the container the operator renders really runs the jobs core.
 
 Takes command, args and env from a rendered CronJob (and from a run-now Job built from it), resolves the
 DATABASE_URL secretKeyRef the way the kubelet would (from a Secret manifest), runs it as a real subprocess

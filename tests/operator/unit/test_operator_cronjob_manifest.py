@@ -1,4 +1,4 @@
-"""CreditJob → CronJob manifest and CronJob → one-off Job: the container contract (design.md ⚓), every spec
+"""CreditJob → CronJob manifest and CronJob → one-off Job: the container contract (docs/contract.md), every spec
 field, hardening, deterministic names, Kubernetes schema validity (1.29 to 1.35), and drift detection."""
 
 from __future__ import annotations

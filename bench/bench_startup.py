@@ -1,0 +1,155 @@
+"""Benchmark: how fast a job pod's `credit-jobs run` reaches the database, next to a bare interpreter's start-up.
+
+Not a test (`python bench/bench_startup.py`). These machines are shared and noisy, so every figure is printed next
+to a baseline measured in the same run: `python -c pass` (the interpreter alone). For each of `--repeat` rounds:
+
+  baseline     wall time of `python -c pass`
+  connected    process start → the first database connection is open (SQLAlchemy's pool `connect` event)
+  first SQL    process start → the first statement the run sends through its engine (`before_cursor_execute`)
+  CPU          user + system CPU seconds the probe process used up to that statement (less sensitive than wall
+               time to the other processes sharing the machine's cores)
+
+The probe process runs `credit_jobs.entrypoints.cli.main(["run", "expire-credits"])` — what the CronJob container
+runs — against a migrated embedded PostgreSQL, and exits at its first statement. The medians are printed, with
+first SQL minus baseline (what credit-jobs itself costs) and the top entries of `python -X importtime` for
+importing the CLI. Target (issue 9): first SQL within 0.5 s of process start.
+
+The image installs wheels, which pip byte-compiles: so does this bench (`compileall` on jobs/ and operator/, the
+`__pycache__` directories are git-ignored) — otherwise a PYTHONDONTWRITEBYTECODE shell would time the compiler.
+
+Usage: python bench/bench_startup.py [--repeat 7] [--top 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import compileall
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from credit_jobs.adapters.embedded_database import start_embedded
+from credit_jobs.adapters.schema_migrations import upgrade_schema
+
+TARGET_S = 0.5
+ROOT = Path(__file__).resolve().parents[1]
+
+# Runs in the measured process: two event hooks, then the console script's own main().
+PROBE = """
+import os, sys, time
+import sqlalchemy as sa
+
+marks = {}
+
+@sa.event.listens_for(sa.pool.Pool, "connect")
+def _connected(*_):
+    marks.setdefault("connected", time.time())
+
+@sa.event.listens_for(sa.engine.Engine, "before_cursor_execute")
+def _first_statement(*_):
+    print(marks.get("connected", 0.0), time.time(), flush=True)
+    os._exit(0)
+
+from credit_jobs.entrypoints.cli import main
+main(["run", "expire-credits"])
+print("no statement", flush=True)
+"""
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _wall(args: list[str], env: dict[str, str]) -> tuple[float, float]:
+    cpu, started = _children_cpu(), time.time()
+    done = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{args[:3]} failed: {done.stderr[-2000:]}")
+    return time.time() - started, _children_cpu() - cpu
+
+
+def _probe(env: dict[str, str]) -> tuple[float, float, float]:
+    cpu, started = _children_cpu(), time.time()
+    done = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=False)
+    fields = done.stdout.split()
+    if done.returncode != 0 or len(fields) != 2:
+        raise SystemExit(f"probe failed: {done.stdout} {done.stderr[-2000:]}")
+    connected, first = (float(f) for f in fields)
+    return connected - started, first - started, _children_cpu() - cpu
+
+
+def _import_top(env: dict[str, str], top: int) -> list[tuple[int, str]]:
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import credit_jobs.entrypoints.cli"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rows: list[tuple[int, str]] = []
+    for line in done.stderr.splitlines():
+        parts = line.removeprefix("import time:").split("|")
+        if len(parts) == 3 and parts[1].strip().isdigit():
+            rows.append((int(parts[1]), parts[2].rstrip()))
+    return sorted(rows, reverse=True)[:top]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--top", type=int, default=12)
+    options = parser.parse_args()
+
+    for package in ("jobs", "operator"):
+        compileall.compile_dir(ROOT / package, quiet=1)
+    server = start_embedded()
+    try:
+        admin = sa.create_engine(server.url("postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text("CREATE DATABASE bench_startup"))
+        admin.dispose()
+        url = server.url("bench_startup")
+        upgrade_schema(url)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CREDITJOB", "PUSHGATEWAY"))}
+        env |= {"DATABASE_URL": url.replace("postgresql+psycopg://", "postgresql://", 1), "LOG_FORMAT": "json"}
+
+        _probe(env)  # warm the OS page cache and the .pyc files: every round then starts alike
+        baseline, baseline_cpu, connected, first, cpu = [], [], [], [], []
+        for _ in range(options.repeat):
+            wall, wall_cpu = _wall([sys.executable, "-c", "pass"], env)
+            baseline.append(wall)
+            baseline_cpu.append(wall_cpu)
+            to_connect, to_first, probe_cpu = _probe(env)
+            connected.append(to_connect)
+            first.append(to_first)
+            cpu.append(probe_cpu)
+        top = _import_top(env, options.top)
+    finally:
+        server.stop()
+
+    base, base_cpu, conn_s, first_s, cpu_s = (
+        statistics.median(v) for v in (baseline, baseline_cpu, connected, first, cpu)
+    )
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    print(f"startup ({options.repeat} rounds, medians)  python -c pass: {base:.3f} s wall, {base_cpu:.3f} s CPU")
+    print(f"  credit-jobs run → connected:   {conn_s:.3f} s  ({conn_s / base:.1f}x baseline)")
+    print(
+        f"  credit-jobs run → first SQL:   {first_s:.3f} s  ({first_s / base:.1f}x baseline, "
+        f"{first_s - base:.3f} s over it; target ≤ {TARGET_S} s: {'met' if first_s <= TARGET_S else 'NOT met'})"
+    )
+    print(f"  CPU to first SQL:              {cpu_s:.3f} s  ({cpu_s / base_cpu:.1f}x baseline CPU)")
+    print("  first SQL, every round: " + " ".join(f"{v:.3f}" for v in first))
+    print(f"python -X importtime -c 'import credit_jobs.entrypoints.cli', top {options.top} (cumulative):")
+    for micros, name in top:
+        print(f"  {micros / 1e6:7.3f} s  {name}")
+
+
+if __name__ == "__main__":
+    main()

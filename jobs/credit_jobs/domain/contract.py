@@ -1,0 +1,86 @@
+"""The vocabulary the jobs core and the operator share (docs/contract.md), defined once: the usecase names with
+their default periods, the run triggers, the exit codes, the container's environment-variable names and the
+default batch size.
+
+Pure constants. The operator renders CronJobs from these (`credit_operator.cronjob_manifest`, `creditjob`,
+`reconcile`, `status`); the jobs core reads the same names (`usecases.registry`, `adapters.tables`,
+`entrypoints.settings`, `lifecycle.run_lifecycle`, `domain.errors`). `tests/unit/test_contract.py` keeps the CRD's
+enums and the settings class equal to what is here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Final
+
+
+class Period(StrEnum):
+    """Granularity of a period key (`spec.period`, CREDITJOB_PERIOD); `domain.period_keys` computes the keys."""
+
+    MONTHLY = "monthly"
+    WEEKLY = "weekly"
+    DAILY = "daily"
+    HOURLY = "hourly"
+
+
+# --- usecases: `credit-jobs run <usecase>`, the CRD's spec.usecase ------------------------------------------------
+DISTRIBUTE_CREDITS: Final = "distribute-credits"
+EXPIRE_CREDITS: Final = "expire-credits"
+CLEANUP_STORAGE: Final = "cleanup-storage"
+# The period a run uses when CREDITJOB_PERIOD (spec.period) does not say.
+USECASE_PERIODS: Final[Mapping[str, Period]] = MappingProxyType(
+    {DISTRIBUTE_CREDITS: Period.MONTHLY, EXPIRE_CREDITS: Period.DAILY, CLEANUP_STORAGE: Period.DAILY}
+)
+USECASES: Final[tuple[str, ...]] = tuple(USECASE_PERIODS)
+PERIODS: Final[tuple[str, ...]] = tuple(period.value for period in Period)
+
+
+class Trigger(StrEnum):
+    """What started a run: CREDITJOB_TRIGGER, the `credits.dev/trigger` label, the audit row's `trigger`."""
+
+    SCHEDULE = "schedule"  # the CronJob fired
+    MANUAL = "manual"  # run-now (`credit-jobs trigger`)
+    CATCH_UP = "catch-up"  # the operator's catch-up of a missed fire time
+    BACKFILL = "backfill"  # a person re-running an old period
+    CLI = "cli"  # `credit-jobs run` with no schedule
+
+
+TRIGGERS: Final[tuple[str, ...]] = tuple(trigger.value for trigger in Trigger)
+
+# --- exit codes: what the Job controller acts on ------------------------------------------------------------------
+EXIT_OK: Final = 0  # succeeded, or skipped (a live run holds the period)
+EXIT_FAILED: Final = 1  # failed; a retry may help (backoffLimit)
+EXIT_CONFIG_ERROR: Final = 2  # configuration / usage error: the podFailurePolicy fails the Job at once
+
+# --- the container's environment ----------------------------------------------------------------------------------
+ENV_NAME: Final = "CREDITJOB_NAME"
+ENV_NAMESPACE: Final = "CREDITJOB_NAMESPACE"
+ENV_SCHEDULE: Final = "CREDITJOB_SCHEDULE"
+ENV_TIME_ZONE: Final = "CREDITJOB_TIME_ZONE"
+ENV_PERIOD: Final = "CREDITJOB_PERIOD"
+ENV_SHARDS: Final = "CREDITJOB_SHARDS"
+ENV_TRIGGER: Final = "CREDITJOB_TRIGGER"
+ENV_PERIOD_KEY: Final = "CREDITJOB_PERIOD_KEY"
+ENV_DATABASE_URL: Final = "DATABASE_URL"
+ENV_PUSHGATEWAY_URL: Final = "PUSHGATEWAY_URL"
+ENV_LOG_FORMAT: Final = "LOG_FORMAT"
+ENV_COMPLETION_INDEX: Final = "JOB_COMPLETION_INDEX"  # set by Kubernetes on Indexed Jobs
+CONTAINER_ENV: Final[tuple[str, ...]] = (
+    ENV_NAME,
+    ENV_NAMESPACE,
+    ENV_SCHEDULE,
+    ENV_TIME_ZONE,
+    ENV_PERIOD,
+    ENV_SHARDS,
+    ENV_TRIGGER,
+    ENV_PERIOD_KEY,
+    ENV_DATABASE_URL,
+    ENV_PUSHGATEWAY_URL,
+    ENV_LOG_FORMAT,
+    ENV_COMPLETION_INDEX,
+)
+
+# --- run defaults -------------------------------------------------------------------------------------------------
+DEFAULT_BATCH_SIZE: Final = 5000  # users (or grants, or files) per transaction
