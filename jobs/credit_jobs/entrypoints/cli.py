@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 import click
 import sqlalchemy as sa
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -72,8 +73,24 @@ app.add_typer(db_app, name="db")
 app.add_typer(runs_app, name="runs")
 app.add_typer(demo_app, name="demo")
 
-out = Console()
-err = Console(stderr=True)
+# soft_wrap: a line is never hard-wrapped at the console width (80 columns when not a terminal): on a pipe or in a
+# pod log one event stays one line; in a terminal, the terminal wraps long lines itself. Tables still fit the width.
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def _flags_show_no_type() -> None:
+    """Typer's rich help prints `<bool>` in the type column of a flag (`--json`, `--dry-run`, `--help`), which takes
+    no value: show nothing there for flags; every other option keeps its type."""
+    shown = typer.core.TyperOption.display_type_rich
+
+    def display_type_rich(self: typer.core.TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag and self.metavar is None else shown(self, ctx)
+
+    typer.core.TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_show_no_type()
 
 DatabaseUrlOption = Annotated[
     str | None,
@@ -126,15 +143,21 @@ def _engine(
     return engine
 
 
+def _print_version(value: bool) -> None:
+    """--version is eager: it prints and exits before Click asks for a command (and before settings are read)."""
+    if value:
+        typer.echo(f"credit-jobs {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", is_eager=True, callback=_print_version)
+    ] = False,
 ) -> None:
     settings = _settings()
     configure_logging(settings.log_format, settings.log_level)
-    if version:
-        out.print(__version__)
-        raise typer.Exit(0)
 
 
 # --- db ---------------------------------------------------------------------------------------------------------
@@ -296,14 +319,30 @@ def runs_list(
         for r in rows
     ]
     if not out.is_terminal:  # piped: one tab-separated line per run, nothing truncated or wrapped
-        for line in (headers, *lines):
-            typer.echo("\t".join(line))
+        _print_tab_separated([headers, *lines])
         return 0
-    table = Table(*headers)
+    # A terminal: the table fits the width, but the run id (what a person copies into `runs show`) is never cut.
+    # Narrower than WIDE_TERMINAL, only the columns that identify a run are shown (all of them: --json or a pipe).
+    shown = range(len(headers)) if out.width >= WIDE_TERMINAL else [headers.index(h) for h in NARROW_RUN_COLUMNS]
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for index in shown:
+        copyable = headers[index] == "run id"
+        table.add_column(headers[index], no_wrap=copyable, min_width=36 if copyable else None, overflow="fold")
     for line in lines:
-        table.add_row(*line)
+        table.add_row(*(line[index] for index in shown))
     out.print(table)
     return 0
+
+
+WIDE_TERMINAL = 140
+NARROW_RUN_COLUMNS = ("run id", "job", "period", "status", "started")
+
+
+def _print_tab_separated(rows: Sequence[Sequence[str]]) -> None:
+    """Piped output: one line per row, tab-separated, nothing truncated, wrapped or padded (tabs and newlines inside
+    a value become spaces, so a row stays one line)."""
+    for row in rows:
+        typer.echo("\t".join(" ".join(value.split()) for value in row))
 
 
 @runs_app.command("show")
@@ -312,22 +351,50 @@ def runs_show(
     json_output: JsonOption = False,
     database_url: DatabaseUrlOption = None,
 ) -> int:
-    """One run's audit row, with its counts."""
-    try:
-        parsed = uuid.UUID(run_id)
-    except ValueError:
-        raise ConfigError(f"{run_id!r} is not a run id (a UUID, as printed by `credit-jobs runs list`)") from None
-    row = run_audit.get_run(_engine(database_url, _settings()), parsed)
+    """One run's audit row, with its counts. RUN_ID may be an unambiguous prefix (at least 4 characters), as in git."""
+    engine = _engine(database_url, _settings())
+    row = run_audit.get_run(engine, _resolve_run_id(engine, run_id))
     if row is None:
         raise ConfigError(f"no run {run_id} in this database: see `credit-jobs runs list`")
     if json_output:
         out.print_json(json.dumps(_jsonable(row)))
         return 0
-    table = Table("field", "value", show_header=False)
-    for key, value in row.items():
-        table.add_row(key, json.dumps(value) if isinstance(value, dict) else str(value))
+    fields = [
+        (key, json.dumps(_jsonable(value)) if isinstance(value, dict) else str(value)) for key, value in row.items()
+    ]
+    if not out.is_terminal:
+        _print_tab_separated(fields)
+        return 0
+    table = Table("field", "value", show_header=False, box=box.SIMPLE, pad_edge=False)
+    for key, value in fields:
+        table.add_row(key, value)
     out.print(table)
     return 0
+
+
+MIN_RUN_ID_PREFIX = 4
+
+
+def _resolve_run_id(engine: sa.Engine, text: str) -> uuid.UUID:
+    """A full run id, or the one run whose id starts with `text` (hyphens optional, any case); exit 2 naming the
+    matches when the prefix is ambiguous or matches nothing."""
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        pass
+    digits = text.strip().lower().replace("-", "")
+    shown = text if len(text) <= 40 else text[:40] + "…"
+    if not digits or any(c not in "0123456789abcdef" for c in digits) or len(digits) > 32:
+        raise ConfigError(f"{shown!r} is not a run id (a UUID or its first characters, as printed by `runs list`)")
+    if len(digits) < MIN_RUN_ID_PREFIX:
+        raise ConfigError(f"run id prefix {shown!r} is too short: give at least {MIN_RUN_ID_PREFIX} characters")
+    matches = run_audit.run_ids_with_prefix(engine, digits, limit=5)
+    if not matches:
+        raise ConfigError(f"no run starting with {shown} in this database: see `credit-jobs runs list`")
+    if len(matches) > 1:
+        named = ", ".join(map(str, matches[:4])) + (", …" if len(matches) > 4 else "")
+        raise ConfigError(f"run id prefix {shown} is ambiguous: it matches {named}; give more characters")
+    return matches[0]
 
 
 # --- check, consume, grant --------------------------------------------------------------------------------------

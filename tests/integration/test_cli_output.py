@@ -1,0 +1,169 @@
+"""The CLI as a person and a log pipeline see it (issue 13): real `credit-jobs` processes, piped or in a
+pseudo-terminal of a known width — the version, one event per line, values a person copies never cut, run-id
+prefixes, summaries that name every count, run ids only for runs that exist, help text."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import re
+import select
+import struct
+import subprocess
+import termios
+
+import sqlalchemy as sa
+
+from credit_jobs import __version__
+from tests import cli_process
+from tests.integration.ledger_helpers import add_policy, add_users, scalar
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
+
+
+def run_in_terminal(args: list[str], env: dict[str, str], columns: int = 80, timeout: float = 120) -> tuple[int, str]:
+    """Run the real console script with stdout and stderr on a pseudo-terminal `columns` wide; (exit code, screen
+    text without colour codes, lines joined by \\n)."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    term_env = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES", "NO_COLOR", "TERM")}
+    term_env["TERM"] = "xterm-256color"
+    process = subprocess.Popen(
+        [cli_process.CLI, *args], env=term_env, stdin=follower, stdout=follower, stderr=follower, close_fds=True
+    )
+    os.close(follower)
+    chunks: list[bytes] = []
+    while True:
+        ready, _, _ = select.select([leader], [], [], timeout)
+        if not ready:
+            process.kill()
+            raise AssertionError(f"credit-jobs {args} produced nothing for {timeout} s")
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the process closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    code = process.wait(timeout=timeout)
+    text = _ANSI.sub("", b"".join(chunks).decode("utf-8", "replace")).replace("\r\n", "\n").replace("\r", "")
+    return code, text
+
+
+def _seed(engine: sa.Engine, users: int = 3) -> None:
+    add_policy(engine, "free", "free_tier", 100, 30)
+    add_users(engine, [(n, "free", "active", False, False) for n in range(1, users + 1)])
+
+
+def _no_trailing_spaces(text: str) -> None:
+    for line in text.splitlines():
+        assert line == line.rstrip(" "), f"trailing spaces: {line!r}"  # a trailing tab is an empty TSV field
+
+
+# --- §2 the version ------------------------------------------------------------------------------------------
+
+
+def test_version_prints_the_version_and_exits_0() -> None:
+    done = cli_process.run(["--version"], cli_process.cli_env(None))
+    assert (done.returncode, done.stdout.strip()) == (0, f"credit-jobs {__version__}"), done.stderr
+
+
+# --- §11 help ------------------------------------------------------------------------------------------------
+
+
+def test_help_shows_no_value_type_on_flags(database_url: str) -> None:
+    env = cli_process.cli_env(database_url)
+    for args in (["--help"], ["run", "--help"], ["runs", "list", "--help"]):
+        code, screen = run_in_terminal(args, env, columns=120)
+        assert code == 0, screen
+        assert "<bool>" not in screen, screen
+        assert "--help" in screen
+
+
+# --- §1 one event, one line; values a person copies are never cut ---------------------------------------------
+
+
+def test_piped_output_is_one_line_per_event_without_trailing_spaces(database_url: str, engine: sa.Engine) -> None:
+    _seed(engine)
+    long_name = "monthly-credits-for-the-enterprise-customers-of-the-european-region"
+    env = cli_process.cli_env(database_url, CREDITJOB_NAME=long_name)
+    env.pop("COLUMNS", None)
+    done = cli_process.run(["run", "distribute-credits", "--period-key", "2026-11"], env)
+    assert done.returncode == 0, done.stderr
+    (line,) = done.stdout.splitlines()
+    assert re.fullmatch(r"run [0-9a-f-]{36} succeeded: period 2026-11; .*granted=3.*", line), line
+    assert len(line) > 80
+    request_id = "consume-" + "0123456789abcdef" * 5
+    done = cli_process.run(["consume", "1", "10", "--request-id", request_id], env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"consumed 10 credits of user 1 (request {request_id})"]
+    run_id = json.loads(cli_process.run(["runs", "list", "--json"], env).stdout)[0]["run_id"]
+    for args in (["runs", "list"], ["runs", "show", run_id], ["check"], ["db", "upgrade"]):
+        done = cli_process.run(args, env)
+        assert done.returncode == 0, (args, done.stderr)
+        _no_trailing_spaces(done.stdout)
+        assert not any(c in done.stdout for c in "│┃━─"), (args, done.stdout)  # no table borders in a pipe
+    shown = cli_process.run(["runs", "show", run_id], env).stdout.splitlines()
+    assert f"run_id\t{run_id}" in shown
+    assert f"job\t{long_name}" in shown
+
+
+def test_errors_on_a_pipe_are_one_line(database_url: str, engine: sa.Engine) -> None:
+    env = cli_process.cli_env(database_url)
+    env.pop("COLUMNS", None)
+    long_key = "2026-" + "1" * 100
+    done = cli_process.run(["check", "--period-key", long_key], env)
+    assert done.returncode == 2
+    (line,) = cli_process.error_lines(done.stderr)
+    assert line.startswith("credit-jobs: error: --period-key")
+    assert len(line) > 80
+
+
+def test_runs_list_in_an_80_column_terminal_never_cuts_a_run_id(database_url: str, engine: sa.Engine) -> None:
+    _seed(engine)
+    env = cli_process.cli_env(database_url, CREDITJOB_NAME="monthly-credits-for-the-enterprise-customers")
+    for key in ("2026-10", "2026-11"):
+        assert cli_process.run(["run", "distribute-credits", "--period-key", key], env).returncode == 0
+    run_ids = [r["run_id"] for r in json.loads(cli_process.run(["runs", "list", "--json"], env).stdout)]
+    code, screen = run_in_terminal(["runs", "list"], env, columns=80)
+    assert code == 0, screen
+    assert all(len(line) <= 80 for line in screen.splitlines()), screen
+    for run_id in run_ids:
+        assert run_id in screen, screen
+    code, screen = run_in_terminal(["runs", "show", run_ids[0]], env, columns=80)
+    assert code == 0, screen
+    assert run_ids[0] in screen, screen
+
+
+def test_runs_show_accepts_an_unambiguous_prefix(database_url: str, engine: sa.Engine) -> None:
+    env = cli_process.cli_env(database_url)
+    for usecase in ("expire-credits", "cleanup-storage", "distribute-credits"):
+        assert cli_process.run(["run", usecase], env).returncode == 0
+    ids = ["abcd1234-0000-4000-8000-000000000001", "abcd1234-0000-4000-8000-000000000002"]
+    with engine.begin() as conn:
+        for usecase, new_id in zip(("expire-credits", "cleanup-storage"), ids, strict=True):
+            conn.execute(sa.text("UPDATE job_runs SET run_id = :id WHERE job = :job"), {"id": new_id, "job": usecase})
+    third = str(scalar(engine, "SELECT run_id FROM job_runs WHERE job = 'distribute-credits'"))
+
+    done = cli_process.run(["runs", "show", third[:8], "--json"], env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["run_id"] == third
+    done = cli_process.run(["runs", "show", "ABCD1234-0000-4000-8000-00000000000", "--json"], env)
+    assert done.returncode == 2
+    (line,) = cli_process.error_lines(done.stderr)
+    assert "ambiguous" in line, line
+    assert ids[0] in line, line
+    assert ids[1] in line, line
+    done = cli_process.run(["runs", "show", "abcd1234-0000-4000-8000-000000000002", "--json"], env)
+    assert json.loads(done.stdout)["job"] == "cleanup-storage"
+    unknown = "ffff" if not third.startswith("ffff") else "eeee"
+    done = cli_process.run(["runs", "show", unknown], env)
+    assert done.returncode == 2
+    (line,) = cli_process.error_lines(done.stderr)
+    assert f"no run starting with {unknown}" in line, line
+    done = cli_process.run(["runs", "show", "ab"], env)
+    assert done.returncode == 2
+    assert "at least 4" in done.stderr
