@@ -167,3 +167,40 @@ def test_runs_show_accepts_an_unambiguous_prefix(database_url: str, engine: sa.E
     done = cli_process.run(["runs", "show", "ab"], env)
     assert done.returncode == 2
     assert "at least 4" in done.stderr
+
+
+# --- §4 summaries name what matters ----------------------------------------------------------------------------
+
+
+def test_distribute_summaries_always_state_granted_already_granted_and_skipped(
+    database_url: str, engine: sa.Engine
+) -> None:
+    _seed(engine)
+    add_users(engine, [(9, "free", "active", False, True)])  # banned: skipped
+    env = cli_process.cli_env(database_url)
+    first = cli_process.run(["run", "distribute-credits", "--period-key", "2026-11"], env)
+    assert first.returncode == 0, first.stderr
+    assert "; granted=3, already_granted=0, skipped=1, " in first.stdout, first.stdout
+    rerun = cli_process.run(["run", "distribute-credits", "--period-key", "2026-11"], env)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "; granted=0, already_granted=3, skipped=1, " in rerun.stdout, rerun.stdout
+    assert "warning" not in rerun.stderr
+
+
+def test_a_run_over_an_empty_eligibility_source_warns(database_url: str, engine: sa.Engine) -> None:
+    add_policy(engine, "free", "free_tier", 100, 30)
+    env = cli_process.cli_env(database_url)
+    done = cli_process.run(["run", "distribute-credits", "--period-key", "2026-11"], env)
+    assert done.returncode == 0, done.stderr
+    assert "; granted=0, already_granted=0, skipped=0" in done.stdout, done.stdout
+    (warning,) = cli_process.error_lines(done.stderr)
+    assert warning.startswith("credit-jobs: warning: the eligibility source had no users"), warning
+    assert "credit_eligibility" in warning
+    events = [line for line in cli_process.log_lines(done.stderr) if line["event"] == "distribute.empty_source"]
+    assert len(events) == 1
+    assert events[0]["level"] == "warning"
+    dry = cli_process.run(["run", "distribute-credits", "--period-key", "2026-12", "--dry-run"], env)
+    assert dry.returncode == 0, dry.stderr
+    assert "; would_grant=0" in dry.stdout, dry.stdout
+    assert "granted=0, already" not in dry.stdout.replace("would_grant=0", "")
+    assert len(cli_process.error_lines(dry.stderr)) == 1

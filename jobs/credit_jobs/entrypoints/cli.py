@@ -47,7 +47,7 @@ from credit_jobs.domain.requests import (
 )
 from credit_jobs.domain.run_model import validate_batch_size
 from credit_jobs.domain.schedule import Schedule
-from credit_jobs.domain.sharding import parse_shard, shard_from_env
+from credit_jobs.domain.sharding import Shard, parse_shard, shard_from_env
 from credit_jobs.entrypoints.settings import Settings, load_settings
 from credit_jobs.lifecycle.run_lifecycle import RunOutcome, RunRequest, execute_run
 from credit_jobs.observability.logging import configure_logging
@@ -226,7 +226,7 @@ def run(
         return _engine(database_url, settings, verify=False, timeouts=timeouts)
 
     outcome = _with_progress(lambda progress: execute_run(request, engine_factory, progress=progress))
-    _print_outcome(outcome)
+    _print_outcome(outcome, request.shard)
     return outcome.exit_code
 
 
@@ -249,10 +249,22 @@ def _with_progress(call: Callable[[Callable[[int, int | None], None] | None], Ru
         return call(advance)
 
 
-def _print_outcome(outcome: RunOutcome) -> None:
+RUN_ALWAYS = ("granted", "already_granted", "skipped")
+DRY_RUN_ALWAYS = ("would_grant",)  # a dry run states only what would change (issue 13 §3)
+
+
+def _print_outcome(outcome: RunOutcome, shard: Shard) -> None:
     if outcome.status in ("succeeded", "skipped"):
         counts = outcome.stats.as_dict() if outcome.stats else {}
-        summary = ", ".join(f"{k}={v}" for k, v in counts.items() if isinstance(v, int) and v)
+        # distribute-credits (it counts users_seen): what was granted, what already was and what was skipped are
+        # always stated, zeros included (a no-op rerun says granted=0); other counts only when not zero.
+        always = (DRY_RUN_ALWAYS if outcome.dry_run else RUN_ALWAYS) if "users_seen" in counts else ()
+        ordered = {**{k: counts.get(k, 0) for k in always}, **counts}
+        summary = ", ".join(
+            f"{k}={v}"
+            for k, v in ordered.items()
+            if isinstance(v, int) and not isinstance(v, bool) and (v or k in always)
+        )
         notes = [note for note in ("dry run, nothing written" if outcome.dry_run else None, outcome.error) if note]
         reason = f" ({'; '.join(notes)})" if notes else ""
         out.print(
@@ -261,6 +273,14 @@ def _print_outcome(outcome: RunOutcome) -> None:
             highlight=False,
             markup=False,
         )
+        if outcome.status == "succeeded" and counts.get("users_seen") == 0:
+            err.print(
+                "credit-jobs: warning: the eligibility source had no users (credit_eligibility"
+                + (f", shard {shard.label}" if shard.count > 1 else "")
+                + "): nothing was granted — check that your application feeds it",
+                highlight=False,
+                markup=False,
+            )
     else:
         failed_items = outcome.stats.details.get("failed_items") if outcome.stats else None
         named = ""
