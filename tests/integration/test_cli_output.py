@@ -13,7 +13,9 @@ import select
 import struct
 import subprocess
 import termios
+from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from credit_jobs import __version__
@@ -204,3 +206,28 @@ def test_a_run_over_an_empty_eligibility_source_warns(database_url: str, engine:
     assert "; would_grant=0" in dry.stdout, dry.stdout
     assert "granted=0, already" not in dry.stdout.replace("would_grant=0", "")
     assert len(cli_process.error_lines(dry.stderr)) == 1
+
+
+# --- §5 a run id only once its audit row exists --------------------------------------------------------------
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+@pytest.mark.parametrize(
+    ("case", "args", "url_of", "code"),
+    [
+        ("bad period key", ["--period-key", "2026-13"], lambda url: url, 2),
+        ("unreachable database", [], lambda url: "postgresql://u:p@127.0.0.1:1/nowhere", 1),
+    ],
+)
+def test_a_run_that_never_started_names_no_run_id(
+    database_url: str, engine: sa.Engine, case: str, args: list[str], url_of: Any, code: int
+) -> None:
+    env = cli_process.cli_env(url_of(database_url))
+    done = cli_process.run(["run", "distribute-credits", *args], env)
+    assert done.returncode == code, (case, done.stderr)
+    (line,) = cli_process.error_lines(done.stderr)
+    assert line.startswith("credit-jobs: error: distribute-credits did not start"), line
+    assert not _UUID.search(line), line
+    assert done.stdout == ""
+    assert scalar(engine, "SELECT count(*) FROM job_runs") == 0

@@ -226,7 +226,7 @@ def run(
         return _engine(database_url, settings, verify=False, timeouts=timeouts)
 
     outcome = _with_progress(lambda progress: execute_run(request, engine_factory, progress=progress))
-    _print_outcome(outcome, request.shard)
+    _print_outcome(outcome, request.job, request.shard)
     return outcome.exit_code
 
 
@@ -253,7 +253,7 @@ RUN_ALWAYS = ("granted", "already_granted", "skipped")
 DRY_RUN_ALWAYS = ("would_grant",)  # a dry run states only what would change (issue 13 §3)
 
 
-def _print_outcome(outcome: RunOutcome, shard: Shard) -> None:
+def _print_outcome(outcome: RunOutcome, job: str, shard: Shard) -> None:
     if outcome.status in ("succeeded", "skipped"):
         counts = outcome.stats.as_dict() if outcome.stats else {}
         # distribute-credits (it counts users_seen): what was granted, what already was and what was skipped are
@@ -287,8 +287,11 @@ def _print_outcome(outcome: RunOutcome, shard: Shard) -> None:
         if failed_items:  # name the first failed item, so the one line says where to look
             ids = ", ".join(f"{k}={v}" for k, v in failed_items[0].items() if k != "reason")
             named = f"; first failed item: {ids} (all in `credit-jobs runs show {outcome.run_id} --json`)"
+        # A run id only once its audit row exists: a run that failed before it started (bad period key, database
+        # unreachable) has none, and naming its id would send a person to `runs show` for nothing.
+        what = f"run {outcome.run_id} failed" if outcome.recorded else f"{job} did not start"
         err.print(
-            f"credit-jobs: error: run {outcome.run_id} failed: {outcome.error}{named}",
+            f"credit-jobs: error: {what}: {outcome.error}{named}",
             highlight=False,
             markup=False,
             soft_wrap=True,
