@@ -231,3 +231,45 @@ def test_a_run_that_never_started_names_no_run_id(
     assert not _UUID.search(line), line
     assert done.stdout == ""
     assert scalar(engine, "SELECT count(*) FROM job_runs") == 0
+
+
+# --- §7 DATABASE_URL: the password never shows, a malformed URL gets a hint --------------------------------------
+
+
+@pytest.mark.parametrize("command", [["run", "distribute-credits"], ["runs", "list"], ["check"]])
+def test_a_password_in_the_query_string_is_never_printed(command: list[str]) -> None:
+    secret = "s3kr1tQueryPass"
+    for url in (
+        f"postgresql://billing@127.0.0.1:1/billing?password={secret}",
+        f"postgresql://billing@127.0.0.1:1/billing?sslmode=bogus&password={secret}",
+    ):
+        done = cli_process.run(command, cli_process.cli_env(None, DATABASE_URL=url))
+        assert done.returncode in (1, 2), done.stderr
+        assert secret not in done.stdout + done.stderr
+        (line,) = cli_process.error_lines(done.stderr)
+        assert "postgresql://billing@127.0.0.1:1/billing?" in line, line  # as written: scheme kept
+        assert "password=***" in line, line
+        if command[0] == "run":
+            (end,) = [entry for entry in cli_process.log_lines(done.stderr) if entry["event"] == "run.finished"]
+            assert "password=***" in end["error"]
+
+
+def test_errors_show_the_url_as_written_with_the_password_masked() -> None:
+    url = "postgres://billing:TopSecret9@127.0.0.1:1/billing"
+    done = cli_process.run(["runs", "list"], cli_process.cli_env(None, DATABASE_URL=url))
+    assert done.returncode == 1, done.stderr
+    (line,) = cli_process.error_lines(done.stderr)
+    assert "at postgres://billing:***@127.0.0.1:1/billing:" in line, line
+    assert "TopSecret9" not in done.stderr
+
+
+@pytest.mark.parametrize("command", [["run", "distribute-credits"], ["runs", "list"], ["db", "upgrade"]])
+def test_an_unencoded_at_sign_in_the_password_is_one_line_with_a_hint(command: list[str]) -> None:
+    url = "postgresql://billing:pa@ssw0rdTail@127.0.0.1:5432/billing"
+    done = cli_process.run(command, cli_process.cli_env(None, DATABASE_URL=url))
+    assert done.returncode == 2, done.stderr
+    (line,) = cli_process.error_lines(done.stderr)
+    assert "%40" in line, line
+    assert "Traceback" not in done.stderr
+    for part in ("pa@", "ssw0rd", "ssw0rdTail", "Tail@"):
+        assert part not in done.stdout + done.stderr, (part, line)
