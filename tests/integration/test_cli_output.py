@@ -273,3 +273,85 @@ def test_an_unencoded_at_sign_in_the_password_is_one_line_with_a_hint(command: l
     assert "Traceback" not in done.stderr
     for part in ("pa@", "ssw0rd", "ssw0rdTail", "Tail@"):
         assert part not in done.stdout + done.stderr, (part, line)
+
+
+# --- §8 the ledger from a person's point of view ---------------------------------------------------------------
+
+
+def test_balance_and_grants_show_a_users_spendable_credits_and_grants(database_url: str, engine: sa.Engine) -> None:
+    _seed(engine, users=1)  # user 1: 100 credits of free_tier for 2026-11, expiring in 30 days
+    env = cli_process.cli_env(database_url)
+    assert cli_process.run(["run", "distribute-credits", "--period-key", "2026-11"], env).returncode == 0
+    args = ["grant", "1", "40", "--idempotency-key", "gift-1", "--expires-in-days", "2"]
+    assert cli_process.run(args, env).returncode == 0
+    assert cli_process.run(["grant", "1", "5", "--idempotency-key", "gift-2"], env).returncode == 0
+    # the 2026-11 grant expires on 2026-12-01T00:00Z, before the 2-day gift: the consumption takes from it
+    assert cli_process.run(["consume", "1", "30", "--request-id", "c1"], env).returncode == 0
+
+    done = cli_process.run(["balance", "1", "--json"], env)
+    assert done.returncode == 0, done.stderr
+    view = json.loads(done.stdout)
+    assert (view["spendable"], view["balance"]) == (115, 115)
+    assert [(g["grant_type"], g["remaining"]) for g in view["grants"]] == [
+        ("free_tier", 70),
+        ("gift", 40),
+        ("gift", 5),
+    ]
+    assert view["grants"][0]["period_key"] == "2026-11"
+    assert view["grants"][0]["expires_at"] < view["grants"][1]["expires_at"]
+    assert view["grants"][2]["expires_at"] is None
+
+    done = cli_process.run(["balance", "1"], env)
+    lines = done.stdout.splitlines()
+    assert lines[0] == "user 1: 115 credits spendable in 3 live grants"
+    assert lines[1].split("\t") == ["grant id", "type", "period", "remaining", "of", "expires", "state"]
+    assert [line.split("\t")[1:5] for line in lines[2:]] == [
+        ["free_tier", "2026-11", "70", "100"],
+        ["gift", "-", "40", "40"],
+        ["gift", "-", "5", "5"],
+    ]
+    gift = view["grants"][2]["grant_id"]
+    assert cli_process.run(["void", str(gift), "--request-id", "v1"], env).returncode == 0
+    done = cli_process.run(["grants", "1", "--json"], env)
+    everything = json.loads(done.stdout)
+    assert len(everything["grants"]) == 3
+    assert {g["grant_id"]: g["state"] for g in everything["grants"]}[gift] == "used up or voided"
+    assert json.loads(cli_process.run(["balance", "1", "--json"], env).stdout)["spendable"] == 110
+
+    code, screen = run_in_terminal(["balance", "1"], env, columns=80)
+    assert code == 0, screen
+    assert "110 credits spendable" in screen
+
+    done = cli_process.run(["balance", "424242"], env)
+    assert done.returncode == 2
+    assert cli_process.error_lines(done.stderr) == [
+        "credit-jobs: error: no user 424242: not in credit_eligibility and no credit account; check the user id"
+    ]
+
+
+def test_consume_for_a_user_without_an_account_is_a_usage_error(database_url: str, engine: sa.Engine) -> None:
+    env = cli_process.cli_env(database_url)
+    done = cli_process.run(["consume", "77", "10", "--request-id", "order-1"], env)
+    assert done.returncode == 2, done.stderr
+    (line,) = cli_process.error_lines(done.stderr)
+    assert "user 77 has no credit account" in line, line
+    assert scalar(engine, "SELECT count(*) FROM credit_requests") == 0
+    assert scalar(engine, "SELECT count(*) FROM credit_accounts") == 0
+
+
+def test_grant_to_a_user_the_eligibility_source_does_not_know_needs_allow_unknown_user(
+    database_url: str, engine: sa.Engine
+) -> None:
+    env = cli_process.cli_env(database_url)
+    done = cli_process.run(["grant", "88", "10", "--idempotency-key", "k1"], env)
+    assert done.returncode == 2, done.stderr
+    (line,) = cli_process.error_lines(done.stderr)
+    assert "user 88 is not in credit_eligibility" in line, line
+    assert "--allow-unknown-user" in line
+    assert scalar(engine, "SELECT count(*) FROM credit_grants") == 0
+    assert scalar(engine, "SELECT count(*) FROM credit_requests") == 0
+    done = cli_process.run(["grant", "88", "10", "--idempotency-key", "k1", "--allow-unknown-user"], env)
+    assert done.returncode == 0, done.stderr
+    assert scalar(engine, "SELECT balance FROM credit_accounts WHERE user_id = 88") == 10
+    view = json.loads(cli_process.run(["balance", "88", "--json"], env).stdout)
+    assert (view["known_user"], view["spendable"]) == (False, 10)

@@ -31,7 +31,7 @@ from rich.table import Table
 from typer.exceptions import TyperException as TyperUsageError
 
 from credit_jobs import __version__
-from credit_jobs.adapters import database, run_audit, schema_migrations
+from credit_jobs.adapters import database, ledger_views, run_audit, schema_migrations
 from credit_jobs.adapters.embedded_database import EmbeddedPostgres, start_embedded
 from credit_jobs.adapters.tables import TRIGGERS
 from credit_jobs.domain.errors import ConfigError, CreditJobsError
@@ -527,13 +527,25 @@ def grant(
     expires_in_days: Annotated[
         str | None, typer.Option(help=f"Expire after this many days (1..{MAX_EXPIRY_DAYS}); default: never.")
     ] = None,
+    allow_unknown_user: Annotated[
+        bool, typer.Option("--allow-unknown-user", help="Grant even if credit_eligibility does not have the user.")
+    ] = False,
     database_url: DatabaseUrlOption = None,
 ) -> int:
-    """A one-off grant: gift, purchase or manual adjustment."""
+    """A one-off grant: gift, purchase or manual adjustment. Refused (exit 2) for a user the eligibility source does
+    not know, unless --allow-unknown-user."""
     user, credits, days = parse_user_id(user_id), parse_amount(amount), parse_expires_in_days(expires_in_days)
     validate_request_id(idempotency_key, "idempotency key")
+    if grant_type not in ONE_OFF_TYPES:  # bad input first, before the database is asked about the user
+        raise ConfigError(f"grant type {grant_type!r} is not a one-off type: use one of {', '.join(ONE_OFF_TYPES)}")
+    engine = _engine(database_url, _settings())
+    if not allow_unknown_user and not ledger_views.is_known_user(engine, user):
+        raise ConfigError(
+            f"user {user} is not in credit_eligibility (the application's users): nothing was granted; check the user "
+            "id, or pass --allow-unknown-user to grant anyway"
+        )
     result = grant_credits(
-        _engine(database_url, _settings()),
+        engine,
         user,
         credits,
         grant_type=grant_type,
@@ -557,6 +569,102 @@ def void(
     result = void_grant(_engine(database_url, _settings()), grant_number, request_id=request_id)
     verb = "already voided" if result.replayed else "voided"
     out.print(f"{verb} {result.voided} credits of grant {grant_number} (user {result.user_id})", highlight=False)
+    return 0
+
+
+# --- balance, grants -------------------------------------------------------------------------------------------
+
+GRANT_HEADERS = ("grant id", "type", "period", "remaining", "of", "expires", "state")
+
+
+def _ledger_of(user_id: str, database_url: str | None, *, all_grants: bool) -> ledger_views.UserLedger:
+    user = parse_user_id(user_id)
+    ledger = ledger_views.user_ledger(_engine(database_url, _settings()), user, all_grants=all_grants)
+    if not ledger.known and not ledger.has_account:
+        raise ConfigError(f"no user {user}: not in credit_eligibility and no credit account; check the user id")
+    return ledger
+
+
+def _grant_rows(ledger: ledger_views.UserLedger) -> list[tuple[str, ...]]:
+    return [
+        (
+            str(g["grant_id"]),
+            g["grant_type"],
+            g["period_key"] or "-",
+            str(g["remaining"]),
+            str(g["amount"]),
+            g["expires_at"].isoformat() if g["expires_at"] else "never",
+            g["state"],
+        )
+        for g in ledger.grants
+    ]
+
+
+def _print_grants(ledger: ledger_views.UserLedger) -> None:
+    rows = _grant_rows(ledger)
+    if not rows:
+        return
+    if not out.is_terminal:
+        _print_tab_separated([GRANT_HEADERS, *rows])
+        return
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for header in GRANT_HEADERS:  # the grant id is what `void` takes: never cut
+        table.add_column(header, no_wrap=header == "grant id", overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
+
+
+def _ledger_json(ledger: ledger_views.UserLedger) -> str:
+    return json.dumps(
+        {
+            "user_id": ledger.user_id,
+            "known_user": ledger.known,
+            "has_account": ledger.has_account,
+            "spendable": ledger.spendable,
+            "balance": ledger.balance,
+            "as_of": ledger.now.isoformat(),
+            "grants": [_jsonable(g) for g in ledger.grants],
+        }
+    )
+
+
+@app.command("balance")
+def balance(
+    user_id: Annotated[str, typer.Argument(help="The user.", show_default=False)],
+    json_output: JsonOption = False,
+    database_url: DatabaseUrlOption = None,
+) -> int:
+    """A user's spendable credits and live grants (type, period, remaining, expiry), soonest-expiring first."""
+    ledger = _ledger_of(user_id, database_url, all_grants=False)
+    if json_output:
+        typer.echo(_ledger_json(ledger))
+        return 0
+    past_expiry = ledger.balance - ledger.spendable
+    out.print(
+        f"user {ledger.user_id}: {ledger.spendable} credits spendable in {len(ledger.grants)} live grants"
+        + (f" ({past_expiry} more past expiry, removed by the next expire-credits run)" if past_expiry > 0 else "")
+        + ("" if ledger.known else "; not in credit_eligibility"),
+        highlight=False,
+        markup=False,
+    )
+    _print_grants(ledger)
+    return 0
+
+
+@app.command("grants")
+def grants(
+    user_id: Annotated[str, typer.Argument(help="The user.", show_default=False)],
+    json_output: JsonOption = False,
+    database_url: DatabaseUrlOption = None,
+) -> int:
+    """Every grant of a user, newest first: live, used up or voided, expired."""
+    ledger = _ledger_of(user_id, database_url, all_grants=True)
+    if json_output:
+        typer.echo(_ledger_json(ledger))
+        return 0
+    out.print(f"user {ledger.user_id}: {len(ledger.grants)} grants", highlight=False, markup=False)
+    _print_grants(ledger)
     return 0
 
 
