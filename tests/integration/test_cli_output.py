@@ -355,3 +355,19 @@ def test_grant_to_a_user_the_eligibility_source_does_not_know_needs_allow_unknow
     assert scalar(engine, "SELECT balance FROM credit_accounts WHERE user_id = 88") == 10
     view = json.loads(cli_process.run(["balance", "88", "--json"], env).stdout)
     assert (view["known_user"], view["spendable"]) == (False, 10)
+
+
+# --- §11 the progress bar says what it walks ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("usecase", "label"),
+    [("distribute-credits", "users"), ("expire-credits", "grants"), ("cleanup-storage", "files")],
+)
+def test_the_progress_bar_names_what_is_walked(database_url: str, engine: sa.Engine, usecase: str, label: str) -> None:
+    _seed(engine)
+    env = cli_process.cli_env(database_url, LOG_FORMAT="console")
+    code, screen = run_in_terminal(["run", usecase], env, columns=120)
+    assert code == 0, screen
+    assert f"{usecase}: {label}" in screen, screen
+    assert "working" not in screen

@@ -225,12 +225,17 @@ def run(
     def engine_factory() -> sa.Engine:
         return _engine(database_url, settings, verify=False, timeouts=timeouts)
 
-    outcome = _with_progress(lambda progress: execute_run(request, engine_factory, progress=progress))
+    label = f"{spec.name}: {WALKED.get(spec.name, 'items')}"
+    outcome = _with_progress(label, lambda progress: execute_run(request, engine_factory, progress=progress))
     _print_outcome(outcome, request.job, request.shard)
     return outcome.exit_code
 
 
-def _with_progress(call: Callable[[Callable[[int, int | None], None] | None], RunOutcome]) -> RunOutcome:
+# What each usecase's progress counts, for the progress bar's label.
+WALKED = {"distribute-credits": "users", "expire-credits": "grants", "cleanup-storage": "files"}
+
+
+def _with_progress(label: str, call: Callable[[Callable[[int, int | None], None] | None], RunOutcome]) -> RunOutcome:
     if not err.is_terminal:
         return call(None)  # plain progress lines come from the lifecycle's log
     with Progress(
@@ -241,7 +246,7 @@ def _with_progress(call: Callable[[Callable[[int, int | None], None] | None], Ru
         console=err,
         transient=True,
     ) as bar:
-        task = bar.add_task("working", total=None)
+        task = bar.add_task(label, total=None)
 
         def advance(done: int, total: int | None) -> None:
             bar.update(task, completed=done, total=total)
