@@ -13,6 +13,7 @@ import select
 import struct
 import subprocess
 import termios
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -371,3 +372,51 @@ def test_the_progress_bar_names_what_is_walked(database_url: str, engine: sa.Eng
     assert code == 0, screen
     assert f"{usecase}: {label}" in screen, screen
     assert "working" not in screen
+
+
+# --- §9 one embedded database per user, wherever the CLI is run from --------------------------------------------
+
+
+def test_the_embedded_database_does_not_follow_the_current_directory(tmp_path: Path) -> None:
+    home = tmp_path / "data-home"
+    first_dir, second_dir = tmp_path / "a", tmp_path / "b"
+    first_dir.mkdir()
+    second_dir.mkdir()
+    env = {k: v for k, v in cli_process.cli_env(None).items() if k != "CREDITJOBS_DATA_DIR"}
+    env["CREDITJOBS_DATA_DIR"] = str(home)
+
+    def run_in(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [cli_process.CLI, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=180, check=False
+        )
+
+    done = run_in(first_dir, "run", "expire-credits")
+    assert done.returncode == 0, done.stderr
+    assert f"creating a new embedded PostgreSQL in {home / 'postgres'}" in done.stderr
+    done = run_in(second_dir, "runs", "list", "--json")
+    assert done.returncode == 0, done.stderr
+    assert f"using the embedded PostgreSQL in {home / 'postgres'}" in done.stderr
+    assert "creating" not in done.stderr
+    assert [r["job"] for r in json.loads(done.stdout)] == ["expire-credits"]
+    assert not (first_dir / ".data").exists()
+    assert not (second_dir / ".data").exists()
+
+
+# --- §10 the demo shows its own fresh data and explains its deliberate warnings ----------------------------------
+
+
+def test_the_demo_prints_its_own_fresh_data_and_explains_the_unconfigured_plan(tmp_path: Path) -> None:
+    env = {k: v for k, v in cli_process.cli_env(None).items() if k not in ("LOG_LEVEL", "LOG_FORMAT")}
+    env["CREDITJOBS_DATA_DIR"] = str(tmp_path / "data")
+    seeded = cli_process.run(["demo", "seed", "--users", "400"], env, timeout=180)  # an earlier, larger seed
+    assert seeded.returncode == 0, seeded.stderr
+    done = cli_process.run(["demo", "--users", "150"], env, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert "credit-jobs demo (150 users, seed 42)" in done.stdout, done.stdout
+    assert "(on purpose)" in done.stdout
+    assert "no plan_credit_policies row" in done.stdout
+    assert "all invariants hold" in done.stdout
+    accounts = re.search(r"credits over (\d+) accounts", done.stdout)
+    assert accounts, done.stdout
+    assert 0 < int(accounts.group(1)) <= 150  # this demo's users, not the earlier seed's 400
+    assert "warning" not in done.stderr.lower(), done.stderr  # explained in the table, not logged as a problem

@@ -3,7 +3,8 @@
 Entry point `main(argv) -> int` (tested by calling it): parses, calls one usecase or the run lifecycle, maps
 errors to exit codes — 0 success (or skipped), 1 failed (a retry may help), 2 configuration / usage error — and
 prints every error as one line: `credit-jobs: error: <what, where, how to fix>`.
-With no DATABASE_URL (and no --database-url) it starts the embedded PostgreSQL under `.data/postgres`.
+With no DATABASE_URL (and no --database-url) it starts the embedded PostgreSQL in the per-user data directory
+(`entrypoints/data_dir.py`; CREDITJOBS_DATA_DIR overrides it).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from itertools import islice
+from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
@@ -48,6 +50,7 @@ from credit_jobs.domain.requests import (
 from credit_jobs.domain.run_model import validate_batch_size
 from credit_jobs.domain.schedule import Schedule
 from credit_jobs.domain.sharding import Shard, parse_shard, shard_from_env
+from credit_jobs.entrypoints.data_dir import LEGACY_DATA_DIR, data_dir
 from credit_jobs.entrypoints.settings import Settings, load_settings
 from credit_jobs.lifecycle.run_lifecycle import RunOutcome, RunRequest, execute_run
 from credit_jobs.observability.logging import configure_logging
@@ -112,12 +115,23 @@ def _database_url(option: str | None, settings: Settings) -> tuple[str, bool]:
     if settings.database_url:
         return settings.database_url, False
     if not _embedded:
-        datadir = settings.creditjobs_data_dir / "postgres"
+        home = data_dir(settings.creditjobs_data_dir, os.environ, uid=os.getuid(), home=Path.home())
+        datadir = home / "postgres"
+        fresh = not (datadir / "PG_VERSION").exists()
         err.print(
-            f"credit-jobs: no DATABASE_URL set: using the embedded PostgreSQL in {datadir}",
+            f"credit-jobs: no DATABASE_URL set: {'creating a new' if fresh else 'using the'} embedded PostgreSQL in "
+            f"{datadir}" + (" (CREDITJOBS_DATA_DIR moves it)" if fresh else ""),
             highlight=False,
-            soft_wrap=True,
+            markup=False,
         )
+        legacy = LEGACY_DATA_DIR / "postgres"
+        if settings.creditjobs_data_dir is None and (legacy / "PG_VERSION").exists():
+            err.print(
+                f"credit-jobs: note: {legacy.resolve()} (the default before 0.2) is not used: set "
+                f"CREDITJOBS_DATA_DIR={LEGACY_DATA_DIR.resolve()} to keep using it",
+                highlight=False,
+                markup=False,
+            )
         _embedded.append(start_embedded(datadir))
     return _embedded[0].url("postgres"), True
 
@@ -756,6 +770,19 @@ def demo_seed(users: UsersOption = 1000, seed: SeedOption = 42, database_url: Da
     return 0
 
 
+DEMO_DATABASE = "credit_jobs_demo"
+
+
+def _fresh_database(server_url: str, name: str) -> str:
+    """Drop and re-create database `name` on the (embedded) server: the URL of the new, empty database."""
+    admin = database.create_engine(server_url).execution_options(isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return database.normalize_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
 @demo_app.callback(invoke_without_command=True)
 def demo(
     ctx: typer.Context,
@@ -769,10 +796,15 @@ def demo(
     from credit_jobs.entrypoints.demo_flow import run_demo
 
     settings = _settings()
-    if "LOG_LEVEL" not in os.environ:  # the summary table tells the story; keep warnings (unconfigured plans)
-        configure_logging(settings.log_format, "warning")
-    url, _ = _database_url(database_url, settings)
-    engine = _engine(database_url, settings)
+    if "LOG_LEVEL" not in os.environ:  # the summary table tells the story, the deliberate warnings included
+        configure_logging(settings.log_format, "error")
+    url, embedded = _database_url(database_url, settings)
+    if embedded:  # its own fresh database, so the numbers are this demo's and not an earlier seed's
+        url = _fresh_database(url, DEMO_DATABASE)
+        engine = _engine(url, settings, check_schema=False)
+        schema_migrations.upgrade_schema(engine)
+    else:
+        engine = _engine(database_url, settings)
     code = run_demo(engine, url, users=users, seed=seed, console=out)
     raise typer.Exit(code)
 
