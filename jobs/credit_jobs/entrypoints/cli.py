@@ -127,7 +127,7 @@ def _database_url(option: str | None, settings: Settings) -> tuple[str, bool]:
         legacy = LEGACY_DATA_DIR / "postgres"
         if settings.creditjobs_data_dir is None and (legacy / "PG_VERSION").exists():
             err.print(
-                f"credit-jobs: note: {legacy.resolve()} (the default before 0.2) is not used: set "
+                f"credit-jobs: note: {legacy.resolve()} (the earlier default) is not used: set "
                 f"CREDITJOBS_DATA_DIR={LEGACY_DATA_DIR.resolve()} to keep using it",
                 highlight=False,
                 markup=False,
