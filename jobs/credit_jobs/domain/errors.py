@@ -40,3 +40,16 @@ class InsufficientCredits(CreditJobsError):
         self.user_id = user_id
         self.requested = requested
         self.available = available
+
+
+class NoCreditAccount(InsufficientCredits):
+    """A consumption for a user who has never been granted credits (no account): a usage error, not a retry case.
+    Still an InsufficientCredits, so callers that refuse on "too few credits" keep working."""
+
+    exit_code = 2
+
+    def __init__(self, user_id: int, requested: int) -> None:
+        super().__init__(user_id, requested, 0)
+        self.args = (
+            f"user {user_id} has no credit account (never granted credits; check the user id): nothing was consumed",
+        )

@@ -3,7 +3,8 @@
 Entry point `main(argv) -> int` (tested by calling it): parses, calls one usecase or the run lifecycle, maps
 errors to exit codes — 0 success (or skipped), 1 failed (a retry may help), 2 configuration / usage error — and
 prints every error as one line: `credit-jobs: error: <what, where, how to fix>`.
-With no DATABASE_URL (and no --database-url) it starts the embedded PostgreSQL under `.data/postgres`.
+With no DATABASE_URL (and no --database-url) it starts the embedded PostgreSQL in the per-user data directory
+(`entrypoints/data_dir.py`; CREDITJOBS_DATA_DIR overrides it).
 """
 
 from __future__ import annotations
@@ -17,19 +18,21 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from itertools import islice
+from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import click
 import sqlalchemy as sa
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from typer.exceptions import TyperException as TyperUsageError
 
 from credit_jobs import __version__
-from credit_jobs.adapters import database, run_audit, schema_migrations
+from credit_jobs.adapters import database, ledger_views, run_audit, schema_migrations
 from credit_jobs.adapters.embedded_database import EmbeddedPostgres, start_embedded
 from credit_jobs.domain.contract import TRIGGERS, Trigger
 from credit_jobs.domain.errors import ConfigError, CreditJobsError
@@ -45,7 +48,8 @@ from credit_jobs.domain.requests import (
 )
 from credit_jobs.domain.run_model import validate_batch_size
 from credit_jobs.domain.schedule import Schedule
-from credit_jobs.domain.sharding import parse_shard, shard_from_env
+from credit_jobs.domain.sharding import Shard, parse_shard, shard_from_env
+from credit_jobs.entrypoints.data_dir import LEGACY_DATA_DIR, data_dir
 from credit_jobs.entrypoints.settings import Settings, load_settings
 from credit_jobs.lifecycle.run_lifecycle import RunOutcome, RunRequest, execute_run
 from credit_jobs.observability.logging import configure_logging
@@ -72,8 +76,24 @@ app.add_typer(db_app, name="db")
 app.add_typer(runs_app, name="runs")
 app.add_typer(demo_app, name="demo")
 
-out = Console()
-err = Console(stderr=True)
+# soft_wrap: a line is never hard-wrapped at the console width (80 columns when not a terminal): on a pipe or in a
+# pod log one event stays one line; in a terminal, the terminal wraps long lines itself. Tables still fit the width.
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def _flags_show_no_type() -> None:
+    """Typer's rich help prints `<bool>` in the type column of a flag (`--json`, `--dry-run`, `--help`), which takes
+    no value: show nothing there for flags; every other option keeps its type."""
+    shown = typer.core.TyperOption.display_type_rich
+
+    def display_type_rich(self: typer.core.TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag and self.metavar is None else shown(self, ctx)
+
+    typer.core.TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_show_no_type()
 
 DatabaseUrlOption = Annotated[
     str | None,
@@ -95,12 +115,23 @@ def _database_url(option: str | None, settings: Settings) -> tuple[str, bool]:
     if settings.database_url:
         return settings.database_url, False
     if not _embedded:
-        datadir = settings.creditjobs_data_dir / "postgres"
+        home = data_dir(settings.creditjobs_data_dir, os.environ, uid=os.getuid(), home=Path.home())
+        datadir = home / "postgres"
+        fresh = not (datadir / "PG_VERSION").exists()
         err.print(
-            f"credit-jobs: no DATABASE_URL set: using the embedded PostgreSQL in {datadir}",
+            f"credit-jobs: no DATABASE_URL set: {'creating a new' if fresh else 'using the'} embedded PostgreSQL in "
+            f"{datadir}" + (" (CREDITJOBS_DATA_DIR moves it)" if fresh else ""),
             highlight=False,
-            soft_wrap=True,
+            markup=False,
         )
+        legacy = LEGACY_DATA_DIR / "postgres"
+        if settings.creditjobs_data_dir is None and (legacy / "PG_VERSION").exists():
+            err.print(
+                f"credit-jobs: note: {legacy.resolve()} (the earlier default) is not used: set "
+                f"CREDITJOBS_DATA_DIR={LEGACY_DATA_DIR.resolve()} to keep using it",
+                highlight=False,
+                markup=False,
+            )
         _embedded.append(start_embedded(datadir))
     return _embedded[0].url("postgres"), True
 
@@ -126,15 +157,21 @@ def _engine(
     return engine
 
 
+def _print_version(value: bool) -> None:
+    """--version is eager: it prints and exits before Click asks for a command (and before settings are read)."""
+    if value:
+        typer.echo(f"credit-jobs {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", is_eager=True, callback=_print_version)
+    ] = False,
 ) -> None:
     settings = _settings()
     configure_logging(settings.log_format, settings.log_level)
-    if version:
-        out.print(__version__)
-        raise typer.Exit(0)
 
 
 # --- db ---------------------------------------------------------------------------------------------------------
@@ -203,12 +240,17 @@ def run(
     def engine_factory() -> sa.Engine:
         return _engine(database_url, settings, verify=False, timeouts=timeouts)
 
-    outcome = _with_progress(lambda progress: execute_run(request, engine_factory, progress=progress))
-    _print_outcome(outcome)
+    label = f"{spec.name}: {WALKED.get(spec.name, 'items')}"
+    outcome = _with_progress(label, lambda progress: execute_run(request, engine_factory, progress=progress))
+    _print_outcome(outcome, request.job, request.shard)
     return outcome.exit_code
 
 
-def _with_progress(call: Callable[[Callable[[int, int | None], None] | None], RunOutcome]) -> RunOutcome:
+# What each usecase's progress counts, for the progress bar's label.
+WALKED = {"distribute-credits": "users", "expire-credits": "grants", "cleanup-storage": "files"}
+
+
+def _with_progress(label: str, call: Callable[[Callable[[int, int | None], None] | None], RunOutcome]) -> RunOutcome:
     if not err.is_terminal:
         return call(None)  # plain progress lines come from the lifecycle's log
     with Progress(
@@ -219,7 +261,7 @@ def _with_progress(call: Callable[[Callable[[int, int | None], None] | None], Ru
         console=err,
         transient=True,
     ) as bar:
-        task = bar.add_task("working", total=None)
+        task = bar.add_task(label, total=None)
 
         def advance(done: int, total: int | None) -> None:
             bar.update(task, completed=done, total=total)
@@ -227,10 +269,22 @@ def _with_progress(call: Callable[[Callable[[int, int | None], None] | None], Ru
         return call(advance)
 
 
-def _print_outcome(outcome: RunOutcome) -> None:
+RUN_ALWAYS = ("granted", "already_granted", "skipped")
+DRY_RUN_ALWAYS = ("would_grant",)  # a dry run states only what would change (issue 13 §3)
+
+
+def _print_outcome(outcome: RunOutcome, job: str, shard: Shard) -> None:
     if outcome.status in ("succeeded", "skipped"):
         counts = outcome.stats.as_dict() if outcome.stats else {}
-        summary = ", ".join(f"{k}={v}" for k, v in counts.items() if isinstance(v, int) and v)
+        # distribute-credits (it counts users_seen): what was granted, what already was and what was skipped are
+        # always stated, zeros included (a no-op rerun says granted=0); other counts only when not zero.
+        always = (DRY_RUN_ALWAYS if outcome.dry_run else RUN_ALWAYS) if "users_seen" in counts else ()
+        ordered = {**{k: counts.get(k, 0) for k in always}, **counts}
+        summary = ", ".join(
+            f"{k}={v}"
+            for k, v in ordered.items()
+            if isinstance(v, int) and not isinstance(v, bool) and (v or k in always)
+        )
         notes = [note for note in ("dry run, nothing written" if outcome.dry_run else None, outcome.error) if note]
         reason = f" ({'; '.join(notes)})" if notes else ""
         out.print(
@@ -239,14 +293,25 @@ def _print_outcome(outcome: RunOutcome) -> None:
             highlight=False,
             markup=False,
         )
+        if outcome.status == "succeeded" and counts.get("users_seen") == 0:
+            err.print(
+                "credit-jobs: warning: the eligibility source had no users (credit_eligibility"
+                + (f", shard {shard.label}" if shard.count > 1 else "")
+                + "): nothing was granted — check that your application feeds it",
+                highlight=False,
+                markup=False,
+            )
     else:
         failed_items = outcome.stats.details.get("failed_items") if outcome.stats else None
         named = ""
         if failed_items:  # name the first failed item, so the one line says where to look
             ids = ", ".join(f"{k}={v}" for k, v in failed_items[0].items() if k != "reason")
             named = f"; first failed item: {ids} (all in `credit-jobs runs show {outcome.run_id} --json`)"
+        # A run id only once its audit row exists: a run that failed before it started (bad period key, database
+        # unreachable) has none, and naming its id would send a person to `runs show` for nothing.
+        what = f"run {outcome.run_id} failed" if outcome.recorded else f"{job} did not start"
         err.print(
-            f"credit-jobs: error: run {outcome.run_id} failed: {outcome.error}{named}",
+            f"credit-jobs: error: {what}: {outcome.error}{named}",
             highlight=False,
             markup=False,
             soft_wrap=True,
@@ -297,14 +362,30 @@ def runs_list(
         for r in rows
     ]
     if not out.is_terminal:  # piped: one tab-separated line per run, nothing truncated or wrapped
-        for line in (headers, *lines):
-            typer.echo("\t".join(line))
+        _print_tab_separated([headers, *lines])
         return 0
-    table = Table(*headers)
+    # A terminal: the table fits the width, but the run id (what a person copies into `runs show`) is never cut.
+    # Narrower than WIDE_TERMINAL, only the columns that identify a run are shown (all of them: --json or a pipe).
+    shown = range(len(headers)) if out.width >= WIDE_TERMINAL else [headers.index(h) for h in NARROW_RUN_COLUMNS]
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for index in shown:
+        copyable = headers[index] == "run id"
+        table.add_column(headers[index], no_wrap=copyable, min_width=36 if copyable else None, overflow="fold")
     for line in lines:
-        table.add_row(*line)
+        table.add_row(*(line[index] for index in shown))
     out.print(table)
     return 0
+
+
+WIDE_TERMINAL = 140
+NARROW_RUN_COLUMNS = ("run id", "job", "period", "status", "started")
+
+
+def _print_tab_separated(rows: Sequence[Sequence[str]]) -> None:
+    """Piped output: one line per row, tab-separated, nothing truncated, wrapped or padded (tabs and newlines inside
+    a value become spaces, so a row stays one line)."""
+    for row in rows:
+        typer.echo("\t".join(" ".join(value.split()) for value in row))
 
 
 @runs_app.command("show")
@@ -313,22 +394,50 @@ def runs_show(
     json_output: JsonOption = False,
     database_url: DatabaseUrlOption = None,
 ) -> int:
-    """One run's audit row, with its counts."""
-    try:
-        parsed = uuid.UUID(run_id)
-    except ValueError:
-        raise ConfigError(f"{run_id!r} is not a run id (a UUID, as printed by `credit-jobs runs list`)") from None
-    row = run_audit.get_run(_engine(database_url, _settings()), parsed)
+    """One run's audit row, with its counts. RUN_ID may be an unambiguous prefix (at least 4 characters), as in git."""
+    engine = _engine(database_url, _settings())
+    row = run_audit.get_run(engine, _resolve_run_id(engine, run_id))
     if row is None:
         raise ConfigError(f"no run {run_id} in this database: see `credit-jobs runs list`")
     if json_output:
         out.print_json(json.dumps(_jsonable(row)))
         return 0
-    table = Table("field", "value", show_header=False)
-    for key, value in row.items():
-        table.add_row(key, json.dumps(value) if isinstance(value, dict) else str(value))
+    fields = [
+        (key, json.dumps(_jsonable(value)) if isinstance(value, dict) else str(value)) for key, value in row.items()
+    ]
+    if not out.is_terminal:
+        _print_tab_separated(fields)
+        return 0
+    table = Table("field", "value", show_header=False, box=box.SIMPLE, pad_edge=False)
+    for key, value in fields:
+        table.add_row(key, value)
     out.print(table)
     return 0
+
+
+MIN_RUN_ID_PREFIX = 4
+
+
+def _resolve_run_id(engine: sa.Engine, text: str) -> uuid.UUID:
+    """A full run id, or the one run whose id starts with `text` (hyphens optional, any case); exit 2 naming the
+    matches when the prefix is ambiguous or matches nothing."""
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        pass
+    digits = text.strip().lower().replace("-", "")
+    shown = text if len(text) <= 40 else text[:40] + "…"
+    if not digits or any(c not in "0123456789abcdef" for c in digits) or len(digits) > 32:
+        raise ConfigError(f"{shown!r} is not a run id (a UUID or its first characters, as printed by `runs list`)")
+    if len(digits) < MIN_RUN_ID_PREFIX:
+        raise ConfigError(f"run id prefix {shown!r} is too short: give at least {MIN_RUN_ID_PREFIX} characters")
+    matches = run_audit.run_ids_with_prefix(engine, digits, limit=5)
+    if not matches:
+        raise ConfigError(f"no run starting with {shown} in this database: see `credit-jobs runs list`")
+    if len(matches) > 1:
+        named = ", ".join(map(str, matches[:4])) + (", …" if len(matches) > 4 else "")
+        raise ConfigError(f"run id prefix {shown} is ambiguous: it matches {named}; give more characters")
+    return matches[0]
 
 
 # --- check, consume, grant --------------------------------------------------------------------------------------
@@ -438,13 +547,25 @@ def grant(
     expires_in_days: Annotated[
         str | None, typer.Option(help=f"Expire after this many days (1..{MAX_EXPIRY_DAYS}); default: never.")
     ] = None,
+    allow_unknown_user: Annotated[
+        bool, typer.Option("--allow-unknown-user", help="Grant even if credit_eligibility does not have the user.")
+    ] = False,
     database_url: DatabaseUrlOption = None,
 ) -> int:
-    """A one-off grant: gift, purchase or manual adjustment."""
+    """A one-off grant: gift, purchase or manual adjustment. Refused (exit 2) for a user the eligibility source does
+    not know, unless --allow-unknown-user."""
     user, credits, days = parse_user_id(user_id), parse_amount(amount), parse_expires_in_days(expires_in_days)
     validate_request_id(idempotency_key, "idempotency key")
+    if grant_type not in ONE_OFF_TYPES:  # bad input first, before the database is asked about the user
+        raise ConfigError(f"grant type {grant_type!r} is not a one-off type: use one of {', '.join(ONE_OFF_TYPES)}")
+    engine = _engine(database_url, _settings())
+    if not allow_unknown_user and not ledger_views.is_known_user(engine, user):
+        raise ConfigError(
+            f"user {user} is not in credit_eligibility (the application's users): nothing was granted; check the user "
+            "id, or pass --allow-unknown-user to grant anyway"
+        )
     result = grant_credits(
-        _engine(database_url, _settings()),
+        engine,
         user,
         credits,
         grant_type=grant_type,
@@ -468,6 +589,102 @@ def void(
     result = void_grant(_engine(database_url, _settings()), grant_number, request_id=request_id)
     verb = "already voided" if result.replayed else "voided"
     out.print(f"{verb} {result.voided} credits of grant {grant_number} (user {result.user_id})", highlight=False)
+    return 0
+
+
+# --- balance, grants -------------------------------------------------------------------------------------------
+
+GRANT_HEADERS = ("grant id", "type", "period", "remaining", "of", "expires", "state")
+
+
+def _ledger_of(user_id: str, database_url: str | None, *, all_grants: bool) -> ledger_views.UserLedger:
+    user = parse_user_id(user_id)
+    ledger = ledger_views.user_ledger(_engine(database_url, _settings()), user, all_grants=all_grants)
+    if not ledger.known and not ledger.has_account:
+        raise ConfigError(f"no user {user}: not in credit_eligibility and no credit account; check the user id")
+    return ledger
+
+
+def _grant_rows(ledger: ledger_views.UserLedger) -> list[tuple[str, ...]]:
+    return [
+        (
+            str(g["grant_id"]),
+            g["grant_type"],
+            g["period_key"] or "-",
+            str(g["remaining"]),
+            str(g["amount"]),
+            g["expires_at"].isoformat() if g["expires_at"] else "never",
+            g["state"],
+        )
+        for g in ledger.grants
+    ]
+
+
+def _print_grants(ledger: ledger_views.UserLedger) -> None:
+    rows = _grant_rows(ledger)
+    if not rows:
+        return
+    if not out.is_terminal:
+        _print_tab_separated([GRANT_HEADERS, *rows])
+        return
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for header in GRANT_HEADERS:  # the grant id is what `void` takes: never cut
+        table.add_column(header, no_wrap=header == "grant id", overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
+
+
+def _ledger_json(ledger: ledger_views.UserLedger) -> str:
+    return json.dumps(
+        {
+            "user_id": ledger.user_id,
+            "known_user": ledger.known,
+            "has_account": ledger.has_account,
+            "spendable": ledger.spendable,
+            "balance": ledger.balance,
+            "as_of": ledger.now.isoformat(),
+            "grants": [_jsonable(g) for g in ledger.grants],
+        }
+    )
+
+
+@app.command("balance")
+def balance(
+    user_id: Annotated[str, typer.Argument(help="The user.", show_default=False)],
+    json_output: JsonOption = False,
+    database_url: DatabaseUrlOption = None,
+) -> int:
+    """A user's spendable credits and live grants (type, period, remaining, expiry), soonest-expiring first."""
+    ledger = _ledger_of(user_id, database_url, all_grants=False)
+    if json_output:
+        typer.echo(_ledger_json(ledger))
+        return 0
+    past_expiry = ledger.balance - ledger.spendable
+    out.print(
+        f"user {ledger.user_id}: {ledger.spendable} credits spendable in {len(ledger.grants)} live grants"
+        + (f" ({past_expiry} more past expiry, removed by the next expire-credits run)" if past_expiry > 0 else "")
+        + ("" if ledger.known else "; not in credit_eligibility"),
+        highlight=False,
+        markup=False,
+    )
+    _print_grants(ledger)
+    return 0
+
+
+@app.command("grants")
+def grants(
+    user_id: Annotated[str, typer.Argument(help="The user.", show_default=False)],
+    json_output: JsonOption = False,
+    database_url: DatabaseUrlOption = None,
+) -> int:
+    """Every grant of a user, newest first: live, used up or voided, expired."""
+    ledger = _ledger_of(user_id, database_url, all_grants=True)
+    if json_output:
+        typer.echo(_ledger_json(ledger))
+        return 0
+    out.print(f"user {ledger.user_id}: {len(ledger.grants)} grants", highlight=False, markup=False)
+    _print_grants(ledger)
     return 0
 
 
@@ -554,6 +771,19 @@ def demo_seed(users: UsersOption = 1000, seed: SeedOption = 42, database_url: Da
     return 0
 
 
+DEMO_DATABASE = "credit_jobs_demo"
+
+
+def _fresh_database(server_url: str, name: str) -> str:
+    """Drop and re-create database `name` on the (embedded) server: the URL of the new, empty database."""
+    admin = database.create_engine(server_url).execution_options(isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return database.normalize_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
 @demo_app.callback(invoke_without_command=True)
 def demo(
     ctx: typer.Context,
@@ -567,10 +797,15 @@ def demo(
     from credit_jobs.entrypoints.demo_flow import run_demo
 
     settings = _settings()
-    if "LOG_LEVEL" not in os.environ:  # the summary table tells the story; keep warnings (unconfigured plans)
-        configure_logging(settings.log_format, "warning")
-    url, _ = _database_url(database_url, settings)
-    engine = _engine(database_url, settings)
+    if "LOG_LEVEL" not in os.environ:  # the summary table tells the story, the deliberate warnings included
+        configure_logging(settings.log_format, "error")
+    url, embedded = _database_url(database_url, settings)
+    if embedded:  # its own fresh database, so the numbers are this demo's and not an earlier seed's
+        url = _fresh_database(url, DEMO_DATABASE)
+        engine = _engine(url, settings, check_schema=False)
+        schema_migrations.upgrade_schema(engine)
+    else:
+        engine = _engine(database_url, settings)
     code = run_demo(engine, url, users=users, seed=seed, console=out)
     raise typer.Exit(code)
 

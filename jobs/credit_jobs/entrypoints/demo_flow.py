@@ -22,8 +22,11 @@ CONSUMERS = 25
 
 
 def run_demo(engine: sa.Engine, url: str, *, users: int, seed: int, console: Console) -> int:
-    table = Table("step", "result", title=f"credit-jobs demo ({users} users, seed {seed})")
     seeded = seed_demo_data(engine, users, seed=seed)
+    with engine.connect() as conn:  # the title states the data the numbers are about, not only what was asked for
+        present = conn.execute(sa.text("SELECT count(*) FROM credit_eligibility")).scalar_one()
+    shown = f"{present} users" if present == users else f"{present} users in this database, {users} seeded"
+    table = Table("step", "result", title=f"credit-jobs demo ({shown}, seed {seed})")
     table.add_row(
         "seed",
         f"{seeded.users} users, {seeded.policies} plans + '{seeded.misconfigured_plan}' "
@@ -38,6 +41,13 @@ def run_demo(engine: sa.Engine, url: str, *, users: int, seed: int, console: Con
         "distribute-credits",
         _describe(distributed, ("granted", "already_granted", "banned", "inactive", "unconfigured_plan_users")),
     )
+    unconfigured = distributed.stats.as_dict().get("unconfigured_plan_users", 0) if distributed.stats else 0
+    if unconfigured:
+        table.add_row(
+            "  (on purpose)",
+            f"{unconfigured} users on plan '{seeded.misconfigured_plan}' got nothing: the plan has no "
+            "plan_credit_policies row — a real run logs this as the distribute.unconfigured_plans warning",
+        )
     rerun = execute_run(RunRequest(usecase=get_usecase("distribute-credits"), job="demo-distribute"), factory)
     table.add_row("distribute-credits (rerun)", _describe(rerun, ("granted", "already_granted")))
 

@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     creditjob_period_key: str | None = None
     creditjob_grant_family: str = DEFAULT_GRANT_FAMILY
 
-    creditjobs_data_dir: Path = Path(".data")
+    creditjobs_data_dir: Path | None = None  # None: the per-user default (entrypoints/data_dir.py)
     creditjobs_heartbeat_seconds: float = 10.0
     creditjobs_batch_size: int = DEFAULT_BATCH_SIZE
     creditjobs_statement_timeout_seconds: float = 300.0  # job runs: SET LOCAL statement_timeout

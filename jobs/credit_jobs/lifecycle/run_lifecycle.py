@@ -73,6 +73,7 @@ class RunOutcome:
     error: str | None = None
     duration_s: float = 0.0
     dry_run: bool = False
+    recorded: bool = False  # the run has an audit row (`runs show` finds run_id); False: it failed before starting
 
 
 Progress = Callable[[int, int | None], None]
@@ -182,13 +183,17 @@ def _run_guarded(
                 holder = run_audit.live_holder(engine, identity)
                 reason = f"running elsewhere (run {holder})" if holder else "running elsewhere"
                 run_audit.record_skipped(engine, identity, reason)
+                outcome.recorded = True
                 outcome.status, outcome.exit_code, outcome.error = "skipped", EXIT_OK, reason
                 return
-            for old in run_audit.start_running(engine, identity):
+            taken_over = run_audit.start_running(engine, identity)
+            outcome.recorded = True
+            for old in taken_over:
                 log.warning("run.lease_taken_over", previous_run_id=str(old))
             guard.start_heartbeat(run_id)
         else:
             run_audit.start_running(engine, identity)
+            outcome.recorded = True
         log.info(
             "run.started",
             dry_run=request.dry_run,

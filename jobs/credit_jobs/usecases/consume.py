@@ -17,8 +17,9 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from credit_jobs.adapters import request_ledger
+from credit_jobs.adapters import ledger_views, request_ledger
 from credit_jobs.domain.consumption import plan_consumption
+from credit_jobs.domain.errors import NoCreditAccount
 from credit_jobs.domain.requests import validate_amount, validate_request_id, validate_user_id
 from credit_jobs.usecases.request_claims import claim_or_replay
 
@@ -56,6 +57,8 @@ def consume(
             return Consumption(user_id, amount, request_id, takes, replayed=True)
         now = now or request_ledger.database_now(conn)
         grants = request_ledger.lock_live_grants(conn, user_id, now)
+        if not grants and not ledger_views.has_account(conn, user_id):  # exit 2, not the retry code
+            raise NoCreditAccount(user_id, amount)  # rollback: the claim is released, nothing written
         takes = plan_consumption(user_id, grants, amount)  # raises InsufficientCredits: rollback, claim released
         request_ledger.take_from_grants(conn, user_id=user_id, takes=takes, request_id=request_id, now=now)
         request_ledger.record_result(

@@ -122,6 +122,11 @@ def distribute_credits(engine: sa.Engine, ctx: RunContext) -> RunStats:
     work = _Distribute(ctx, total_users)
     stats = run_chunks(engine, ctx, work)
     t = work.totals
+    if t.users_seen == 0:  # an unfed (or wrongly replaced) eligibility source looks like success otherwise
+        log.warning(
+            "distribute.empty_source",
+            hint="credit_eligibility had no users: check that your application feeds it; nothing was granted",
+        )
     if t.unconfigured_plan_users:
         log.warning(
             "distribute.unconfigured_plans",

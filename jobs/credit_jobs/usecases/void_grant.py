@@ -42,7 +42,7 @@ def void_grant(engine: sa.Engine, grant_id: int, *, request_id: str, now: dateti
             return VoidResult(grant_id, int(first["user_id"]), int(first["voided"]), replayed=True)
         grant = request_ledger.lock_grant(conn, grant_id)
         if grant is None:  # rolls the claim back: the id stays free for a corrected request
-            raise ConfigError(f"no grant {grant_id}: see the user's grants in credit_grants")
+            raise ConfigError(f"no grant {grant_id}: see `credit-jobs grants USER` for a user's grant ids")
         if grant.remaining > 0:
             now = now or request_ledger.database_now(conn)
             request_ledger.void_remaining(conn, grant=grant, request_id=request_id, now=now)

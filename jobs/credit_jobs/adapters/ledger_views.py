@@ -1,0 +1,86 @@
+"""Read-only views of one user's ledger for people: balance, spendable credits, grants — and whether the user exists.
+
+Called by the CLI's `balance` and `grants` commands, by `grant` (is the user known to the eligibility source?) and by
+`consume` (has the user an account at all?). "Now" is the database's clock, as for consume: a grant past its expiry
+that the expiry job has not reached yet is not spendable, exactly as `consume` sees it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+
+@dataclass(frozen=True)
+class UserLedger:
+    user_id: int
+    known: bool  # in credit_eligibility (the application's users)
+    has_account: bool  # a credit_accounts row exists (created by the first grant)
+    balance: int  # the account's balance (includes credits past expiry that expire-credits has not removed yet)
+    spendable: int  # what consume can take now: the live grants' remaining credits
+    grants: list[dict[str, Any]]  # live grants soonest-expiring first, or every grant (newest first) with `all_grants`
+    now: datetime
+
+
+_GRANT_COLUMNS = """
+    grant_id, grant_type, period_key, grant_family, amount, remaining, granted_at, expires_at, expired_at,
+    CASE WHEN expired_at IS NOT NULL OR (expires_at IS NOT NULL AND expires_at <= :now) THEN 'expired'
+         WHEN remaining = 0 THEN 'used up or voided'
+         ELSE 'live' END AS state
+"""
+_LIVE = "expired_at IS NULL AND remaining > 0 AND (expires_at IS NULL OR expires_at > :now)"
+
+
+def user_ledger(engine: sa.Engine, user_id: int, *, all_grants: bool = False) -> UserLedger:
+    """One user's ledger in one snapshot (REPEATABLE READ: the balance and the grants agree)."""
+    with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn, conn.begin():
+        now: datetime = conn.execute(sa.text("SELECT clock_timestamp()")).scalar_one()
+        params = {"user_id": user_id, "now": now}
+        head = conn.execute(
+            sa.text(
+                f"""
+                SELECT EXISTS (SELECT 1 FROM credit_eligibility WHERE user_id = :user_id) AS known,
+                       (SELECT balance FROM credit_accounts WHERE user_id = :user_id) AS balance,
+                       (SELECT coalesce(sum(remaining), 0) FROM credit_grants
+                         WHERE user_id = :user_id AND {_LIVE}) AS spendable
+                """
+            ),
+            params,
+        ).one()
+        where = "user_id = :user_id" + ("" if all_grants else f" AND {_LIVE}")
+        order = "granted_at DESC, grant_id DESC" if all_grants else "expires_at NULLS LAST, grant_id"
+        rows = conn.execute(
+            sa.text(f"SELECT {_GRANT_COLUMNS} FROM credit_grants WHERE {where} ORDER BY {order}"), params
+        ).all()
+    return UserLedger(
+        user_id=user_id,
+        known=bool(head.known),
+        has_account=head.balance is not None,
+        balance=int(head.balance or 0),
+        spendable=int(head.spendable),
+        grants=[dict(r._mapping) for r in rows],
+        now=now,
+    )
+
+
+def has_account(conn: sa.Connection, user_id: int) -> bool:
+    """True when the user has a credit account (has ever been granted credits)."""
+    return bool(
+        conn.execute(
+            sa.text("SELECT EXISTS (SELECT 1 FROM credit_accounts WHERE user_id = :user_id)"), {"user_id": user_id}
+        ).scalar_one()
+    )
+
+
+def is_known_user(engine: sa.Engine, user_id: int) -> bool:
+    """True when the eligibility source (credit_eligibility) has the user."""
+    with engine.connect() as conn:
+        return bool(
+            conn.execute(
+                sa.text("SELECT EXISTS (SELECT 1 FROM credit_eligibility WHERE user_id = :user_id)"),
+                {"user_id": user_id},
+            ).scalar_one()
+        )
