@@ -53,12 +53,31 @@ def _lock_for(namespace: str, name: str) -> threading.Lock:
         return _locks.setdefault((namespace, name), threading.Lock())
 
 
+# Kopf's own bookkeeping lives under a prefix of its own. Under `credits.dev/` Kopf marked the object
+# (`credits.dev/kopf-managed`) and from then on dropped *every* `credits.dev/` annotation from the state it diffs —
+# including `credits.dev/run-now`, so a run-now fired no update handler and waited for the resync (issue 8).
+# A `kopf.` prefix is never marked, and Kopf ignores only its own keys under it.
+KOPF_PREFIX = f"kopf.{GROUP}"
+
+# What older versions (storage prefix `credits.dev`) left on CreditJobs. While the marker stays, Kopf would keep
+# ignoring run-now on that object, so every pass removes them (`_forget_legacy_kopf_keys`).
+LEGACY_KOPF_KEYS = frozenset(
+    f"{GROUP}/{name}"
+    for name in (
+        "kopf-managed",  # the marker that made Kopf ignore the whole prefix
+        "last-handled-configuration",  # diff base
+        "touch-dummy",  # progress storage's touch key
+        "creditjob_changed",  # progress of the one change handler (its id is the function name)
+    )
+)
+
+
 def configure(settings: kopf.OperatorSettings, config: OperatorSettings) -> None:
     """Kopf settings that do not depend on the environment of a test or a cluster."""
-    # Kopf's own bookkeeping goes to annotations under our group (not into status, which the CRD defines).
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
-    settings.persistence.finalizer = f"{GROUP}/kopf-finalizer"  # only used if a handler ever needs one
+    # Kopf's own bookkeeping goes to annotations (not into status, which the CRD defines), see KOPF_PREFIX.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=KOPF_PREFIX)
+    settings.persistence.finalizer = f"{KOPF_PREFIX}/finalizer"  # only used if a handler ever needs one
     settings.peering.name = config.peering_name
     # Handlers are sync (blocking HTTP through the kubernetes client): enough threads for bursts of creates.
     settings.execution.max_workers = max(settings.execution.max_workers or 0, 16)
@@ -100,6 +119,7 @@ def run_pass(memo: kopf.Memo, namespace: str, name: str) -> Outcome | None:
                 if exc.status == 404:
                     return None
                 raise
+            body = _forget_legacy_kopf_keys(api, body)
 
             now = clock()
 
@@ -121,6 +141,22 @@ def run_pass(memo: kopf.Memo, namespace: str, name: str) -> Outcome | None:
         metrics.observe_creditjob(outcome.sample)
     metrics.count_missed(name, namespace, outcome.missed_keys)
     return outcome
+
+
+def _forget_legacy_kopf_keys(api: KubeApi, body: dict[str, Any]) -> dict[str, Any]:
+    """Remove the Kopf annotations an older operator version left under `credits.dev/` (see LEGACY_KOPF_KEYS).
+
+    A no-op (no request) once they are gone. Kopf sees the patch as a change of annotations and handles it like
+    any update, so a run-now already on the object is acted on (at most once: the token is kept in status).
+    """
+    meta = body.get("metadata") or {}
+    stale = sorted(LEGACY_KOPF_KEYS.intersection(meta.get("annotations") or {}))
+    if not stale:
+        return body
+    log.info("%s/%s: removing old Kopf annotations %s", meta.get("namespace"), meta.get("name"), ", ".join(stale))
+    return api.patch_creditjob(
+        meta.get("namespace", ""), meta.get("name", ""), {"metadata": {"annotations": dict.fromkeys(stale)}}
+    )
 
 
 def _pass_or_retry(memo: kopf.Memo, namespace: str, name: str) -> None:
