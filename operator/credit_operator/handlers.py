@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -91,14 +92,41 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     configure(settings, config)
     memo["api"] = KubeApi(connect())
     memo["resync"] = asyncio.create_task(_resync_forever(memo))
+    if memo.get("peering"):
+        memo["peering_check"] = asyncio.create_task(_watch_peering(memo, memo["peering"]))
+
+
+# After Kopf stopped on its own, how long the process may take to end before it is ended (non-daemon threads
+# blocked on a dead API must not keep a zombie without a liveness endpoint alive: issue 8).
+EXIT_GRACE_SECONDS = 10.0
+EXIT_CODE_KOPF_STOPPED = 1
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
-    task: asyncio.Task[None] | None = memo.get("resync")
-    if task is not None:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    for key in ("resync", "peering_check"):
+        task: asyncio.Task[None] | None = memo.get(key)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    stop_requested: threading.Event | None = memo.get("stop_requested")  # set by `credit-jobs operator`
+    if stop_requested is not None and not stop_requested.is_set():
+        # Nobody asked to stop: Kopf gave up (e.g. "Peering keep-alive … has failed" after a long API outage →
+        # "Multidimensional multitasker has failed"). A process that stays up would do nothing, forever.
+        memo["kopf_stopped"] = True
+        log.error(
+            "Kopf stopped on its own (see the errors above); the operator exits with code %d so that its "
+            "supervisor restarts it",
+            EXIT_CODE_KOPF_STOPPED,
+        )
+        timer = threading.Timer(EXIT_GRACE_SECONDS, exit_now, (EXIT_CODE_KOPF_STOPPED,))
+        timer.daemon = True
+        timer.start()
+
+
+def exit_now(code: int) -> None:
+    logging.shutdown()  # flush the last lines
+    os._exit(code)
 
 
 def run_pass(memo: kopf.Memo, namespace: str, name: str) -> Outcome | None:
@@ -207,6 +235,41 @@ def _event_pass(memo: kopf.Memo, kind: str, event: Mapping[str, Any], meta: Mapp
     except ApiError as exc:
         # Best effort: a watch event is not retried by Kopf, the periodic resync repeats the pass.
         log.warning("pass for %s failed, the resync will retry: %s", meta.get("name"), exc)
+
+
+# How often the warning about a missing peering repeats while it lasts (the first comes at start-up).
+PEERING_WARNING_INTERVAL = 30.0
+
+
+async def _watch_peering(memo: kopf.Memo, name: str) -> None:
+    """Say loudly what Kopf only does silently: it pauses all watching while its peering CRD or object is missing.
+
+    Checks at start-up and then every PEERING_WARNING_INTERVAL; a warning per check while something is missing
+    (naming it and the two fixes), an info line when it is back, and `creditjobs_operator_paused` 1 / 0.
+    """
+    config: OperatorSettings = memo["config"]
+    api: KubeApi = memo["api"]
+    was_missing = False
+    while True:
+        try:
+            missing = await asyncio.to_thread(api.missing_peering, name, config.namespace_list)
+        except ApiError as exc:
+            log.warning("cannot check the Kopf peering %r: %s", name, exc)
+        else:
+            metrics.PAUSED.set(1 if missing else 0)
+            if missing:
+                log.warning(
+                    "the operator is PAUSED and handles nothing: Kopf needs %s, which is missing. Fix: install the "
+                    "chart's CRDs and peering object (helm install; or kubectl apply -f "
+                    "charts/credit-jobs/crds/kopf-peering.yaml and create the %r peering), or run "
+                    "`credit-jobs operator --standalone` (a single replica, e.g. locally)",
+                    missing,
+                    name,
+                )
+            elif was_missing:
+                log.info("the Kopf peering %r is there now: the operator resumes", name)
+            was_missing = bool(missing)
+        await asyncio.sleep(PEERING_WARNING_INTERVAL)
 
 
 async def _resync_forever(memo: kopf.Memo) -> None:
