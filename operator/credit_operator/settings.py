@@ -15,7 +15,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from credit_operator.cronjob_manifest import ManifestDefaults
 
-
 # The image the chart publishes; its tag is the package version (= the chart's appVersion).
 IMAGE_REPOSITORY = "ghcr.io/credit-jobs/credit-jobs"
 
