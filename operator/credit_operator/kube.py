@@ -159,7 +159,7 @@ class KubeApi:
 
     # Events
     def post_event(self, involved: Mapping[str, Any], kind: str, reason: str, message: str, now: str) -> None:
-        """A core/v1 Event about a CreditJob (what `kubectl describe cj` shows)."""
+        """A core/v1 Event about a CreditJob (what `kubectl describe crj` shows)."""
         meta = involved.get("metadata") or {}
         namespace = meta.get("namespace") or "default"
         event = {

@@ -3,6 +3,9 @@ would accept or reject — checked by the openAPIV3Schema (jsonschema) and the C
 
 from __future__ import annotations
 
+import gzip
+import importlib.resources
+import json
 from typing import Any
 
 import pytest
@@ -44,7 +47,31 @@ def test_the_crd_names_the_resource_as_designed() -> None:
     assert crd["metadata"]["name"] == "creditjobs.credits.dev"
     assert crd["spec"]["scope"] == "Namespaced"
     assert crd["spec"]["names"]["kind"] == "CreditJob"
-    assert crd["spec"]["names"]["shortNames"] == ["cj"]
+    assert crd["spec"]["names"]["shortNames"] == ["crj"]
+
+
+def builtin_short_names() -> set[str]:
+    """Short names of built-in resources: kmock's bundled discovery of a real cluster (K3s, CRDs stripped)."""
+    data = (importlib.resources.files("kmock._internal") / "resources.json.gz").read_bytes()
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            found.update(node.get("shortNames") or [])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(json.loads(gzip.decompress(data)))
+    return found
+
+
+def test_the_short_name_collides_with_no_built_in_resource() -> None:
+    builtin = builtin_short_names()
+    assert {"cj", "po", "deploy"} <= builtin  # the list is the real one (`cj` is batch/v1 CronJob)
+    assert not set(load_crd()["spec"]["names"]["shortNames"]) & builtin
     version = crd_version()
     assert version["name"] == "v1alpha1"
     assert version["served"]
