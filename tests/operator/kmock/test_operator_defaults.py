@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import typer
-from operator_kmock_support import CJ_PATH, creditjob, get, jobs_of, operator, until
+from operator_kmock_support import CJ_PATH, condition, creditjob, events_for, get, jobs_of, operator, reasons, until
 from typer.testing import CliRunner
 
 from credit_operator import commands
@@ -112,3 +112,40 @@ async def test_kopf_keeps_its_bookkeeping_under_its_own_prefix(kube: Any) -> Non
         )
     annotations = (get(kube, "creditjobs", ns, name) or {})["metadata"]["annotations"]
     assert not [k for k in annotations if k.startswith("credits.dev/")], annotations  # nothing of Kopf's there
+
+
+async def test_several_wrong_types_are_all_reported_in_status_and_events(kube: Any) -> None:
+    ns, name = "types", "grant"
+    body = creditjob(name, ns, backoffLimit="3", suspend="yes", parallelism=True)
+    async with operator():
+        await asyncio.sleep(STARTUP)
+        await kube.post(CJ_PATH.format(ns=ns), json=body)
+        ready = await until(lambda: condition(kube, ns, name, "Ready"), what="Ready condition")
+        await until(lambda: "InvalidSpec" in reasons(kube, name), what="the InvalidSpec Event")
+    assert ready["status"] == "False"
+    (event,) = [e for e in events_for(kube, name) if e["reason"] == "InvalidSpec"]
+    for field in ("spec.suspend", "spec.backoffLimit", "spec.parallelism"):
+        assert field in ready["message"]
+        assert field in event["message"]
+    assert get(kube, "cronjobs", ns, name) is None
+
+
+async def test_an_overlong_run_now_token_is_rejected_and_not_copied(kube: Any) -> None:
+    ns, name = "longtok", "grant"
+    async with operator():
+        await asyncio.sleep(STARTUP)
+        await kube.post(CJ_PATH.format(ns=ns), json=creditjob(name, ns))
+        await until(lambda: get(kube, "cronjobs", ns, name), what="CronJob")
+        token = "x" * 10_000
+        await kube.patch(
+            f"{CJ_PATH.format(ns=ns)}/{name}",
+            json={"metadata": {"annotations": {"credits.dev/run-now": token}}},
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        await until(lambda: "RunNowRejected" in reasons(kube, name), timeout=RUN_NOW_BOUND, what="RunNowRejected")
+    assert jobs_of(kube, ns, name) == []
+    (event,) = [e for e in events_for(kube, name) if e["reason"] == "RunNowRejected"]
+    assert "longer than 63 characters" in event["message"]
+    assert len(event["message"]) < 300
+    status = (get(kube, "creditjobs", ns, name) or {}).get("status") or {}
+    assert len(str(status.get("lastManualRunToken", ""))) <= 63  # not copied into status

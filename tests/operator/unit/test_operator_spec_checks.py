@@ -103,3 +103,33 @@ def test_shortest_gap_between_fires(schedule: str, zone: str, seconds: float) ->
     assert gap is not None
     assert gap.total_seconds() <= seconds
     assert gap.total_seconds() >= seconds - 3600
+
+
+def test_a_spec_with_several_wrong_types_reports_every_problem() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_spec(
+            {
+                "usecase": "distribute-credits",
+                "schedule": "0 0 1 * *",
+                "backoffLimit": "3",
+                "suspend": "yes",
+                "catchUp": {"maxPeriods": "2"},
+                "params": [],
+            }
+        )
+    assert getattr(caught.value, "problems", None) == [
+        "spec.suspend has the wrong type: got 'yes'",
+        "spec.backoffLimit has the wrong type: got '3'",
+        "spec.params has the wrong type: got []",
+        "spec.catchUp.maxPeriods has the wrong type: got '2'",
+    ]
+    assert str(caught.value) == "; ".join(caught.value.problems)  # type: ignore[attr-defined]
+
+
+def test_missing_required_fields_and_wrong_types_are_reported_together() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_spec({"usecase": "distribute-credits", "parallelism": True})
+    assert caught.value.problems == [  # type: ignore[attr-defined]
+        "spec.schedule is required",
+        "spec.parallelism must be an integer, got True",
+    ]
