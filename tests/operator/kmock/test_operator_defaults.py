@@ -149,3 +149,25 @@ async def test_an_overlong_run_now_token_is_rejected_and_not_copied(kube: Any) -
     assert len(event["message"]) < 300
     status = (get(kube, "creditjobs", ns, name) or {}).get("status") or {}
     assert len(str(status.get("lastManualRunToken", ""))) <= 63  # not copied into status
+
+
+async def test_specs_the_cronjob_api_refuses_are_reported_invalid_not_retried(kube: Any) -> None:
+    ns = "refused"
+    async with operator():
+        await asyncio.sleep(STARTUP)
+        await kube.post(CJ_PATH.format(ns=ns), json=creditjob("zone", ns, timeZone="Asia"))
+        await kube.post(CJ_PATH.format(ns=ns), json=creditjob("last", ns))
+        await until(lambda: condition(kube, ns, "last", "Ready").get("status") == "True", what="last Ready")
+        # An existing CreditJob edited to a schedule the API server would refuse: no stale Ready=True.
+        await kube.patch(
+            f"{CJ_PATH.format(ns=ns)}/last",
+            json={"spec": {"schedule": "0 0 L * *"}},
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        for name in ("zone", "last"):
+            await until(lambda n=name: "InvalidSpec" in reasons(kube, n), what=f"InvalidSpec for {name}")
+            await until(lambda n=name: condition(kube, ns, n, "Ready").get("status") == "False", what=f"{name}")
+    assert "unknown time zone 'Asia'" in condition(kube, ns, "zone", "Ready")["message"]
+    assert "'L' is not accepted by Kubernetes CronJobs" in condition(kube, ns, "last", "Ready")["message"]
+    assert get(kube, "cronjobs", ns, "zone") is None
+    assert (get(kube, "cronjobs", ns, "last") or {})["spec"]["schedule"] == "0 0 1 * *"  # last good one kept
