@@ -12,7 +12,10 @@ The Kubernetes client is imported by the commands when they run, never by `regis
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -57,6 +60,26 @@ def request_run(api: KubeApi, namespace: str, name: str, period_key: str | None,
         api.patch_creditjob(namespace, name, {"metadata": {"annotations": annotations}})
     except ApiError as exc:
         raise ConfigError(f"cannot annotate CreditJob {namespace}/{name}: {exc}") from None
+
+
+def _loop_recording_signals(stop_requested: threading.Event) -> asyncio.AbstractEventLoop:
+    """An event loop for Kopf whose signal handlers first record that a stop was requested.
+
+    Kopf installs its SIGTERM / SIGINT handlers on the loop it runs in; wrapping the installation (rather than
+    replacing the handlers later) leaves no moment in which a signal would go unrecorded.
+    """
+    loop = asyncio.new_event_loop()
+    install = loop.add_signal_handler
+
+    def add_signal_handler(sig: int, callback: Callable[..., object], *args: Any) -> None:
+        def recording(*callback_args: Any) -> None:
+            stop_requested.set()
+            callback(*callback_args)
+
+        install(sig, recording, *args)
+
+    setattr(loop, "add_signal_handler", add_signal_handler)  # noqa: B010 - an instance override, on purpose
+    return loop
 
 
 def _api() -> KubeApi:
@@ -112,16 +135,30 @@ def register(app: typer.Typer) -> None:
             logging.getLogger("kopf.objects").setLevel(logging.WARNING)
         metrics.serve(config.metrics_port)
         assert handlers.creditjob_changed  # importing the module registered the handlers
-        kopf.run(
-            clusterwide=config.clusterwide,
-            namespaces=config.namespace_list,
-            standalone=standalone,
-            # Naming a peering makes it mandatory in Kopf (streams pause while its CRD is missing), so a
-            # standalone run must not name one.
-            peering_name=None if standalone else config.peering_name,
-            liveness_endpoint=f"http://0.0.0.0:{config.health_port}/healthz",
-            memo=kopf.Memo(config=config),
+        # SIGTERM / SIGINT are a requested stop (exit 0); Kopf stopping on its own is not (handlers.stop exits 1,
+        # so a supervisor restarts the operator instead of a process that does nothing, issue 8).
+        stop_requested = threading.Event()
+        # `peering`: the name handlers.start checks for (a warning while it is missing, since Kopf then pauses).
+        memo = kopf.Memo(
+            config=config, stop_requested=stop_requested, peering=None if standalone else config.peering_name
         )
+        loop = _loop_recording_signals(stop_requested)
+        try:
+            kopf.run(
+                loop=loop,
+                clusterwide=config.clusterwide,
+                namespaces=config.namespace_list,
+                standalone=standalone,
+                # Naming a peering makes it mandatory in Kopf (streams pause while its CRD is missing), so a
+                # standalone run must not name one.
+                peering_name=None if standalone else config.peering_name,
+                liveness_endpoint=f"http://0.0.0.0:{config.health_port}/healthz",
+                memo=memo,
+            )
+        finally:
+            loop.close()
+        if memo.get("kopf_stopped") or not stop_requested.is_set():
+            handlers.exit_now(handlers.EXIT_CODE_KOPF_STOPPED)
 
     @app.command("trigger")
     def trigger_command(

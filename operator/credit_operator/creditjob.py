@@ -107,48 +107,86 @@ def format_time(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _typed(spec: Mapping[str, Any], key: str, kind: type | tuple[type, ...], default: Any) -> Any:
+class SpecProblems(ConfigError):
+    """Every reason a spec cannot be read (`problems`, in field order); str() joins them with "; "."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def _typed(
+    spec: Mapping[str, Any], key: str, kind: type | tuple[type, ...], default: Any, problems: list[str], where: str = ""
+) -> Any:
+    """spec[key] when it has the right type; otherwise the problem is noted (all are reported) and default used."""
     value = spec.get(key, default)
     if value is None:
         return default
     # bool is an int in Python; an integer field given `true` is a type error, not 1.
     if kind is int and isinstance(value, bool):
-        raise ConfigError(f"spec.{key} must be an integer, got {value!r}")
+        problems.append(f"spec.{where}{key} must be an integer, got {value!r}")
+        return default
     if not isinstance(value, kind):
-        raise ConfigError(f"spec.{key} has the wrong type: got {value!r}")
+        problems.append(f"spec.{where}{key} has the wrong type: got {value!r}")
+        return default
     return value
 
 
 def parse_spec(spec: Mapping[str, Any]) -> CreditJobSpec:
-    """The spec with defaults; ConfigError when a field has the wrong type or a required field is missing."""
+    """The spec with defaults; SpecProblems (a ConfigError) listing every field with the wrong type or missing."""
     if not isinstance(spec, Mapping):
-        raise ConfigError("spec must be an object")
-    for required in ("usecase", "schedule"):
-        if not spec.get(required):
-            raise ConfigError(f"spec.{required} is required")
-    catch_up = _typed(spec, "catchUp", Mapping, {})
-    history = _typed(spec, "historyLimits", Mapping, {})
-    secret = _typed(spec, "databaseSecretRef", Mapping, {})
+        raise SpecProblems(["spec must be an object"])
+    problems: list[str] = [
+        f"spec.{required} is required" for required in ("usecase", "schedule") if not spec.get(required)
+    ]
+
+    def typed(key: str, kind: type | tuple[type, ...], default: Any) -> Any:
+        return _typed(spec, key, kind, default, problems)
+
+    usecase = typed("usecase", str, "")
+    schedule = typed("schedule", str, "")
+    time_zone = typed("timeZone", str, "UTC") or "UTC"
+    period = typed("period", str, "monthly")
+    suspend = typed("suspend", bool, False)
+    suspend_reason = typed("suspendReason", str, "")
+    concurrency_policy = typed("concurrencyPolicy", str, "Forbid")
+    starting_deadline_seconds = typed("startingDeadlineSeconds", int, 3600)
+    active_deadline_seconds = typed("activeDeadlineSeconds", int, 1800)
+    backoff_limit = typed("backoffLimit", int, 3)
+    parallelism = typed("parallelism", int, 1)
+    catch_up = typed("catchUp", Mapping, {})
+    history = typed("historyLimits", Mapping, {})
+    params = typed("params", Mapping, {})
+    image = typed("image", str, "")
+    secret = typed("databaseSecretRef", Mapping, {})
+    resources = typed("resources", Mapping, {})
+    catch_up_max_periods = _typed(catch_up, "maxPeriods", int, 3, problems, "catchUp.")
+    successful_history = _typed(history, "successful", int, 3, problems, "historyLimits.")
+    failed_history = _typed(history, "failed", int, 3, problems, "historyLimits.")
+    db_secret_name = _typed(secret, "name", str, "", problems, "databaseSecretRef.")
+    db_secret_key = _typed(secret, "key", str, "", problems, "databaseSecretRef.")
+    if problems:
+        raise SpecProblems(problems)
     return CreditJobSpec(
-        usecase=_typed(spec, "usecase", str, ""),
-        schedule=_typed(spec, "schedule", str, ""),
-        time_zone=_typed(spec, "timeZone", str, "UTC") or "UTC",
-        period=_typed(spec, "period", str, "monthly"),
-        suspend=_typed(spec, "suspend", bool, False),
-        suspend_reason=_typed(spec, "suspendReason", str, ""),
-        concurrency_policy=_typed(spec, "concurrencyPolicy", str, "Forbid"),
-        starting_deadline_seconds=_typed(spec, "startingDeadlineSeconds", int, 3600),
-        active_deadline_seconds=_typed(spec, "activeDeadlineSeconds", int, 1800),
-        backoff_limit=_typed(spec, "backoffLimit", int, 3),
-        parallelism=_typed(spec, "parallelism", int, 1),
-        catch_up_max_periods=_typed(catch_up, "maxPeriods", int, 3),
-        successful_history=_typed(history, "successful", int, 3),
-        failed_history=_typed(history, "failed", int, 3),
-        params=_typed(spec, "params", Mapping, {}),
-        image=_typed(spec, "image", str, ""),
-        db_secret_name=_typed(secret, "name", str, ""),
-        db_secret_key=_typed(secret, "key", str, ""),
-        resources=_typed(spec, "resources", Mapping, {}),
+        usecase=usecase,
+        schedule=schedule,
+        time_zone=time_zone,
+        period=period,
+        suspend=suspend,
+        suspend_reason=suspend_reason,
+        concurrency_policy=concurrency_policy,
+        starting_deadline_seconds=starting_deadline_seconds,
+        active_deadline_seconds=active_deadline_seconds,
+        backoff_limit=backoff_limit,
+        parallelism=parallelism,
+        catch_up_max_periods=catch_up_max_periods,
+        successful_history=successful_history,
+        failed_history=failed_history,
+        params=params,
+        image=image,
+        db_secret_name=db_secret_name,
+        db_secret_key=db_secret_key,
+        resources=resources,
     )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -53,12 +54,31 @@ def _lock_for(namespace: str, name: str) -> threading.Lock:
         return _locks.setdefault((namespace, name), threading.Lock())
 
 
+# Kopf's own bookkeeping lives under a prefix of its own. Under `credits.dev/` Kopf marked the object
+# (`credits.dev/kopf-managed`) and from then on dropped *every* `credits.dev/` annotation from the state it diffs —
+# including `credits.dev/run-now`, so a run-now fired no update handler and waited for the resync (issue 8).
+# A `kopf.` prefix is never marked, and Kopf ignores only its own keys under it.
+KOPF_PREFIX = f"kopf.{GROUP}"
+
+# What older versions (storage prefix `credits.dev`) left on CreditJobs. While the marker stays, Kopf would keep
+# ignoring run-now on that object, so every pass removes them (`_forget_legacy_kopf_keys`).
+LEGACY_KOPF_KEYS = frozenset(
+    f"{GROUP}/{name}"
+    for name in (
+        "kopf-managed",  # the marker that made Kopf ignore the whole prefix
+        "last-handled-configuration",  # diff base
+        "touch-dummy",  # progress storage's touch key
+        "creditjob_changed",  # progress of the one change handler (its id is the function name)
+    )
+)
+
+
 def configure(settings: kopf.OperatorSettings, config: OperatorSettings) -> None:
     """Kopf settings that do not depend on the environment of a test or a cluster."""
-    # Kopf's own bookkeeping goes to annotations under our group (not into status, which the CRD defines).
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
-    settings.persistence.finalizer = f"{GROUP}/kopf-finalizer"  # only used if a handler ever needs one
+    # Kopf's own bookkeeping goes to annotations (not into status, which the CRD defines), see KOPF_PREFIX.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=KOPF_PREFIX)
+    settings.persistence.finalizer = f"{KOPF_PREFIX}/finalizer"  # only used if a handler ever needs one
     settings.peering.name = config.peering_name
     # Handlers are sync (blocking HTTP through the kubernetes client): enough threads for bursts of creates.
     settings.execution.max_workers = max(settings.execution.max_workers or 0, 16)
@@ -72,14 +92,41 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     configure(settings, config)
     memo["api"] = KubeApi(connect())
     memo["resync"] = asyncio.create_task(_resync_forever(memo))
+    if memo.get("peering"):
+        memo["peering_check"] = asyncio.create_task(_watch_peering(memo, memo["peering"]))
+
+
+# After Kopf stopped on its own, how long the process may take to end before it is ended (non-daemon threads
+# blocked on a dead API must not keep a zombie without a liveness endpoint alive: issue 8).
+EXIT_GRACE_SECONDS = 10.0
+EXIT_CODE_KOPF_STOPPED = 1
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
-    task: asyncio.Task[None] | None = memo.get("resync")
-    if task is not None:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    for key in ("resync", "peering_check"):
+        task: asyncio.Task[None] | None = memo.get(key)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    stop_requested: threading.Event | None = memo.get("stop_requested")  # set by `credit-jobs operator`
+    if stop_requested is not None and not stop_requested.is_set():
+        # Nobody asked to stop: Kopf gave up (e.g. "Peering keep-alive … has failed" after a long API outage →
+        # "Multidimensional multitasker has failed"). A process that stays up would do nothing, forever.
+        memo["kopf_stopped"] = True
+        log.error(
+            "Kopf stopped on its own (see the errors above); the operator exits with code %d so that its "
+            "supervisor restarts it",
+            EXIT_CODE_KOPF_STOPPED,
+        )
+        timer = threading.Timer(EXIT_GRACE_SECONDS, exit_now, (EXIT_CODE_KOPF_STOPPED,))
+        timer.daemon = True
+        timer.start()
+
+
+def exit_now(code: int) -> None:
+    logging.shutdown()  # flush the last lines
+    os._exit(code)
 
 
 def run_pass(memo: kopf.Memo, namespace: str, name: str) -> Outcome | None:
@@ -100,6 +147,7 @@ def run_pass(memo: kopf.Memo, namespace: str, name: str) -> Outcome | None:
                 if exc.status == 404:
                     return None
                 raise
+            body = _forget_legacy_kopf_keys(api, body)
 
             now = clock()
 
@@ -121,6 +169,22 @@ def run_pass(memo: kopf.Memo, namespace: str, name: str) -> Outcome | None:
         metrics.observe_creditjob(outcome.sample)
     metrics.count_missed(name, namespace, outcome.missed_keys)
     return outcome
+
+
+def _forget_legacy_kopf_keys(api: KubeApi, body: dict[str, Any]) -> dict[str, Any]:
+    """Remove the Kopf annotations an older operator version left under `credits.dev/` (see LEGACY_KOPF_KEYS).
+
+    A no-op (no request) once they are gone. Kopf sees the patch as a change of annotations and handles it like
+    any update, so a run-now already on the object is acted on (at most once: the token is kept in status).
+    """
+    meta = body.get("metadata") or {}
+    stale = sorted(LEGACY_KOPF_KEYS.intersection(meta.get("annotations") or {}))
+    if not stale:
+        return body
+    log.info("%s/%s: removing old Kopf annotations %s", meta.get("namespace"), meta.get("name"), ", ".join(stale))
+    return api.patch_creditjob(
+        meta.get("namespace", ""), meta.get("name", ""), {"metadata": {"annotations": dict.fromkeys(stale)}}
+    )
 
 
 def _pass_or_retry(memo: kopf.Memo, namespace: str, name: str) -> None:
@@ -171,6 +235,41 @@ def _event_pass(memo: kopf.Memo, kind: str, event: Mapping[str, Any], meta: Mapp
     except ApiError as exc:
         # Best effort: a watch event is not retried by Kopf, the periodic resync repeats the pass.
         log.warning("pass for %s failed, the resync will retry: %s", meta.get("name"), exc)
+
+
+# How often the warning about a missing peering repeats while it lasts (the first comes at start-up).
+PEERING_WARNING_INTERVAL = 30.0
+
+
+async def _watch_peering(memo: kopf.Memo, name: str) -> None:
+    """Say loudly what Kopf only does silently: it pauses all watching while its peering CRD or object is missing.
+
+    Checks at start-up and then every PEERING_WARNING_INTERVAL; a warning per check while something is missing
+    (naming it and the two fixes), an info line when it is back, and `creditjobs_operator_paused` 1 / 0.
+    """
+    config: OperatorSettings = memo["config"]
+    api: KubeApi = memo["api"]
+    was_missing = False
+    while True:
+        try:
+            missing = await asyncio.to_thread(api.missing_peering, name, config.namespace_list)
+        except ApiError as exc:
+            log.warning("cannot check the Kopf peering %r: %s", name, exc)
+        else:
+            metrics.PAUSED.set(1 if missing else 0)
+            if missing:
+                log.warning(
+                    "the operator is PAUSED and handles nothing: Kopf needs %s, which is missing. Fix: install the "
+                    "chart's CRDs and peering object (helm install; or kubectl apply -f "
+                    "charts/credit-jobs/crds/kopf-peering.yaml and create the %r peering), or run "
+                    "`credit-jobs operator --standalone` (a single replica, e.g. locally)",
+                    missing,
+                    name,
+                )
+            elif was_missing:
+                log.info("the Kopf peering %r is there now: the operator resumes", name)
+            was_missing = bool(missing)
+        await asyncio.sleep(PEERING_WARNING_INTERVAL)
 
 
 async def _resync_forever(memo: kopf.Memo) -> None:

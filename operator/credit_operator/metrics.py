@@ -88,6 +88,11 @@ RECONCILE_DURATION = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     registry=REGISTRY,
 )
+PAUSED = Gauge(
+    "creditjobs_operator_paused",
+    "1 while the operator cannot act: Kopf pauses all watching while its peering CRD or object is missing.",
+    registry=REGISTRY,
+)
 RECONCILE_RESULTS = ("ok", "invalid", "error")
 for _result in RECONCILE_RESULTS:
     RECONCILE_TOTAL.labels(result=_result)  # every result series exists from the start (rate() needs a 0)

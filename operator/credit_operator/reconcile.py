@@ -9,6 +9,7 @@ and reports each decision through `emit` (Kopf turns it into a Kubernetes Event)
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -90,7 +91,7 @@ def reconcile(
         creditjob = parse_creditjob(body)
     except ConfigError as exc:
         creditjob = _invalid_placeholder(body)
-        problems.append(str(exc))
+        problems.extend(getattr(exc, "problems", None) or [str(exc)])  # every problem, each its own Event
     spec = creditjob.spec
     ns, name = creditjob.namespace, creditjob.name
     previous_conditions = {c.get("type"): c for c in creditjob.status.get("conditions") or []}
@@ -160,9 +161,23 @@ def reconcile(
     # Job and recording the token makes the retry conflict instead of running twice.
     manual_token: str | None = None
     token = creditjob.annotations.get(ANNOTATION_RUN_NOW, "").strip()
-    if token and token != creditjob.status.get("lastManualRunToken"):
-        manual_token = token
-        created = _run_now(api, creditjob, cronjob, token, problems, decide)
+    # An overlong token is never copied into a Job or status: it is remembered by a short digest (so the rejection
+    # is not repeated every pass) and rejected. `credit-jobs trigger` tokens are 25 characters.
+    remembered = (
+        token if len(token) <= MAX_RUN_NOW_TOKEN else "sha256:" + hashlib.sha256(token.encode()).hexdigest()[:16]
+    )
+    if token and remembered != creditjob.status.get("lastManualRunToken"):
+        manual_token = remembered
+        if remembered != token:
+            decide(
+                "Warning",
+                "RunNowRejected",
+                f"run-now ignored: the {ANNOTATION_RUN_NOW} token is {len(token)} characters, longer than "
+                f"{MAX_RUN_NOW_TOKEN} characters (use `credit-jobs trigger`, or a short unique value)",
+            )
+            created = None
+        else:
+            created = _run_now(api, creditjob, cronjob, token, problems, decide)
         if created is not None:
             jobs.append(created)
 
@@ -227,6 +242,10 @@ def _create_job(api: KubeApi, job: dict[str, Any]) -> tuple[dict[str, Any], bool
         if exc.status == 409:
             return job, False
         raise
+
+
+# Longest run-now token accepted: a label value's limit, far above `credit-jobs trigger`'s 25 characters.
+MAX_RUN_NOW_TOKEN = 63
 
 
 def _run_now(

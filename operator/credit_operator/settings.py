@@ -7,12 +7,21 @@ docs/operator.md.
 
 from __future__ import annotations
 
+import importlib.metadata
 from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from credit_operator.cronjob_manifest import ManifestDefaults
+
+# The image the chart publishes; its tag is the package version (= the chart's appVersion).
+IMAGE_REPOSITORY = "ghcr.io/credit-jobs/credit-jobs"
+
+
+def own_image() -> str:
+    """The jobs image of this operator's own version: never `latest`, which would change under a running cluster."""
+    return f"{IMAGE_REPOSITORY}:{importlib.metadata.version('credit-jobs')}"
 
 
 class OperatorSettings(BaseSettings):
@@ -25,8 +34,8 @@ class OperatorSettings(BaseSettings):
         description="Comma-separated namespaces to watch; empty = every namespace (clusterwide).",
     )
     default_image: str = Field(
-        default="ghcr.io/credit-jobs/credit-jobs:latest",
-        description="Image for CreditJobs whose spec.image is empty.",
+        default_factory=own_image,
+        description="Image for CreditJobs whose spec.image is empty; default: the image of the operator's version.",
     )
     default_db_secret_name: str = Field(default="credit-jobs-db")
     default_db_secret_key: str = Field(default="url")

@@ -81,6 +81,10 @@ def check_spec(job: CreditJob, now: datetime) -> list[str]:
     except ConfigError as exc:
         problems.append(f"spec.timeZone: {exc}")
         return problems  # the schedule checks below need a zone
+    syntax = _schedule_syntax_problem(spec.schedule)
+    if syntax:
+        problems.append(f"spec.schedule: {syntax}")
+        return problems
     try:
         validate_schedule(spec.schedule)  # includes "never fires" (`0 0 30 2 *`)
     except ConfigError as exc:
@@ -99,6 +103,41 @@ def check_spec(job: CreditJob, now: datetime) -> list[str]:
             "or a late run could overlap the next period"
         )
     return problems
+
+
+# What the CronJob API accepts (robfig/cron's standard parser): numbers, `*`, `?`, ranges, lists, steps, month and
+# weekday names, and the @ macros. Extensions the parser behind `Schedule` also knows (`L`, `W`, `#`, `H`) would
+# pass here and then be refused by the API server on every retry, so they are rejected up front.
+_CRON_MACROS = frozenset({"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"})
+_CRON_NAMES: tuple[frozenset[str], ...] = (
+    frozenset(),  # minute
+    frozenset(),  # hour
+    frozenset(),  # day of month
+    frozenset({"JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"}),
+    frozenset({"SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"}),
+)
+_CRON_FIELD = re.compile(r"^[0-9A-Za-z*?,/-]+$")
+_CRON_WORD = re.compile(r"[A-Za-z]+")
+
+
+def _schedule_syntax_problem(schedule: str) -> str | None:
+    """Why the CronJob API would refuse this schedule's syntax, or None."""
+    text = schedule.strip()
+    if text.startswith("@"):
+        return None if text in _CRON_MACROS else f"{schedule!r} is not one of {', '.join(sorted(_CRON_MACROS))}"
+    fields = text.split()
+    if len(fields) != 5:
+        return f"{schedule!r} must have five fields (minute hour day-of-month month day-of-week)"
+    for field_value, names, label in zip(
+        fields, _CRON_NAMES, ("minute", "hour", "day-of-month", "month", "day-of-week"), strict=True
+    ):
+        words = {w.upper() for w in _CRON_WORD.findall(field_value)}
+        if not _CRON_FIELD.match(field_value) or not words <= names:
+            return (
+                f"{schedule!r}: the {label} field {field_value!r} is not accepted by Kubernetes CronJobs "
+                "(numbers, *, ?, ranges a-b, lists a,b, steps /n, month and weekday names; no L, W, # or H)"
+            )
+    return None
 
 
 def _enum_problems(spec: CreditJobSpec) -> list[str]:

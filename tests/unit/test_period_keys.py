@@ -121,6 +121,8 @@ def test_bad_schedules_are_config_errors(bad: str) -> None:
 def test_unknown_names_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="Mars/Olympus"):
         parse_time_zone("Mars/Olympus")
+    with pytest.raises(ConfigError, match="unknown time zone 'Asia'"):
+        parse_time_zone("Asia")  # a directory of the tz data (IsADirectoryError), not a zone
     with pytest.raises(ConfigError, match="fortnightly"):
         parse_period("fortnightly")
 

@@ -89,7 +89,8 @@ def parse_time_zone(name: str) -> ZoneInfo:
     """An IANA zone, or a ConfigError saying which name is unknown."""
     try:
         return ZoneInfo(name or "UTC")
-    except (ZoneInfoNotFoundError, ValueError):
+    # OSError: a tzdata directory such as "Asia" (IsADirectoryError) or an unreadable file is no zone either.
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise ConfigError(f"unknown time zone {name!r}: use an IANA name such as UTC or Asia/Shanghai") from None
 
 

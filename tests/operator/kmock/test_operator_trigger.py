@@ -4,9 +4,11 @@ endpoint — against kmock where an API server is involved."""
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import re
 import urllib.request
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -123,10 +125,15 @@ def test_settings_defaults_watch_every_namespace(monkeypatch: pytest.MonkeyPatch
         "CREDITJOBS_METRICS_PORT",
         "CREDITJOBS_HEALTH_PORT",
         "CREDITJOBS_PEERING_NAME",
+        "CREDITJOBS_DEFAULT_IMAGE",
     ):
         monkeypatch.delenv(var, raising=False)
     s = OperatorSettings()
     assert s.clusterwide
+    # Never `latest` (issue 8): the image of the operator's own version, the tag the chart's appVersion uses.
+    assert s.default_image == f"ghcr.io/credit-jobs/credit-jobs:{importlib.metadata.version('credit-jobs')}"
+    chart = (Path(__file__).parents[3] / "charts" / "credit-jobs" / "Chart.yaml").read_text()
+    assert f'appVersion: "{importlib.metadata.version("credit-jobs")}"' in chart
     assert (s.default_db_secret_name, s.default_db_secret_key) == ("credit-jobs-db", "url")
     assert (s.metrics_port, s.health_port, s.peering_name) == (9090, 8080, "credit-jobs")
 
@@ -145,6 +152,7 @@ def test_exported_metric_names_are_the_designed_ones() -> None:
         "creditjobs_operator_reconcile_duration_seconds_bucket",
         "creditjobs_operator_reconcile_duration_seconds_sum",
         "creditjobs_operator_reconcile_duration_seconds_count",
+        "creditjobs_operator_paused",
     }
 
 

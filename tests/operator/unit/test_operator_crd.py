@@ -3,6 +3,9 @@ would accept or reject — checked by the openAPIV3Schema (jsonschema) and the C
 
 from __future__ import annotations
 
+import gzip
+import importlib.resources
+import json
 from typing import Any
 
 import pytest
@@ -44,7 +47,31 @@ def test_the_crd_names_the_resource_as_designed() -> None:
     assert crd["metadata"]["name"] == "creditjobs.credits.dev"
     assert crd["spec"]["scope"] == "Namespaced"
     assert crd["spec"]["names"]["kind"] == "CreditJob"
-    assert crd["spec"]["names"]["shortNames"] == ["cj"]
+    assert crd["spec"]["names"]["shortNames"] == ["crj"]
+
+
+def builtin_short_names() -> set[str]:
+    """Short names of built-in resources: kmock's bundled discovery of a real cluster (K3s, CRDs stripped)."""
+    data = (importlib.resources.files("kmock._internal") / "resources.json.gz").read_bytes()
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            found.update(node.get("shortNames") or [])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(json.loads(gzip.decompress(data)))
+    return found
+
+
+def test_the_short_name_collides_with_no_built_in_resource() -> None:
+    builtin = builtin_short_names()
+    assert {"cj", "po", "deploy"} <= builtin  # the list is the real one (`cj` is batch/v1 CronJob)
+    assert not set(load_crd()["spec"]["names"]["shortNames"]) & builtin
     version = crd_version()
     assert version["name"] == "v1alpha1"
     assert version["served"]
@@ -132,6 +159,9 @@ INVALID = [
     pytest.param(cj(schedule="0 0 1 * * *"), "cel", "five-field cron", id="six-fields"),
     pytest.param(cj(schedule="TZ=UTC 0 0 1 * *"), "cel", "five-field cron", id="tz-prefix"),
     pytest.param(cj(schedule="@fortnightly"), "cel", "five-field cron", id="unknown-macro"),
+    pytest.param(cj(schedule="0 0 L * *"), "cel", "five-field cron", id="last-day-L"),
+    pytest.param(cj(schedule="0 0 15W * *"), "cel", "five-field cron", id="weekday-W"),
+    pytest.param(cj(schedule="H 0 * * *"), "cel", "five-field cron", id="hash-H"),
     pytest.param(cj(name="a" * 53), "cel", "at most 52 characters", id="name-of-53"),
     pytest.param(cj(parallelism=0), "cel", "between 1 and 64", id="parallelism-zero"),
     pytest.param(cj(parallelism=65), "cel", "between 1 and 64", id="parallelism-65"),

@@ -103,3 +103,65 @@ def test_shortest_gap_between_fires(schedule: str, zone: str, seconds: float) ->
     assert gap is not None
     assert gap.total_seconds() <= seconds
     assert gap.total_seconds() >= seconds - 3600
+
+
+def test_a_spec_with_several_wrong_types_reports_every_problem() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_spec(
+            {
+                "usecase": "distribute-credits",
+                "schedule": "0 0 1 * *",
+                "backoffLimit": "3",
+                "suspend": "yes",
+                "catchUp": {"maxPeriods": "2"},
+                "params": [],
+            }
+        )
+    assert getattr(caught.value, "problems", None) == [
+        "spec.suspend has the wrong type: got 'yes'",
+        "spec.backoffLimit has the wrong type: got '3'",
+        "spec.params has the wrong type: got []",
+        "spec.catchUp.maxPeriods has the wrong type: got '2'",
+    ]
+    assert str(caught.value) == "; ".join(caught.value.problems)  # type: ignore[attr-defined]
+
+
+def test_missing_required_fields_and_wrong_types_are_reported_together() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_spec({"usecase": "distribute-credits", "parallelism": True})
+    assert caught.value.problems == [  # type: ignore[attr-defined]
+        "spec.schedule is required",
+        "spec.parallelism must be an integer, got True",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"timeZone": "Asia"}, "spec.timeZone: unknown time zone 'Asia'"),  # a tzdata directory
+        ({"schedule": "0 0 L * *"}, "the day-of-month field 'L' is not accepted by Kubernetes CronJobs"),
+        ({"schedule": "0 0 1W * *"}, "the day-of-month field '1W'"),
+        ({"schedule": "0 0 * * 5L"}, "the day-of-week field '5L'"),
+        ({"schedule": "0 0 * * 1#2"}, "the day-of-week field '1#2'"),
+        ({"schedule": "H 0 * * *"}, "the minute field 'H'"),
+        ({"schedule": "@fortnightly"}, "is not one of @annually"),
+    ],
+)
+def test_what_the_cronjob_api_refuses_is_an_invalid_spec(spec: dict[str, Any], message: str) -> None:
+    (problem,) = problems(**spec)
+    assert message in problem
+
+
+@pytest.mark.parametrize(
+    ("schedule", "period"),
+    [
+        ("0 0 ? * *", "daily"),
+        ("0 0 1 JAN-DEC *", "monthly"),
+        ("0 9 * * MON-FRI", "daily"),
+        ("*/15 * * * sun", "hourly"),
+        ("0 0 1 */3 *", "monthly"),
+        ("@monthly", "monthly"),
+    ],
+)
+def test_what_the_cronjob_api_accepts_is_valid(schedule: str, period: str) -> None:
+    assert problems(schedule=schedule, period=period, startingDeadlineSeconds=60, activeDeadlineSeconds=300) == []
