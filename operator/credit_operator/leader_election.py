@@ -253,7 +253,7 @@ class LeaseElector:
                     why = f"the {self.where} is now held by {self.last.holder}"
                 else:
                     raise ApiError(409, "the Lease changed while renewing it")
-            except (ApiError, LeaseUnavailable, OSError) as exc:
+            except Exception as exc:  # ApiError, LeaseUnavailable, urllib3's connection errors: all "not renewed"
                 if time.monotonic() - last_renewed < self.timing.renew_deadline:
                     log.warning("cannot renew the %s, retrying: %s", self.where, exc)
                     continue
@@ -277,7 +277,6 @@ def wait_until_leading(elector: LeaseElector, stop: threading.Event) -> bool:
     sets `creditjobs_operator_paused` to 1 meanwhile.
     """
     from credit_operator import metrics
-    from credit_operator.kube import ApiError
 
     said_at = -float("inf")
     said: tuple[str, str | None] | None = None
@@ -319,7 +318,7 @@ def wait_until_leading(elector: LeaseElector, stop: threading.Event) -> bool:
                     elector.namespace,
                 )
                 said, said_at = ("paused", None), time.monotonic()
-        except (ApiError, OSError) as exc:
+        except Exception as exc:  # ApiError, urllib3's connection errors: the API is not reachable (yet)
             if said != ("unreachable", None) or time.monotonic() - said_at >= PAUSED_WARNING_INTERVAL:
                 log.warning(
                     "standby: cannot read the %s, retrying every %gs: %s",

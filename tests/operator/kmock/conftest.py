@@ -29,7 +29,18 @@ _rv = itertools.count(1)
 class ApiServerEmulator(KubernetesEmulator):
     """kmock plus the metadata a real API server assigns on create and bumps on every write."""
 
+    # Plurals the operator's identity may not touch (403), as with RBAC missing: tests add and remove them.
+    forbidden: set[str] = set()
+
     async def _handle(self, request: Any) -> Any:
+        if request.resource is not None and request.resource.plural in self.forbidden:
+            verb = request.action.name.lower() if request.action is not None else "access"
+            raise KubernetesError(
+                status=403,
+                reason="Forbidden",
+                message=f'{request.resource.plural}.{request.resource.group} is forbidden: User "test" cannot '
+                f"{verb} resource {request.resource.plural!r} in namespace {request.namespace!r}",
+            )
         data = request.data
         if request.resource is not None and isinstance(data, dict):
             meta = data.setdefault("metadata", {})
