@@ -93,7 +93,8 @@ def _first_error(exc: ValueError) -> str:
     if callable(errors):
         first = errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()))
-        return f"CREDITJOBS_{where.upper()}: {first.get('msg')}" if where else str(first.get("msg"))
+        message = str(first.get("msg")).removeprefix("Value error, ")
+        return f"CREDITJOBS_{where.upper()}: {message}" if where else message
     return str(exc).splitlines()[0]
 
 

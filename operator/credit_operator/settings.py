@@ -73,7 +73,15 @@ class OperatorSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _lease_timing_is_consistent(self) -> OperatorSettings:
-        self.lease_timing()  # raises ValueError (a one-line ConfigError at the entry point) when inconsistent
+        try:
+            self.lease_timing()
+        except ValueError:  # a one-line ConfigError (exit 2) at the entry point
+            raise ValueError(
+                "CREDITJOBS_LEASE_RETRY_SECONDS < CREDITJOBS_LEASE_RENEW_DEADLINE_SECONDS < "
+                f"CREDITJOBS_LEASE_DURATION_SECONDS must hold (got {self.lease_retry_seconds:g}, "
+                f"{self.lease_renew_deadline_seconds:g}, {self.lease_duration_seconds:g}): renewals must fit in the "
+                "deadline, and the deadline end before the others may take over"
+            ) from None
         return self
 
     def lease_timing(self) -> Timing:

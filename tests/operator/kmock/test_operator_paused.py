@@ -67,3 +67,16 @@ async def test_an_unusable_lease_is_reported_repeatedly_and_shown_in_a_metric(ku
         code = await replica.stop(signal.SIGTERM)
     assert count == len(warnings())  # no warning after the fix
     assert code == 0, replica.text()[-2000:]
+
+
+async def test_inconsistent_lease_timing_is_refused_with_exit_2_and_nothing_written(kube: Any, tmp_path: Path) -> None:
+    replica = Replica("bad", tmp_path / "operator.log", extra_env={"CREDITJOBS_LEASE_RENEW_DEADLINE_SECONDS": "20"})
+    await replica.start()
+    assert replica.process is not None
+    code = await replica.process.wait()
+    (line,) = replica.text().splitlines()
+    assert code == 2
+    assert line.startswith("credit-jobs: error: invalid operator settings: CREDITJOBS_LEASE_RETRY_SECONDS <"), line
+    assert "(got 2, 20, 15)" in line
+    assert not live(kube, "leases")
+    assert not [r for r in list(kube) if r.method.value != "GET"]  # not a single write

@@ -97,7 +97,7 @@ def test_settings_refuse_inconsistent_lease_timing(monkeypatch: pytest.MonkeyPat
     from credit_operator.settings import OperatorSettings
 
     monkeypatch.setenv("CREDITJOBS_LEASE_RENEW_DEADLINE_SECONDS", "20")
-    with pytest.raises(ValueError, match="renew deadline"):
+    with pytest.raises(ValueError, match="CREDITJOBS_LEASE_RENEW_DEADLINE_SECONDS < CREDITJOBS_LEASE_DURATION"):
         OperatorSettings()
 
 
