@@ -112,7 +112,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
             await asyncio.gather(task, return_exceptions=True)
     stop_requested: threading.Event | None = memo.get("stop_requested")  # set by `credit-jobs operator`
     if stop_requested is not None and not stop_requested.is_set():
-        # Nobody asked to stop: Kopf gave up (e.g. "Peering keep-alive … has failed" after a long API outage →
+        # Nobody asked to stop: Kopf gave up (e.g. after a long API outage: "… has failed" →
         # "Multidimensional multitasker has failed"). A process that stays up would do nothing, forever.
         memo["kopf_stopped"] = True
         log.error(
