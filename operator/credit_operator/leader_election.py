@@ -186,6 +186,10 @@ class LeaseElector:
         self.last: Plan | None = None
         self.predecessor_of = predecessor_of
         self.stop_renewing = threading.Event()  # set once Kopf has stopped: keep_leading returns
+        # keep_leading's state, shared with its renewal thread (plain assignments: atomic under the GIL).
+        self._renewed_at = 0.0
+        self._lost: str | None = None
+        self._error: Exception | None = None
 
     @property
     def where(self) -> str:
@@ -239,29 +243,38 @@ class LeaseElector:
 
     def keep_leading(self, on_lost: Callable[[str], None]) -> None:
         """Renew every retry period until `stop_renewing` is set; call `on_lost(why)` when the lease was lost or
-        not renewed within the renew deadline (the caller ends the process: it must not act any longer)."""
-        from credit_operator.kube import ApiError
+        not renewed within the renew deadline (the caller ends the process: it must not act any longer).
 
+        The deadline is watched apart from the renewals: a request hanging on a dead network (the client's
+        timeouts and retries) must not keep a leader acting after its claim ended for the others. A renewal
+        counts from when it was sent (the renewTime it writes is about then).
+        """
         stop = self.stop_renewing
-        last_renewed = time.monotonic()
-        while not stop.wait(self.timing.retry_period):
+        self._renewed_at = time.monotonic()
+        self._lost = None
+        threading.Thread(target=self._renew_until_stopped, name="lease-renewals", daemon=True).start()
+        while not stop.wait(min(0.5, self.timing.retry_period)):
+            why = self._lost
+            if why is None and time.monotonic() - self._renewed_at >= self.timing.renew_deadline:
+                why = f"could not renew the {self.where} for {self.timing.renew_deadline:g}s: {self._error}"
+            if why is not None and not stop.is_set():
+                on_lost(why)
+                return
+
+    def _renew_until_stopped(self) -> None:
+        stop = self.stop_renewing
+        while not stop.wait(self.timing.retry_period) and self._lost is None:
+            sent = time.monotonic()
             try:
                 if self.try_acquire_or_renew():
-                    last_renewed = time.monotonic()
-                    continue
-                if self.last is not None and self.last.action is Action.WAIT:
-                    why = f"the {self.where} is now held by {self.last.holder}"
+                    self._renewed_at = sent
+                elif self.last is not None and self.last.action is Action.WAIT:
+                    self._lost = f"the {self.where} is now held by {self.last.holder}"
                 else:
-                    raise ApiError(409, "the Lease changed while renewing it")
+                    raise RuntimeError("the Lease changed while renewing it (409)")
             except Exception as exc:  # ApiError, LeaseUnavailable, urllib3's connection errors: all "not renewed"
-                if time.monotonic() - last_renewed < self.timing.renew_deadline:
-                    log.warning("cannot renew the %s, retrying: %s", self.where, exc)
-                    continue
-                why = f"could not renew the {self.where} for {self.timing.renew_deadline:g}s: {exc}"
-            if stop.is_set():
-                return
-            on_lost(why)
-            return
+                self._error = exc
+                log.warning("cannot renew the %s, retrying: %s", self.where, exc)
 
 
 # How often a standby says so (info), and how often a paused candidate warns (it cannot take part at all).
@@ -310,7 +323,7 @@ def wait_until_leading(elector: LeaseElector, stop: threading.Event) -> bool:
             metrics.PAUSED.set(1)
             if said != ("paused", None) or time.monotonic() - said_at >= PAUSED_WARNING_INTERVAL:
                 log.warning(
-                    "the operator is PAUSED and handles nothing: %s. Leader election needs get/create/update on "
+                    "the operator is PAUSED and handles nothing: %s. Leader election needs get/create/patch on "
                     "leases (coordination.k8s.io) in namespace %r. Fix: install the chart (its RBAC grants them), "
                     "or grant them to this identity, or run `credit-jobs operator --standalone` (a single replica, "
                     "e.g. locally: no leader election)",
