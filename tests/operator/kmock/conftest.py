@@ -30,7 +30,7 @@ class ApiServerEmulator(KubernetesEmulator):
     """kmock plus the metadata a real API server assigns on create and bumps on every write."""
 
     # Plurals the operator's identity may not touch (403), as with RBAC missing: tests add and remove them.
-    forbidden: set[str] = set()
+    forbidden: frozenset[str] | set[str] = frozenset()
 
     async def _handle(self, request: Any) -> Any:
         if request.resource is not None and request.resource.plural in self.forbidden:
