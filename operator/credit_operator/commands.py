@@ -1,7 +1,8 @@
 """The operator's two CLI commands, added to the jobs CLI (`credit-jobs`) by `register(app)`:
 
 - `credit-jobs operator` starts the Kopf operator (settings from the environment, flags override), its
-  Prometheus metrics endpoint and Kopf's liveness endpoint; peering makes only one replica active.
+  Prometheus metrics endpoint and Kopf's liveness endpoint; a Lease (leader_election.py) makes only one
+  replica active, the others stand by (serving /healthz) until it is released or expires.
 - `credit-jobs trigger NAME` asks for a run now: it sets the `credits.dev/run-now` annotation (and
   `credits.dev/run-period` with `--period-key`) and prints the token; the operator does the rest.
 
@@ -13,6 +14,7 @@ The Kubernetes client is imported by the commands when they run, never by `regis
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import threading
 from collections.abc import Callable
@@ -27,6 +29,10 @@ from credit_operator.creditjob import ANNOTATION_RUN_NOW, ANNOTATION_RUN_PERIOD,
 
 if TYPE_CHECKING:
     from credit_operator.kube import KubeApi
+    from credit_operator.leader_election import LeaseElector
+    from credit_operator.settings import OperatorSettings
+
+log = logging.getLogger("credit_operator")
 
 
 def new_token(now: datetime | None = None) -> str:
@@ -82,11 +88,101 @@ def _loop_recording_signals(stop_requested: threading.Event) -> asyncio.Abstract
     return loop
 
 
-def _api() -> KubeApi:
+def _first_error(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        message = str(first.get("msg")).removeprefix("Value error, ")
+        return f"CREDITJOBS_{where.upper()}: {message}" if where else message
+    return str(exc).splitlines()[0]
+
+
+def _become_leader(config: OperatorSettings, stop_requested: threading.Event) -> LeaseElector | None:
+    """Stand by until this replica holds the leader Lease (serving /healthz meanwhile), then renew it in a
+    thread while Kopf runs. None when a stop was requested first. A lost lease ends the process (exit 1)."""
+    import signal
+    import socket
+
+    from credit_operator import handlers, metrics
+    from credit_operator.leader_election import LeaseElector, identity_for, serve_standby_health, wait_until_leading
+
+    identity = identity_for(config.pod_name or socket.gethostname(), secrets.token_hex(4))
+    timing = config.lease_timing()
+    # Lease calls must fail within the renew deadline, not the client's default 30 s.
+    api = _api(timeout=timing.renew_deadline / 2)
+    elector = LeaseElector(
+        api,
+        config.resolved_lease_namespace(),
+        config.lease_name,
+        identity,
+        timing,
+        # A pod name is unique while the pod lives; a host name is not (two local runs share it).
+        predecessor_of=config.pod_name or None,
+    )
+    previous = {sig: signal.signal(sig, lambda *_: stop_requested.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    health = serve_standby_health(config.health_port)
+    metrics.LEADER.set(0)
+    try:
+        leading = wait_until_leading(elector, stop_requested)
+    finally:
+        health.shutdown()
+        health.server_close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if not leading or stop_requested.is_set():
+        if leading:
+            elector.release()
+        return None
+    metrics.LEADER.set(1)
+
+    def lost(why: str) -> None:
+        metrics.LEADER.set(0)
+        log.error(
+            "no longer the leader (%s): exiting with code %d so that nothing acts twice; the supervisor "
+            "restarts this replica as a standby",
+            why,
+            handlers.EXIT_CODE_KOPF_STOPPED,
+        )
+        handlers.exit_now(handlers.EXIT_CODE_KOPF_STOPPED)
+
+    threading.Thread(target=elector.keep_leading, args=(lost,), name="lease-renew", daemon=True).start()
+    return elector
+
+
+def _run_kopf(config: OperatorSettings, stop_requested: threading.Event, elector: LeaseElector | None) -> None:
+    """Kopf, standalone (the Lease decides who acts; Kopf's peering would only pause replicas, issue 8)."""
+    import kopf
+
+    from credit_operator import handlers, metrics
+
+    memo = kopf.Memo(config=config, stop_requested=stop_requested, identity=elector.identity if elector else None)
+    loop = _loop_recording_signals(stop_requested)
+    try:
+        kopf.run(
+            loop=loop,
+            clusterwide=config.clusterwide,
+            namespaces=config.namespace_list,
+            standalone=True,
+            liveness_endpoint=f"http://0.0.0.0:{config.health_port}/healthz",
+            memo=memo,
+        )
+    finally:
+        loop.close()
+        if elector is not None:
+            # Kopf has stopped acting: hand over at once (a standby's next poll) instead of after 15 s.
+            elector.stop_renewing.set()
+            metrics.LEADER.set(0)
+            elector.release()
+    if memo.get("kopf_stopped") or not stop_requested.is_set():
+        handlers.exit_now(handlers.EXIT_CODE_KOPF_STOPPED)
+
+
+def _api(timeout: float = 30.0) -> KubeApi:
     from credit_operator.kube import KubeApi, connect
 
     try:
-        return KubeApi(connect())
+        return KubeApi(connect(), timeout=timeout)
     except Exception as exc:  # no kubeconfig, no service account: a usage problem, not a crash
         raise ConfigError(f"no Kubernetes API configuration found (kubeconfig or in-cluster): {exc}") from None
 
@@ -101,19 +197,18 @@ def register(app: typer.Typer) -> None:
             typer.Option("--namespace", "-n", help="Namespace to watch (repeatable); default CREDITJOBS_NAMESPACES."),
         ] = None,
         standalone: Annotated[
-            bool, typer.Option("--standalone", help="No peering: run even if another replica is active.")
+            bool,
+            typer.Option(
+                "--standalone", help="No leader election: act at once, alone (CREDITJOBS_LEADER_ELECTION=false)."
+            ),
         ] = False,
         metrics_port: Annotated[int | None, typer.Option(help="Port of /metrics (CREDITJOBS_METRICS_PORT).")] = None,
         health_port: Annotated[int | None, typer.Option(help="Port of /healthz (CREDITJOBS_HEALTH_PORT).")] = None,
         verbose: Annotated[bool, typer.Option("--verbose", help="Log Kopf's own decisions too.")] = False,
     ) -> None:
         """Run the CreditJob operator (the chart's Deployment runs this with no arguments)."""
-        import logging
-
-        import kopf
-
-        from credit_jobs.observability.logging import configure_logging
         from credit_operator import handlers, metrics
+        from credit_operator.logs import configure_operator_logging
         from credit_operator.settings import OperatorSettings
 
         overrides: dict[str, Any] = {}
@@ -123,42 +218,22 @@ def register(app: typer.Typer) -> None:
             overrides["metrics_port"] = metrics_port
         if health_port is not None:
             overrides["health_port"] = health_port
-        config = OperatorSettings(**overrides)
-        configure_logging(config.log_format)
-        kopf.configure(
-            verbose=verbose, log_format=kopf.LogFormat.JSON if config.log_format == "json" else kopf.LogFormat.FULL
-        )
-        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-        if not verbose:
-            # Kopf logs every handler call per object at INFO; the operator's own log line per decision says
-            # what matters, and formatting thousands of lines per burst costs real CPU.
-            logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        if standalone:
+            overrides["leader_election"] = False
+        try:
+            config = OperatorSettings(**overrides)
+        except ValueError as exc:  # pydantic's ValidationError: name the variable and the rule, exit 2
+            raise ConfigError(f"invalid operator settings: {_first_error(exc)}") from None
+        configure_operator_logging(config.log_format, verbose=verbose)
         metrics.serve(config.metrics_port)
         assert handlers.creditjob_changed  # importing the module registered the handlers
         # SIGTERM / SIGINT are a requested stop (exit 0); Kopf stopping on its own is not (handlers.stop exits 1,
         # so a supervisor restarts the operator instead of a process that does nothing, issue 8).
         stop_requested = threading.Event()
-        # `peering`: the name handlers.start checks for (a warning while it is missing, since Kopf then pauses).
-        memo = kopf.Memo(
-            config=config, stop_requested=stop_requested, peering=None if standalone else config.peering_name
-        )
-        loop = _loop_recording_signals(stop_requested)
-        try:
-            kopf.run(
-                loop=loop,
-                clusterwide=config.clusterwide,
-                namespaces=config.namespace_list,
-                standalone=standalone,
-                # Naming a peering makes it mandatory in Kopf (streams pause while its CRD is missing), so a
-                # standalone run must not name one.
-                peering_name=None if standalone else config.peering_name,
-                liveness_endpoint=f"http://0.0.0.0:{config.health_port}/healthz",
-                memo=memo,
-            )
-        finally:
-            loop.close()
-        if memo.get("kopf_stopped") or not stop_requested.is_set():
-            handlers.exit_now(handlers.EXIT_CODE_KOPF_STOPPED)
+        elector = _become_leader(config, stop_requested) if config.leader_election else None
+        if config.leader_election and elector is None:
+            return  # stopped while standing by: a requested stop, exit 0
+        _run_kopf(config, stop_requested, elector)
 
     @app.command("trigger")
     def trigger_command(

@@ -28,6 +28,7 @@ import kopf
 from credit_operator import metrics
 from credit_operator.creditjob import GROUP, LABEL_CREDITJOB, PLURAL, VERSION, format_time
 from credit_operator.kube import ApiError, KubeApi, connect
+from credit_operator.logs import fields
 from credit_operator.reconcile import Outcome, reconcile
 from credit_operator.settings import OperatorSettings
 
@@ -79,7 +80,6 @@ def configure(settings: kopf.OperatorSettings, config: OperatorSettings) -> None
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=KOPF_PREFIX)
     settings.persistence.finalizer = f"{KOPF_PREFIX}/finalizer"  # only used if a handler ever needs one
-    settings.peering.name = config.peering_name
     # Handlers are sync (blocking HTTP through the kubernetes client): enough threads for bursts of creates.
     settings.execution.max_workers = max(settings.execution.max_workers or 0, 16)
     settings.posting.level = logging.INFO
@@ -91,9 +91,10 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     memo["config"] = config
     configure(settings, config)
     memo["api"] = KubeApi(connect())
+    if memo.get("identity"):  # which replica made a request, in the API server's audit log (and the tests' count)
+        memo["api"].client.user_agent = f"credit-jobs-operator/{memo['identity']}"
+    # The periodic task runs in Kopf's loop, so only in the leader (Kopf runs there only).
     memo["resync"] = asyncio.create_task(_resync_forever(memo))
-    if memo.get("peering"):
-        memo["peering_check"] = asyncio.create_task(_watch_peering(memo, memo["peering"]))
 
 
 # After Kopf stopped on its own, how long the process may take to end before it is ended (non-daemon threads
@@ -104,14 +105,14 @@ EXIT_CODE_KOPF_STOPPED = 1
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
-    for key in ("resync", "peering_check"):
+    for key in ("resync",):
         task: asyncio.Task[None] | None = memo.get(key)
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
     stop_requested: threading.Event | None = memo.get("stop_requested")  # set by `credit-jobs operator`
     if stop_requested is not None and not stop_requested.is_set():
-        # Nobody asked to stop: Kopf gave up (e.g. "Peering keep-alive … has failed" after a long API outage →
+        # Nobody asked to stop: Kopf gave up (e.g. after a long API outage: "… has failed" →
         # "Multidimensional multitasker has failed"). A process that stays up would do nothing, forever.
         memo["kopf_stopped"] = True
         log.error(
@@ -152,7 +153,15 @@ def run_pass(memo: kopf.Memo, namespace: str, name: str) -> Outcome | None:
             now = clock()
 
             def emit(kind: str, reason: str, message: str) -> None:
-                log.info("%s/%s %s: %s", namespace, name, reason, message)
+                log.log(
+                    logging.WARNING if kind == "Warning" else logging.INFO,
+                    "%s/%s %s: %s",
+                    namespace,
+                    name,
+                    reason,
+                    message,
+                    extra=fields(namespace, name, reason, message),
+                )
                 try:
                     api.post_event(body, kind, reason, message, format_time(now) or "")
                 except ApiError as exc:  # best effort: an Event lost must not undo the decision it reports
@@ -235,41 +244,6 @@ def _event_pass(memo: kopf.Memo, kind: str, event: Mapping[str, Any], meta: Mapp
     except ApiError as exc:
         # Best effort: a watch event is not retried by Kopf, the periodic resync repeats the pass.
         log.warning("pass for %s failed, the resync will retry: %s", meta.get("name"), exc)
-
-
-# How often the warning about a missing peering repeats while it lasts (the first comes at start-up).
-PEERING_WARNING_INTERVAL = 30.0
-
-
-async def _watch_peering(memo: kopf.Memo, name: str) -> None:
-    """Say loudly what Kopf only does silently: it pauses all watching while its peering CRD or object is missing.
-
-    Checks at start-up and then every PEERING_WARNING_INTERVAL; a warning per check while something is missing
-    (naming it and the two fixes), an info line when it is back, and `creditjobs_operator_paused` 1 / 0.
-    """
-    config: OperatorSettings = memo["config"]
-    api: KubeApi = memo["api"]
-    was_missing = False
-    while True:
-        try:
-            missing = await asyncio.to_thread(api.missing_peering, name, config.namespace_list)
-        except ApiError as exc:
-            log.warning("cannot check the Kopf peering %r: %s", name, exc)
-        else:
-            metrics.PAUSED.set(1 if missing else 0)
-            if missing:
-                log.warning(
-                    "the operator is PAUSED and handles nothing: Kopf needs %s, which is missing. Fix: install the "
-                    "chart's CRDs and peering object (helm install; or kubectl apply -f "
-                    "charts/credit-jobs/crds/kopf-peering.yaml and create the %r peering), or run "
-                    "`credit-jobs operator --standalone` (a single replica, e.g. locally)",
-                    missing,
-                    name,
-                )
-            elif was_missing:
-                log.info("the Kopf peering %r is there now: the operator resumes", name)
-            was_missing = bool(missing)
-        await asyncio.sleep(PEERING_WARNING_INTERVAL)
 
 
 async def _resync_forever(memo: kopf.Memo) -> None:

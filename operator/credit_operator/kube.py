@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -122,41 +122,6 @@ class KubeApi:
             "PATCH", _cj_path(namespace, name) + "/status", {"status": status}, content_type=MERGE_PATCH
         )
 
-    # Kopf peering (what the chart installs; Kopf pauses all watching while it is missing)
-    def missing_peering(self, name: str, namespaces: Sequence[str]) -> str | None:
-        """What of the peering Kopf needs is missing (a phrase for a log line), or None when all is there.
-
-        Kopf 1.45 looks in `kopf.dev/v1` first, then the legacy `zalando.org/v1`: either group counts.
-        """
-        kinds = ("kopfpeerings", "KopfPeering") if namespaces else ("clusterkopfpeerings", "ClusterKopfPeering")
-        scopes: list[str | None] = list(namespaces) or [None]
-        missing: list[str] = []
-        for namespace in scopes:
-            where = f"namespaces/{namespace}/" if namespace else ""
-            found = False
-            for group in ("kopf.dev", "zalando.org"):
-                try:
-                    self.request("GET", f"/apis/{group}/v1/{where}{kinds[0]}/{name}")
-                    found = True
-                    break
-                except ApiError as exc:
-                    # The chart's RBAC grants only kopf.dev: a 403 on the legacy group means "not used" too.
-                    if exc.status != 404 and not (group == "zalando.org" and exc.status == 403):
-                        raise
-            if not found:
-                missing.append(f"{kinds[1]} {f'{namespace}/' if namespace else ''}{name!r}")
-        if not missing:
-            return None
-        try:
-            where = f"namespaces/{namespaces[0]}/" if namespaces else ""
-            self.request("GET", f"/apis/kopf.dev/v1/{where}{kinds[0]}")  # a LIST: 404 when the CRD is not there
-            crd = ""
-        except ApiError as exc:
-            if exc.status != 404:
-                raise
-            crd = f"the {kinds[1]} CRD (kopf.dev/v1) and "
-        return crd + ", ".join(missing)
-
     # Events
     def post_event(self, involved: Mapping[str, Any], kind: str, reason: str, message: str, now: str) -> None:
         """A core/v1 Event about a CreditJob (what `kubectl describe crj` shows)."""
@@ -214,3 +179,35 @@ class KubeApi:
     def patch_job(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
         patched = self.request("PATCH", _batch_path("jobs", namespace, name), patch, content_type=MERGE_PATCH)
         return self._remember("jobs", patched)
+
+    # Leases (leader election, leader_election.py)
+    def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.request("GET", _lease_path(namespace, name))
+        except ApiError as exc:
+            if exc.status == 404:
+                return None  # no such Lease (or no Lease API, or no namespace: the create then says which)
+            raise
+
+    def create_lease(self, namespace: str, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": dict(spec),
+        }
+        return self.request("POST", _lease_path(namespace), body)
+
+    def patch_lease(
+        self, namespace: str, name: str, spec: Mapping[str, Any], resource_version: str | None
+    ) -> dict[str, Any]:
+        """A merge patch; with `resource_version` the API server applies it only to that version (else 409)."""
+        patch: dict[str, Any] = {"spec": dict(spec)}
+        if resource_version:
+            patch["metadata"] = {"resourceVersion": resource_version}
+        return self.request("PATCH", _lease_path(namespace, name), patch, content_type=MERGE_PATCH)
+
+
+def _lease_path(namespace: str, name: str = "") -> str:
+    base = f"/apis/coordination.k8s.io/v1/namespaces/{quote(namespace)}/leases"
+    return f"{base}/{quote(name)}" if name else base

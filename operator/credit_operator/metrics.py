@@ -90,7 +90,12 @@ RECONCILE_DURATION = Histogram(
 )
 PAUSED = Gauge(
     "creditjobs_operator_paused",
-    "1 while the operator cannot act: Kopf pauses all watching while its peering CRD or object is missing.",
+    "1 while this replica cannot take part in leader election (the Lease cannot be read or written): nobody acts.",
+    registry=REGISTRY,
+)
+LEADER = Gauge(
+    "creditjobs_operator_leader",
+    "1 while this replica holds the leader Lease and acts, 0 while it stands by.",
     registry=REGISTRY,
 )
 RECONCILE_RESULTS = ("ok", "invalid", "error")

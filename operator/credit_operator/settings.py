@@ -8,12 +8,17 @@ docs/operator.md.
 from __future__ import annotations
 
 import importlib.metadata
+from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from credit_operator.cronjob_manifest import ManifestDefaults
+from credit_operator.leader_election import Timing
+
+# Where Kubernetes mounts the pod's namespace (the Lease lives there unless CREDITJOBS_LEASE_NAMESPACE says).
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 # The image the chart publishes; its tag is the package version (= the chart's appVersion).
 IMAGE_REPOSITORY = "ghcr.io/credit-jobs/credit-jobs"
@@ -45,7 +50,14 @@ class OperatorSettings(BaseSettings):
     )
     metrics_port: int = Field(default=9090, ge=0, le=65535)
     health_port: int = Field(default=8080, ge=0, le=65535)
-    peering_name: str = Field(default="credit-jobs")
+    # Leader election (leader_election.py): one replica acts, the others stand by on a coordination.k8s.io Lease.
+    leader_election: bool = Field(default=True, description="Off: act at once, alone (`--standalone`).")
+    lease_name: str = Field(default="credit-jobs-operator")
+    lease_namespace: str = Field(default="", description="Empty: the pod's namespace, else `default`.")
+    lease_duration_seconds: float = Field(default=15.0, gt=0)
+    lease_renew_deadline_seconds: float = Field(default=10.0, gt=0)
+    lease_retry_seconds: float = Field(default=2.0, gt=0)
+    pod_name: str = Field(default="", description="This replica's name (downward API); empty: the host name.")
     # How often every CreditJob is re-checked without any change (next run time, missed fire times, drift
     # that happened while a watch was down). Short in tests, a minute in production.
     resync_seconds: float = Field(default=60.0, gt=0)
@@ -58,6 +70,31 @@ class OperatorSettings(BaseSettings):
     @property
     def clusterwide(self) -> bool:
         return not self.namespace_list
+
+    @model_validator(mode="after")
+    def _lease_timing_is_consistent(self) -> OperatorSettings:
+        try:
+            self.lease_timing()
+        except ValueError:  # a one-line ConfigError (exit 2) at the entry point
+            raise ValueError(
+                "CREDITJOBS_LEASE_RETRY_SECONDS < CREDITJOBS_LEASE_RENEW_DEADLINE_SECONDS < "
+                f"CREDITJOBS_LEASE_DURATION_SECONDS must hold (got {self.lease_retry_seconds:g}, "
+                f"{self.lease_renew_deadline_seconds:g}, {self.lease_duration_seconds:g}): renewals must fit in the "
+                "deadline, and the deadline end before the others may take over"
+            ) from None
+        return self
+
+    def lease_timing(self) -> Timing:
+        return Timing(self.lease_duration_seconds, self.lease_renew_deadline_seconds, self.lease_retry_seconds)
+
+    def resolved_lease_namespace(self) -> str:
+        """CREDITJOBS_LEASE_NAMESPACE, else the namespace of the pod's service account, else `default`."""
+        if self.lease_namespace:
+            return self.lease_namespace
+        try:
+            return Path(SERVICE_ACCOUNT_NAMESPACE).read_text().strip() or "default"
+        except OSError:
+            return "default"
 
     def manifest_defaults(self) -> ManifestDefaults:
         return ManifestDefaults(

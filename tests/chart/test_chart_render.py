@@ -30,7 +30,7 @@ from chart_support import (
 from tests.crd_admission import admission_errors
 
 # Kinds kubernetes-validate cannot know (custom resources); each is checked another way below.
-CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule", "CreditJob", "KopfPeering", "ClusterKopfPeering"}
+CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule", "CreditJob"}
 
 
 def _set(*expressions: str) -> dict[str, Any]:
@@ -198,7 +198,9 @@ def test_operator_deployment_gets_the_settings_of_the_container_contract(render,
     assert env["LOG_FORMAT"] == "json"
     assert env["CREDITJOBS_METRICS_PORT"] == "9090"
     assert env["CREDITJOBS_HEALTH_PORT"] == "8080"
-    assert env["CREDITJOBS_PEERING_NAME"] == "credit-jobs"
+    assert env["CREDITJOBS_LEASE_NAME"] == deployment["metadata"]["name"]
+    assert env["CREDITJOBS_LEASE_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert env["CREDITJOBS_POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     expected_namespaces = {
         "namespaced-release": "billing",
         "namespaced-list": "billing,billing-eu",
@@ -345,14 +347,12 @@ def test_namespaced_mode_grants_a_role_per_watched_namespace_and_nothing_cluster
 ) -> None:
     objects = render({"operator": {"watch": {"clusterWide": False, "namespaces": namespaces}}})
     watched = namespaces or [NAMESPACE]
-    roles = {r["metadata"]["namespace"]: r for r in of_kind(objects, "Role")}
-    bindings = {b["metadata"]["namespace"]: b for b in of_kind(objects, "RoleBinding")}
+    roles = {r["metadata"]["namespace"]: r for r in of_kind(objects, "Role") if not _is_lease_rbac(r)}
+    bindings = {b["metadata"]["namespace"]: b for b in of_kind(objects, "RoleBinding") if not _is_lease_rbac(b)}
     assert set(roles) == set(bindings) == set(watched)
     account = only(objects, "ServiceAccount")["metadata"]
     for namespace in watched:
-        assert _grants(roles[namespace]) == APPLICATION | _expand(
-            {("kopf.dev", "kopfpeerings"): ("get", "list", "watch", "patch")}
-        )
+        assert _grants(roles[namespace]) == APPLICATION
         binding = bindings[namespace]
         assert binding["roleRef"] == {
             "apiGroup": "rbac.authorization.k8s.io",
@@ -363,10 +363,7 @@ def test_namespaced_mode_grants_a_role_per_watched_namespace_and_nothing_cluster
     cluster_role = only(objects, "ClusterRole")
     assert _grants(cluster_role) == CRD_DISCOVERY
     assert only(objects, "ClusterRoleBinding")["roleRef"]["name"] == cluster_role["metadata"]["name"]
-    peerings = of_kind(objects, "KopfPeering")
-    assert {p["metadata"]["namespace"] for p in peerings} == set(watched)
-    assert {p["metadata"]["name"] for p in peerings} == {"credit-jobs"}
-    assert not of_kind(objects, "ClusterKopfPeering")
+    _assert_lease_rbac(objects)
 
 
 def test_namespaced_mode_without_discovery_has_no_cluster_scoped_rbac(render) -> None:
@@ -375,19 +372,41 @@ def test_namespaced_mode_without_discovery_has_no_cluster_scoped_rbac(render) ->
     assert not of_kind(objects, "ClusterRoleBinding")
 
 
-def test_cluster_wide_mode_grants_one_cluster_role_with_peering_and_discovery(render) -> None:
+def test_cluster_wide_mode_grants_one_cluster_role_with_discovery(render) -> None:
     objects = render(_set(*WATCH_MODES["cluster-wide"]))
-    assert not of_kind(objects, "Role")
-    assert not of_kind(objects, "RoleBinding")
+    assert not [r for r in of_kind(objects, "Role") if not _is_lease_rbac(r)]
+    assert not [b for b in of_kind(objects, "RoleBinding") if not _is_lease_rbac(b)]
     cluster_role = only(objects, "ClusterRole")
-    expected = APPLICATION | CRD_DISCOVERY | NAMESPACE_DISCOVERY
-    expected |= _expand({("kopf.dev", "clusterkopfpeerings"): ("get", "list", "watch", "patch")})
-    assert _grants(cluster_role) == expected
+    assert _grants(cluster_role) == APPLICATION | CRD_DISCOVERY | NAMESPACE_DISCOVERY
     binding = only(objects, "ClusterRoleBinding")
     assert binding["subjects"][0]["namespace"] == NAMESPACE
-    peering = only(objects, "ClusterKopfPeering")
-    assert peering["metadata"]["name"] == "credit-jobs"
-    assert "namespace" not in peering["metadata"]
+    _assert_lease_rbac(objects)
+
+
+def _is_lease_rbac(obj: Manifest) -> bool:
+    return str(obj["metadata"]["name"]).endswith("-leader-election")
+
+
+def _assert_lease_rbac(objects: list[Manifest]) -> None:
+    """Leader election: create Leases, get/patch the operator's own, in the release namespace (where the
+    Deployment's CREDITJOBS_LEASE_NAMESPACE points) — and nothing else."""
+    (role,) = [r for r in of_kind(objects, "Role") if _is_lease_rbac(r)]
+    (binding,) = [b for b in of_kind(objects, "RoleBinding") if _is_lease_rbac(b)]
+    deployment = only(objects, "Deployment")
+    lease_name = _env(deployment)["CREDITJOBS_LEASE_NAME"]
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == NAMESPACE
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": [lease_name],
+            "verbs": ["get", "patch"],
+        },
+    ]
+    account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}]
 
 
 def test_rbac_can_be_left_to_the_cluster_admin(render) -> None:
@@ -412,21 +431,11 @@ def _crds(chart: helm_python.Chart) -> dict[str, Manifest]:
 @pytest.mark.parametrize("version", KUBE_VERSIONS)
 def test_every_crd_is_a_valid_apiextensions_v1_object(chart, version: str) -> None:
     crds = _crds(chart)
-    assert {"creditjobs.credits.dev", "kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"} <= set(crds)
+    # Kopf's peering CRDs are gone: the operator elects its leader on a Lease (issue 8).
+    assert set(crds) == {"creditjobs.credits.dev"}
     for crd in crds.values():
         assert crd["apiVersion"] == "apiextensions.k8s.io/v1"
         kubernetes_validate.validate(crd, version, strict=True)
-
-
-def test_peering_objects_are_served_by_the_shipped_peering_crds(chart, render) -> None:
-    crds = _crds(chart)
-    for values, kind in (({}, "KopfPeering"), (_set(*WATCH_MODES["cluster-wide"]), "ClusterKopfPeering")):
-        for peering in of_kind(render(values), kind):
-            group, version = peering["apiVersion"].split("/")
-            crd = next(c for c in crds.values() if c["spec"]["names"]["kind"] == kind)
-            assert crd["spec"]["group"] == group == "kopf.dev"
-            assert version in {v["name"] for v in crd["spec"]["versions"] if v["served"]}
-            assert crd["spec"]["scope"] == ("Cluster" if kind == "ClusterKopfPeering" else "Namespaced")
 
 
 def _creditjob_crd(chart: helm_python.Chart) -> tuple[dict[str, Any], Manifest]:

@@ -134,7 +134,7 @@ def test_every_log_line_of_a_run_carries_the_run_fields(database_url: str, engin
     lines = cli_process.log_lines(done.stderr)
     assert len(lines) >= 3
     for line in lines:
-        assert line["job"] == "monthly-credits"
+        assert line["creditjob"] == "monthly-credits"  # the metrics' and the operator's name for it
         assert line["usecase"] == "distribute-credits"
         assert line["trigger"] == "schedule"
         assert line["shard"] == 0

@@ -95,7 +95,7 @@ def execute_run(
     now = clock()
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(
-        job=request.job,
+        creditjob=request.job,  # the name the metrics' labels and the operator's log lines use (issue 8)
         usecase=request.usecase.name,
         job_run_id=str(run_id),
         shard=request.shard.index,

@@ -2,7 +2,7 @@
 
 JSON lines when stderr is not a TTY (or LOG_FORMAT=json), a readable console renderer on a TTY; ISO UTC
 timestamps; context variables merged into every line, so the run lifecycle binds the run's fields once
-(`job`, `usecase`, `job_run_id`, `period_key`, `shard`, `trigger` — docs/contract.md) and every line carries them.
+(`creditjob`, `usecase`, `job_run_id`, `period_key`, `shard`, `trigger` — docs/contract.md) and every line carries them.
 Modules only call `structlog.get_logger()`.
 """
 

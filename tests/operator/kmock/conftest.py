@@ -18,7 +18,7 @@ from typing import Any
 
 import kubernetes
 import pytest
-from kmock import KubernetesEmulator, ResourceInfo
+from kmock import KubernetesEmulator, KubernetesError, ResourceInfo
 
 from credit_operator import handlers
 
@@ -29,7 +29,18 @@ _rv = itertools.count(1)
 class ApiServerEmulator(KubernetesEmulator):
     """kmock plus the metadata a real API server assigns on create and bumps on every write."""
 
+    # Plurals the operator's identity may not touch (403), as with RBAC missing: tests add and remove them.
+    forbidden: frozenset[str] | set[str] = frozenset()
+
     async def _handle(self, request: Any) -> Any:
+        if request.resource is not None and request.resource.plural in self.forbidden:
+            verb = request.action.name.lower() if request.action is not None else "access"
+            raise KubernetesError(
+                status=403,
+                reason="Forbidden",
+                message=f'{request.resource.plural}.{request.resource.group} is forbidden: User "test" cannot '
+                f"{verb} resource {request.resource.plural!r} in namespace {request.namespace!r}",
+            )
         data = request.data
         if request.resource is not None and isinstance(data, dict):
             meta = data.setdefault("metadata", {})
@@ -41,9 +52,15 @@ class ApiServerEmulator(KubernetesEmulator):
                 meta.setdefault("creationTimestamp", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
                 meta["resourceVersion"] = str(next(_rv))
             elif request.action is not None and request.action.name == "UPDATE":
+                key = (request.resource, request.namespace, request.name)
+                if request.resource.plural == "leases" and key in self.objects and meta.get("resourceVersion"):
+                    # A merge patch naming a resourceVersion is a conditional update on a real API server (409
+                    # when the object moved on); leader election relies on it, kmock does not check it.
+                    current = self.objects[key].get("metadata", {}).get("resourceVersion")
+                    if current != meta["resourceVersion"]:
+                        raise KubernetesError(status=409, reason="Conflict", message="the object has been modified")
                 meta["resourceVersion"] = str(next(_rv))
                 is_status = str(request.url.path).endswith("/status")
-                key = (request.resource, request.namespace, request.name)
                 if "spec" in data and not is_status and key in self.objects:
                     current = self.objects[key]
                     meta["generation"] = int(current.get("metadata", {}).get("generation", 1)) + 1

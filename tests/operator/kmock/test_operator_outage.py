@@ -1,11 +1,11 @@
 """`credit-jobs operator` as a real process through an API outage (issue 8, item 17).
 
 Between the operator and kmock sits a TCP proxy the test can cut: every open connection (watch streams included)
-is dropped and new ones are refused, as when the API server or the network to it goes away. Kopf retries with its
-default backoffs (1+1+2+3+5+8+13+21 s); the peering keep-alive then fails and Kopf stops ("Multidimensional
-multitasker has failed"); the process must then exit non-zero, so the Deployment restarts it, instead of lingering
-without a liveness endpoint. The operator runs with peering, as the chart's Deployment does (standalone, Kopf
-keeps retrying its watches forever and never stops).
+is dropped and new ones are refused, as when the API server or the network to it goes away. The operator runs
+with leader election, as the chart's Deployment does: the leader cannot renew its Lease, and after the renew
+deadline (10 s) it must exit non-zero — it may no longer act, as another replica may take over once the lease
+expires — so the Deployment restarts it, instead of lingering without a liveness endpoint. (Before the Lease, Kopf
+stopped after its peering keep-alive failed, 161 s in, and the process lingered on as a zombie.)
 """
 
 from __future__ import annotations
@@ -19,14 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes
-from kmock import ResourceInfo
 from operator_kmock_support import CJ_PATH, creditjob, get, live, until
 from test_operator_process import free_port
 
-# Kopf notices at its next peering keep-alive (every 50-55 s with the 60 s record lifetime), gives up after its
-# backoffs (~54 s of retries), then tries to remove its peering record (another ~54 s): measured 161 s, plus the
-# exit grace (handlers.EXIT_GRACE_SECONDS) when threads blocked on the dead API keep the process from ending.
-EXIT_BOUND = 240.0
+# The renew deadline (10 s) after the last renewal (≤ 2 s before the cut), plus a loaded machine's slack.
+EXIT_BOUND = 30.0
 
 
 class CuttableProxy:
@@ -64,17 +61,7 @@ class CuttableProxy:
             writer.transport.abort()  # open ones (watch streams) drop
 
 
-async def with_peering(kube: Any) -> None:
-    """What the chart installs: Kopf's ClusterKopfPeering CRD and the peering object the operator names."""
-    kube.resources["kopf.dev/v1/clusterkopfpeerings"] = ResourceInfo(
-        kind="ClusterKopfPeering", namespaced=False, verbs={"list", "watch", "get", "create", "patch"}
-    )
-    peering = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "credit-jobs"}}
-    await kube.post("/apis/kopf.dev/v1/clusterkopfpeerings", json=peering)
-
-
 async def test_the_operator_exits_non_zero_when_kopf_stops_after_an_api_outage(kube: Any, tmp_path: Path) -> None:
-    await with_peering(kube)
     proxy = CuttableProxy(int(kube.url.port))
     port = await proxy.start()
     config = tmp_path / "proxied-kubeconfig"
@@ -98,11 +85,8 @@ async def test_the_operator_exits_non_zero_when_kopf_stops_after_an_api_outage(k
     try:
         await kube.post(CJ_PATH.format(ns="out"), json=creditjob("grant", "out"))
         await until(lambda: get(kube, "cronjobs", "out", "grant"), timeout=15, what="CronJob before the outage")
-        peering = await until(
-            lambda: [p.get("status") for p in live(kube, "clusterkopfpeerings") if p.get("status")],
-            what="peering record",
-        )
-        assert peering  # the replica announced itself: it runs with peering, as the chart's Deployment does
+        lease = await until(lambda: live(kube, "leases"), what="the leader Lease")
+        assert lease[0]["spec"]["holderIdentity"]  # it runs with leader election, as the chart's Deployment does
         await proxy.cut()
         cut_at = time.monotonic()
         code = await asyncio.wait_for(process.wait(), timeout=EXIT_BOUND)
@@ -115,3 +99,4 @@ async def test_the_operator_exits_non_zero_when_kopf_stops_after_an_api_outage(k
     print(f"exit {code} {took:.1f} s after the outage began")
     assert code not in (0, None), text[-3000:]
     assert code > 0, text[-3000:]  # an exit of its own, not Kopf's ultimate SIGKILL ten minutes later
+    assert "no longer the leader" in text, text[-3000:]

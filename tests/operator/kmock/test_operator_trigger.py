@@ -109,11 +109,13 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("LOG_FORMAT", "console")
     monkeypatch.setenv("CREDITJOBS_METRICS_PORT", "9999")
     monkeypatch.setenv("CREDITJOBS_HEALTH_PORT", "8888")
-    monkeypatch.setenv("CREDITJOBS_PEERING_NAME", "peers")
+    monkeypatch.setenv("CREDITJOBS_LEASE_NAME", "peers")
+    monkeypatch.setenv("CREDITJOBS_LEASE_NAMESPACE", "ops")
     s = OperatorSettings()
     assert s.namespace_list == ["billing", "ops"]
     assert not s.clusterwide
-    assert (s.metrics_port, s.health_port, s.peering_name, s.log_format) == (9999, 8888, "peers", "console")
+    assert (s.metrics_port, s.health_port, s.lease_name, s.log_format) == (9999, 8888, "peers", "console")
+    assert s.resolved_lease_namespace() == "ops"
     assert s.manifest_defaults() == ManifestDefaults("img:1", "db", "dsn", "http://pgw:9091")
 
 
@@ -124,7 +126,12 @@ def test_settings_defaults_watch_every_namespace(monkeypatch: pytest.MonkeyPatch
         "CREDITJOBS_DEFAULT_DB_SECRET_KEY",
         "CREDITJOBS_METRICS_PORT",
         "CREDITJOBS_HEALTH_PORT",
-        "CREDITJOBS_PEERING_NAME",
+        "CREDITJOBS_LEASE_NAME",
+        "CREDITJOBS_LEASE_NAMESPACE",
+        "CREDITJOBS_LEASE_DURATION_SECONDS",
+        "CREDITJOBS_LEASE_RENEW_DEADLINE_SECONDS",
+        "CREDITJOBS_LEASE_RETRY_SECONDS",
+        "CREDITJOBS_LEADER_ELECTION",
         "CREDITJOBS_DEFAULT_IMAGE",
     ):
         monkeypatch.delenv(var, raising=False)
@@ -135,7 +142,15 @@ def test_settings_defaults_watch_every_namespace(monkeypatch: pytest.MonkeyPatch
     chart = (Path(__file__).parents[3] / "charts" / "credit-jobs" / "Chart.yaml").read_text()
     assert f'appVersion: "{importlib.metadata.version("credit-jobs")}"' in chart
     assert (s.default_db_secret_name, s.default_db_secret_key) == ("credit-jobs-db", "url")
-    assert (s.metrics_port, s.health_port, s.peering_name) == (9090, 8080, "credit-jobs")
+    assert (s.metrics_port, s.health_port, s.lease_name) == (9090, 8080, "credit-jobs-operator")
+    # controller-runtime's timing; outside a pod the Lease lives in `default`.
+    assert (s.leader_election, s.lease_duration_seconds, s.lease_renew_deadline_seconds, s.lease_retry_seconds) == (
+        True,
+        15.0,
+        10.0,
+        2.0,
+    )
+    assert s.resolved_lease_namespace() == "default"
 
 
 def test_exported_metric_names_are_the_designed_ones() -> None:
@@ -153,6 +168,7 @@ def test_exported_metric_names_are_the_designed_ones() -> None:
         "creditjobs_operator_reconcile_duration_seconds_sum",
         "creditjobs_operator_reconcile_duration_seconds_count",
         "creditjobs_operator_paused",
+        "creditjobs_operator_leader",
     }
 
 
