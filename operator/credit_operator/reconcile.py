@@ -165,7 +165,6 @@ def reconcile(
         for job in api.list_jobs(ns, f"{LABEL_CREDITJOB}={name}")
         if ((job.get("metadata") or {}).get("labels") or {}).get(LABEL_CREDITJOB) == name
     ]
-    _report_finished_runs(api, creditjob, jobs, now, decide)  # one RunSucceeded / RunFailed Event per finished Job
 
     # ### 6: Run-now. The annotation's token is recorded in status once handled, so a resync or an operator
     # restart never runs it twice; the Job name derives from the token, so even a crash between creating the
@@ -201,7 +200,7 @@ def reconcile(
         plan = CatchUpPlan((), (), now)
     elif not problems and cronjob is not None:
         views = child_jobs(jobs, creditjob)
-        failed = track_failed_periods(creditjob, views)
+        failed = track_failed_periods(creditjob, views, now)
         plan = plan_catch_up(
             schedule=spec.parsed_schedule,
             anchor=anchor_time(creditjob, views, cronjob, now, schedule_since),
@@ -230,6 +229,9 @@ def reconcile(
     current = {key: creditjob.status.get(key) for key in status}
     if status != current:
         api.patch_creditjob_status(ns, name, status)
+    # One RunSucceeded / RunFailed Event per finished Job, marked on the Job only now that the status recording its
+    # outcome (an owed period) is written: a failed write leaves it unmarked, so the next pass counts it again.
+    _report_finished_runs(api, creditjob, jobs, now, decide)
 
     # ### 10: Hand the metric values back (handlers.py sets the gauges; missed periods are counted once).
     sample = CreditJobSample(

@@ -61,6 +61,13 @@ class JobView:
     permanent: bool = False  # failed by the podFailurePolicy's exit-code-2 rule: retrying cannot help
     reported: bool = False  # its RunSucceeded / RunFailed Event was posted (annotation on the Job)
 
+    @property
+    def failure(self) -> str:
+        """`Reason: message` of a failed Job's condition (the message alone when it says the same)."""
+        if self.reason and self.message != self.reason:
+            return f"{self.reason}: {self.message}"
+        return self.message
+
 
 def _condition(job: Mapping[str, Any], *types: str) -> Mapping[str, Any] | None:
     for cond in (job.get("status") or {}).get("conditions") or []:
@@ -180,12 +187,15 @@ _EARLIEST = datetime.min.replace(tzinfo=UTC)
 _LATEST = datetime.max.replace(tzinfo=UTC)
 
 
-def track_failed_periods(creditjob: CreditJob, views: Sequence[JobView]) -> tuple[FailedPeriod, ...]:
+def track_failed_periods(creditjob: CreditJob, views: Sequence[JobView], now: datetime) -> tuple[FailedPeriod, ...]:
     """The owed periods: every period key whose runs all failed, from the child Jobs plus the previous
     `status.failedPeriods` (failed Jobs are pruned by the history limits, or go with a deleted CronJob).
 
-    A success for the key settles it; an active or queued run marks it in progress. Oldest first, at most
-    MAX_FAILED_PERIODS (the newest).
+    A success for the key settles it; an active or queued run marks it in progress. A failed Job makes a period
+    newly owed only while it is news: not yet reported (`reported` is set after the status recording it was
+    written) and finished within REPORT_WINDOW — so a failed Job kept by the history limits after its period was
+    settled (the successful rerun pruned first), or history from before this version, never makes it owed again.
+    Oldest first, at most MAX_FAILED_PERIODS (the newest).
     """
     previous: dict[str, FailedPeriod] = {}
     for entry in creditjob.status.get("failedPeriods") or []:
@@ -200,11 +210,21 @@ def track_failed_periods(creditjob: CreditJob, views: Sequence[JobView]) -> tupl
     for key in dict.fromkeys([*previous, *by_key]):
         runs = by_key.get(key, [])
         failed = [v for v in runs if v.state == "failed"]
+        if key not in previous:
+            failed = [v for v in failed if _is_news(v, now)]
         if any(v.state == "succeeded" for v in runs) or (key not in previous and not failed):
             continue
         owed.append(_merge_failed(previous.get(key), key, runs, failed))
     owed.sort(key=lambda f: (f.fire_time or f.last_failed or _LATEST, f.key))
     return tuple(owed[-MAX_FAILED_PERIODS:])
+
+
+def _is_news(view: JobView, now: datetime) -> bool:
+    return not view.reported and (view.finished_at is None or view.finished_at >= now - REPORT_WINDOW)
+
+
+# Failed Jobs remembered per owed period (the attempts count): far above RETRY_MAX_ATTEMPTS, bounded for hand reruns.
+MAX_FAILED_JOBS = 10
 
 
 def _merge_failed(
@@ -217,11 +237,9 @@ def _merge_failed(
     return FailedPeriod(
         key=key,
         fire_time=(before.fire_time if before else None) or (min(fire_times) if fire_times else None),
-        failed_jobs=tuple(dict.fromkeys(names)),
+        failed_jobs=tuple(dict.fromkeys(names))[-MAX_FAILED_JOBS:],
         last_failed=max(last) if last else None,
-        reason=(f"{newest.reason}: {newest.message}" if newest.reason else newest.message)
-        if newest
-        else (before.reason if before else ""),
+        reason=newest.failure if newest else (before.reason if before else ""),
         permanent=(before.permanent if before else False) or any(v.permanent for v in failed),
         in_progress=any(v.state in ("active", "queued") for v in runs),
     )
@@ -244,7 +262,7 @@ def runs_to_report(views: Sequence[JobView], now: datetime) -> list[tuple[JobVie
         if view.state == "succeeded":
             found.append((view, "Normal", "RunSucceeded", f"{view.trigger} run {view.name} for {what} succeeded"))
         else:
-            why = f"{view.reason}: {view.message}" if view.reason else view.message
+            why = view.failure
             if view.permanent:
                 why += " (exit code 2: a configuration error, not retried automatically)"
             found.append((view, "Warning", "RunFailed", f"{view.trigger} run {view.name} for {what} failed: {why}"))
@@ -323,7 +341,7 @@ def build_status(
         v.period_key or v.name for v in views if v.trigger == Trigger.CATCH_UP and v.state in ("active", "queued")
     )
     # Owed periods from this pass's Jobs (retries just created show as in progress); an invalid spec keeps the list.
-    failed = track_failed_periods(creditjob, [] if observed.problems else views)
+    failed = track_failed_periods(creditjob, [] if observed.problems else views, now)
     conditions = _conditions(
         creditjob,
         now=now,

@@ -58,7 +58,7 @@ def job(name: str, key: str, state: str, at: str = "2026-11-28T12:20:00Z", **ext
 
 
 def owed(cj: Any, *jobs: dict[str, Any]) -> tuple[FailedPeriod, ...]:
-    return track_failed_periods(cj, child_jobs(jobs, cj))
+    return track_failed_periods(cj, child_jobs(jobs, cj), NOW)
 
 
 def test_a_period_whose_runs_all_failed_is_owed_and_a_success_settles_it() -> None:
@@ -167,3 +167,20 @@ def test_moving_the_day_of_month_owes_nothing_before_the_change() -> None:
 def test_the_creditjobs_memory_of_what_ran_anchors_catch_up() -> None:
     monthly = creditjob({"lastScheduleTime": "2026-11-01T00:00:00Z"}, schedule="0 0 1 * *", period="monthly")
     assert anchor_time(monthly, [], None, NOW) == datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def test_a_failed_job_outliving_its_settled_period_is_not_owed_again() -> None:
+    # 2026-11-25 failed, was recorded as owed and reported, then settled by a rerun whose Job the successful-history
+    # limit pruned first: the failed Job alone must not make the period owed again.
+    reported = {"credits.dev/run-reported": "failed"}
+    assert owed(creditjob(), job("a", "2026-11-25", "failed", annotations=reported)) == ()
+    # Nor does a failure from before this version (older than the report window, never reported).
+    assert owed(creditjob(), job("old", "2026-10-01", "failed", at="2026-10-01T03:10:00Z")) == ()
+    # Once owed, every failed Job of the period counts, reported or not.
+    previous = {
+        "failedPeriods": [{"period": "2026-11-25", "failedJobs": ["a"], "lastFailedTime": "2026-11-28T12:20:00Z"}]
+    }
+    (period,) = owed(
+        creditjob(previous), job("a", "2026-11-25", "failed", annotations=reported), job("r", "2026-11-25", "failed")
+    )
+    assert period.failed_jobs == ("a", "r")

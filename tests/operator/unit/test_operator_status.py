@@ -117,10 +117,11 @@ def test_a_success_after_a_failure_clears_failing() -> None:
 
 def test_a_failed_period_stays_owed_after_later_periods_succeed() -> None:
     jobs = [
-        job("cj-2", "failed", "2026-10-01T00:00:00Z", at="2026-10-01T00:20:00Z"),
+        job("cj-2", "failed", "2026-10-01T00:00:00Z", at="2026-10-31T23:20:00Z"),  # October, run late
         job("cj-3", "succeeded", "2026-11-01T00:00:00Z", at="2026-11-01T00:05:00Z"),
     ]
-    status = build_status(creditjob(), jobs, Observed(cronjob=CRON), NOW)
+    now = datetime(2026, 11, 1, 1, 0, tzinfo=UTC)  # the failure is news (within a day)
+    status = build_status(creditjob(), jobs, Observed(cronjob=CRON), now)
     assert conditions(status)["Failing"] == ("True", "PeriodsFailed")
     (owed,) = status["failedPeriods"]
     assert owed == {
@@ -128,13 +129,13 @@ def test_a_failed_period_stays_owed_after_later_periods_succeed() -> None:
         "fireTime": "2026-10-01T00:00:00Z",
         "attempts": 1,
         "failedJobs": ["cj-2"],
-        "lastFailedTime": "2026-10-01T00:20:00Z",
+        "lastFailedTime": "2026-10-31T23:20:00Z",
         "reason": "BackoffLimitExceeded: Job has reached the specified backoff limit",
         "permanent": False,
-        "nextRetryTime": "2026-10-01T00:30:00Z",
+        "nextRetryTime": "2026-10-31T23:30:00Z",
     }
     # The failed Job pruned by the history limit: the period is still owed, remembered in status.
-    later = build_status(creditjob(status=status), jobs[1:], Observed(cronjob=CRON), NOW)
+    later = build_status(creditjob(status=status), jobs[1:], Observed(cronjob=CRON), NOW)  # weeks later, too
     assert later["failedPeriods"] == status["failedPeriods"]
 
 
