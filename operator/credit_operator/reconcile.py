@@ -193,7 +193,9 @@ def reconcile(
 
     # ### 7: Catch up missed periods (after downtime, or fire times the CronJob controller skipped): one Job
     # per missed period, oldest first, period key pinned, capped at catchUp.maxPeriods. Nothing is caught up
-    # while suspended: those fire times were skipped on purpose, so the bookkeeping moves past them.
+    # while suspended: those fire times were skipped on purpose, so the bookkeeping moves past them. Only fires of
+    # the schedule in force count (`scheduleSince`); periods whose runs all failed stay owed and are retried with
+    # a bound and backoff (`missed_periods.plan_retries`).
     plan: CatchUpPlan | None = None
     schedule_hash, schedule_since = schedule_adoption(creditjob, now, invalid=bool(problems))
     if spec.suspend and not problems:
