@@ -1,7 +1,8 @@
 """The CreditJob custom resource as a typed value: names, label keys, and spec parsing with the CRD's defaults.
 
 Pure (no I/O). Every planner (`cronjob_manifest`, `status`, `missed_periods`, `spec_checks`) takes a `CreditJob`
-built here from the raw body Kopf hands to `handlers.py`. The defaults repeat the CRD's `default:` values
+built here from the raw body Kopf hands to `handlers.py`. The defaults (`CreditJobSpec`'s field defaults, the
+only place they are written) repeat the CRD's `default:` values
 (charts/credit-jobs/crds/creditjobs.yaml): a real API server applies them before we see the object, but a body
 from an older CRD version or a test emulator may lack them, and a test checks both lists agree.
 """
@@ -39,6 +40,9 @@ ANNOTATION_RUN_PERIOD = "credits.dev/run-period"
 ANNOTATION_PERIOD_KEY = "credits.dev/period-key"
 ANNOTATION_SCHEDULED_TIME = "credits.dev/scheduled-time"
 ANNOTATION_RUN_NOW_TOKEN = "credits.dev/run-now-token"
+# On a finished Job once its RunSucceeded / RunFailed Event was posted (value: the outcome): exactly one Event per run,
+# across passes and operator restarts.
+ANNOTATION_RUN_REPORTED = "credits.dev/run-reported"
 # Written by the Kubernetes CronJob controller (1.28+) on every Job it creates: the fire time it ran for.
 ANNOTATION_CRONJOB_SCHEDULED = "batch.kubernetes.io/cronjob-scheduled-timestamp"
 
@@ -61,6 +65,7 @@ class CreditJobSpec:
     backoff_limit: int = 3
     parallelism: int = 1
     catch_up_max_periods: int = 3
+    catch_up_retry_failed: bool = True
     successful_history: int = 3
     failed_history: int = 3
     params: Mapping[str, Any] = field(default_factory=dict)
@@ -74,6 +79,10 @@ class CreditJobSpec:
         """schedule + timeZone + period as one `Schedule`, parsed once per spec (every planner of a pass shares
         it); ConfigError when one of them is bad — `spec_checks` reports that as an invalid spec, field named."""
         return Schedule.parse(self.schedule, self.time_zone, self.period)
+
+
+# The one list of spec defaults: the dataclass's field defaults, read by `parse_spec` through this instance.
+DEFAULTS = CreditJobSpec(usecase="", schedule="")
 
 
 @dataclass(frozen=True)
@@ -143,28 +152,30 @@ def parse_spec(spec: Mapping[str, Any]) -> CreditJobSpec:
     def typed(key: str, kind: type | tuple[type, ...], default: Any) -> Any:
         return _typed(spec, key, kind, default, problems)
 
-    usecase = typed("usecase", str, "")
-    schedule = typed("schedule", str, "")
-    time_zone = typed("timeZone", str, "UTC") or "UTC"
-    period = typed("period", str, "monthly")
-    suspend = typed("suspend", bool, False)
-    suspend_reason = typed("suspendReason", str, "")
-    concurrency_policy = typed("concurrencyPolicy", str, "Forbid")
-    starting_deadline_seconds = typed("startingDeadlineSeconds", int, 3600)
-    active_deadline_seconds = typed("activeDeadlineSeconds", int, 1800)
-    backoff_limit = typed("backoffLimit", int, 3)
-    parallelism = typed("parallelism", int, 1)
+    d = DEFAULTS
+    usecase = typed("usecase", str, d.usecase)
+    schedule = typed("schedule", str, d.schedule)
+    time_zone = typed("timeZone", str, d.time_zone) or d.time_zone
+    period = typed("period", str, d.period)
+    suspend = typed("suspend", bool, d.suspend)
+    suspend_reason = typed("suspendReason", str, d.suspend_reason)
+    concurrency_policy = typed("concurrencyPolicy", str, d.concurrency_policy)
+    starting_deadline_seconds = typed("startingDeadlineSeconds", int, d.starting_deadline_seconds)
+    active_deadline_seconds = typed("activeDeadlineSeconds", int, d.active_deadline_seconds)
+    backoff_limit = typed("backoffLimit", int, d.backoff_limit)
+    parallelism = typed("parallelism", int, d.parallelism)
     catch_up = typed("catchUp", Mapping, {})
     history = typed("historyLimits", Mapping, {})
     params = typed("params", Mapping, {})
-    image = typed("image", str, "")
+    image = typed("image", str, d.image)
     secret = typed("databaseSecretRef", Mapping, {})
     resources = typed("resources", Mapping, {})
-    catch_up_max_periods = _typed(catch_up, "maxPeriods", int, 3, problems, "catchUp.")
-    successful_history = _typed(history, "successful", int, 3, problems, "historyLimits.")
-    failed_history = _typed(history, "failed", int, 3, problems, "historyLimits.")
-    db_secret_name = _typed(secret, "name", str, "", problems, "databaseSecretRef.")
-    db_secret_key = _typed(secret, "key", str, "", problems, "databaseSecretRef.")
+    catch_up_max_periods = _typed(catch_up, "maxPeriods", int, d.catch_up_max_periods, problems, "catchUp.")
+    catch_up_retry_failed = _typed(catch_up, "retryFailed", bool, d.catch_up_retry_failed, problems, "catchUp.")
+    successful_history = _typed(history, "successful", int, d.successful_history, problems, "historyLimits.")
+    failed_history = _typed(history, "failed", int, d.failed_history, problems, "historyLimits.")
+    db_secret_name = _typed(secret, "name", str, d.db_secret_name, problems, "databaseSecretRef.")
+    db_secret_key = _typed(secret, "key", str, d.db_secret_key, problems, "databaseSecretRef.")
     if problems:
         raise SpecProblems(problems)
     return CreditJobSpec(
@@ -180,6 +191,7 @@ def parse_spec(spec: Mapping[str, Any]) -> CreditJobSpec:
         backoff_limit=backoff_limit,
         parallelism=parallelism,
         catch_up_max_periods=catch_up_max_periods,
+        catch_up_retry_failed=catch_up_retry_failed,
         successful_history=successful_history,
         failed_history=failed_history,
         params=params,

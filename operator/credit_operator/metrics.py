@@ -12,6 +12,7 @@ Signals to alert on:
   (it is taken from child Jobs, so it works even when no pod ever starts and nothing is pushed).
 - `creditjobs_creditjob_info{suspended="true"}` for long → CreditJobSuspendedTooLong.
 - `rate(creditjobs_operator_reconcile_total{result="error"}[5m]) > 0` → CreditJobsOperatorReconcileErrors.
+- `creditjobs_failed_periods > 0` → a period whose runs all failed is owed (retrying, or waiting for a person).
 """
 
 from __future__ import annotations
@@ -70,6 +71,13 @@ ACTIVE_RUNS = Gauge(
     CREDITJOB_LABELS,
     registry=REGISTRY,
 )
+FAILED_PERIODS = Gauge(
+    "creditjobs_failed_periods",
+    "Periods of the CreditJob whose runs all failed and that no run has settled yet (status.failedPeriods): "
+    "owed, whether a retry is pending, running, or no longer automatic.",
+    CREDITJOB_LABELS,
+    registry=REGISTRY,
+)
 MISSED_PERIODS = Counter(
     "creditjobs_creditjob_missed_periods",
     "Missed periods noticed by this operator process (caught up or given up), counted once per period.",
@@ -117,6 +125,7 @@ class CreditJobSample:
     interval: float
     active_runs: int
     created: float = 0.0  # creationTimestamp; 0 when unknown
+    failed_periods: int = 0  # owed failed periods (status.failedPeriods)
 
 
 _info_labels: dict[tuple[str, str], tuple[str, str, str, str, str]] = {}
@@ -139,6 +148,7 @@ def observe_creditjob(sample: CreditJobSample) -> None:
     NEXT_SCHEDULE.labels(*ident).set(sample.next_schedule)
     SCHEDULE_INTERVAL.labels(*ident).set(sample.interval)
     ACTIVE_RUNS.labels(*ident).set(sample.active_runs)
+    FAILED_PERIODS.labels(*ident).set(sample.failed_periods)
     MISSED_PERIODS.labels(*ident)  # the counter exists (at 0) before anything is missed
 
 
@@ -160,7 +170,7 @@ def forget_creditjob(name: str, namespace: str) -> None:
     ident = (name, namespace)
     with _lock:
         info = _info_labels.pop(ident, None)
-    for gauge in (LAST_SUCCESS, CREATED, NEXT_SCHEDULE, SCHEDULE_INTERVAL, ACTIVE_RUNS, MISSED_PERIODS):
+    for gauge in (LAST_SUCCESS, CREATED, NEXT_SCHEDULE, SCHEDULE_INTERVAL, ACTIVE_RUNS, FAILED_PERIODS, MISSED_PERIODS):
         with contextlib.suppress(KeyError):
             gauge.remove(*ident)
     if info is not None:

@@ -10,7 +10,7 @@ and reports each decision through `emit` (Kopf turns it into a Kubernetes Event)
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -24,6 +24,7 @@ from credit_operator import cronjob_manifest as manifests
 from credit_operator.creditjob import (
     ANNOTATION_RUN_NOW,
     ANNOTATION_RUN_PERIOD,
+    ANNOTATION_RUN_REPORTED,
     LABEL_CREDITJOB,
     CreditJob,
     CreditJobSpec,
@@ -32,9 +33,18 @@ from credit_operator.creditjob import (
 )
 from credit_operator.kube import ApiError, KubeApi
 from credit_operator.metrics import CreditJobSample
-from credit_operator.missed_periods import CatchUpPlan, plan_catch_up
+from credit_operator.missed_periods import RETRY_MAX_ATTEMPTS, CatchUpPlan, FailedPeriod, plan_catch_up, plan_retries
 from credit_operator.spec_checks import check_spec
-from credit_operator.status import Observed, anchor_time, build_status, child_jobs, schedule_interval
+from credit_operator.status import (
+    Observed,
+    anchor_time,
+    build_status,
+    child_jobs,
+    runs_to_report,
+    schedule_adoption,
+    schedule_interval,
+    track_failed_periods,
+)
 
 Emit = Callable[[str, str, str], None]  # (type Normal|Warning, reason, message)
 
@@ -183,21 +193,25 @@ def reconcile(
 
     # ### 7: Catch up missed periods (after downtime, or fire times the CronJob controller skipped): one Job
     # per missed period, oldest first, period key pinned, capped at catchUp.maxPeriods. Nothing is caught up
-    # while suspended: those fire times were skipped on purpose, so the bookkeeping moves past them.
+    # while suspended: those fire times were skipped on purpose, so the bookkeeping moves past them. Only fires of
+    # the schedule in force count (`scheduleSince`); periods whose runs all failed stay owed and are retried with
+    # a bound and backoff (`missed_periods.plan_retries`).
     plan: CatchUpPlan | None = None
+    schedule_hash, schedule_since = schedule_adoption(creditjob, now, invalid=bool(problems))
     if spec.suspend and not problems:
         plan = CatchUpPlan((), (), now)
     elif not problems and cronjob is not None:
         views = child_jobs(jobs, creditjob)
+        failed = track_failed_periods(creditjob, views, now)
         plan = plan_catch_up(
             schedule=spec.parsed_schedule,
-            anchor=anchor_time(creditjob, views, cronjob, now),
+            anchor=anchor_time(creditjob, views, cronjob, now, schedule_since),
             now=now,
             starting_deadline_seconds=spec.starting_deadline_seconds,
             max_periods=spec.catch_up_max_periods,
-            covered_keys={v.period_key for v in views if v.period_key},
+            covered_keys={v.period_key for v in views if v.period_key} | {f.key for f in failed},
         )
-        jobs += _catch_up(api, creditjob, cronjob, plan, decide)
+        jobs += _catch_up(api, creditjob, cronjob, plan, decide, failed=failed, now=now)
 
     # ### 8: Under Forbid / Replace, queued catch-up Jobs run one at a time: release the oldest when no run is
     # active (Replace never kills a run to catch up — the periods are all owed).
@@ -205,12 +219,21 @@ def reconcile(
         _release_queued(api, creditjob, jobs, decide)
 
     # ### 9: Rebuild the status from the world and write it when it changed.
-    status = build_status(
-        creditjob, jobs, Observed(problems=problems, cronjob=cronjob, plan=plan, manual_token=manual_token), now
+    observed = Observed(
+        problems=problems,
+        cronjob=cronjob,
+        plan=plan,
+        manual_token=manual_token,
+        schedule_hash=schedule_hash,
+        schedule_since=schedule_since,
     )
+    status = build_status(creditjob, jobs, observed, now)
     current = {key: creditjob.status.get(key) for key in status}
     if status != current:
         api.patch_creditjob_status(ns, name, status)
+    # One RunSucceeded / RunFailed Event per finished Job, marked on the Job only now that the status recording its
+    # outcome (an owed period) is written: a failed write leaves it unmarked, so the next pass counts it again.
+    _report_finished_runs(api, creditjob, jobs, now, decide)
 
     # ### 10: Hand the metric values back (handlers.py sets the gauges; missed periods are counted once).
     sample = CreditJobSample(
@@ -224,6 +247,7 @@ def reconcile(
         interval=schedule_interval(spec.parsed_schedule, now) if not problems else 0.0,
         active_runs=len(status["active"]),
         created=creditjob.created_at.timestamp() if creditjob.created_at else 0.0,
+        failed_periods=len(status["failedPeriods"]),
     )
     missed_keys = [m.key for m in plan.missed] if plan else []
     return Outcome("invalid" if problems else "ok", status, sample, decisions, missed_keys)
@@ -293,7 +317,11 @@ def _catch_up(
     cronjob: Mapping[str, Any],
     plan: CatchUpPlan,
     decide: Callable[[str, str, str], None],
+    *,
+    failed: Sequence[FailedPeriod] = (),
+    now: datetime,
 ) -> list[dict[str, Any]]:
+    """Create the Jobs the plan says (missed periods) and the retries that are due (owed failed periods)."""
     spec = creditjob.spec
     created_jobs: list[dict[str, Any]] = []
     if plan.given_up:
@@ -303,28 +331,92 @@ def _catch_up(
             f"missed periods {', '.join(m.key for m in plan.given_up)} are beyond catchUp.maxPeriods="
             f"{spec.catch_up_max_periods} and will not be run automatically",
         )
-    queue = spec.concurrency_policy != "Allow"
+    _report_owed(creditjob, failed, decide)
+    state = "queued" if spec.concurrency_policy != "Allow" else "started"
     for missed in plan.to_run:
-        job = manifests.build_job_from_cronjob(
-            cronjob,
-            name=manifests.catch_up_job_name(creditjob.name, missed.key),
-            trigger=Trigger.CATCH_UP.value,
-            period_key=missed.key,
-            scheduled_time=missed.fire_time,
-            suspend=queue,
-        )
-        kopf.adopt(job, owner=dict(cronjob))  # type: ignore[arg-type]
-        created, fresh = _create_job(api, job)
-        if fresh:
+        name, created = _create_catch_up_job(api, creditjob, cronjob, missed.key, missed.fire_time, missed.key)
+        if created is not None:
             created_jobs.append(created)
-            state = "queued" if queue else "started"
             decide(
                 "Normal",
                 "CatchUp",
-                f"{state} Job {job['metadata']['name']} for missed period {missed.key} "
-                f"(fire time {missed.fire_time.isoformat()})",
+                f"{state} Job {name} for missed period {missed.key} (fire time {missed.fire_time.isoformat()})",
+            )
+    for period in plan_retries(failed, now, spec.catch_up_retry_failed):
+        suffix = period.retry_job_suffix()
+        name, created = _create_catch_up_job(api, creditjob, cronjob, period.key, period.fire_time, suffix)
+        if created is not None:
+            created_jobs.append(created)
+            decide(
+                "Normal",
+                "PeriodRetry",
+                f"{state} Job {name} for failed period {period.key} (run {period.attempts + 1} of at most "
+                f"{RETRY_MAX_ATTEMPTS})",
             )
     return created_jobs
+
+
+def _create_catch_up_job(
+    api: KubeApi,
+    creditjob: CreditJob,
+    cronjob: Mapping[str, Any],
+    period_key: str,
+    fire_time: datetime | None,
+    name_seed: str,
+) -> tuple[str, dict[str, Any] | None]:
+    """One catch-up Job, pinned to the period (queued under Forbid / Replace); (name, None) if it existed."""
+    job = manifests.build_job_from_cronjob(
+        cronjob,
+        name=manifests.catch_up_job_name(creditjob.name, name_seed),
+        trigger=Trigger.CATCH_UP.value,
+        period_key=period_key,
+        scheduled_time=fire_time,
+        suspend=creditjob.spec.concurrency_policy != "Allow",
+    )
+    kopf.adopt(job, owner=dict(cronjob))  # type: ignore[arg-type]
+    created, fresh = _create_job(api, job)
+    return job["metadata"]["name"], created if fresh else None
+
+
+def _report_owed(creditjob: CreditJob, failed: Sequence[FailedPeriod], decide: Emit) -> None:
+    """A Warning each time a period becomes owed or fails again (not every pass: the attempts are in status)."""
+    before = {
+        entry.get("period"): entry.get("attempts")
+        for entry in creditjob.status.get("failedPeriods") or []
+        if isinstance(entry, Mapping)
+    }
+    for period in failed:
+        if before.get(period.key) == period.attempts:
+            continue
+        retry = period.next_retry(creditjob.spec.catch_up_retry_failed)
+        if retry is not None:
+            then = f"retry {period.attempts + 1} of at most {RETRY_MAX_ATTEMPTS} at {retry.isoformat()}"
+        elif period.permanent:
+            then = "exit code 2 (configuration error): not retried automatically"
+        else:
+            then = "not retried automatically (catchUp.retryFailed is off or the attempts are used up)"
+        decide(
+            "Warning",
+            "PeriodFailed",
+            f"period {period.key} is owed: {period.attempts} run(s) failed ({period.reason[:200]}); {then}; "
+            f"run it with `credit-jobs trigger {creditjob.name} --period-key {period.key}`",
+        )
+
+
+def _report_finished_runs(
+    api: KubeApi, creditjob: CreditJob, jobs: list[dict[str, Any]], now: datetime, decide: Emit
+) -> None:
+    """Post RunSucceeded / RunFailed once per finished Job: the Job is marked first (ANNOTATION_RUN_REPORTED), so
+    neither a later pass nor a restarted operator reports it again (a lost Event is logged, never repeated)."""
+    for view, kind, reason, message in runs_to_report(child_jobs(jobs, creditjob), now):
+        patch = {"metadata": {"annotations": {ANNOTATION_RUN_REPORTED: view.state}}}
+        try:
+            api.patch_job(creditjob.namespace, view.name, patch)
+        except ApiError as exc:
+            if exc.status == 404:
+                continue  # deleted meanwhile (history limit, CronJob deleted): nobody will look for it
+            raise
+        decide(kind, reason, message)
 
 
 def _sort_time(moment: datetime | None) -> float:

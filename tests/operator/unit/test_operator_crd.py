@@ -116,6 +116,7 @@ def test_crd_defaults_are_the_operators_defaults() -> None:
     assert spec["backoffLimit"] == defaults.backoff_limit
     assert spec["parallelism"] == defaults.parallelism
     assert spec["catchUp"]["maxPeriods"] == defaults.catch_up_max_periods
+    assert spec["catchUp"]["retryFailed"] == defaults.catch_up_retry_failed
     assert spec["historyLimits"] == {"successful": defaults.successful_history, "failed": defaults.failed_history}
 
 

@@ -107,21 +107,54 @@ def test_times_come_from_the_child_jobs() -> None:
 def test_a_success_after_a_failure_clears_failing() -> None:
     jobs = [
         job("cj-2", "failed", "2026-10-01T00:00:00Z", at="2026-10-01T00:20:00Z"),
+        job("cj-3", "succeeded", "2026-10-01T00:00:00Z", at="2026-10-01T01:05:00Z"),  # a rerun of October
+        job("cj-4", "succeeded", "2026-11-01T00:00:00Z", at="2026-11-01T00:05:00Z"),
+    ]
+    status = build_status(creditjob(), jobs, Observed(cronjob=CRON), NOW)
+    assert conditions(status)["Failing"] == ("False", "NoRecentFailure")
+    assert status["failedPeriods"] == []
+
+
+def test_a_failed_period_stays_owed_after_later_periods_succeed() -> None:
+    jobs = [
+        job("cj-2", "failed", "2026-10-01T00:00:00Z", at="2026-10-31T23:20:00Z"),  # October, run late
         job("cj-3", "succeeded", "2026-11-01T00:00:00Z", at="2026-11-01T00:05:00Z"),
     ]
-    assert conditions(build_status(creditjob(), jobs, Observed(cronjob=CRON), NOW))["Failing"][0] == "False"
+    now = datetime(2026, 11, 1, 1, 0, tzinfo=UTC)  # the failure is news (within a day)
+    status = build_status(creditjob(), jobs, Observed(cronjob=CRON), now)
+    assert conditions(status)["Failing"] == ("True", "PeriodsFailed")
+    (owed,) = status["failedPeriods"]
+    assert owed == {
+        "period": "2026-10",
+        "fireTime": "2026-10-01T00:00:00Z",
+        "attempts": 1,
+        "failedJobs": ["cj-2"],
+        "lastFailedTime": "2026-10-31T23:20:00Z",
+        "reason": "BackoffLimitExceeded: Job has reached the specified backoff limit",
+        "permanent": False,
+        "nextRetryTime": "2026-10-31T23:30:00Z",
+    }
+    # The failed Job pruned by the history limit: the period is still owed, remembered in status.
+    later = build_status(creditjob(status=status), jobs[1:], Observed(cronjob=CRON), NOW)  # weeks later, too
+    assert later["failedPeriods"] == status["failedPeriods"]
 
 
 def test_the_previous_status_is_not_trusted_for_observed_fields() -> None:
-    stale = {
-        "active": ["gone"],
-        "lastSuccessfulTime": "2020-01-01T00:00:00Z",
-        "lastScheduleTime": "2020-01-01T00:00:00Z",
-    }
+    stale = {"active": ["gone"], "queued": ["gone-too"]}
     status = build_status(creditjob(status=stale), [], Observed(cronjob=CRON), NOW)
     assert status["active"] == []
-    assert status["lastSuccessfulTime"] is None
-    assert status["lastScheduleTime"] is None
+    assert status["queued"] == []
+
+
+def test_what_ran_is_remembered_when_the_cronjob_and_its_jobs_are_gone() -> None:
+    before = {"lastSuccessfulTime": "2026-11-01T00:30:00Z", "lastScheduleTime": "2026-11-01T00:00:00Z"}
+    status = build_status(creditjob(status=before), [], Observed(cronjob=CRON), NOW)
+    assert status["lastSuccessfulTime"] == "2026-11-01T00:30:00Z"
+    assert status["lastScheduleTime"] == "2026-11-01T00:00:00Z"
+    # ...and newer runs still move them forward.
+    newer = [job("cj-12", "succeeded", "2026-12-01T00:00:00Z", at="2026-12-01T00:10:00Z")]
+    status = build_status(creditjob(status=before), newer, Observed(cronjob=CRON), NOW)
+    assert status["lastScheduleTime"] == "2026-12-01T00:00:00Z"
 
 
 def test_the_cronjob_status_fills_in_when_jobs_were_cleaned_up() -> None:
