@@ -1,11 +1,12 @@
 """Kopf wiring: which events start a reconcile pass, plus the operator-wide start-up and periodic resync.
 
-Thin by design: every trigger ends in `run_pass`, which takes a per-CreditJob lock, reads the CreditJob fresh
-from the API, calls `reconcile.reconcile` with `clock()`, posts its decisions as Kubernetes Events (through the
-same API client, so a pass from the resync task reports exactly like one from a Kopf handler) and sets the
-metrics. Triggers: CreditJob create / update / resume (operator start), a child Job changing (status, catch-up
-queue), the owned CronJob changing or disappearing (drift), and a resync task that revisits every CreditJob
-each `CREDITJOBS_RESYNC_SECONDS` (next run time, missed fire times). No timers or daemons on CreditJobs: Kopf
+Thin by design: every trigger ends in `run_pass`, which takes a per-CreditJob lock, reads the CreditJob from
+the watch cache (cache.py, fed by the event handlers below and by the operator's own writes), calls
+`reconcile.reconcile` with `clock()`, posts its decisions as Kubernetes Events (through the same API client, so a
+pass from the resync task reports exactly like one from a Kopf handler) and sets the metrics. Triggers: CreditJob
+create / update / resume (operator start), a child Job changing (status, catch-up queue), the owned CronJob
+changing or disappearing (drift), and a resync task that revisits every CreditJob each `CREDITJOBS_RESYNC_SECONDS`
+(next run time, missed fire times) with one LIST per watched namespace. No timers or daemons on CreditJobs: Kopf
 puts a finalizer on objects with those, and deletion must never wait for the operator (owner references
 clean up).
 
