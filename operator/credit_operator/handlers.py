@@ -83,6 +83,10 @@ def configure(settings: kopf.OperatorSettings, config: OperatorSettings) -> None
     settings.peering.name = config.peering_name
     # Handlers are sync (blocking HTTP through the kubernetes client): enough threads for bursts of creates.
     settings.execution.max_workers = max(settings.execution.max_workers or 0, 16)
+    # Kopf waits this long for the echo of its own diff-base PATCH before it handles an older event of the object
+    # as if nothing had been handled: in a burst on a slow API server the 5 s default ran the create handler a
+    # second time (and patched the diff base again), a request the cost per CreditJob does not need.
+    settings.persistence.consistency_timeout = max(settings.persistence.consistency_timeout, 30.0)
     settings.posting.level = logging.INFO
 
 
