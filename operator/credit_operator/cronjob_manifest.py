@@ -3,8 +3,9 @@
 No I/O: `reconcile.py` applies what these return. They honour the container contract (docs/contract.md): command
 `credit-jobs run <usecase>`, args from `spec.params`, the CREDITJOB_* environment, DATABASE_URL from a Secret,
 a podFailurePolicy that fails the Job at once on exit code 2 (configuration error, never retried). Job names
-are deterministic so that a repeated create conflicts instead of running twice. `drift` tells the reconcile
-loop whether a live CronJob still matches what this module would render.
+are deterministic so that a repeated create conflicts instead of running twice. `cronjob_drift` tells the reconcile
+loop whether a live CronJob still matches what this module would render (every rendered field, the label and the
+owner reference), `cronjob_patch` how to put it back, and `ownership` whose CronJob it is.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from credit_jobs.domain.contract import (
     ENV_DATABASE_URL,
@@ -287,12 +288,28 @@ def build_job_from_cronjob(
     }
 
 
-def drift(desired: Any, live: Any, path: str = "") -> list[str]:
+# Maps of the CronJob spec whose every key the operator decides: a key the live object has and the rendering lacks
+# (a `nodeSelector` added by hand) is drift, unless the API server sets it by default (the keys listed). Paths as
+# `drift` reports them, list indexes written `[]`.
+CLOSED_MAPS: Mapping[str, frozenset[str]] = {
+    "": frozenset(),
+    "jobTemplate.spec": frozenset(
+        {"completions", "parallelism", "completionMode", "suspend", "podReplacementPolicy", "manualSelector"}
+    ),
+    "jobTemplate.spec.template.spec": frozenset(
+        {"dnsPolicy", "schedulerName", "terminationGracePeriodSeconds", "securityContext", "enableServiceLinks"}
+    ),
+    "jobTemplate.spec.template.spec.containers[]": frozenset({"terminationMessagePath", "terminationMessagePolicy"}),
+}
+
+
+def drift(desired: Any, live: Any, path: str = "", *, closed: Mapping[str, frozenset[str]] | None = None) -> list[str]:
     """Paths where `live` no longer carries what `desired` says (empty = in sync).
 
     A subset comparison: fields the API server adds (defaults such as `terminationMessagePath`) are not drift;
     lists must match element by element, so an added or removed container or env var is. Scalars compare
-    loosely for quantities the server normalises (`"1"` vs `1`).
+    loosely for quantities the server normalises (`"1"` vs `1`). With `closed` (e.g. CLOSED_MAPS), a key added
+    to one of those maps is drift too.
     """
     if live is None and isinstance(desired, Mapping | list) and not desired:
         return []  # the API server drops empty lists and maps (`args: []`): not drift, or every pass would patch
@@ -301,20 +318,77 @@ def drift(desired: Any, live: Any, path: str = "") -> list[str]:
             return [path or "."]
         found: list[str] = []
         for key, value in desired.items():
-            found += drift(value, live.get(key), f"{path}.{key}" if path else key)
-        return found
+            found += drift(value, live.get(key), f"{path}.{key}" if path else key, closed=closed)
+        return found + [f"{path}.{key}" if path else key for key in _added_keys(desired, live, path, closed)]
     if isinstance(desired, list):
         if not isinstance(live, list) or len(live) != len(desired):
             return [path]
         found = []
         for index, (want, have) in enumerate(zip(desired, live, strict=True)):
-            found += drift(want, have, f"{path}[{index}]")
+            found += drift(want, have, f"{path}[{index}]", closed=closed)
         return found
     if desired == live or (not isinstance(desired, bool) and str(desired) == str(live)):
         return []
     if _quantity(desired) is not None and _quantity(desired) == _quantity(live):
         return []
     return [path]
+
+
+def _added_keys(
+    desired: Mapping[str, Any], live: Mapping[str, Any], path: str, closed: Mapping[str, frozenset[str]] | None
+) -> list[str]:
+    """Keys of a closed map that live carries and the rendering does not (empty values count as absent)."""
+    allowed = (closed or {}).get(re.sub(r"\[\d+\]", "[]", path))
+    if allowed is None:
+        return []
+    return sorted(k for k, v in live.items() if k not in desired and k not in allowed and v not in (None, {}, []))
+
+
+def _with_removals(desired: Any, live: Any, path: str = "") -> Any:
+    """`desired` plus `key: null` for every added key of a closed map, so a merge patch removes them (lists are
+    replaced whole by a merge patch, so keys added inside a container go with it)."""
+    if not isinstance(desired, Mapping) or not isinstance(live, Mapping):
+        return desired
+    merged = {k: _with_removals(v, live.get(k), f"{path}.{k}" if path else k) for k, v in desired.items()}
+    return merged | dict.fromkeys(_added_keys(desired, live, path, CLOSED_MAPS))
+
+
+Ownership = Literal["owned", "orphan", "foreign"]
+
+
+def ownership(cronjob: Mapping[str, Any], creditjob: CreditJob) -> Ownership:
+    """Whose CronJob this is: `owned` when an owner reference carries the CreditJob's uid (labels can be edited
+    by anyone, the uid cannot be reused); `orphan` when nobody controls it and it carries our label (an owner
+    reference removed by hand: adopted again); otherwise `foreign`, never taken over."""
+    meta = cronjob.get("metadata") or {}
+    refs = [r for r in meta.get("ownerReferences") or [] if isinstance(r, Mapping)]
+    if any(r.get("uid") == creditjob.uid for r in refs):
+        return "owned"
+    if not any(r.get("controller") for r in refs) and (meta.get("labels") or {}).get(LABEL_CREDITJOB) == creditjob.name:
+        return "orphan"
+    return "foreign"
+
+
+def cronjob_drift(desired: Mapping[str, Any], live: Mapping[str, Any]) -> list[str]:
+    """Every way the live CronJob differs from the rendering: spec (added keys included), labels, owner reference."""
+    live_meta = live.get("metadata") or {}
+    found = drift(desired["spec"], live.get("spec"), closed=CLOSED_MAPS)
+    found += [f"metadata.labels.{p}" for p in drift(desired["metadata"]["labels"], live_meta.get("labels"))]
+    want = {r.get("uid") for r in desired["metadata"].get("ownerReferences") or []}
+    if not want <= {r.get("uid") for r in live_meta.get("ownerReferences") or []}:
+        found.append("metadata.ownerReferences")
+    return found
+
+
+def cronjob_patch(desired: Mapping[str, Any], live: Mapping[str, Any]) -> dict[str, Any]:
+    """The merge patch that makes `live` match `desired` again (see cronjob_drift)."""
+    ours = list(desired["metadata"].get("ownerReferences") or [])
+    uids = {r.get("uid") for r in ours}
+    others = [r for r in (live.get("metadata") or {}).get("ownerReferences") or [] if r.get("uid") not in uids]
+    return {
+        "metadata": {"labels": desired["metadata"]["labels"], "ownerReferences": others + ours},
+        "spec": _with_removals(desired["spec"], live.get("spec")),
+    }
 
 
 _SUFFIXES = {

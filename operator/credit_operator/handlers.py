@@ -1,11 +1,12 @@
 """Kopf wiring: which events start a reconcile pass, plus the operator-wide start-up and periodic resync.
 
-Thin by design: every trigger ends in `run_pass`, which takes a per-CreditJob lock, reads the CreditJob fresh
-from the API, calls `reconcile.reconcile` with `clock()`, posts its decisions as Kubernetes Events (through the
-same API client, so a pass from the resync task reports exactly like one from a Kopf handler) and sets the
-metrics. Triggers: CreditJob create / update / resume (operator start), a child Job changing (status, catch-up
-queue), the owned CronJob changing or disappearing (drift), and a resync task that revisits every CreditJob
-each `CREDITJOBS_RESYNC_SECONDS` (next run time, missed fire times). No timers or daemons on CreditJobs: Kopf
+Thin by design: every trigger ends in `run_pass`, which takes a per-CreditJob lock, reads the CreditJob from
+the watch cache (cache.py, fed by the event handlers below and by the operator's own writes), calls
+`reconcile.reconcile` with `clock()`, posts its decisions as Kubernetes Events (through the same API client, so a
+pass from the resync task reports exactly like one from a Kopf handler) and sets the metrics. Triggers: CreditJob
+create / update / resume (operator start), a child Job changing (status, catch-up queue), the owned CronJob
+changing or disappearing (drift), and a resync task that revisits every CreditJob each `CREDITJOBS_RESYNC_SECONDS`
+(next run time, missed fire times) with one LIST per watched namespace. No timers or daemons on CreditJobs: Kopf
 puts a finalizer on objects with those, and deletion must never wait for the operator (owner references
 clean up).
 
@@ -26,7 +27,7 @@ from typing import Any
 import kopf
 
 from credit_operator import metrics
-from credit_operator.creditjob import GROUP, LABEL_CREDITJOB, PLURAL, VERSION, format_time
+from credit_operator.creditjob import GROUP, KIND, LABEL_CREDITJOB, PLURAL, VERSION, format_time
 from credit_operator.kube import ApiError, KubeApi, connect
 from credit_operator.logs import fields
 from credit_operator.reconcile import Outcome, reconcile
@@ -82,7 +83,15 @@ def configure(settings: kopf.OperatorSettings, config: OperatorSettings) -> None
     settings.persistence.finalizer = f"{KOPF_PREFIX}/finalizer"  # only used if a handler ever needs one
     # Handlers are sync (blocking HTTP through the kubernetes client): enough threads for bursts of creates.
     settings.execution.max_workers = max(settings.execution.max_workers or 0, 16)
+    # Kopf waits this long for the echo of its own diff-base PATCH before it handles an older event of the object
+    # as if nothing had been handled: in a burst on a slow API server the 5 s default ran the create handler a
+    # second time (and patched the diff base again), a request the cost per CreditJob does not need.
+    settings.persistence.consistency_timeout = max(settings.persistence.consistency_timeout, 30.0)
     settings.posting.level = logging.INFO
+
+
+# HTTP connections beyond Kopf's worker threads: the resync task, the peering check, a leader-election renewal.
+EXTRA_CONNECTIONS = 4
 
 
 @kopf.on.startup()
@@ -90,7 +99,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     config: OperatorSettings = memo.get("config") or OperatorSettings()
     memo["config"] = config
     configure(settings, config)
-    memo["api"] = KubeApi(connect())
+    memo["api"] = KubeApi(connect(pool_size=(settings.execution.max_workers or 0) + EXTRA_CONNECTIONS))
     if memo.get("identity"):  # which replica made a request, in the API server's audit log (and the tests' count)
         memo["api"].client.user_agent = f"credit-jobs-operator/{memo['identity']}"
     # The periodic task runs in Kopf's loop, so only in the leader (Kopf runs there only).
@@ -133,22 +142,20 @@ def exit_now(code: int) -> None:
 def run_pass(memo: kopf.Memo, namespace: str, name: str) -> Outcome | None:
     """One reconcile pass for one CreditJob, or None when it no longer exists.
 
-    The CreditJob is read fresh *inside* the lock: a body handed over by Kopf or a resync LIST may predate the
+    The CreditJob is read *inside* the lock from the watch cache, which also holds the answer to every write the
+    operator made (newest resourceVersion wins): a body handed over by Kopf or a resync LIST may predate the
     status the previous pass just wrote (a stale `lastManualRunToken`, `catchUpThrough` or generation would
-    make this pass redo or misreport decisions).
+    make this pass redo or misreport decisions). A cache miss reads from the API server.
     """
     api: KubeApi = memo["api"]
     config: OperatorSettings = memo["config"]
     with _lock_for(namespace, name):
         started = time.perf_counter()
         try:
-            try:
-                body = api.get_creditjob(namespace, name)
-            except ApiError as exc:
-                if exc.status == 404:
-                    return None
-                raise
-            body = _forget_legacy_kopf_keys(api, body)
+            cached = api.read_creditjob(namespace, name)
+            if cached is None:
+                return None
+            body = _forget_legacy_kopf_keys(api, cached)
 
             now = clock()
 
@@ -219,19 +226,56 @@ async def creditjob_deleted(event: Mapping[str, Any], meta: Mapping[str, Any], *
         metrics.forget_creditjob(meta["name"], meta["namespace"])
 
 
+# Cache feeding (cache.py): every event of the three kinds a pass reads, before any handler below acts on it
+# (Kopf runs event handlers before change handlers, in the order they are registered). Async: no thread hop for
+# the many Jobs and CronJobs that are not ours.
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def creditjob_seen(event: Mapping[str, Any], memo: kopf.Memo, **_: Any) -> None:
+    _feed(memo, "creditjobs", event)
+
+
+@kopf.on.event("batch", "v1", "cronjobs")
+async def cronjob_seen(event: Mapping[str, Any], memo: kopf.Memo, **_: Any) -> None:
+    _feed(memo, "cronjobs", event)  # all of them: a foreign CronJob with a CreditJob's name is a conflict to see
+
+
+@kopf.on.event("batch", "v1", "jobs")
+async def job_seen(event: Mapping[str, Any], memo: kopf.Memo, **_: Any) -> None:
+    _feed(memo, "jobs", event)  # the cache keeps only Jobs labelled with a CreditJob
+
+
+def _feed(memo: kopf.Memo, kind: str, event: Mapping[str, Any]) -> None:
+    api: KubeApi | None = memo.get("api")
+    body = event.get("object")
+    if api is not None and isinstance(body, Mapping):
+        api.cache.observe(kind, event.get("type"), body)
+
+
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_CREDITJOB: kopf.PRESENT})
 def child_job_changed(event: Mapping[str, Any], meta: Mapping[str, Any], memo: kopf.Memo, **_: Any) -> None:
     """A child Job started, finished, or was deleted: status, metrics, and the catch-up queue move on."""
-    _event_pass(memo, "jobs", event, meta)
+    _event_pass(memo, "jobs", event, meta, meta["labels"][LABEL_CREDITJOB])
 
 
-@kopf.on.event("batch", "v1", "cronjobs", labels={LABEL_CREDITJOB: kopf.PRESENT})
+def _owning_creditjob(meta: Mapping[str, Any]) -> str | None:
+    """The CreditJob a CronJob belongs to: its owner reference (ownership is the uid), else our label."""
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("kind") == KIND and str(ref.get("apiVersion", "")).startswith(f"{GROUP}/"):
+            return str(ref.get("name"))
+    return (meta.get("labels") or {}).get(LABEL_CREDITJOB)
+
+
+def _is_ours(meta: Mapping[str, Any], **_: Any) -> bool:
+    return _owning_creditjob(meta) is not None
+
+
+@kopf.on.event("batch", "v1", "cronjobs", when=_is_ours)
 def cronjob_changed(event: Mapping[str, Any], meta: Mapping[str, Any], memo: kopf.Memo, **_: Any) -> None:
-    """The owned CronJob changed (maybe by hand) or was deleted: converge it back."""
-    _event_pass(memo, "cronjobs", event, meta)
+    """The owned CronJob changed (maybe by hand: a label or owner reference removed) or was deleted: converge it."""
+    _event_pass(memo, "cronjobs", event, meta, _owning_creditjob(meta) or "")
 
 
-def _event_pass(memo: kopf.Memo, kind: str, event: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
+def _event_pass(memo: kopf.Memo, kind: str, event: Mapping[str, Any], meta: Mapping[str, Any], owner: str) -> None:
     if "api" not in memo:
         return  # an event before start-up finished; the resume handler covers it
     api: KubeApi = memo["api"]
@@ -240,27 +284,48 @@ def _event_pass(memo: kopf.Memo, kind: str, event: Mapping[str, Any], meta: Mapp
     ):
         return  # the echo of a create/patch the pass that made it has already accounted for
     try:
-        run_pass(memo, meta["namespace"], meta["labels"][LABEL_CREDITJOB])
+        run_pass(memo, meta["namespace"], owner)
     except ApiError as exc:
         # Best effort: a watch event is not retried by Kopf, the periodic resync repeats the pass.
         log.warning("pass for %s failed, the resync will retry: %s", meta.get("name"), exc)
 
 
 async def _resync_forever(memo: kopf.Memo) -> None:
+    """Prime the watch cache, then every `resync_seconds` one LIST of CreditJobs per watched namespace (one in
+    all when clusterwide) and a pass for each from the cache: no request per CreditJob (issue 8, item 9)."""
     config: OperatorSettings = memo["config"]
     api: KubeApi = memo["api"]
+    scopes: list[str | None] = list(config.namespace_list) or [None]
+    await _prime_cache(api, scopes)
     while True:
         await asyncio.sleep(config.resync_seconds)
-        scopes: list[str | None] = list(config.namespace_list) or [None]
         for namespace in scopes:
             try:
                 bodies = await asyncio.to_thread(api.list_creditjobs, namespace)
             except ApiError as exc:
                 log.warning("resync: cannot list CreditJobs: %s", exc)
                 continue
+            api.cache.replace_creditjobs(namespace, bodies)
             for body in bodies:
                 meta = body.get("metadata") or {}
                 try:
                     await asyncio.to_thread(run_pass, memo, meta.get("namespace", ""), meta.get("name", ""))
                 except Exception:  # one broken CreditJob must not stop the resync of the others
                     log.exception("resync of %s/%s failed", meta.get("namespace"), meta.get("name"))
+
+
+async def _prime_cache(api: KubeApi, scopes: list[str | None]) -> None:
+    """One LIST per kind and scope, so the cache holds what the watches delivered before they started; until
+    then passes read from the API server. Retried until it succeeds (an API server still starting)."""
+    while True:
+        try:
+            for namespace in scopes:
+                api.cache.prime("creditjobs", await asyncio.to_thread(api.list_creditjobs, namespace))
+                api.cache.prime("cronjobs", await asyncio.to_thread(api.list_cronjobs, namespace))
+                api.cache.prime("jobs", await asyncio.to_thread(api.list_child_jobs, namespace))
+        except ApiError as exc:
+            log.warning("cannot fill the watch cache yet, passes read from the API server: %s", exc)
+            await asyncio.sleep(RETRY_DELAY)
+            continue
+        api.cache.mark_ready()
+        return

@@ -4,7 +4,9 @@
 `KubeApi` wraps the `kubernetes` package's low-level ApiClient because its typed APIs (v30+) validate request
 bodies as models and return models; the planners work on manifests as dicts, and merge patches must be sent as
 `application/merge-patch+json` (lists replaced whole, which is what converging a CronJob needs).
-Used by `reconcile.py`, `handlers.py` and `commands.py`.
+Writes go to the API server; reads of CreditJobs, CronJobs and child Jobs come from `cache` (what the watches
+delivered, see cache.py) once it is ready, so a pass costs no read request. Used by `reconcile.py`, `handlers.py`
+and `commands.py`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from urllib.parse import quote
 
 import kubernetes
 
-from credit_operator.creditjob import GROUP, PLURAL, VERSION
+from credit_operator.cache import WorldCache
+from credit_operator.creditjob import GROUP, LABEL_CREDITJOB, PLURAL, VERSION
 
 MERGE_PATCH = "application/merge-patch+json"
 
@@ -30,9 +33,15 @@ class ApiError(Exception):
         self.status = status
 
 
-def connect() -> kubernetes.client.ApiClient:
-    """An ApiClient from the in-cluster service account, else from the kubeconfig."""
+def connect(pool_size: int | None = None) -> kubernetes.client.ApiClient:
+    """An ApiClient from the in-cluster service account, else from the kubeconfig.
+
+    `pool_size`: HTTP connections kept open, one per thread that may call at once (the client's default, 10,
+    made 16 worker threads discard and reopen connections in bursts: "Connection pool is full").
+    """
     configuration = kubernetes.client.Configuration()
+    if pool_size is not None:
+        configuration.connection_pool_maxsize = pool_size
     try:
         kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException:
@@ -60,8 +69,10 @@ class KubeApi:
         # event carrying exactly that version only echoes our own write, and needs no reconcile pass.
         self._written: dict[tuple[str, str, str], str] = {}
         self._written_lock = threading.Lock()
+        self.cache = WorldCache()
 
     def _remember(self, kind: str, obj: Mapping[str, Any]) -> dict[str, Any]:
+        self.cache.store(kind, obj)
         meta = obj.get("metadata") or {}
         if meta.get("resourceVersion"):
             with self._written_lock:
@@ -115,12 +126,16 @@ class KubeApi:
         return list(self.request("GET", path).get("items") or [])
 
     def patch_creditjob(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
-        return self.request("PATCH", _cj_path(namespace, name), patch, content_type=MERGE_PATCH)
+        patched = self.request("PATCH", _cj_path(namespace, name), patch, content_type=MERGE_PATCH)
+        self.cache.store("creditjobs", patched)
+        return patched
 
     def patch_creditjob_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
-        return self.request(
+        patched = self.request(
             "PATCH", _cj_path(namespace, name) + "/status", {"status": status}, content_type=MERGE_PATCH
         )
+        self.cache.store("creditjobs", patched)
+        return patched
 
     # Events
     def post_event(self, involved: Mapping[str, Any], kind: str, reason: str, message: str, now: str) -> None:
@@ -179,6 +194,41 @@ class KubeApi:
     def patch_job(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
         patched = self.request("PATCH", _batch_path("jobs", namespace, name), patch, content_type=MERGE_PATCH)
         return self._remember("jobs", patched)
+
+    # Reads for a reconcile pass: from the watch cache once it is ready (no request), else from the API server
+    def read_creditjob(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The CreditJob, or None when it does not exist (a cache miss asks the API server)."""
+        cached = self.cache.get("creditjobs", namespace, name)
+        if cached is not None:
+            return cached
+        try:
+            body = self.get_creditjob(namespace, name)
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        self.cache.store("creditjobs", body)
+        return body
+
+    def read_cronjob(self, namespace: str, name: str) -> dict[str, Any] | None:
+        if self.cache.ready.is_set():
+            return self.cache.get("cronjobs", namespace, name)
+        return self.get_cronjob(namespace, name)
+
+    def read_child_jobs(self, namespace: str, creditjob: str) -> list[dict[str, Any]]:
+        """The Jobs labelled with this CreditJob's name."""
+        if self.cache.ready.is_set():
+            return self.cache.jobs_of(namespace, creditjob)
+        return self.list_jobs(namespace, f"{LABEL_CREDITJOB}={creditjob}")
+
+    def list_cronjobs(self, namespace: str | None) -> list[dict[str, Any]]:
+        path = _batch_path("cronjobs", namespace) if namespace else "/apis/batch/v1/cronjobs"
+        return list(self.request("GET", path).get("items") or [])
+
+    def list_child_jobs(self, namespace: str | None) -> list[dict[str, Any]]:
+        """Every Job carrying the CreditJob label, in one namespace or all of them."""
+        path = _batch_path("jobs", namespace) if namespace else "/apis/batch/v1/jobs"
+        return list(self.request("GET", path, query={"labelSelector": LABEL_CREDITJOB}).get("items") or [])
 
     # Leases (leader election, leader_election.py)
     def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:

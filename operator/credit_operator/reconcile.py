@@ -25,7 +25,6 @@ from credit_operator.creditjob import (
     ANNOTATION_RUN_NOW,
     ANNOTATION_RUN_PERIOD,
     ANNOTATION_RUN_REPORTED,
-    LABEL_CREDITJOB,
     CreditJob,
     CreditJobSpec,
     parse_creditjob,
@@ -80,6 +79,28 @@ def _invalid_placeholder(body: Mapping[str, Any]) -> CreditJob:
     )
 
 
+@dataclass
+class _Pass:
+    """What one pass has learnt so far, handed from step to step (only `reconcile` creates one)."""
+
+    api: KubeApi
+    body: Mapping[str, Any]
+    creditjob: CreditJob
+    now: datetime
+    decide: Emit
+    problems: list[str]
+    decisions: list[tuple[str, str, str]]
+    cronjob: dict[str, Any] | None = None
+    foreign: bool = False
+    jobs: list[dict[str, Any]] = field(default_factory=list)
+    schedule_hash: str | None = None
+    schedule_since: datetime | None = None
+
+    @property
+    def previous_conditions(self) -> dict[str, Mapping[str, Any]]:
+        return {c.get("type"): c for c in self.creditjob.status.get("conditions") or []}
+
+
 def reconcile(
     api: KubeApi,
     body: Mapping[str, Any],
@@ -88,12 +109,26 @@ def reconcile(
     defaults: manifests.ManifestDefaults,
     emit: Emit,
 ) -> Outcome:
-    decisions: list[tuple[str, str, str]] = []
+    """One pass; reads come from `api`'s watch cache when it is ready, so a pass in steady state sends nothing."""
+    step = _read_creditjob(api, body, now, emit)  # 1 and 2
+    _load_cronjob(step)  # 3
+    if not step.problems:
+        _converge_cronjob(step, defaults)  # 4
+    _report_problems(step)
+    # ### 5: Load every child Job (from the watch cache). Status is rebuilt from these and the CronJob.
+    step.jobs = [dict(job) for job in api.read_child_jobs(step.creditjob.namespace, step.creditjob.name)]
+    manual_token = _handle_run_now(step)  # 6
+    plan = _plan_catch_up(step)  # 7
+    # ### 8: Under Forbid / Replace, queued catch-up Jobs run one at a time: release the oldest when no run is
+    # active (Replace never kills a run to catch up — the periods are all owed).
+    spec = step.creditjob.spec
+    if not step.problems and not spec.suspend and spec.concurrency_policy != "Allow":
+        _release_queued(api, step.creditjob, step.jobs, step.decide)
+    status = _write_status(step, plan, manual_token)  # 9
+    return _outcome(step, status, plan)  # 10
 
-    def decide(kind: str, reason: str, message: str) -> None:
-        decisions.append((kind, reason, message))
-        emit(kind, reason, message)
 
+def _read_creditjob(api: KubeApi, body: Mapping[str, Any], now: datetime, emit: Emit) -> _Pass:
     # ### 1: Read the CreditJob. A spec the schema should have rejected but did not (an old CRD, a body
     # written before the CRD was installed) is treated like any invalid spec below, never as a crash loop.
     problems: list[str] = []
@@ -102,155 +137,191 @@ def reconcile(
     except ConfigError as exc:
         creditjob = _invalid_placeholder(body)
         problems.extend(getattr(exc, "problems", None) or [str(exc)])  # every problem, each its own Event
-    spec = creditjob.spec
-    ns, name = creditjob.namespace, creditjob.name
-    previous_conditions = {c.get("type"): c for c in creditjob.status.get("conditions") or []}
-
     # ### 2: Check what the schema cannot (time zone, a schedule that never fires, deadlines vs. the gap).
     # Invalid → Ready=False and a Warning Event, and the existing CronJob is left exactly as it is: the last
     # good schedule keeps running rather than the billing stopping because of a typo.
     if not problems:
         problems = check_spec(creditjob, now)
+    decisions: list[tuple[str, str, str]] = []
 
+    def decide(kind: str, reason: str, message: str) -> None:
+        decisions.append((kind, reason, message))
+        emit(kind, reason, message)
+
+    return _Pass(api, body, creditjob, now, decide, problems, decisions)
+
+
+def _load_cronjob(step: _Pass) -> None:
     # ### 3: Load the CronJob (the child Jobs come after it is converged: a new CreditJob gets its CronJob first).
-    # Someone else's CronJob with our name is never taken over.
-    cronjob = api.get_cronjob(ns, name)
-    foreign = cronjob is not None and ((cronjob.get("metadata") or {}).get("labels") or {}).get(LABEL_CREDITJOB) != name
-    if foreign:
-        problems.append(f"a CronJob named {name} exists and is not managed by this CreditJob; delete or rename it")
-        cronjob = None
-    if problems:
-        # One Warning per distinct problem, not one per pass (resyncs would flood the Events).
-        before = previous_conditions.get("Ready") or {}
-        message = "; ".join(problems)
-        if before.get("status") != "False" or before.get("message") != message:
-            if foreign:
-                decide("Warning", "CronJobConflict", message)
-            else:
-                decide("Warning", "InvalidSpec", f"spec rejected, CronJob left unchanged: {message}")
+    # Ownership is the owner reference's uid (docs/operator.md, Ownership); someone else's CronJob with our name
+    # is never taken over.
+    step.cronjob = step.api.read_cronjob(step.creditjob.namespace, step.creditjob.name)
+    _check_owner(step)
 
-    # ### 4: Converge the CronJob: create it when missing, patch it when the spec changed or someone edited it
-    # by hand (drift). The owner reference (kopf.adopt) makes Kubernetes delete it with the CreditJob, so no
-    # finalizer is needed and deletion never waits for the operator.
-    if not problems:
-        desired = manifests.build_cronjob(creditjob, defaults)
-        kopf.adopt(desired, owner=dict(body))  # type: ignore[arg-type]
-        if cronjob is None:
-            cronjob = api.create_cronjob(desired) or desired
-            decide("Normal", "CronJobCreated", f"created CronJob {name} ({spec.usecase}, {spec.schedule!r})")
+
+def _check_owner(step: _Pass) -> None:
+    if step.cronjob is not None and manifests.ownership(step.cronjob, step.creditjob) == "foreign":
+        step.foreign = True
+        step.cronjob = None
+        name = step.creditjob.name
+        step.problems.append(f"a CronJob named {name} exists and is not managed by this CreditJob; delete or rename it")
+
+
+def _report_problems(step: _Pass) -> None:
+    """One Warning per distinct problem, not one per pass (resyncs would flood the Events)."""
+    if not step.problems:
+        return
+    before = step.previous_conditions.get("Ready") or {}
+    message = "; ".join(step.problems)
+    if before.get("status") != "False" or before.get("message") != message:
+        if step.foreign:
+            step.decide("Warning", "CronJobConflict", message)
         else:
-            drifted = manifests.drift(desired["spec"], cronjob.get("spec")) + [
-                f"metadata.labels.{path}"
-                for path in manifests.drift(desired["metadata"]["labels"], cronjob["metadata"].get("labels"))
-            ]
-            if drifted:
-                patch = {"metadata": {"labels": desired["metadata"]["labels"]}, "spec": desired["spec"]}
-                cronjob = api.patch_cronjob(ns, name, patch) or cronjob
-                changed_spec = int(creditjob.status.get("observedGeneration") or 0) != creditjob.generation
-                if changed_spec:
-                    decide("Normal", "CronJobUpdated", f"updated CronJob {name}: {', '.join(drifted[:5])}")
-                else:
-                    decide(
-                        "Normal", "DriftReverted", f"reverted hand edits of CronJob {name}: {', '.join(drifted[:5])}"
-                    )
-        was_suspended = (previous_conditions.get("Suspended") or {}).get("status") == "True"
-        if spec.suspend and not was_suspended:
-            decide("Normal", "Suspended", f"suspended: {spec.suspend_reason or 'no reason given'}")
-        elif not spec.suspend and was_suspended:
-            decide("Normal", "Resumed", "schedule resumed")
+            step.decide("Warning", "InvalidSpec", f"spec rejected, CronJob left unchanged: {message}")
 
-    # ### 5: Load every child Job. Status is rebuilt from these and the CronJob, never from memory.
-    jobs = [
-        job
-        for job in api.list_jobs(ns, f"{LABEL_CREDITJOB}={name}")
-        if ((job.get("metadata") or {}).get("labels") or {}).get(LABEL_CREDITJOB) == name
-    ]
 
+def _converge_cronjob(step: _Pass, defaults: manifests.ManifestDefaults) -> None:
+    # ### 4: Converge the CronJob: create it when missing, patch it when the spec changed or someone edited it
+    # by hand (drift, owner reference and label included). The owner reference (kopf.adopt) makes Kubernetes
+    # delete it with the CreditJob, so no finalizer is needed and deletion never waits for the operator.
+    creditjob, spec = step.creditjob, step.creditjob.spec
+    desired = manifests.build_cronjob(creditjob, defaults)
+    kopf.adopt(desired, owner=dict(step.body))  # type: ignore[arg-type]
+    fresh = step.cronjob is None and _create_cronjob(step, desired)
+    if step.cronjob is None:
+        return  # a foreign CronJob has the name: reported as a problem
+    if not fresh:
+        _patch_drift(step, desired)
+    was_suspended = (step.previous_conditions.get("Suspended") or {}).get("status") == "True"
+    if spec.suspend and not was_suspended:
+        step.decide("Normal", "Suspended", f"suspended: {spec.suspend_reason or 'no reason given'}")
+    elif not spec.suspend and was_suspended:
+        step.decide("Normal", "Resumed", "schedule resumed")
+
+
+def _create_cronjob(step: _Pass, desired: dict[str, Any]) -> bool:
+    """Create the CronJob without asking first (the cache says it is missing); a 409 means the cache was behind
+    or someone else's CronJob has the name: read it once and judge its owner. True when created here."""
+    try:
+        step.cronjob = step.api.create_cronjob(desired) or desired
+    except ApiError as exc:
+        if exc.status != 409:
+            raise
+        step.cronjob = step.api.get_cronjob(step.creditjob.namespace, step.creditjob.name)
+        _check_owner(step)
+        return False
+    spec, name = step.creditjob.spec, step.creditjob.name
+    step.decide("Normal", "CronJobCreated", f"created CronJob {name} ({spec.usecase}, {spec.schedule!r})")
+    return True
+
+
+def _patch_drift(step: _Pass, desired: dict[str, Any]) -> None:
+    live = step.cronjob or {}
+    drifted = manifests.cronjob_drift(desired, live)
+    if not drifted:
+        return
+    name, creditjob = step.creditjob.name, step.creditjob
+    patch = manifests.cronjob_patch(desired, live)
+    step.cronjob = step.api.patch_cronjob(creditjob.namespace, name, patch) or step.cronjob
+    if int(creditjob.status.get("observedGeneration") or 0) != creditjob.generation:
+        step.decide("Normal", "CronJobUpdated", f"updated CronJob {name}: {', '.join(drifted[:5])}")
+    else:
+        step.decide("Normal", "DriftReverted", f"reverted hand edits of CronJob {name}: {', '.join(drifted[:5])}")
+
+
+def _handle_run_now(step: _Pass) -> str | None:
     # ### 6: Run-now. The annotation's token is recorded in status once handled, so a resync or an operator
     # restart never runs it twice; the Job name derives from the token, so even a crash between creating the
     # Job and recording the token makes the retry conflict instead of running twice.
-    manual_token: str | None = None
+    creditjob = step.creditjob
     token = creditjob.annotations.get(ANNOTATION_RUN_NOW, "").strip()
     # An overlong token is never copied into a Job or status: it is remembered by a short digest (so the rejection
     # is not repeated every pass) and rejected. `credit-jobs trigger` tokens are 25 characters.
     remembered = (
         token if len(token) <= MAX_RUN_NOW_TOKEN else "sha256:" + hashlib.sha256(token.encode()).hexdigest()[:16]
     )
-    if token and remembered != creditjob.status.get("lastManualRunToken"):
-        manual_token = remembered
-        if remembered != token:
-            decide(
-                "Warning",
-                "RunNowRejected",
-                f"run-now ignored: the {ANNOTATION_RUN_NOW} token is {len(token)} characters, longer than "
-                f"{MAX_RUN_NOW_TOKEN} characters (use `credit-jobs trigger`, or a short unique value)",
-            )
-            created = None
-        else:
-            created = _run_now(api, creditjob, cronjob, token, problems, decide)
-        if created is not None:
-            jobs.append(created)
+    if not token or remembered == creditjob.status.get("lastManualRunToken"):
+        return None
+    if remembered != token:
+        step.decide(
+            "Warning",
+            "RunNowRejected",
+            f"run-now ignored: the {ANNOTATION_RUN_NOW} token is {len(token)} characters, longer than "
+            f"{MAX_RUN_NOW_TOKEN} characters (use `credit-jobs trigger`, or a short unique value)",
+        )
+        return remembered
+    created = _run_now(step.api, creditjob, step.cronjob, token, step.problems, step.decide)
+    if created is not None:
+        step.jobs.append(created)
+    return remembered
 
+
+def _plan_catch_up(step: _Pass) -> CatchUpPlan | None:
     # ### 7: Catch up missed periods (after downtime, or fire times the CronJob controller skipped): one Job
     # per missed period, oldest first, period key pinned, capped at catchUp.maxPeriods. Nothing is caught up
     # while suspended: those fire times were skipped on purpose, so the bookkeeping moves past them. Only fires of
     # the schedule in force count (`scheduleSince`); periods whose runs all failed stay owed and are retried with
     # a bound and backoff (`missed_periods.plan_retries`).
-    plan: CatchUpPlan | None = None
-    schedule_hash, schedule_since = schedule_adoption(creditjob, now, invalid=bool(problems))
-    if spec.suspend and not problems:
-        plan = CatchUpPlan((), (), now)
-    elif not problems and cronjob is not None:
-        views = child_jobs(jobs, creditjob)
-        failed = track_failed_periods(creditjob, views, now)
-        plan = plan_catch_up(
-            schedule=spec.parsed_schedule,
-            anchor=anchor_time(creditjob, views, cronjob, now, schedule_since),
-            now=now,
-            starting_deadline_seconds=spec.starting_deadline_seconds,
-            max_periods=spec.catch_up_max_periods,
-            covered_keys={v.period_key for v in views if v.period_key} | {f.key for f in failed},
-        )
-        jobs += _catch_up(api, creditjob, cronjob, plan, decide, failed=failed, now=now)
+    creditjob, spec, now = step.creditjob, step.creditjob.spec, step.now
+    step.schedule_hash, step.schedule_since = schedule_adoption(creditjob, now, invalid=bool(step.problems))
+    if step.problems:
+        return None
+    if spec.suspend:
+        return CatchUpPlan((), (), now)
+    if step.cronjob is None:
+        return None
+    views = child_jobs(step.jobs, creditjob)
+    failed = track_failed_periods(creditjob, views, now)
+    plan = plan_catch_up(
+        schedule=spec.parsed_schedule,
+        anchor=anchor_time(creditjob, views, step.cronjob, now, step.schedule_since),
+        now=now,
+        starting_deadline_seconds=spec.starting_deadline_seconds,
+        max_periods=spec.catch_up_max_periods,
+        covered_keys={v.period_key for v in views if v.period_key} | {f.key for f in failed},
+    )
+    step.jobs += _catch_up(step.api, creditjob, step.cronjob, plan, step.decide, failed=failed, now=now)
+    return plan
 
-    # ### 8: Under Forbid / Replace, queued catch-up Jobs run one at a time: release the oldest when no run is
-    # active (Replace never kills a run to catch up — the periods are all owed).
-    if not problems and not spec.suspend and spec.concurrency_policy != "Allow":
-        _release_queued(api, creditjob, jobs, decide)
 
+def _write_status(step: _Pass, plan: CatchUpPlan | None, manual_token: str | None) -> dict[str, Any]:
     # ### 9: Rebuild the status from the world and write it when it changed.
+    creditjob = step.creditjob
     observed = Observed(
-        problems=problems,
-        cronjob=cronjob,
+        problems=step.problems,
+        cronjob=step.cronjob,
         plan=plan,
         manual_token=manual_token,
-        schedule_hash=schedule_hash,
-        schedule_since=schedule_since,
+        schedule_hash=step.schedule_hash,
+        schedule_since=step.schedule_since,
     )
-    status = build_status(creditjob, jobs, observed, now)
-    current = {key: creditjob.status.get(key) for key in status}
-    if status != current:
-        api.patch_creditjob_status(ns, name, status)
+    status = build_status(creditjob, step.jobs, observed, step.now)
+    if status != {key: creditjob.status.get(key) for key in status}:
+        step.api.patch_creditjob_status(creditjob.namespace, creditjob.name, status)
     # One RunSucceeded / RunFailed Event per finished Job, marked on the Job only now that the status recording its
     # outcome (an owed period) is written: a failed write leaves it unmarked, so the next pass counts it again.
-    _report_finished_runs(api, creditjob, jobs, now, decide)
+    _report_finished_runs(step.api, creditjob, step.jobs, step.now, step.decide)
+    return status
 
+
+def _outcome(step: _Pass, status: dict[str, Any], plan: CatchUpPlan | None) -> Outcome:
     # ### 10: Hand the metric values back (handlers.py sets the gauges; missed periods are counted once).
+    creditjob, spec, problems = step.creditjob, step.creditjob.spec, step.problems
     sample = CreditJobSample(
-        name=name,
-        namespace=ns,
+        name=creditjob.name,
+        namespace=creditjob.namespace,
         usecase=spec.usecase,
         schedule=spec.schedule,
         suspended=spec.suspend,
         last_success=_timestamp(status.get("lastSuccessfulTime")),
         next_schedule=_timestamp(status.get("nextScheduleTime")),
-        interval=schedule_interval(spec.parsed_schedule, now) if not problems else 0.0,
+        interval=schedule_interval(spec.parsed_schedule, step.now) if not problems else 0.0,
         active_runs=len(status["active"]),
         created=creditjob.created_at.timestamp() if creditjob.created_at else 0.0,
         failed_periods=len(status["failedPeriods"]),
     )
     missed_keys = [m.key for m in plan.missed] if plan else []
-    return Outcome("invalid" if problems else "ok", status, sample, decisions, missed_keys)
+    return Outcome("invalid" if problems else "ok", status, sample, step.decisions, missed_keys)
 
 
 def _timestamp(value: Any) -> float:
