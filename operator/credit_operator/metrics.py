@@ -12,6 +12,7 @@ Signals to alert on:
   (it is taken from child Jobs, so it works even when no pod ever starts and nothing is pushed).
 - `creditjobs_creditjob_info{suspended="true"}` for long → CreditJobSuspendedTooLong.
 - `rate(creditjobs_operator_reconcile_total{result="error"}[5m]) > 0` → CreditJobsOperatorReconcileErrors.
+- `creditjobs_failed_periods > 0` for long → CreditJobPeriodOwed.
 """
 
 from __future__ import annotations
@@ -86,6 +87,13 @@ RECONCILE_DURATION = Histogram(
     "creditjobs_operator_reconcile_duration_seconds",
     "Wall-clock time of one reconcile pass.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+FAILED_PERIODS = Gauge(
+    "creditjobs_failed_periods",
+    "Periods of the CreditJob whose runs all failed and that are still owed (status.failedPeriods); catch-up "
+    "retries them with backoff.",
+    CREDITJOB_LABELS,
     registry=REGISTRY,
 )
 PAUSED = Gauge(

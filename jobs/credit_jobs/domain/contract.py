@@ -82,5 +82,11 @@ CONTAINER_ENV: Final[tuple[str, ...]] = (
     ENV_COMPLETION_INDEX,
 )
 
+# --- the Pushgateway grouping key of a run's metrics: job, namespace, creditjob, shard (docs/contract.md) --------
+PUSHGATEWAY_JOB: Final = "credit-jobs"  # the `job` label of every pushed group
+GROUPING_LABELS: Final[tuple[str, ...]] = ("namespace", "creditjob", "shard")  # after `job`, in this order
+# A run's namespace when CREDITJOB_NAMESPACE is unset (a run outside a cluster): kubectl's default namespace.
+DEFAULT_NAMESPACE: Final = "default"
+
 # --- run defaults -------------------------------------------------------------------------------------------------
 DEFAULT_BATCH_SIZE: Final = 5000  # users (or grants, or files) per transaction
