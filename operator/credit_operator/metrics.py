@@ -163,7 +163,7 @@ def forget_creditjob(name: str, namespace: str) -> None:
     ident = (name, namespace)
     with _lock:
         info = _info_labels.pop(ident, None)
-    for gauge in (LAST_SUCCESS, CREATED, NEXT_SCHEDULE, SCHEDULE_INTERVAL, ACTIVE_RUNS, MISSED_PERIODS):
+    for gauge in (LAST_SUCCESS, CREATED, NEXT_SCHEDULE, SCHEDULE_INTERVAL, ACTIVE_RUNS, MISSED_PERIODS, FAILED_PERIODS):
         with contextlib.suppress(KeyError):
             gauge.remove(*ident)
     if info is not None:

@@ -483,6 +483,34 @@ def _runbook_anchors() -> set[str]:
     return anchors
 
 
+def test_the_operator_alerts_are_scoped_to_the_release_that_renders_them(chart) -> None:
+    """Each release's rules select its own operator (scrape job and namespace), so one live operator cannot hide
+    another release's outage; the ServiceMonitor honours the series' own `namespace` (the CreditJob's)."""
+    rendered = chart.render(_values(), name="payments", namespace="staging")
+    objects = [
+        doc for path, text in rendered.items() if path.endswith(".yaml") for doc in yaml.safe_load_all(text) if doc
+    ]
+    rules = {rule["alert"]: rule for group in rule_groups(objects) for rule in group["rules"]}
+    job = "payments-credit-jobs-operator"
+    down = rules["CreditJobsOperatorDown"]
+    assert down["expr"] == f'absent(up{{job="{job}", namespace="staging"}} == 1)'
+    assert down["labels"] == {"severity": "critical", "namespace": "staging", "job": job}
+    assert rules["CreditJobsOperatorReconcileErrors"]["expr"].count(f'job="{job}", namespace="staging"') == 2
+    (monitor,) = [obj for obj in objects if obj["kind"] == "ServiceMonitor"]
+    assert [endpoint["honorLabels"] for endpoint in monitor["spec"]["endpoints"]] == [True]
+
+
+def test_every_creditjob_alert_groups_by_namespace(render) -> None:
+    for rule in _alert_rules(render, _values()):
+        if rule["alert"].startswith("CreditJobs"):
+            continue  # the operator alerts: scoped to the release above
+        groupings = re.findall(r"\b(?:by|on)\s*\(([^)]*)\)", rule["expr"])
+        assert groupings, rule["alert"]
+        for grouping in groupings:
+            assert "namespace" in {label.strip() for label in grouping.split(",")}, (rule["alert"], rule["expr"])
+        assert "{{ $labels.namespace }}/{{ $labels.creditjob }}" in rule["annotations"]["description"], rule["alert"]
+
+
 def test_thresholds_severities_and_switches_come_from_values(render) -> None:
     values = _values(
         {
