@@ -147,6 +147,7 @@ def test_exported_metric_names_are_the_designed_ones() -> None:
         "creditjobs_creditjob_schedule_interval_seconds",
         "creditjobs_creditjob_active_runs",
         "creditjobs_creditjob_missed_periods_total",
+        "creditjobs_failed_periods",
         "creditjobs_operator_reconcile_total",
         "creditjobs_operator_reconcile_duration_seconds",
         "creditjobs_operator_reconcile_duration_seconds_bucket",
