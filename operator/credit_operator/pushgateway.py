@@ -30,7 +30,9 @@ RETRY_DELAY_SECONDS = 1.0
 
 def creditjob_groups(url: str, namespace: str, name: str) -> list[dict[str, str]]:
     """The grouping labels (besides `job`) of every group the CreditJob's runs pushed, from /api/v1/metrics."""
-    with urllib.request.urlopen(f"{url.rstrip('/')}/api/v1/metrics", timeout=TIMEOUT_SECONDS) as response:
+    # The runs push with prometheus_client, which takes a URL without a scheme as http://: so does this.
+    base = url.rstrip("/") if "://" in url else f"http://{url.rstrip('/')}"
+    with urllib.request.urlopen(f"{base}/api/v1/metrics", timeout=TIMEOUT_SECONDS) as response:
         payload = json.load(response)
     groups: list[dict[str, str]] = []
     for group in payload.get("data") or []:
