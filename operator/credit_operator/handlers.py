@@ -26,7 +26,7 @@ from typing import Any
 
 import kopf
 
-from credit_operator import metrics
+from credit_operator import metrics, pushgateway
 from credit_operator.creditjob import GROUP, KIND, LABEL_CREDITJOB, PLURAL, VERSION, format_time
 from credit_operator.kube import ApiError, KubeApi, connect
 from credit_operator.logs import fields
@@ -220,10 +220,12 @@ def creditjob_changed(meta: Mapping[str, Any], memo: kopf.Memo, **_: Any) -> Non
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def creditjob_deleted(event: Mapping[str, Any], meta: Mapping[str, Any], **_: Any) -> None:
-    """Deleted: owner references remove the CronJob and Jobs; only the metric series are ours to drop."""
+async def creditjob_deleted(event: Mapping[str, Any], meta: Mapping[str, Any], memo: kopf.Memo, **_: Any) -> None:
+    """Deleted: owner references remove the CronJob and Jobs; the metric series and pushed groups are ours to drop."""
     if event.get("type") == "DELETED":
         metrics.forget_creditjob(meta["name"], meta["namespace"])
+        url = memo["config"].pushgateway_url if "config" in memo else ""
+        await asyncio.to_thread(pushgateway.forget_creditjob_groups, url, meta["namespace"], meta["name"])
 
 
 # Cache feeding (cache.py): every event of the three kinds a pass reads, before any handler below acts on it

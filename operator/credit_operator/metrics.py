@@ -12,7 +12,7 @@ Signals to alert on:
   (it is taken from child Jobs, so it works even when no pod ever starts and nothing is pushed).
 - `creditjobs_creditjob_info{suspended="true"}` for long → CreditJobSuspendedTooLong.
 - `rate(creditjobs_operator_reconcile_total{result="error"}[5m]) > 0` → CreditJobsOperatorReconcileErrors.
-- `creditjobs_failed_periods > 0` → a period whose runs all failed is owed (retrying, or waiting for a person).
+- `creditjobs_failed_periods > 0` for long → CreditJobPeriodOwed (a period whose runs all failed is owed).
 """
 
 from __future__ import annotations

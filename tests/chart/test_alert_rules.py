@@ -4,6 +4,10 @@ Every alert has a case where it fires and a healthy case where it stays silent, 
 both sides (still pending just before, firing just after). The rules are rendered with the thresholds below
 (ALERT_SETTINGS, the chart defaults), so the timings in the cases follow from them. promtool evaluates from
 Unix time 0, so timestamps in the series are seconds since the start of the test.
+
+Every alert carries `namespace` (issue 8, item 6): cases with one CreditJob name in two namespaces prove that only the
+failing namespace alerts, and cases with two releases' operators that one live operator does not hide another's
+outage (the rules are rendered for the release `credit-jobs` in namespace `billing`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ EXPECTED_ALERTS = {
     "CreditJobItemsFailed",
     "CreditJobsOperatorDown",
     "CreditJobsOperatorReconcileErrors",
+    "CreditJobPeriodOwed",
 }
 ALERT_SETTINGS: dict[str, dict[str, Any]] = {
     "creditJobFailed": {"for": "10m", "severity": "critical"},
@@ -37,13 +42,20 @@ ALERT_SETTINGS: dict[str, dict[str, Any]] = {
     "creditJobRunningTooLong": {"for": "2h", "severity": "warning"},
     "creditJobSuspendedTooLong": {"for": "24h", "severity": "info"},
     "creditJobItemsFailed": {"for": "5m", "severity": "warning", "threshold": 0},
+    "creditJobPeriodOwed": {"for": "30m", "severity": "warning"},
     "creditJobsOperatorDown": {"for": "5m", "severity": "critical"},
     "creditJobsOperatorReconcileErrors": {"for": "15m", "severity": "warning", "window": "10m", "ratio": 0.05},
 }
 OPERATOR_JOB = "credit-jobs-operator"  # the operator Service name = the ServiceMonitor's job label
-RUN = 'job="credit-jobs", creditjob="distribute-credits", shard="0"'
-RUN_SHARD_1 = 'job="credit-jobs", creditjob="distribute-credits", shard="1"'
+RUN = 'job="credit-jobs", namespace="billing", creditjob="distribute-credits", shard="0"'
+RUN_SHARD_1 = 'job="credit-jobs", namespace="billing", creditjob="distribute-credits", shard="1"'
+RUN_STAGING = 'job="credit-jobs", namespace="staging", creditjob="distribute-credits", shard="0"'
 CJ = 'namespace="billing", creditjob="distribute-credits"'
+CJ_STAGING = 'namespace="staging", creditjob="distribute-credits"'
+OPERATOR_UP = f'up{{job="{OPERATOR_JOB}", namespace="billing", instance="10.0.0.1:9090"}}'
+RECONCILE = f'job="{OPERATOR_JOB}", namespace="billing", instance="a"'
+RECONCILE_STAGING = f'job="{OPERATOR_JOB}", namespace="staging", instance="b"'
+OTHER_RELEASE_UP = f'up{{job="{OPERATOR_JOB}", namespace="staging", instance="10.0.1.1:9090"}}'
 INFO = 'creditjobs_creditjob_info{{{cj}, usecase="distribute-credits", schedule="{schedule}", suspended="{suspended}"}}'
 INFO_HOURLY_SUSPENDED = INFO.format(cj=CJ, schedule="0 * * * *", suspended="true")
 INFO_HOURLY_ACTIVE = INFO.format(cj=CJ, schedule="0 * * * *", suspended="false")
@@ -57,6 +69,7 @@ SUMMARY = {
     "CreditJobSuspendedTooLong": "A credit job has been suspended for a long time.",
     "CreditJobsOperatorDown": "The credit-jobs operator is down.",
     "CreditJobsOperatorReconcileErrors": "The credit-jobs operator fails to reconcile CreditJobs.",
+    "CreditJobPeriodOwed": "A credit job owes periods whose runs all failed.",
 }
 
 
@@ -77,12 +90,30 @@ class Case:
     values: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-alert overrides of ALERT_SETTINGS
 
 
+OPERATOR_DOWN = Firing(
+    {"severity": "critical", "namespace": "billing", "job": OPERATOR_JOB},
+    f"No target of scrape job {OPERATOR_JOB} in namespace billing has been up for 5m; its CreditJobs are not "
+    "reconciled, run-now and catch-up do nothing.",
+)
+
+
 def _failed(
-    creditjob: str = "distribute-credits", shard: str = "0", at: str = "1970-01-01 00:05:00 +0000 UTC"
+    creditjob: str = "distribute-credits",
+    shard: str = "0",
+    at: str = "1970-01-01 00:05:00 +0000 UTC",
+    namespace: str = "billing",
 ) -> Firing:
     return Firing(
-        {"severity": "critical", "creditjob": creditjob, "shard": shard},
-        f"The last run of CreditJob {creditjob} (shard {shard}) failed at {at} and no later run succeeded.",
+        {"severity": "critical", "namespace": namespace, "creditjob": creditjob, "shard": shard},
+        f"The last run of CreditJob {namespace}/{creditjob} (shard {shard}) failed at {at} and no later run succeeded.",
+    )
+
+
+def _owed(count: int, namespace: str = "billing") -> Firing:
+    return Firing(
+        {"severity": "warning", "namespace": namespace, "creditjob": "distribute-credits"},
+        f"CreditJob {namespace}/distribute-credits owes {count} failed period(s) (status.failedPeriods) "
+        "for more than 30m.",
     )
 
 
@@ -125,6 +156,25 @@ CASES: dict[str, Case] = {
         },
         firing_at={"20m": [_failed()]},
     ),
+    "one-name-in-two-namespaces-only-the-failing-namespace-fires": Case(
+        "CreditJobFailed",
+        {
+            # billing failed at 5m after a success; staging's CreditJob of the same name succeeded later, at 6m
+            f"creditjobs_run_last_success_timestamp_seconds{{{RUN}}}": "60x40",
+            f"creditjobs_run_last_failure_timestamp_seconds{{{RUN}}}": "_x5 300x35",
+            f"creditjobs_run_last_success_timestamp_seconds{{{RUN_STAGING}}}": "_x6 360x34",
+        },
+        silent_at=["14m"],
+        firing_at={"16m": [_failed()], "30m": [_failed()]},
+    ),
+    "one-name-in-two-namespaces-a-healthy-namespace-stays-silent-next-to-a-failing-one": Case(
+        "CreditJobFailed",
+        {
+            f"creditjobs_run_last_success_timestamp_seconds{{{RUN}}}": "360x40",
+            f"creditjobs_run_last_failure_timestamp_seconds{{{RUN_STAGING}}}": "300x40",
+        },
+        firing_at={"20m": [_failed(namespace="staging", at="1970-01-01 00:05:00 +0000 UTC")]},
+    ),
     # --- CreditJobItemsFailed (for 5m, threshold 0) ---
     "failed-items-fire-after-the-for": Case(
         "CreditJobItemsFailed",
@@ -136,8 +186,8 @@ CASES: dict[str, Case] = {
         firing_at={
             "6m": [
                 Firing(
-                    {"severity": "warning", "creditjob": "distribute-credits", "shard": "0"},
-                    "The last run of CreditJob distribute-credits (shard 0) failed on 3 items.",
+                    {"severity": "warning", "namespace": "billing", "creditjob": "distribute-credits", "shard": "0"},
+                    "The last run of CreditJob billing/distribute-credits (shard 0) failed on 3 items.",
                 )
             ]
         },
@@ -275,53 +325,51 @@ CASES: dict[str, Case] = {
     # --- CreditJobsOperatorDown (for 5m) ---
     "operator-target-down-fires": Case(
         "CreditJobsOperatorDown",
-        {f'up{{job="{OPERATOR_JOB}", instance="10.0.0.1:9090"}}': "0x20"},
+        {OPERATOR_UP: "0x20"},
         silent_at=["4m"],
-        firing_at={
-            "6m": [
-                Firing(
-                    {"severity": "critical", "namespace": "billing"},
-                    f"No target of scrape job {OPERATOR_JOB} has been up for 5m; CreditJobs are not reconciled, "
-                    "run-now and catch-up do nothing.",
-                )
-            ]
-        },
+        firing_at={"6m": [OPERATOR_DOWN]},
     ),
     "operator-never-scraped-fires": Case(
         "CreditJobsOperatorDown",
-        {'up{job="some-other-app", instance="10.0.0.9:8080"}': "1x20"},
+        {'up{job="some-other-app", namespace="billing", instance="10.0.0.9:8080"}': "1x20"},
         silent_at=["4m"],
-        firing_at={
-            "6m": [
-                Firing(
-                    {"severity": "critical", "namespace": "billing"},
-                    f"No target of scrape job {OPERATOR_JOB} has been up for 5m; CreditJobs are not reconciled, "
-                    "run-now and catch-up do nothing.",
-                )
-            ]
-        },
+        firing_at={"6m": [OPERATOR_DOWN]},
     ),
     "one-replica-up-is-enough": Case(
         "CreditJobsOperatorDown",
         {
-            f'up{{job="{OPERATOR_JOB}", instance="10.0.0.1:9090"}}': "1x20",
-            f'up{{job="{OPERATOR_JOB}", instance="10.0.0.2:9090"}}': "0x20",
+            OPERATOR_UP: "1x20",
+            f'up{{job="{OPERATOR_JOB}", namespace="billing", instance="10.0.0.2:9090"}}': "0x20",
         },
         silent_at=["10m", "20m"],
+    ),
+    "another-releases-live-operator-does-not-hide-this-releases-outage": Case(
+        "CreditJobsOperatorDown",
+        # two releases named alike in two namespaces (one scrape job name): billing's operator is down
+        {OPERATOR_UP: "0x20", OTHER_RELEASE_UP: "1x20"},
+        silent_at=["4m"],
+        firing_at={"6m": [OPERATOR_DOWN], "15m": [OPERATOR_DOWN]},
+    ),
+    "another-releases-outage-is-not-this-releases-alert": Case(
+        "CreditJobsOperatorDown",
+        {OPERATOR_UP: "1x20", OTHER_RELEASE_UP: "0x20"},
+        silent_at=["6m", "15m"],
     ),
     # --- CreditJobsOperatorReconcileErrors (ratio over 10m > 5 %, for 15m) ---
     "many-failing-reconciles-fire-after-the-for": Case(
         "CreditJobsOperatorReconcileErrors",
         {
-            f'creditjobs_operator_reconcile_total{{job="{OPERATOR_JOB}", instance="a", result="ok"}}': "0+10x60",
-            f'creditjobs_operator_reconcile_total{{job="{OPERATOR_JOB}", instance="a", result="error"}}': "0+2x60",
+            f'creditjobs_operator_reconcile_total{{{RECONCILE}, result="ok"}}': "0+10x60",
+            f'creditjobs_operator_reconcile_total{{{RECONCILE}, result="error"}}': "0+2x60",
+            # another release's operator, all fine: its reconciles do not dilute billing's error ratio
+            f'creditjobs_operator_reconcile_total{{{RECONCILE_STAGING}, result="ok"}}': "0+1000x60",
         },
         silent_at=["15m"],
         firing_at={
             "18m": [
                 Firing(
                     {"severity": "warning", "namespace": "billing", "job": OPERATOR_JOB},
-                    f"16.67% of the reconciles of {OPERATOR_JOB} failed over the last 10m.",
+                    f"16.67% of the reconciles of billing/{OPERATOR_JOB} failed over the last 10m.",
                 )
             ]
         },
@@ -329,15 +377,38 @@ CASES: dict[str, Case] = {
     "rare-reconcile-errors-stay-silent": Case(
         "CreditJobsOperatorReconcileErrors",
         {
-            f'creditjobs_operator_reconcile_total{{job="{OPERATOR_JOB}", instance="a", result="ok"}}': "0+100x60",
-            f'creditjobs_operator_reconcile_total{{job="{OPERATOR_JOB}", instance="a", result="error"}}': "0+1x60",
+            f'creditjobs_operator_reconcile_total{{{RECONCILE}, result="ok"}}': "0+100x60",
+            f'creditjobs_operator_reconcile_total{{{RECONCILE}, result="error"}}': "0+1x60",
         },
         silent_at=["20m", "60m"],
     ),
     "no-reconcile-errors-stay-silent": Case(
         "CreditJobsOperatorReconcileErrors",
-        {f'creditjobs_operator_reconcile_total{{job="{OPERATOR_JOB}", instance="a", result="ok"}}': "0+10x60"},
+        {
+            f'creditjobs_operator_reconcile_total{{{RECONCILE}, result="ok"}}': "0+10x60",
+            # another release's failing operator is its own release's alert
+            f'creditjobs_operator_reconcile_total{{{RECONCILE_STAGING}, result="ok"}}': "0+10x60",
+            f'creditjobs_operator_reconcile_total{{{RECONCILE_STAGING}, result="error"}}': "0+10x60",
+        },
         silent_at=["20m", "60m"],
+    ),
+    # --- CreditJobPeriodOwed (for 30m) ---
+    "a-period-owed-for-over-the-for-fires": Case(
+        "CreditJobPeriodOwed",
+        {f"creditjobs_failed_periods{{{CJ}}}": "0x5 1x60 2x60"},
+        silent_at=["4m", "34m"],
+        firing_at={"36m": [_owed(1)], "70m": [_owed(2)]},
+    ),
+    "a-period-retried-successfully-within-the-for-stays-silent": Case(
+        "CreditJobPeriodOwed",
+        {f"creditjobs_failed_periods{{{CJ}}}": "0x5 1x20 0x60"},
+        silent_at=["20m", "36m", "60m"],
+    ),
+    "one-name-in-two-namespaces-only-the-owing-namespace-fires": Case(
+        "CreditJobPeriodOwed",
+        {f"creditjobs_failed_periods{{{CJ}}}": "0x60", f"creditjobs_failed_periods{{{CJ_STAGING}}}": "1x60"},
+        silent_at=["29m"],
+        firing_at={"31m": [_owed(1, namespace="staging")]},
     ),
 }
 
@@ -410,6 +481,34 @@ def _runbook_anchors() -> set[str]:
             slug = re.sub(r"[^\w\- ]", "", heading.group(1).strip().lower()).replace(" ", "-")
             anchors.add(slug)
     return anchors
+
+
+def test_the_operator_alerts_are_scoped_to_the_release_that_renders_them(chart) -> None:
+    """Each release's rules select its own operator (scrape job and namespace), so one live operator cannot hide
+    another release's outage; the ServiceMonitor honours the series' own `namespace` (the CreditJob's)."""
+    rendered = chart.render(_values(), name="payments", namespace="staging")
+    objects = [
+        doc for path, text in rendered.items() if path.endswith(".yaml") for doc in yaml.safe_load_all(text) if doc
+    ]
+    rules = {rule["alert"]: rule for group in rule_groups(objects) for rule in group["rules"]}
+    job = "payments-credit-jobs-operator"
+    down = rules["CreditJobsOperatorDown"]
+    assert down["expr"] == f'absent(up{{job="{job}", namespace="staging"}} == 1)'
+    assert down["labels"] == {"severity": "critical", "namespace": "staging", "job": job}
+    assert rules["CreditJobsOperatorReconcileErrors"]["expr"].count(f'job="{job}", namespace="staging"') == 2
+    (monitor,) = [obj for obj in objects if obj["kind"] == "ServiceMonitor"]
+    assert [endpoint["honorLabels"] for endpoint in monitor["spec"]["endpoints"]] == [True]
+
+
+def test_every_creditjob_alert_groups_by_namespace(render) -> None:
+    for rule in _alert_rules(render, _values()):
+        if rule["alert"].startswith("CreditJobs"):
+            continue  # the operator alerts: scoped to the release above
+        groupings = re.findall(r"\b(?:by|on)\s*\(([^)]*)\)", rule["expr"])
+        assert groupings, rule["alert"]
+        for grouping in groupings:
+            assert "namespace" in {label.strip() for label in grouping.split(",")}, (rule["alert"], rule["expr"])
+        assert "{{ $labels.namespace }}/{{ $labels.creditjob }}" in rule["annotations"]["description"], rule["alert"]
 
 
 def test_thresholds_severities_and_switches_come_from_values(render) -> None:

@@ -27,7 +27,15 @@ ALLOWED_FOREIGN_METRICS = {
 }
 PROMQL_KEYWORDS = {"and", "or", "unless", "bool", "offset", "inf", "nan", "group_left", "group_right", "atan2"}
 # Grafana's variables, replaced by plausible values so promtool can parse the queries.
-GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__range": "1d", "$__interval": "1m", "$creditjob": ".*"}
+GRAFANA_VARIABLES = {
+    "$__rate_interval": "5m",
+    "$__range": "1d",
+    "$__interval": "1m",
+    "$namespace": ".*",
+    "$creditjob": ".*",
+}
+# Metrics that carry a CreditJob's namespace and name (pushed by runs, or per-CreditJob series of the operator).
+PER_CREDITJOB_PREFIXES = ("creditjobs_run_", "creditjobs_creditjob_", "creditjobs_failed_periods")
 
 
 def exported_metric_names() -> set[str]:
@@ -123,16 +131,36 @@ def _variable(dashboard: dict[str, Any], name: str) -> dict[str, Any]:
     return next(v for v in dashboard["templating"]["list"] if v["name"] == name)
 
 
-def test_dashboard_has_a_creditjob_variable_used_by_its_creditjob_panels(dashboard: dict[str, Any]) -> None:
-    variable = _variable(dashboard, "creditjob")
-    assert variable["type"] == "query"
-    assert variable["multi"] is True
-    assert variable["includeAll"] is True
-    assert variable["query"]["query"] == variable["definition"]
-    assert metric_names(_label_values_selector(variable["definition"])) == {"creditjobs_creditjob_info"}
+def test_dashboard_has_namespace_and_creditjob_variables_used_by_its_creditjob_panels(
+    dashboard: dict[str, Any],
+) -> None:
+    for name in ("namespace", "creditjob"):
+        variable = _variable(dashboard, name)
+        assert variable["type"] == "query"
+        assert variable["multi"] is True
+        assert variable["includeAll"] is True
+        assert variable["query"]["query"] == variable["definition"]
+        assert metric_names(_label_values_selector(variable["definition"])) == {"creditjobs_creditjob_info"}
+    # the CreditJob list follows the chosen namespaces
+    assert 'namespace=~"$namespace"' in _variable(dashboard, "creditjob")["definition"]
+    names = [v["name"] for v in dashboard["templating"]["list"]]
+    assert names.index("namespace") < names.index("creditjob")
+
+
+def test_every_creditjob_query_filters_and_groups_by_namespace(dashboard: dict[str, Any]) -> None:
+    """A CreditJob named alike in two namespaces is two rows or lines, never one sum (issue 8, item 6)."""
+    checked = 0
     for target in _targets(dashboard):
-        if metric_names(target["expr"]) & (run_metrics.exported_metric_names() | {"creditjobs_creditjob_info"}):
-            assert "$creditjob" in target["expr"], target["expr"]
+        expr = target["expr"]
+        if not any(name.startswith(PER_CREDITJOB_PREFIXES) for name in metric_names(expr)):
+            continue
+        checked += 1
+        assert 'namespace=~"$namespace"' in expr, expr
+        assert 'creditjob=~"$creditjob"' in expr, expr
+        for grouping in re.findall(r"\b(?:by|on)\s*\(([^)]*)\)", expr):
+            assert "namespace" in {label.strip() for label in grouping.split(",")}, expr
+        assert "{{namespace}}" in target["legendFormat"], target
+    assert checked >= 12
 
 
 def test_dashboard_panels_cover_runs_success_age_failures_duration_items_credits_and_reconciles(
@@ -148,6 +176,7 @@ def test_dashboard_panels_cover_runs_success_age_failures_duration_items_credits
         "Credits per run",
         "Reconciles by result",
         "Reconcile error ratio",
+        "Failed periods owed",
     } <= titles
     ids = [panel["id"] for panel in dashboard["panels"]]
     assert len(ids) == len(set(ids))

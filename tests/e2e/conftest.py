@@ -92,7 +92,10 @@ def start_prometheus(workdir: Path) -> Iterator[Callable[..., Prometheus]]:
             }
         ]
         if operator is not None:
-            scrape.append({"job_name": OPERATOR_JOB, "static_configs": [{"targets": [f"127.0.0.1:{operator.port}"]}]})
+            # What the chart's ServiceMonitor gives: the release namespace as a target label (the operator alerts
+            # match on it), and honorLabels so a series' own `namespace` (its CreditJob's) wins over it.
+            target = {"targets": [f"127.0.0.1:{operator.port}"], "labels": {"namespace": "billing"}}
+            scrape.append({"job_name": OPERATOR_JOB, "honor_labels": True, "static_configs": [target]})
         config = workdir / "prometheus.yml"
         config.write_text(
             yaml.safe_dump(

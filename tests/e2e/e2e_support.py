@@ -154,3 +154,18 @@ class Prometheus(Server):
             and alert["labels"]["alertname"] == alertname
             and all(alert["labels"].get(k) == v for k, v in labels.items())
         ]
+
+
+def pushgateway_groups(url: str) -> list[dict[str, Any]]:
+    """Every group the Pushgateway holds (its /api/v1/metrics): grouping labels plus the metric families pushed."""
+    payload = json.loads(http_get(url + "/api/v1/metrics"))
+    groups: list[dict[str, Any]] = payload["data"]
+    return groups
+
+
+def group_keys(url: str) -> set[tuple[str, ...]]:
+    """The grouping keys held, as (job, namespace, creditjob, shard); a label the group lacks is ""."""
+    return {
+        tuple(group["labels"].get(label, "") for label in ("job", "namespace", "creditjob", "shard"))
+        for group in pushgateway_groups(url)
+    }

@@ -1,6 +1,6 @@
 """The vocabulary the jobs core and the operator share (docs/contract.md), defined once: the usecase names with
-their default periods, the run triggers, the exit codes, the container's environment-variable names and the
-default batch size.
+their default periods, the run triggers, the exit codes, the container's environment-variable names, the
+Pushgateway grouping key's fixed parts (job, default namespace) and the default batch size.
 
 Pure constants. The operator renders CronJobs from these (`credit_operator.cronjob_manifest`, `creditjob`,
 `reconcile`, `status`); the jobs core reads the same names (`usecases.registry`, `adapters.tables`,
@@ -81,6 +81,11 @@ CONTAINER_ENV: Final[tuple[str, ...]] = (
     ENV_LOG_FORMAT,
     ENV_COMPLETION_INDEX,
 )
+
+# --- the Pushgateway grouping key of a run's metrics: job, namespace, creditjob, shard (docs/contract.md) --------
+PUSHGATEWAY_JOB: Final = "credit-jobs"  # the `job` label of every pushed group (`observability.metrics.grouping_key`)
+# A run's namespace when CREDITJOB_NAMESPACE is unset (a run outside a cluster): kubectl's default namespace.
+DEFAULT_NAMESPACE: Final = "default"
 
 # --- run defaults -------------------------------------------------------------------------------------------------
 DEFAULT_BATCH_SIZE: Final = 5000  # users (or grants, or files) per transaction

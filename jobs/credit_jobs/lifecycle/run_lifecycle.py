@@ -38,7 +38,7 @@ from credit_jobs.domain.grant_rules import DEFAULT_GRANT_FAMILY
 from credit_jobs.domain.period_keys import Period, ResolvedPeriod, resolve_period
 from credit_jobs.domain.run_model import RunContext, RunStats, UsecaseSpec
 from credit_jobs.domain.sharding import Shard
-from credit_jobs.observability.metrics import PUSH_JOB, RunMetrics
+from credit_jobs.observability.metrics import PUSH_JOB, RunMetrics, grouping_key
 
 log = structlog.get_logger()
 
@@ -297,8 +297,7 @@ def _report(request: RunRequest, outcome: RunOutcome) -> None:
             request.pushgateway_url,
             metrics.registry,
             job=PUSH_JOB,
-            creditjob=request.job,
-            shard=request.shard.index,
+            grouping_key=grouping_key(request.namespace, request.job, request.shard.index),
         )
 
 

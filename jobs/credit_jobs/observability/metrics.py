@@ -1,8 +1,10 @@
 """Metrics a finished run pushes to the Pushgateway (docs/contract.md, shared names), defined once here.
 
 Each run builds a fresh `RunMetrics` (its own CollectorRegistry), sets it from the run's result and pushes it with
-grouping key `job="credit-jobs", creditjob=<name>, shard=<i>`. Pushes use POST (`pushadd`), which replaces only
-the metric names sent: a failed run sends `…_last_failure_timestamp_seconds` and leaves the last success in place.
+the grouping key `job="credit-jobs", namespace=<ns>, creditjob=<name>, shard=<i>` (`grouping_key`; part of the
+contract: the operator deletes a deleted CreditJob's groups by these labels). Pushes use POST (`pushadd`), which
+replaces only the metric names sent: a failed run sends `…_last_failure_timestamp_seconds` and leaves the last
+success in place.
 
 Signals to alert on (the chart's PrometheusRule):
 - `creditjobs_run_last_failure_timestamp_seconds > …_last_success_timestamp_seconds` → CreditJobFailed
@@ -16,15 +18,23 @@ from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Gauge
 
+from credit_jobs.domain.contract import DEFAULT_NAMESPACE, PUSHGATEWAY_JOB
+
 LAST_SUCCESS = "creditjobs_run_last_success_timestamp_seconds"
 LAST_FAILURE = "creditjobs_run_last_failure_timestamp_seconds"
 DURATION = "creditjobs_run_duration_seconds"
 ITEMS = "creditjobs_run_items"
 CREDITS = "creditjobs_run_credits"
 
-PUSH_JOB = "credit-jobs"
+PUSH_JOB = PUSHGATEWAY_JOB
 ITEM_OUTCOMES = ("processed", "skipped", "failed")
 CREDIT_KINDS = ("granted", "expired", "consumed")
+
+
+def grouping_key(namespace: str | None, creditjob: str, shard: int) -> dict[str, str]:
+    """The Pushgateway group of one CreditJob shard, besides `job`. The namespace keeps two CreditJobs of the same
+    name in two namespaces apart; a run outside a cluster (no CREDITJOB_NAMESPACE) counts as `default`."""
+    return {"namespace": namespace or DEFAULT_NAMESPACE, "creditjob": creditjob, "shard": str(shard)}
 
 
 class RunMetrics:
