@@ -58,3 +58,11 @@ def test_the_first_bad_variable_in_field_order_is_named() -> None:
 def test_every_field_is_a_variable() -> None:
     assert VARIABLES[0] == "DATABASE_URL"
     assert "CREDITJOBS_STATEMENT_TIMEOUT_SECONDS" in VARIABLES
+
+
+def test_an_unset_log_level_is_none_so_commands_can_choose_their_own() -> None:
+    """`demo` logs only errors unless LOG_LEVEL is set; every other command logs at info (cli.py)."""
+    assert load_settings({}).log_level is None
+    assert load_settings({"LOG_LEVEL": "WARNING"}).log_level == "warning"
+    with pytest.raises(ConfigError, match=r"^LOG_LEVEL='' is not one of"):
+        load_settings({"LOG_LEVEL": ""})

@@ -69,7 +69,7 @@ def _root(
 ) -> None:
     """Read the settings once for the whole invocation; every command takes them from `ctx.obj`."""
     settings = load_settings()
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.log_format, settings.log_level or "info")
     ctx.obj = CliState(settings)
 
 

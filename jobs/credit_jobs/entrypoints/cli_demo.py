@@ -6,7 +6,6 @@ With the embedded default the demo gets its own fresh database (`credit_jobs_dem
 
 from __future__ import annotations
 
-import os
 from typing import Annotated
 
 import typer
@@ -63,7 +62,7 @@ def demo(
     from credit_jobs.entrypoints.demo_flow import run_demo
 
     cli = state(ctx)
-    if "LOG_LEVEL" not in os.environ:  # the summary table tells the story, the deliberate warnings included
+    if cli.settings.log_level is None:  # the summary table tells the story, the deliberate warnings included
         configure_logging(cli.settings.log_format, "error")
     url, embedded = resolve_database_url(database_url, cli)
     if embedded:  # its own fresh database, so the numbers are this demo's and not an earlier seed's

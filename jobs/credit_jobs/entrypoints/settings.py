@@ -60,7 +60,7 @@ class Settings:
     database_url: str | None = None
     pushgateway_url: str | None = None
     log_format: str = "auto"  # auto (JSON unless stderr is a TTY) | json | console
-    log_level: str = "info"
+    log_level: str | None = None  # None: not set (commands log at info; `demo` at error)
 
     creditjob_name: str | None = None
     creditjob_namespace: str | None = None
