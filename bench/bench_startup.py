@@ -17,7 +17,10 @@ importing the CLI. Target (issue 9): first SQL within 0.5 s of process start.
 The image installs wheels, which pip byte-compiles: so does this bench (`compileall` on jobs/ and operator/, the
 `__pycache__` directories are git-ignored) — otherwise a PYTHONDONTWRITEBYTECODE shell would time the compiler.
 
-Usage: python bench/bench_startup.py [--repeat 7] [--top 12]
+`--against DIR` also probes another checkout (e.g. /work/main: its jobs/ and operator/ on PYTHONPATH), alternating
+with this one every round, so that a before/after comparison shares the machine's load.
+
+Usage: python bench/bench_startup.py [--repeat 7] [--top 12] [--against DIR]
 """
 
 from __future__ import annotations
@@ -101,10 +104,17 @@ def _import_top(env: dict[str, str], top: int) -> list[tuple[int, str]]:
     return sorted(rows, reverse=True)[:top]
 
 
+def _tree_env(env: dict[str, str], tree: Path) -> dict[str, str]:
+    """The probe's environment with another checkout's packages first on the path (not byte-compiled here: the
+    warm-up probe leaves its .pyc files, as an earlier run of that checkout will have)."""
+    return env | {"PYTHONPATH": f"{tree / 'jobs'}{os.pathsep}{tree / 'operator'}"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--against", type=Path, help="another checkout, probed alternately (before/after)")
     options = parser.parse_args()
 
     for package in ("jobs", "operator"):
@@ -120,8 +130,13 @@ def main() -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CREDITJOB", "PUSHGATEWAY"))}
         env |= {"DATABASE_URL": url.replace("postgresql+psycopg://", "postgresql://", 1), "LOG_FORMAT": "json"}
 
+        other_env = _tree_env(env, options.against) if options.against else None
         _probe(env)  # warm the OS page cache and the .pyc files: every round then starts alike
+        if other_env is not None:
+            _probe(other_env)
         baseline, baseline_cpu, connected, first, cpu = [], [], [], [], []
+        other_first: list[float] = []
+        other_cpu: list[float] = []
         for _ in range(options.repeat):
             wall, wall_cpu = _wall([sys.executable, "-c", "pass"], env)
             baseline.append(wall)
@@ -130,6 +145,10 @@ def main() -> None:
             connected.append(to_connect)
             first.append(to_first)
             cpu.append(probe_cpu)
+            if other_env is not None:
+                _, to_first, probe_cpu = _probe(other_env)
+                other_first.append(to_first)
+                other_cpu.append(probe_cpu)
         top = _import_top(env, options.top)
     finally:
         server.stop()
@@ -146,6 +165,11 @@ def main() -> None:
     )
     print(f"  CPU to first SQL:              {cpu_s:.3f} s  ({cpu_s / base_cpu:.1f}x baseline CPU)")
     print("  first SQL, every round: " + " ".join(f"{v:.3f}" for v in first))
+    if options.against:
+        print(
+            f"  {options.against} (alternating): first SQL {statistics.median(other_first):.3f} s, "
+            f"CPU {statistics.median(other_cpu):.3f} s"
+        )
     print(f"python -X importtime -c 'import credit_jobs.entrypoints.cli', top {options.top} (cumulative):")
     for micros, name in top:
         print(f"  {micros / 1e6:7.3f} s  {name}")

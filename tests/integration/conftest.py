@@ -1,19 +1,16 @@
-"""Integration fixtures: an engine on a fresh migrated database, and helpers to seed and run usecases in-process
-through the real run lifecycle (guard, audit row, logs) against the real PostgreSQL."""
+"""Integration fixtures: an engine on a fresh migrated database, and `run_usecase` (tests/integration/run_support.py)
+to run usecases in-process through the real run lifecycle against the real PostgreSQL. Tests import helpers from
+the support modules, never from here."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from datetime import datetime
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
 
 from credit_jobs.adapters import database
-from credit_jobs.lifecycle.run_lifecycle import RunOutcome, RunRequest, execute_run
-from credit_jobs.usecases.registry import get_usecase
-from tests.integration.ledger_helpers import NOW
+from tests.integration.run_support import RunUsecase, usecase_runner
 
 
 @pytest.fixture
@@ -23,18 +20,6 @@ def engine(database_url: str) -> Iterator[sa.Engine]:
     eng.dispose()
 
 
-RunUsecase = Callable[..., RunOutcome]
-
-
 @pytest.fixture
 def run_usecase(database_url: str) -> RunUsecase:
-    def run(name: str, *, now: datetime = NOW, **request: Any) -> RunOutcome:
-        request.setdefault("job", name)
-        return execute_run(
-            RunRequest(usecase=get_usecase(name), **request),
-            lambda: database.create_engine(database_url),
-            clock=lambda: now,
-            ledger_clock=lambda: now,  # a fixed "now" in place of the database's clock
-        )
-
-    return run
+    return usecase_runner(database_url)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
-NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+# The shared instant (tests/instants.py), re-exported for the tests that import it from here.
+from tests.instants import NOW as NOW
 
 # Users the data makes eligible for a grant (active or lifetime, not banned, plan with a policy) — the tests' own
 # statement of the rule, independent of the SQL under test.

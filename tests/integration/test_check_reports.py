@@ -14,8 +14,8 @@ import sqlalchemy as sa
 
 from credit_jobs.adapters.run_guard import RunGuard, guard_key
 from credit_jobs.entrypoints.cli import main
-from tests.integration.conftest import RunUsecase
 from tests.integration.ledger_helpers import NOW, add_policy, add_users, rows
+from tests.integration.run_support import RunUsecase
 
 Cli = Callable[..., tuple[int, dict[str, Any], str]]
 

@@ -22,9 +22,10 @@ from credit_jobs.domain.errors import ConfigError
 from tests import cli_process
 from tests.cli_process import cli_env, libpq_url
 
-# The Kubernetes client and Kopf (operator/trigger only), Alembic (db upgrade only) and the ORM models (migrations
-# and tests only; about a third of the CLI's import time).
-HEAVY = ("kubernetes", "kopf", "alembic", "credit_jobs.adapters.tables")
+# The Kubernetes client and Kopf (operator/trigger only), Alembic (db upgrade only), the ORM models (migrations
+# and tests only; about a third of the CLI's import time), pydantic-settings (the operator's settings only: the jobs
+# settings are a plain reader) and prometheus-client (only when PUSHGATEWAY_URL is set).
+HEAVY = ("kubernetes", "kopf", "alembic", "credit_jobs.adapters.tables", "pydantic_settings", "prometheus_client")
 
 HEAD = schema_migrations.head_revision()  # the newest migration
 
@@ -37,7 +38,9 @@ print(json.dumps({"code": code, "loaded": sorted(set(sys.argv[1:]) & set(sys.mod
 """
 
 
-def test_credit_jobs_run_imports_no_kubernetes_kopf_alembic_or_orm_models(database_url: str) -> None:
+def test_credit_jobs_run_imports_no_kubernetes_kopf_alembic_orm_models_settings_library_or_prometheus(
+    database_url: str,
+) -> None:
     done = subprocess.run(
         [sys.executable, "-c", _RUN_AND_REPORT, *HEAVY],
         env=cli_env(database_url),

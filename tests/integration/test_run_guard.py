@@ -11,8 +11,9 @@ import sqlalchemy as sa
 
 from credit_jobs.adapters import database
 from credit_jobs.adapters.run_guard import guard_key
-from tests.integration.conftest import RunUsecase
+from credit_jobs.domain.sharding import Shard
 from tests.integration.ledger_helpers import NOW, add_policy, add_users, rows, scalar
+from tests.integration.run_support import RunUsecase
 
 
 def test_a_run_finding_a_live_holder_is_recorded_as_skipped_and_exits_0(
@@ -34,17 +35,30 @@ def test_a_run_finding_a_live_holder_is_recorded_as_skipped_and_exits_0(
     assert [tuple(r) for r in rows(engine, "SELECT status, error FROM job_runs")] == [("skipped", "running elsewhere")]
 
 
-def test_the_guard_is_per_period_and_shard(engine: sa.Engine, run_usecase: RunUsecase) -> None:
+@pytest.mark.parametrize(
+    ("held_period", "held_shard", "status"),
+    [
+        ("2026-10", 0, "succeeded"),  # another period of the same shard
+        ("2026-11", 1, "succeeded"),  # the same period, another shard
+        ("2026-11", 0, "skipped"),  # the same period and shard: the control, so the cases above can fail
+    ],
+    ids=["other-period", "other-shard", "same-period-and-shard"],
+)
+def test_the_guard_is_per_period_and_shard(
+    engine: sa.Engine, run_usecase: RunUsecase, held_period: str, held_shard: int, status: str
+) -> None:
     add_policy(engine, "free", "free_tier", 10, None)
-    add_users(engine, [(1, "free", "active", False, False)])
+    add_users(engine, [(user, "free", "active", False, False) for user in range(1, 5)])
     with engine.connect() as holder:
         holder.execute(
             sa.text("SELECT pg_advisory_lock(hashtextextended(:k, 0))"),
-            {"k": guard_key("distribute-credits", "2026-10", 0)},
+            {"k": guard_key("distribute-credits", held_period, held_shard)},
         )
-        outcome = run_usecase("distribute-credits", pinned_key="2026-11")
+        outcome = run_usecase("distribute-credits", pinned_key="2026-11", shard=Shard(0, 2))
         holder.commit()
-    assert outcome.status == "succeeded"
+    assert outcome.status == status, outcome.error
+    granted = scalar(engine, "SELECT count(*) FROM credit_grants")
+    assert granted == (sum(1 for user in range(1, 5) if Shard(0, 2).owns(user)) if status == "succeeded" else 0)
 
 
 def test_a_row_left_running_by_a_dead_holder_is_taken_over(engine: sa.Engine, run_usecase: RunUsecase) -> None:

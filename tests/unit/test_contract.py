@@ -15,7 +15,7 @@ import yaml
 from credit_jobs.adapters.tables import JobRun
 from credit_jobs.domain import contract
 from credit_jobs.domain.errors import ConfigError, RunFailed
-from credit_jobs.entrypoints.settings import Settings
+from credit_jobs.entrypoints.settings import VARIABLES, Settings
 from credit_jobs.usecases.registry import USECASES
 from credit_operator.creditjob import parse_creditjob
 from credit_operator.cronjob_manifest import ManifestDefaults, build_cronjob, build_job_from_cronjob
@@ -66,7 +66,7 @@ def test_the_container_environment_is_the_contract_and_the_jobs_settings_read_it
     # Kubernetes sets the completion index itself on Indexed Jobs; the operator renders everything else.
     assert rendered == set(contract.CONTAINER_ENV) - {contract.ENV_COMPLETION_INDEX}
     assert job_spec["completionMode"] == "Indexed"
-    assert {name.upper() for name in Settings.model_fields} >= set(contract.CONTAINER_ENV)
+    assert set(VARIABLES) >= set(contract.CONTAINER_ENV)
     (rule, _) = job_spec["podFailurePolicy"]["rules"]
     assert rule["onExitCodes"]["values"] == [contract.EXIT_CONFIG_ERROR]
     assert cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"][:2] == [

@@ -20,6 +20,8 @@ MAX_GRANT_ID = 2**63 - 1
 COMPARED_FIELDS = ("operation", "user_id", "amount", "grant_type", "expires_in_days", "grant_id")
 
 RequestParams = Mapping[str, int | str | None]
+# The grant types a one-off grant may have (`credit-jobs grant --type`); periodic grants have their policy's type.
+ONE_OFF_TYPES = ("gift", "purchase", "adjustment")
 
 
 def _shown(value: str, limit: int = 40) -> str:

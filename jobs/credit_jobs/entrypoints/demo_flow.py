@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
 
-from credit_jobs.adapters import database
+from credit_jobs.adapters import database, demo_database
 from credit_jobs.domain.errors import InsufficientCredits
 from credit_jobs.lifecycle.run_lifecycle import RunOutcome, RunRequest, execute_run
 from credit_jobs.usecases.check_invariants import check_invariants
@@ -23,8 +23,7 @@ CONSUMERS = 25
 
 def run_demo(engine: sa.Engine, url: str, *, users: int, seed: int, console: Console) -> int:
     seeded = seed_demo_data(engine, users, seed=seed)
-    with engine.connect() as conn:  # the title states the data the numbers are about, not only what was asked for
-        present = conn.execute(sa.text("SELECT count(*) FROM credit_eligibility")).scalar_one()
+    present = demo_database.eligible_users(engine)  # the title states the data, not only what was asked for
     shown = f"{present} users" if present == users else f"{present} users in this database, {users} seeded"
     table = Table("step", "result", title=f"credit-jobs demo ({shown}, seed {seed})")
     table.add_row(
@@ -66,8 +65,7 @@ def run_demo(engine: sa.Engine, url: str, *, users: int, seed: int, console: Con
 
     report = check_invariants(engine)
     table.add_row("check", "all invariants hold" if report.ok else f"VIOLATED: {', '.join(report.violations)}")
-    with engine.connect() as conn:
-        balance = conn.execute(sa.text("SELECT coalesce(sum(balance), 0) FROM credit_accounts")).scalar_one()
+    balance = demo_database.total_balance(engine)
     table.add_row("total balance", f"{balance} credits over {report.counts['credit_accounts']} accounts")
     console.print(table)
     ok = report.ok and all(o.exit_code == 0 for o in (distributed, rerun, expired))

@@ -1,20 +1,25 @@
-"""Configuration from the environment (pydantic-settings). Every variable is documented in docs/env-and-ops.md.
+"""Configuration from the environment. Every variable is documented in docs/env-and-ops.md.
 
 The CronJob container gets its run's identity through these (docs/contract.md, container contract); CLI options
-override them. Read once, at the entry point, through `load_settings()`: every value is checked here, at the edge,
-and a bad one becomes a one-line ConfigError (exit 2) naming the variable, the value and the accepted range —
-before anything connects or writes.
+override them. Read once, at the entry point (`cli.py`'s root callback), through `load_settings()`: every value is
+checked here, at the edge, and a bad one becomes a one-line ConfigError (exit 2) naming the variable, the value and
+the accepted range — before anything connects or writes.
+
+A plain reader, not pydantic-settings: every `credit-jobs run` (each CronJob run) pays for this module's imports,
+and pydantic's were a fifth of its start-up (docs/performance.md, "Job start-up"). Variable names are matched
+case-insensitively, as before.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from pydantic import ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from credit_jobs.domain.contract import DEFAULT_BATCH_SIZE
 from credit_jobs.domain.errors import ConfigError
@@ -48,13 +53,14 @@ def _utf8_problem(value: str) -> str | None:
     return None
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+@dataclass(frozen=True)
+class Settings:
+    """The checked settings; `Settings()` is the defaults (no environment)."""
 
     database_url: str | None = None
     pushgateway_url: str | None = None
     log_format: str = "auto"  # auto (JSON unless stderr is a TTY) | json | console
-    log_level: str = "info"
+    log_level: str | None = None  # None: not set (commands log at info; `demo` at error)
 
     creditjob_name: str | None = None
     creditjob_namespace: str | None = None
@@ -73,101 +79,109 @@ class Settings(BaseSettings):
     creditjobs_statement_timeout_seconds: float = 300.0  # job runs: SET LOCAL statement_timeout
     creditjobs_lock_timeout_seconds: float = 30.0  # job runs: SET LOCAL lock_timeout
 
-    @model_validator(mode="before")
-    @classmethod
-    def _utf8(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            for name, value in data.items():
-                if isinstance(value, str) and (problem := _utf8_problem(value)):
-                    raise ValueError(f"{name.upper()} is not valid UTF-8 ({problem}): set it to UTF-8 text")
-        return data
 
-    @field_validator("log_format", mode="before")
-    @classmethod
-    def _log_format(cls, value: Any) -> Any:
-        if str(value).strip().lower() not in LOG_FORMATS:
-            raise ValueError(f"LOG_FORMAT={_shown(value)} is not one of {', '.join(LOG_FORMATS)}")
-        return str(value).strip().lower()
-
-    @field_validator("log_level", mode="before")
-    @classmethod
-    def _log_level(cls, value: Any) -> Any:
-        if str(value).strip().lower() not in LOG_LEVELS:
-            raise ValueError(f"LOG_LEVEL={_shown(value)} is not one of {', '.join(LOG_LEVELS)}")
-        return str(value).strip().lower()
-
-    @field_validator("creditjob_name", mode="before")
-    @classmethod
-    def _job_name(cls, value: Any) -> Any:
-        if value is None:
-            return None
-        name = str(value)
-        if not name.strip():
-            raise ValueError("CREDITJOB_NAME is empty: unset it (the usecase's name is used) or set the job's name")
-        if len(name) > MAX_JOB_NAME_LENGTH:
-            raise ValueError(
-                f"CREDITJOB_NAME is {len(name)} characters long ({_shown(name)}): use at most {MAX_JOB_NAME_LENGTH} "
-                "(a CreditJob name)"
-            )
-        if any(ord(c) < 32 or ord(c) == 127 for c in name):
-            raise ValueError(f"CREDITJOB_NAME contains a control character ({_shown(name)}): use printable text")
-        return name
-
-    @field_validator("creditjob_grant_family", mode="before")
-    @classmethod
-    def _grant_family(cls, value: Any) -> Any:
-        try:
-            return validate_grant_family(str(value), source="CREDITJOB_GRANT_FAMILY")
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
-
-    @field_validator("creditjobs_heartbeat_seconds", mode="before")
-    @classmethod
-    def _heartbeat(cls, value: Any) -> Any:
-        try:
-            seconds = float(str(value).strip())
-        except ValueError:
-            seconds = math.nan
-        if not math.isfinite(seconds):
-            raise ValueError(
-                f"CREDITJOBS_HEARTBEAT_SECONDS={_shown(value)} is not a number of seconds: "
-                f"use {MIN_HEARTBEAT_SECONDS:g}..{MAX_HEARTBEAT_SECONDS:g} (default 10)"
-            )
-        if not MIN_HEARTBEAT_SECONDS <= seconds <= MAX_HEARTBEAT_SECONDS:
-            raise ValueError(
-                f"CREDITJOBS_HEARTBEAT_SECONDS={str(value).strip()} is out of range: "
-                f"use {MIN_HEARTBEAT_SECONDS:g}..{MAX_HEARTBEAT_SECONDS:g} (default 10)"
-            )
-        return seconds
-
-    @field_validator("creditjobs_batch_size", mode="before")
-    @classmethod
-    def _batch_size(cls, value: Any) -> Any:
-        text = str(value).strip()
-        if not _WHOLE_NUMBER.fullmatch(text):
-            raise ValueError(
-                f"CREDITJOBS_BATCH_SIZE={_shown(value)} is not a whole number: use 1..{MAX_BATCH_SIZE} "
-                f"(default {DEFAULT_BATCH_SIZE})"
-            )
-        if not 1 <= int(text) <= MAX_BATCH_SIZE:
-            raise ValueError(
-                f"CREDITJOBS_BATCH_SIZE={text} is out of range: use 1..{MAX_BATCH_SIZE} (default {DEFAULT_BATCH_SIZE})"
-            )
-        return int(text)
+# The environment variables the settings read (upper case), in the order they are checked.
+VARIABLES: tuple[str, ...] = tuple(field.name.upper() for field in dataclasses.fields(Settings))
 
 
-def load_settings() -> Settings:
-    """The settings, or a ConfigError whose one line names the first bad variable."""
+def _log_format(value: str) -> str:
+    if value.strip().lower() not in LOG_FORMATS:
+        raise ConfigError(f"LOG_FORMAT={_shown(value)} is not one of {', '.join(LOG_FORMATS)}")
+    return value.strip().lower()
+
+
+def _log_level(value: str) -> str:
+    if value.strip().lower() not in LOG_LEVELS:
+        raise ConfigError(f"LOG_LEVEL={_shown(value)} is not one of {', '.join(LOG_LEVELS)}")
+    return value.strip().lower()
+
+
+def _job_name(name: str) -> str:
+    if not name.strip():
+        raise ConfigError("CREDITJOB_NAME is empty: unset it (the usecase's name is used) or set the job's name")
+    if len(name) > MAX_JOB_NAME_LENGTH:
+        raise ConfigError(
+            f"CREDITJOB_NAME is {len(name)} characters long ({_shown(name)}): use at most {MAX_JOB_NAME_LENGTH} "
+            "(a CreditJob name)"
+        )
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise ConfigError(f"CREDITJOB_NAME contains a control character ({_shown(name)}): use printable text")
+    return name
+
+
+def _grant_family(value: str) -> str:
+    return validate_grant_family(value, source="CREDITJOB_GRANT_FAMILY")
+
+
+def _heartbeat(value: str) -> float:
     try:
-        return Settings()
-    except ValidationError as exc:
-        raise ConfigError(_one_line(exc)) from None
+        seconds = float(value.strip())
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds):
+        raise ConfigError(
+            f"CREDITJOBS_HEARTBEAT_SECONDS={_shown(value)} is not a number of seconds: "
+            f"use {MIN_HEARTBEAT_SECONDS:g}..{MAX_HEARTBEAT_SECONDS:g} (default 10)"
+        )
+    if not MIN_HEARTBEAT_SECONDS <= seconds <= MAX_HEARTBEAT_SECONDS:
+        raise ConfigError(
+            f"CREDITJOBS_HEARTBEAT_SECONDS={value.strip()} is out of range: "
+            f"use {MIN_HEARTBEAT_SECONDS:g}..{MAX_HEARTBEAT_SECONDS:g} (default 10)"
+        )
+    return seconds
 
 
-def _one_line(exc: ValidationError) -> str:
-    error = exc.errors(include_url=False)[0]
-    message = str(error["msg"]).removeprefix("Value error, ")
-    if error.get("type") == "value_error":  # ours: already names the variable and how to fix it
-        return message
-    variable = str(error["loc"][0]).upper() if error.get("loc") else "a setting"
-    return f"{variable}={_shown(error.get('input'))} is invalid: {message} (see docs/env-and-ops.md)"
+def _batch_size(value: str) -> int:
+    text = value.strip()
+    if not _WHOLE_NUMBER.fullmatch(text):
+        raise ConfigError(
+            f"CREDITJOBS_BATCH_SIZE={_shown(value)} is not a whole number: use 1..{MAX_BATCH_SIZE} "
+            f"(default {DEFAULT_BATCH_SIZE})"
+        )
+    if not 1 <= int(text) <= MAX_BATCH_SIZE:
+        raise ConfigError(
+            f"CREDITJOBS_BATCH_SIZE={text} is out of range: use 1..{MAX_BATCH_SIZE} (default {DEFAULT_BATCH_SIZE})"
+        )
+    return int(text)
+
+
+def _number(variable: str) -> Callable[[str], float]:
+    """A plain number of seconds (the timeouts): any float notation, surrounding blanks allowed."""
+
+    def parse(value: str) -> float:
+        try:
+            if "_" in value:  # Python's float() takes `1_000`; an environment value with one is a typo
+                raise ValueError(value)
+            return float(value.strip())
+        except ValueError:
+            raise ConfigError(
+                f"{variable}={_shown(value)} is invalid: Input should be a valid number, unable to parse string as "
+                "a number (see docs/env-and-ops.md)"
+            ) from None
+
+    return parse
+
+
+# How each checked variable is read; the others are taken as text.
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "log_format": _log_format,
+    "log_level": _log_level,
+    "creditjob_name": _job_name,
+    "creditjob_grant_family": _grant_family,
+    "creditjobs_data_dir": Path,
+    "creditjobs_heartbeat_seconds": _heartbeat,
+    "creditjobs_batch_size": _batch_size,
+    "creditjobs_statement_timeout_seconds": _number("CREDITJOBS_STATEMENT_TIMEOUT_SECONDS"),
+    "creditjobs_lock_timeout_seconds": _number("CREDITJOBS_LOCK_TIMEOUT_SECONDS"),
+}
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """The settings from `environ` (default: the process environment), or a ConfigError whose one line names the
+    first bad variable."""
+    given = {name.lower(): value for name, value in (os.environ if environ is None else environ).items()}
+    present = {field.name: given[field.name] for field in dataclasses.fields(Settings) if field.name in given}
+    for name, value in present.items():  # undecodable bytes first: no parser should see them
+        if problem := _utf8_problem(value):
+            raise ConfigError(f"{name.upper()} is not valid UTF-8 ({problem}): set it to UTF-8 text")
+    return Settings(**{name: _PARSERS.get(name, str)(value) for name, value in present.items()})

@@ -18,6 +18,7 @@ Dry runs skip the guard (they write nothing to the ledger) but still leave an au
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import traceback
 import uuid
@@ -30,7 +31,6 @@ import structlog
 from sqlalchemy.exc import DBAPIError
 
 from credit_jobs.adapters import database, db_clock, run_audit
-from credit_jobs.adapters.pushgateway import push_run_metrics
 from credit_jobs.adapters.run_guard import RunGuard, guard_key
 from credit_jobs.domain.contract import DEFAULT_BATCH_SIZE, EXIT_CONFIG_ERROR, EXIT_FAILED, EXIT_OK, Trigger
 from credit_jobs.domain.errors import ConfigError, CreditJobsError, RunFailed
@@ -38,7 +38,6 @@ from credit_jobs.domain.grant_rules import DEFAULT_GRANT_FAMILY
 from credit_jobs.domain.period_keys import Period, ResolvedPeriod, resolve_period
 from credit_jobs.domain.run_model import RunContext, RunStats, UsecaseSpec
 from credit_jobs.domain.sharding import Shard
-from credit_jobs.observability.metrics import PUSH_JOB, RunMetrics, grouping_key
 
 log = structlog.get_logger()
 
@@ -63,7 +62,7 @@ class RunRequest:
     grant_family: str = DEFAULT_GRANT_FAMILY
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunOutcome:
     run_id: uuid.UUID
     status: str  # succeeded | failed | skipped
@@ -103,7 +102,7 @@ def execute_run(
         period_key=None,
         **({"namespace": request.namespace} if request.namespace else {}),
     )
-    outcome = RunOutcome(run_id, "failed", EXIT_FAILED, None)
+    period_key: str | None = None
     try:
         period = resolve_period(
             period=request.period or request.usecase.default_period,
@@ -112,7 +111,7 @@ def execute_run(
             schedule=request.schedule,
             pinned_key=request.pinned_key,
         )
-        outcome.period_key = period.key
+        period_key = period.key
         # 2. Every line from here on names the period.
         structlog.contextvars.bind_contextvars(period_key=period.key)
         # 3. Connect (configuration errors surface here, before anything is written).
@@ -120,15 +119,15 @@ def execute_run(
         database.verify_connection(engine)
         database.verify_schema(engine)
         run_now = _run_now(engine, clock, ledger_clock)
-        _run_guarded(request, engine, run_id, period, run_now, outcome, progress)
+        outcome = _run_guarded(_Run(request, run_id, period, run_now), engine, progress)
     except ConfigError as exc:
-        outcome.status, outcome.exit_code, outcome.error = "failed", EXIT_CONFIG_ERROR, str(exc)
+        outcome = RunOutcome(run_id, "failed", EXIT_CONFIG_ERROR, period_key, error=str(exc))
     except RunFailed as exc:  # retryable before the work started: server unreachable or down, a hung guard holder
-        outcome.status, outcome.exit_code, outcome.error = "failed", EXIT_FAILED, str(exc)
+        outcome = RunOutcome(run_id, "failed", EXIT_FAILED, period_key, error=str(exc))
     except DBAPIError as exc:  # lost the database between checking it and taking the guard / writing the audit row
-        outcome.status, outcome.exit_code = "failed", EXIT_FAILED
-        outcome.error = f"database error before the work started: {database.first_line(exc)}"
-    outcome.duration_s = time.monotonic() - started
+        error = f"database error before the work started: {database.first_line(exc)}"
+        outcome = RunOutcome(run_id, "failed", EXIT_FAILED, period_key, error=error)
+    outcome = dataclasses.replace(outcome, duration_s=time.monotonic() - started)
     _report(request, outcome)
     return outcome
 
@@ -149,94 +148,105 @@ def _run_now(engine: sa.Engine, clock: Callable[[], datetime], ledger_clock: Cal
     return run_now
 
 
-def _run_guarded(
-    request: RunRequest,
-    engine: sa.Engine,
-    run_id: uuid.UUID,
-    period: ResolvedPeriod,
-    now: datetime,
-    outcome: RunOutcome,
-    progress: Progress | None,
-) -> None:
-    identity = run_audit.RunIdentity(
-        run_id=run_id,
-        job=request.job,
-        usecase=request.usecase.name,
-        period_key=period.key,
-        shard=request.shard.index,
-        shards=request.shard.count,
-        trigger=request.trigger,
-        dry_run=request.dry_run,
-        started_at=now,
-    )
+@dataclass(frozen=True)
+class _Run:
+    """A run whose period is resolved and whose database answered: what steps 4 to 6 work on."""
+
+    request: RunRequest
+    run_id: uuid.UUID
+    period: ResolvedPeriod
+    now: datetime  # the database's clock (or a test's fixed one)
+
+    def identity(self) -> run_audit.RunIdentity:
+        request = self.request
+        return run_audit.RunIdentity(
+            run_id=self.run_id,
+            job=request.job,
+            usecase=request.usecase.name,
+            period_key=self.period.key,
+            shard=request.shard.index,
+            shards=request.shard.count,
+            trigger=request.trigger,
+            dry_run=request.dry_run,
+            started_at=self.now,
+        )
+
+
+def _run_guarded(run: _Run, engine: sa.Engine, progress: Progress | None) -> RunOutcome:
+    """Steps 4 to 6: the guard, the audit row, the work, the result. Always disposes of the engine."""
+    request = run.request
     # 4. The guard: a transaction advisory lock on a dedicated connection, which dies with its holder.
     guard = RunGuard(
         engine,
-        guard_key(request.job, period.key, request.shard.index),
+        guard_key(request.job, run.period.key, request.shard.index),
         heartbeat_seconds=request.heartbeat_seconds,
     )
-    outcome.dry_run = request.dry_run
-    committed = _CountsSoFar()
     try:
-        if not request.dry_run:
-            if not guard.try_acquire():
-                holder = run_audit.live_holder(engine, identity)
-                reason = f"running elsewhere (run {holder})" if holder else "running elsewhere"
-                run_audit.record_skipped(engine, identity, reason)
-                outcome.recorded = True
-                outcome.status, outcome.exit_code, outcome.error = "skipped", EXIT_OK, reason
-                return
-            taken_over = run_audit.start_running(engine, identity)
-            outcome.recorded = True
-            for old in taken_over:
-                log.warning("run.lease_taken_over", previous_run_id=str(old))
-            guard.start_heartbeat(run_id)
-        else:
-            run_audit.start_running(engine, identity)
-            outcome.recorded = True
+        skipped = _start(run, engine, guard)
+        if skipped is not None:
+            return skipped
         log.info(
             "run.started",
             dry_run=request.dry_run,
             batch_size=request.batch_size,
             shards=request.shard.count,
-            scheduled_at=str(period.scheduled_at or ""),
+            scheduled_at=str(run.period.scheduled_at or ""),
         )
-        # 5. The work, in chunks.
-        ctx = RunContext(
-            run_id=run_id,
-            job=request.job,
-            usecase=request.usecase.name,
-            period=period,
-            shard=request.shard,
-            trigger=request.trigger,
-            now=now,
-            batch_size=request.batch_size,
-            dry_run=request.dry_run,
-            checkpoint=guard.check,
-            progress=progress or _log_progress(),
-            record_counts=committed.record,
-            grant_family=request.grant_family,
-        )
-        try:
-            stats = request.usecase.run(engine, ctx)
-        except CreditJobsError as exc:  # RunFailed → 1; a ConfigError met mid-run (e.g. no boto3 for s3://) → 2
-            _finish(engine, outcome, run_id, "failed", committed.stats, str(exc))
-            outcome.exit_code = exc.exit_code
-            return
-        except DBAPIError as exc:
-            _finish(engine, outcome, run_id, "failed", committed.stats, f"database error: {database.first_line(exc)}")
-            return
-        except Exception as exc:  # a bug: record it, then let the traceback reach the log
-            _finish(engine, outcome, run_id, "failed", committed.stats, f"{type(exc).__name__}: {exc}")
-            log.error("run.crashed", traceback=traceback.format_exc())
-            return
-        # 6. The result.
-        status = "failed" if stats.failed else "succeeded"
-        error = f"{stats.failed} items failed" if stats.failed else None
-        _finish(engine, outcome, run_id, status, stats, error)
+        return _work(run, engine, guard, progress)
     finally:
         guard.release()
         engine.dispose()
+
+
+def _start(run: _Run, engine: sa.Engine, guard: RunGuard) -> RunOutcome | None:
+    """Take the guard and write the *running* audit row; a skipped outcome (recorded) when a live run holds it."""
+    identity = run.identity()
+    if run.request.dry_run:  # a dry run writes nothing to the ledger: no guard, but an audit row
+        run_audit.start_running(engine, identity)
+        return None
+    if not guard.try_acquire():
+        holder = run_audit.live_holder(engine, identity)
+        reason = f"running elsewhere (run {holder})" if holder else "running elsewhere"
+        run_audit.record_skipped(engine, identity, reason)
+        return RunOutcome(run.run_id, "skipped", EXIT_OK, run.period.key, error=reason, recorded=True)
+    for old in run_audit.start_running(engine, identity):
+        log.warning("run.lease_taken_over", previous_run_id=str(old))
+    guard.start_heartbeat(run.run_id)
+    return None
+
+
+def _work(run: _Run, engine: sa.Engine, guard: RunGuard, progress: Progress | None) -> RunOutcome:
+    """5. The usecase, in chunks; 6. its result in the audit row. The run is recorded (its audit row exists)."""
+    request = run.request
+    committed = _CountsSoFar()
+    ctx = RunContext(
+        run_id=run.run_id,
+        job=request.job,
+        usecase=request.usecase.name,
+        period=run.period,
+        shard=request.shard,
+        trigger=request.trigger,
+        now=run.now,
+        batch_size=request.batch_size,
+        dry_run=request.dry_run,
+        checkpoint=guard.check,
+        progress=progress or _log_progress(),
+        record_counts=committed.record,
+        grant_family=request.grant_family,
+    )
+    try:
+        stats = request.usecase.run(engine, ctx)
+    except CreditJobsError as exc:  # RunFailed → 1; a ConfigError met mid-run (e.g. no boto3 for s3://) → 2
+        return _finish(engine, run, "failed", committed.stats, str(exc), exit_code=exc.exit_code)
+    except DBAPIError as exc:
+        return _finish(engine, run, "failed", committed.stats, f"database error: {database.first_line(exc)}")
+    except Exception as exc:  # a bug: record it, then let the traceback reach the log
+        outcome = _finish(engine, run, "failed", committed.stats, f"{type(exc).__name__}: {exc}")
+        log.error("run.crashed", traceback=traceback.format_exc())
+        return outcome
+    if stats.failed:
+        return _finish(engine, run, "failed", stats, f"{stats.failed} items failed")
+    return _finish(engine, run, "succeeded", stats, None)
 
 
 class _CountsSoFar:
@@ -251,19 +261,31 @@ class _CountsSoFar:
 
 def _finish(
     engine: sa.Engine,
-    outcome: RunOutcome,
-    run_id: uuid.UUID,
+    run: _Run,
     status: str,
     stats: RunStats | None,
     error: str | None,
-) -> None:
-    outcome.status, outcome.stats, outcome.error = status, stats, error
-    outcome.exit_code = EXIT_OK if status == "succeeded" else EXIT_FAILED
+    *,
+    exit_code: int | None = None,
+) -> RunOutcome:
+    """Record the result in the audit row; the run's outcome (exit code: 0 succeeded, else 1 unless given)."""
     try:
-        run_audit.finish(engine, run_id, status=status, stats=stats.as_dict() if stats else {}, error=error)
+        run_audit.finish(engine, run.run_id, status=status, stats=stats.as_dict() if stats else {}, error=error)
     except DBAPIError as exc:
         # The database is gone: the row stays "running" until the next run takes over (its lock died with us).
         log.error("run.audit_not_recorded", reason=database.first_line(exc))
+    if exit_code is None:
+        exit_code = EXIT_OK if status == "succeeded" else EXIT_FAILED
+    return RunOutcome(
+        run.run_id,
+        status,
+        exit_code,
+        run.period.key,
+        stats=stats,
+        error=error,
+        dry_run=run.request.dry_run,
+        recorded=True,
+    )
 
 
 def _report(request: RunRequest, outcome: RunOutcome) -> None:
@@ -285,6 +307,10 @@ def _report(request: RunRequest, outcome: RunOutcome) -> None:
         log.error("run.finished", **fields)
     # Metrics: a skipped run says nothing about the period (the live holder will push); dry runs change nothing.
     if request.pushgateway_url and outcome.status != "skipped" and not request.dry_run:
+        # Imported here: prometheus-client is needed only when metrics are pushed (job start-up, issue 9 §5).
+        from credit_jobs.adapters.pushgateway import push_run_metrics
+        from credit_jobs.observability.metrics import PUSH_JOB, RunMetrics, grouping_key
+
         metrics = RunMetrics()
         metrics.record(
             succeeded=outcome.status == "succeeded",

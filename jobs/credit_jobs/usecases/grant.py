@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from credit_jobs.adapters import request_ledger
 from credit_jobs.domain.errors import ConfigError
 from credit_jobs.domain.requests import (
+    ONE_OFF_TYPES,
     validate_amount,
     validate_expires_in_days,
     validate_request_id,
@@ -23,7 +24,6 @@ from credit_jobs.domain.requests import (
 )
 from credit_jobs.usecases.request_claims import claim_or_replay
 
-ONE_OFF_TYPES = ("gift", "purchase", "adjustment")
 OPERATION = "grant"
 
 

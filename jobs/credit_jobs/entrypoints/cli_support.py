@@ -1,0 +1,166 @@
+"""What every `credit-jobs` command module shares: the per-invocation state, the database a command works on, the
+common options and the two output streams.
+
+`cli.py` (the composition root) reads the settings once, in its root callback, into a `CliState` it stores on
+Click's context; the command modules (`cli_runs.py`, `cli_ledger.py`, `cli_schedule.py`, `cli_demo.py`, `cli_db.py`)
+take it from there with `state(ctx)` and open their engine with `engine_for`. With no DATABASE_URL (and no
+--database-url) the embedded PostgreSQL in the per-user data directory is started, once per process
+(`entrypoints/data_dir.py`; CREDITJOBS_DATA_DIR overrides it).
+
+Output: one-line messages go through `say` / `warn` (plain writes: a line stays one line on a pipe or in a pod
+log); Rich is imported only by the commands that draw tables or a progress bar (`rich_out`), so that
+`credit-jobs run` — paid by every CronJob run — does not load it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from credit_jobs.entrypoints.data_dir import LEGACY_DATA_DIR, data_dir
+from credit_jobs.entrypoints.settings import Settings
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+    from rich.console import Console
+
+    from credit_jobs.adapters.database import SessionTimeouts
+    from credit_jobs.adapters.embedded_database import EmbeddedPostgres
+
+DatabaseUrlOption = Annotated[
+    str | None,
+    typer.Option("--database-url", help="PostgreSQL URL; overrides DATABASE_URL. Default: embedded PostgreSQL."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+@dataclass
+class CliState:
+    """One invocation's settings (read once, by the root callback) and the embedded server it started, if any."""
+
+    settings: Settings
+    embedded: EmbeddedPostgres | None = None
+
+
+def state(ctx: typer.Context) -> CliState:
+    """The invocation's state, as the root callback stored it (sub-command contexts inherit `obj`)."""
+    found = ctx.obj
+    if not isinstance(found, CliState):  # only reachable if a command is invoked without the root callback
+        raise RuntimeError("credit-jobs: the root callback did not run")
+    return found
+
+
+def resolve_database_url(option: str | None, cli: CliState) -> tuple[str, bool]:
+    """(URL, embedded?) — the option, else DATABASE_URL, else the embedded server (started once per process)."""
+    if option:
+        return option, False
+    if cli.settings.database_url:
+        return cli.settings.database_url, False
+    if cli.embedded is None:
+        cli.embedded = _start_embedded(cli.settings)
+    return cli.embedded.url("postgres"), True
+
+
+def _start_embedded(settings: Settings) -> EmbeddedPostgres:
+    from credit_jobs.adapters.embedded_database import start_embedded
+
+    home = data_dir(settings.creditjobs_data_dir, os.environ, uid=os.getuid(), home=Path.home())
+    datadir = home / "postgres"
+    fresh = not (datadir / "PG_VERSION").exists()
+    warn(
+        f"credit-jobs: no DATABASE_URL set: {'creating a new' if fresh else 'using the'} embedded PostgreSQL in "
+        f"{datadir}" + (" (CREDITJOBS_DATA_DIR moves it)" if fresh else "")
+    )
+    legacy = LEGACY_DATA_DIR / "postgres"
+    if settings.creditjobs_data_dir is None and (legacy / "PG_VERSION").exists():
+        warn(
+            f"credit-jobs: note: {legacy.resolve()} (the earlier default) is not used: set "
+            f"CREDITJOBS_DATA_DIR={LEGACY_DATA_DIR.resolve()} to keep using it"
+        )
+    return start_embedded(datadir)
+
+
+def engine_for(
+    option: str | None,
+    cli: CliState,
+    *,
+    check_schema: bool = True,
+    verify: bool = True,
+    timeouts: SessionTimeouts | None = None,
+) -> sa.Engine:
+    """An engine on the configured database. The embedded default is always migrated (ready to use); others are
+    checked unless `verify=False` (the run lifecycle checks them itself, to record and push the failure)."""
+    from credit_jobs.adapters import database
+
+    url, embedded = resolve_database_url(option, cli)
+    engine = database.create_engine(url, timeouts=timeouts)
+    if embedded:
+        from credit_jobs.adapters import schema_migrations
+
+        schema_migrations.upgrade_schema(engine)
+    elif verify:
+        database.verify_connection(engine)
+        if check_schema:
+            database.verify_schema(engine)
+    return engine
+
+
+# --- output -------------------------------------------------------------------------------------------------------
+
+
+def say(line: str) -> None:
+    """One line on stdout, as is (no markup, no wrapping)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def warn(line: str) -> None:
+    """One line on stderr, as is: errors, warnings and notes."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+@functools.cache
+def rich_out() -> Console:
+    """stdout for tables and highlighted text. soft_wrap: a line is never hard-wrapped at the console width (80
+    columns when not a terminal); in a terminal, the terminal wraps long lines itself. Tables still fit the width."""
+    from rich.console import Console
+
+    return Console(soft_wrap=True)
+
+
+@functools.cache
+def rich_err() -> Console:
+    """stderr as a Rich console: the progress bar of `run` in a terminal."""
+    from rich.console import Console
+
+    return Console(stderr=True, soft_wrap=True)
+
+
+def jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    """Database values as JSON-friendly ones: UUIDs and datetimes as strings, numerics as numbers."""
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, Decimal):
+            return int(value) if value == value.to_integral_value() else float(value)
+        if isinstance(value, uuid.UUID) or hasattr(value, "isoformat"):
+            return str(value)
+        return value
+
+    return {k: convert(v) for k, v in row.items()}
+
+
+def print_tab_separated(rows: Sequence[Sequence[str]]) -> None:
+    """Piped output: one line per row, tab-separated, nothing truncated, wrapped or padded (tabs and newlines inside
+    a value become spaces, so a row stays one line)."""
+    for row in rows:
+        typer.echo("\t".join(" ".join(value.split()) for value in row))
