@@ -13,7 +13,11 @@ For each size (default 10k, 100k, 1M users, seeded with `credit-jobs demo seed`'
            above left: one grant and one expiry entry per eligible user), as a ratio to the raw distribute
 and once, on a 20k sample: the per-user loop (exists-check, insert, balance upsert, commit per user), extrapolated.
 
-Usage: python bench/bench_distribute.py [--sizes 10000,100000,1000000] [--loop-sample 20000]
+User ids are text (migration 0007): `--id-style numeric` seeds '1', '2', … (the demo's ids); `--id-style random32`
+seeds 32-character random-looking hex ids (md5 of the user number), what a host application's ids look like. Both
+the raw baseline and the runs work on the same ids.
+
+Usage: python bench/bench_distribute.py [--sizes 10000,100000,1000000] [--loop-sample 20000] [--id-style random32]
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import sqlalchemy as sa
 from credit_jobs.adapters.embedded_database import start_embedded
 from credit_jobs.adapters.schema_migrations import upgrade_schema
 from credit_jobs.usecases.check_invariants import check_invariants
-from credit_jobs.usecases.demo_data import seed_demo_data
+from credit_jobs.usecases.demo_data import ID_STYLES, seed_demo_data
 
 CLI = str(Path(sys.executable).with_name("credit-jobs"))
 PERIOD = "2026-11"
@@ -169,7 +173,7 @@ def per_user_loop(engine: sa.Engine, sample: int) -> float:
     return len(users) / (time.perf_counter() - started)
 
 
-def bench_size(server: Any, users: int, loop_rate: float | None) -> dict[str, Any]:
+def bench_size(server: Any, users: int, loop_rate: float | None, id_style: str = "numeric") -> dict[str, Any]:
     name = f"bench_{users}"
     admin = sa.create_engine(server.url("postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -179,7 +183,7 @@ def bench_size(server: Any, users: int, loop_rate: float | None) -> dict[str, An
     url = server.url(name)
     upgrade_schema(url)
     engine = sa.create_engine(url)
-    seed_demo_data(engine, users, seed=1, gifts=False)
+    seed_demo_data(engine, users, seed=1, gifts=False, id_style=id_style)
     vacuum(engine)
     with engine.connect() as conn:
         eligible = conn.execute(
@@ -212,6 +216,7 @@ def bench_size(server: Any, users: int, loop_rate: float | None) -> dict[str, An
 
     result = {
         "users": users,
+        "id_style": id_style,
         "eligible": eligible,
         "raw_distribute_s": raw,
         "ours_distribute_s": ours["duration_s"],
@@ -240,6 +245,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--loop-sample", type=int, default=20_000)
+    parser.add_argument("--id-style", choices=sorted(ID_STYLES), default="numeric")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     server = start_embedded()
@@ -253,11 +259,11 @@ def main() -> None:
             admin.dispose()
             upgrade_schema(server.url(name))
             engine = sa.create_engine(server.url(name))
-            seed_demo_data(engine, int(args.loop_sample * 1.2), seed=1, gifts=False)
+            seed_demo_data(engine, int(args.loop_sample * 1.2), seed=1, gifts=False, id_style=args.id_style)
             loop_rate = per_user_loop(engine, args.loop_sample)
             engine.dispose()
             print(f"per-user loop on a {args.loop_sample} sample: {loop_rate:,.0f} grants/s")
-        results = [bench_size(server, n, loop_rate) for n in sizes]
+        results = [bench_size(server, n, loop_rate, args.id_style) for n in sizes]
     finally:
         server.stop()
 
@@ -278,7 +284,7 @@ def main() -> None:
     print("* per-user loop extrapolated from the sample's rate to the eligible users of each size")
     out = Path("bench/results")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "distribute.json").write_text(json.dumps(results, indent=2))
+    (out / f"distribute-{args.id_style}.json").write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -29,15 +29,15 @@ def add_policy(engine: sa.Engine, plan: str, grant_type: str, credits: int, expi
         )
 
 
-def add_users(engine: sa.Engine, rows: list[tuple[int, str, str, bool, bool]]) -> None:
-    """rows: (user_id, plan_code, status, is_lifetime, is_banned)."""
+def add_users(engine: sa.Engine, rows: list[tuple[int | str, str, str, bool, bool]]) -> None:
+    """rows: (user_id, plan_code, status, is_lifetime, is_banned); a numbered user 7 is the text id '7'."""
     with engine.begin() as conn:
         conn.execute(
             sa.text(
                 "INSERT INTO credit_eligibility (user_id, plan_code, status, is_lifetime, is_banned) "
                 "VALUES (:u, :p, :s, :l, :b)"
             ),
-            [{"u": u, "p": p, "s": s, "l": lt, "b": b} for u, p, s, lt, b in rows],
+            [{"u": str(u), "p": p, "s": s, "l": lt, "b": b} for u, p, s, lt, b in rows],
         )
 
 
@@ -51,11 +51,12 @@ def rows(engine: sa.Engine, sql: str, **params: Any) -> list[Any]:
         return list(conn.execute(sa.text(sql), params).all())
 
 
-def fill_balance_to(engine: sa.Engine, user_id: int, balance: int) -> list[int]:
+def fill_balance_to(engine: sa.Engine, user_id: int | str, balance: int) -> list[int]:
     """One-off gifts (each within MAX_CREDITS) totalling `balance`, and the account to match: the ledger stays sound,
     so a later grant that would pass MAX_BALANCE is refused by the database for this user alone (a poisoned user)."""
     from credit_jobs.domain.limits import MAX_CREDITS
 
+    user_id = str(user_id)
     full, rest = divmod(balance, MAX_CREDITS)
     amounts = [MAX_CREDITS] * full + ([rest] if rest else [])
     with engine.begin() as conn:

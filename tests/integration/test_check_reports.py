@@ -77,11 +77,11 @@ def test_two_periodic_grants_for_one_user_and_period_under_different_types(
         "INSERT INTO credit_grants (user_id, grant_type, grant_family, period_key, amount, remaining, cause_run_id, "
         "legacy_duplicate) VALUES (1, 'subscription', 'plan', '2026-11', 1000, 1000, gen_random_uuid(), true)",
     )
-    _sql(engine, "UPDATE credit_accounts SET balance = balance + 1000 WHERE user_id = 1")
+    _sql(engine, "UPDATE credit_accounts SET balance = balance + 1000 WHERE user_id = '1'")
     code, report, _ = check()
     assert code == 1
     (row,) = report["violations"]["one_periodic_grant_per_family_period"]
-    assert (row["user_id"], row["period_key"], row["grants"]) == (1, "2026-11", 2)
+    assert (row["user_id"], row["period_key"], row["grants"]) == ("1", "2026-11", 2)
     assert row["grant_types"] == ["free_tier", "subscription"]
     assert len(row["grant_ids"]) == 2
 
@@ -110,7 +110,7 @@ def test_a_grant_marked_expired_without_an_expiry_entry(engine: sa.Engine, run_u
     _distributed(engine, run_usecase)
     # user 1 spends all of it (usage entries keep the grant conserved), then the grant is marked expired by hand
     assert main(["consume", "1", "100", "--request-id", "spend-all"]) == 0
-    (grant_id,) = rows(engine, "SELECT grant_id FROM credit_grants WHERE user_id = 1")[0]
+    (grant_id,) = rows(engine, "SELECT grant_id FROM credit_grants WHERE user_id = '1'")[0]
     _sql(engine, "UPDATE credit_grants SET expired_at = :t WHERE grant_id = :g", t=NOW, g=grant_id)
     code, report, _ = check()
     assert code == 1
@@ -121,7 +121,7 @@ def test_a_grant_marked_expired_without_an_expiry_entry(engine: sa.Engine, run_u
 
 def test_a_usage_entry_against_another_users_grant(engine: sa.Engine, run_usecase: RunUsecase, check: Cli) -> None:
     _distributed(engine, run_usecase)
-    (grant_id,) = rows(engine, "SELECT grant_id FROM credit_grants WHERE user_id = 1")[0]
+    (grant_id,) = rows(engine, "SELECT grant_id FROM credit_grants WHERE user_id = '1'")[0]
     # user 2's usage is taken out of user 1's grant (and user 1's balance): sums still agree, ownership does not
     _sql(
         engine,
@@ -130,12 +130,12 @@ def test_a_usage_entry_against_another_users_grant(engine: sa.Engine, run_usecas
         g=grant_id,
     )
     _sql(engine, "UPDATE credit_grants SET remaining = remaining - 5 WHERE grant_id = :g", g=grant_id)
-    _sql(engine, "UPDATE credit_accounts SET balance = balance - 5 WHERE user_id = 1")
+    _sql(engine, "UPDATE credit_accounts SET balance = balance - 5 WHERE user_id = '1'")
     code, report, _ = check()
     assert code == 1
     assert list(report["violations"]) == ["entry_user_is_grant_user"]
     (row,) = report["violations"]["entry_user_is_grant_user"]
-    assert (row["grant_id"], row["entry_user_id"], row["grant_user_id"]) == (grant_id, 2, 1)
+    assert (row["grant_id"], row["entry_user_id"], row["grant_user_id"]) == (grant_id, "2", "1")
 
 
 def test_rows_breaking_the_ledger_bounds(engine: sa.Engine, run_usecase: RunUsecase, check: Cli) -> None:
@@ -166,7 +166,7 @@ def test_period_coverage_names_eligible_users_without_the_periods_grant(
     assert code == 0  # coverage informs; eligibility moves on after a run, so a gap is not a broken invariant
     coverage = report["coverage"]
     assert (coverage["period_key"], coverage["grant_family"]) == ("2026-11", "plan")
-    assert (coverage["eligible"], coverage["missing"], coverage["missing_sample"]) == (3, 1, [3])
+    assert (coverage["eligible"], coverage["missing"], coverage["missing_sample"]) == (3, 1, ["3"])
     assert coverage["runs"] == {"succeeded": 1}
 
 

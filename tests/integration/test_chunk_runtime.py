@@ -29,7 +29,7 @@ from tests.integration.ledger_helpers import NOW, add_policy, fill_balance_to, r
 from tests.integration.run_support import RunUsecase
 
 USERS = 20_000
-POISONED = 12_345
+POISONED = "12345"
 
 
 def _seed_users(engine: sa.Engine, count: int) -> None:
@@ -100,7 +100,7 @@ def test_several_bad_users_cost_only_a_logarithmic_number_of_extra_statements(
         outcome = run_usecase("distribute-credits", pinned_key="2026-11", batch_size=1000)
     assert outcome.stats is not None
     assert (outcome.stats.processed, outcome.stats.failed) == (4000 - len(bad), len(bad))
-    assert sorted(i["user_id"] for i in outcome.stats.details["failed_items"]) == bad
+    assert sorted(i["user_id"] for i in outcome.stats.details["failed_items"]) == sorted(str(u) for u in bad)
     # 4 chunks of 1000; each bad user costs at most 2 statements per halving level (log2(1000) ≈ 10) plus one
     # look-up of its id: far below one statement per user.
     assert statements.chunk_statements <= 4 + len(bad) * (2 * 10 + 1)
@@ -127,21 +127,21 @@ def test_a_poisoned_grant_fails_alone_and_every_other_due_grant_expires(
         conn.execute(
             sa.text(
                 "INSERT INTO credit_entries (user_id, grant_id, kind, amount, cause_request_id) "
-                "SELECT user_id, grant_id, 'expiry', 1, 'manual-fix' FROM credit_grants WHERE user_id = 23"
+                "SELECT user_id, grant_id, 'expiry', 1, 'manual-fix' FROM credit_grants WHERE user_id = '23'"
             )
         )
-    poisoned = scalar(engine, "SELECT grant_id FROM credit_grants WHERE user_id = 23")
+    poisoned = scalar(engine, "SELECT grant_id FROM credit_grants WHERE user_id = '23'")
     with capture_logs() as logs:
         outcome = run_usecase("expire-credits", batch_size=8)
     assert (outcome.status, outcome.exit_code) == ("failed", 1)
     assert outcome.stats is not None
     assert (outcome.stats.processed, outcome.stats.failed) == (49, 1)
     assert outcome.stats.details["failed_items"][0]["grant_id"] == poisoned
-    assert outcome.stats.details["failed_items"][0]["user_id"] == 23
+    assert outcome.stats.details["failed_items"][0]["user_id"] == "23"
     assert scalar(engine, "SELECT count(*) FROM credit_grants WHERE expired_at IS NOT NULL") == 49
     assert scalar(engine, "SELECT remaining FROM credit_grants WHERE grant_id = :g", g=poisoned) == 10
     (line,) = _events(logs, "expire.item_failed")
-    assert (line["grant_id"], line["user_id"]) == (poisoned, 23)
+    assert (line["grant_id"], line["user_id"]) == (poisoned, "23")
     assert "credit_entries_one_expiry" in line["reason"]
     (row,) = rows(engine, "SELECT stats FROM job_runs")
     assert row.stats["failed_items"][0]["grant_id"] == poisoned
@@ -173,12 +173,12 @@ def test_a_deadlock_in_a_chunk_is_retried_and_does_not_fail_the_run(
     with other.connect() as conn, capture_logs() as logs:
         # Another writer holds user 2's account and will ask for user 1's: a lock order the run does not follow.
         conn.execute(sa.text("SET deadlock_timeout = '60s'"))  # so the run, not this session, detects the cycle
-        conn.execute(sa.text("SELECT 1 FROM credit_accounts WHERE user_id = 2 FOR UPDATE"))
+        conn.execute(sa.text("SELECT 1 FROM credit_accounts WHERE user_id = '2' FOR UPDATE"))
         results: list[RunOutcome] = []
         runner = threading.Thread(target=lambda: results.append(run_usecase("expire-credits")))
         runner.start()
         _wait_until(lambda: _waiting_on_locks(engine) > 0)  # the run holds account 1 and waits for account 2
-        conn.execute(sa.text("SELECT 1 FROM credit_accounts WHERE user_id = 1 FOR UPDATE"))  # the cycle
+        conn.execute(sa.text("SELECT 1 FROM credit_accounts WHERE user_id = '1' FOR UPDATE"))  # the cycle
         conn.commit()
         runner.join(timeout=120)
     other.dispose()
@@ -442,4 +442,4 @@ def test_the_cli_names_the_first_failed_item_in_its_one_error_line(engine: sa.En
     assert "1 items failed; first failed item: user_id=17" in line
     assert scalar(engine, "SELECT count(*) FROM credit_grants WHERE period_key = '2026-11'") == 49
     (failed,) = [entry for entry in cli_process.log_lines(done.stderr) if entry["event"] == "distribute.item_failed"]
-    assert failed["user_id"] == 17
+    assert failed["user_id"] == "17"

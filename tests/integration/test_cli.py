@@ -70,7 +70,7 @@ def test_check_passes_on_a_sound_ledger_and_exits_1_listing_violations(cli: Any,
     code, out, _ = cli("check", "--json")
     assert code == 1
     report = json.loads(out)
-    assert report["violations"]["balance_equals_grants"][0]["user_id"] == 1
+    assert report["violations"]["balance_equals_grants"][0]["user_id"] == "1"
 
 
 def test_consume_and_grant_from_the_command_line(cli: Any, engine: sa.Engine) -> None:
@@ -83,12 +83,12 @@ def test_consume_and_grant_from_the_command_line(cli: Any, engine: sa.Engine) ->
     code, _, err = cli("consume", "5", "20")
     assert code == 1
     assert "user 5 has 10 credits available, 20 requested; nothing was consumed" in err
-    assert scalar(engine, "SELECT balance FROM credit_accounts WHERE user_id = 5") == 10
-    grant_id = scalar(engine, "SELECT grant_id FROM credit_grants WHERE user_id = 5")
+    assert scalar(engine, "SELECT balance FROM credit_accounts WHERE user_id = '5'") == 10
+    grant_id = scalar(engine, "SELECT grant_id FROM credit_grants WHERE user_id = '5'")
     code, out, _ = cli("void", str(grant_id), "--request-id", "ticket-9-refund")
     assert code == 0
     assert f"voided 10 credits of grant {grant_id} (user 5)" in out
-    assert scalar(engine, "SELECT balance FROM credit_accounts WHERE user_id = 5") == 0
+    assert scalar(engine, "SELECT balance FROM credit_accounts WHERE user_id = '5'") == 0
     code, _, err = cli("void", "424242", "--request-id", "nope")
     assert code == 2
     assert "no grant 424242" in err

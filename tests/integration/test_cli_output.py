@@ -353,7 +353,7 @@ def test_grant_to_a_user_the_eligibility_source_does_not_know_needs_allow_unknow
     assert scalar(engine, "SELECT count(*) FROM credit_requests") == 0
     done = cli_process.run(["grant", "88", "10", "--idempotency-key", "k1", "--allow-unknown-user"], env)
     assert done.returncode == 0, done.stderr
-    assert scalar(engine, "SELECT balance FROM credit_accounts WHERE user_id = 88") == 10
+    assert scalar(engine, "SELECT balance FROM credit_accounts WHERE user_id = '88'") == 10
     view = json.loads(cli_process.run(["balance", "88", "--json"], env).stdout)
     assert (view["known_user"], view["spendable"]) == (False, 10)
 

@@ -38,12 +38,12 @@ def test_every_eligible_user_gets_their_plans_grant_and_no_one_else(engine: sa.E
     assert outcome.exit_code == 0
     granted = rows(engine, "SELECT user_id, grant_type, period_key, amount, remaining FROM credit_grants ORDER BY 1")
     assert [tuple(r) for r in granted] == [
-        (1, "free_tier", "2026-11", 100, 100),
-        (2, "subscription", "2026-11", 1000, 1000),
-        (5, "lifetime_monthly", "2026-11", 500, 500),
+        ("1", "free_tier", "2026-11", 100, 100),
+        ("2", "subscription", "2026-11", 1000, 1000),
+        ("5", "lifetime_monthly", "2026-11", 500, 500),
     ]
     balances = dict(rows(engine, "SELECT user_id, balance FROM credit_accounts"))
-    assert balances == {1: 100, 2: 1000, 5: 500}
+    assert balances == {"1": 100, "2": 1000, "5": 500}
     assert outcome.stats is not None
     details = outcome.stats.as_dict()
     assert details["granted"] == 3
@@ -60,18 +60,18 @@ def test_users_whose_plan_has_no_policy_are_counted_and_named_never_given_credit
     assert outcome.stats is not None
     details = outcome.stats.details
     assert details["unconfigured_plan_users"] == 2
-    assert details["unconfigured_sample"] == [6, 7]
+    assert details["unconfigured_sample"] == ["6", "7"]
     assert details["unconfigured_plans"] == ["gold"]
-    assert scalar(engine, "SELECT count(*) FROM credit_grants WHERE user_id IN (6, 7)") == 0
+    assert scalar(engine, "SELECT count(*) FROM credit_grants WHERE user_id IN ('6', '7')") == 0
 
 
 def test_expiry_is_anchored_to_the_period_start_so_reruns_agree(engine: sa.Engine, run_usecase: RunUsecase) -> None:
     _standard_users(engine)
     run_usecase("distribute-credits", schedule="0 0 1 * *", time_zone="Asia/Shanghai")
-    (expires_at,) = rows(engine, "SELECT expires_at FROM credit_grants WHERE user_id = 1")[0]
+    (expires_at,) = rows(engine, "SELECT expires_at FROM credit_grants WHERE user_id = '1'")[0]
     # December 2026 did not start yet at NOW; November started at 2026-10-31T16:00Z in Shanghai.
     assert expires_at == NOW.replace(month=10, day=31, hour=16) + timedelta(days=30)
-    assert scalar(engine, "SELECT expires_at FROM credit_grants WHERE user_id = 2") is None
+    assert scalar(engine, "SELECT expires_at FROM credit_grants WHERE user_id = '2'") is None
 
 
 def test_a_rerun_of_a_done_period_changes_nothing(engine: sa.Engine, run_usecase: RunUsecase) -> None:
@@ -96,12 +96,12 @@ def test_a_rerun_adds_only_users_who_became_eligible_since(engine: sa.Engine, ru
     run_usecase("distribute-credits", pinned_key="2026-11")
     add_users(engine, [(8, "free", "active", False, False)])
     with engine.begin() as conn:
-        conn.execute(sa.text("UPDATE credit_eligibility SET status = 'active' WHERE user_id = 4"))
+        conn.execute(sa.text("UPDATE credit_eligibility SET status = 'active' WHERE user_id = '4'"))
     again = run_usecase("distribute-credits", pinned_key="2026-11")
     assert again.stats is not None
     assert again.stats.details["granted"] == 2
     assert scalar(engine, "SELECT count(*) FROM credit_grants") == 5
-    assert dict(rows(engine, "SELECT user_id, balance FROM credit_accounts"))[8] == 100
+    assert dict(rows(engine, "SELECT user_id, balance FROM credit_accounts"))["8"] == 100
 
 
 def test_a_new_period_grants_again(engine: sa.Engine, run_usecase: RunUsecase) -> None:
@@ -109,7 +109,7 @@ def test_a_new_period_grants_again(engine: sa.Engine, run_usecase: RunUsecase) -
     run_usecase("distribute-credits", pinned_key="2026-11")
     run_usecase("distribute-credits", pinned_key="2026-12")
     assert scalar(engine, "SELECT count(*) FROM credit_grants") == 6
-    assert dict(rows(engine, "SELECT user_id, balance FROM credit_accounts"))[2] == 2000
+    assert dict(rows(engine, "SELECT user_id, balance FROM credit_accounts"))["2"] == 2000
 
 
 def test_work_is_chunked_by_batch_size(engine: sa.Engine, run_usecase: RunUsecase) -> None:

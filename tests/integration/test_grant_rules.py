@@ -22,7 +22,7 @@ def _plans(engine: sa.Engine) -> None:
 
 def _move_to_pro(engine: sa.Engine, user_id: int) -> None:
     with engine.begin() as conn:
-        conn.execute(sa.text("UPDATE credit_eligibility SET plan_code = 'pro' WHERE user_id = :u"), {"u": user_id})
+        conn.execute(sa.text("UPDATE credit_eligibility SET plan_code = 'pro' WHERE user_id = :u"), {"u": str(user_id)})
 
 
 def test_a_user_who_moves_free_to_pro_mid_period_keeps_one_grant_on_rerun(
@@ -38,8 +38,8 @@ def test_a_user_who_moves_free_to_pro_mid_period_keeps_one_grant_on_rerun(
     assert again.stats is not None
     assert again.stats.details["granted"] == 0
     assert again.stats.details["already_granted"] == 2
-    assert rows(engine, "SELECT grant_type, amount FROM credit_grants WHERE user_id = 1") == [("free_tier", 100)]
-    assert scalar(engine, "SELECT balance FROM credit_accounts WHERE user_id = 1") == 100
+    assert rows(engine, "SELECT grant_type, amount FROM credit_grants WHERE user_id = '1'") == [("free_tier", 100)]
+    assert scalar(engine, "SELECT balance FROM credit_accounts WHERE user_id = '1'") == 100
     assert check_invariants(engine).ok
     # a dry rerun agrees: nothing would be granted
     dry = run_usecase("distribute-credits", pinned_key="2026-11", dry_run=True)
@@ -105,21 +105,21 @@ def test_migration_0006_keeps_existing_cross_type_duplicates_marks_them_and_chec
     assert rows(
         engine, "SELECT user_id, grant_type, grant_family, legacy_duplicate FROM credit_grants ORDER BY grant_id"
     ) == [
-        (1, "free_tier", "plan", False),
-        (1, "subscription", "plan", True),
-        (2, "free_tier", "plan", False),
-        (3, "gift", None, False),
+        ("1", "free_tier", "plan", False),
+        ("1", "subscription", "plan", True),
+        ("2", "free_tier", "plan", False),
+        ("3", "gift", None, False),
     ]
     report = check_invariants(engine)
     (dup,) = report.violations["one_periodic_grant_per_family_period"]
-    assert (dup["user_id"], dup["period_key"], dup["grant_family"], dup["grants"]) == (1, "2026-10", "plan", 2)
+    assert (dup["user_id"], dup["period_key"], dup["grant_family"], dup["grants"]) == ("1", "2026-10", "plan", 2)
     # the kept grant still blocks a third one: a rerun of 2026-10 grants user 1 nothing
     add_policy(engine, "pro", "subscription", 1000, 30)
     add_users(engine, [(1, "pro", "active", False, False)])
     outcome = run_usecase("distribute-credits", pinned_key="2026-10")
     assert outcome.stats is not None
     assert outcome.stats.details["granted"] == 0
-    assert scalar(engine, "SELECT count(*) FROM credit_grants WHERE user_id = 1") == 2
+    assert scalar(engine, "SELECT count(*) FROM credit_grants WHERE user_id = '1'") == 2
 
 
 def _spendable(engine: sa.Engine, at: datetime) -> dict[int, int]:
@@ -145,7 +145,7 @@ def test_a_backfill_of_an_old_period_grants_usable_credits_the_same_on_every_rer
     assert rows(engine, "SELECT DISTINCT expires_at FROM credit_grants") == [(late + timedelta(days=30),)]
     assert grant_expiry(datetime(2026, 10, 1, tzinfo=UTC), late, 30) == late + timedelta(days=30)  # the stated rule
     balances = dict(rows(engine, "SELECT user_id, balance FROM credit_accounts"))
-    assert _spendable(engine, late) == balances == {1: 100, 2: 100}
+    assert _spendable(engine, late) == balances == {"1": 100, "2": 100}
     # expire-credits at the same moment takes nothing
     expired = run_usecase("expire-credits", now=late)
     assert expired.stats is not None
@@ -155,9 +155,9 @@ def test_a_backfill_of_an_old_period_grants_usable_credits_the_same_on_every_rer
     later = late + timedelta(days=1)
     run_usecase("distribute-credits", now=later, pinned_key="2026-10", trigger="backfill")
     assert dict(rows(engine, "SELECT user_id, expires_at FROM credit_grants")) == {
-        1: late + timedelta(days=30),
-        2: late + timedelta(days=30),
-        3: later + timedelta(days=30),
+        "1": late + timedelta(days=30),
+        "2": late + timedelta(days=30),
+        "3": later + timedelta(days=30),
     }
     assert check_invariants(engine).ok
 

@@ -34,12 +34,14 @@ def ledger_counts(engine: sa.Engine) -> dict[str, int]:
 
 def _gift(engine: sa.Engine, user_id: int, amount: int, key: str, expires_in_days: int | None = None) -> int:
     return grant(
-        engine, user_id, amount, grant_type="gift", idempotency_key=key, expires_in_days=expires_in_days, now=NOW
+        engine, str(user_id), amount, grant_type="gift", idempotency_key=key, expires_in_days=expires_in_days, now=NOW
     ).grant_id
 
 
 def _balance(engine: sa.Engine, user_id: int) -> int:
-    return int(scalar(engine, "SELECT coalesce(sum(balance), 0) FROM credit_accounts WHERE user_id = :u", u=user_id))
+    return int(
+        scalar(engine, "SELECT coalesce(sum(balance), 0) FROM credit_accounts WHERE user_id = :u", u=str(user_id))
+    )
 
 
 # --- reuse with other parameters is refused; a replay returns the first result ------------------------------------
@@ -48,13 +50,15 @@ def _balance(engine: sa.Engine, user_id: int) -> int:
 def test_a_consume_request_id_reused_for_another_user_is_refused_and_charges_nobody(engine: sa.Engine) -> None:
     _gift(engine, 1, 50, "g1")
     _gift(engine, 2, 50, "g2")
-    first = consume(engine, 1, 10, request_id="R1")
-    with pytest.raises(ConfigError, match=r"request id 'R1' was first used with user_id=1, this request has user_id=2"):
-        consume(engine, 2, 10, request_id="R1")
+    first = consume(engine, "1", 10, request_id="R1")
+    with pytest.raises(
+        ConfigError, match=r"request id 'R1' was first used with user_id='1', this request has user_id='2'"
+    ):
+        consume(engine, "2", 10, request_id="R1")
     assert (_balance(engine, 1), _balance(engine, 2)) == (40, 50)
     with pytest.raises(ConfigError, match="first used with amount=10, this request has amount=11"):
-        consume(engine, 1, 11, request_id="R1")
-    replay = consume(engine, 1, 10, request_id="R1")
+        consume(engine, "1", 11, request_id="R1")
+    replay = consume(engine, "1", 10, request_id="R1")
     assert (replay.replayed, replay.takes) == (True, first.takes)
     assert _balance(engine, 1) == 40
     assert check_invariants(engine).ok
@@ -69,7 +73,7 @@ def test_a_void_request_id_reused_for_another_grant_is_refused_and_replays_its_f
         void_grant(engine, g11, request_id="V1")
     assert scalar(engine, "SELECT remaining FROM credit_grants WHERE grant_id = :g", g=g11) == 70
     replay = void_grant(engine, g10, request_id="V1")
-    assert (replay.grant_id, replay.user_id, replay.voided, replay.replayed) == (g10, 1, 30, True)
+    assert (replay.grant_id, replay.user_id, replay.voided, replay.replayed) == (g10, "1", 30, True)
     assert _balance(engine, 1) == 70
     assert check_invariants(engine).ok
 
@@ -80,14 +84,14 @@ def test_a_void_request_id_reused_for_another_grant_is_refused_and_replays_its_f
         ({"grant_type": "purchase"}, "first used with grant_type='gift', this request has grant_type='purchase'"),
         ({"expires_in_days": 7}, "first used with expires_in_days=30, this request has expires_in_days=7"),
         ({"expires_in_days": None}, "first used with expires_in_days=30, this request has expires_in_days=None"),
-        ({"user_id": 6}, "first used with user_id=5, this request has user_id=6"),
+        ({"user_id": "6"}, "first used with user_id='5', this request has user_id='6'"),
         ({"amount": 26}, "first used with amount=25, this request has amount=26"),
     ],
 )
 def test_a_grant_key_reused_with_any_other_parameter_is_refused_naming_it(
     engine: sa.Engine, change: dict[str, Any], message: str
 ) -> None:
-    request: dict[str, Any] = {"user_id": 5, "amount": 25, "grant_type": "gift", "expires_in_days": 30}
+    request: dict[str, Any] = {"user_id": "5", "amount": 25, "grant_type": "gift", "expires_in_days": 30}
     first = grant(engine, **request, idempotency_key="invoice-1")
     before = ledger_counts(engine)
     with pytest.raises(ConfigError, match=f"idempotency key 'invoice-1' was {message}"):
@@ -101,7 +105,7 @@ def test_a_grant_key_reused_with_any_other_parameter_is_refused_naming_it(
 def test_one_id_names_one_request_whatever_the_operation(engine: sa.Engine) -> None:
     gift = _gift(engine, 1, 50, "shared-id")
     with pytest.raises(ConfigError, match="first used with operation='grant', this request has operation='consume'"):
-        consume(engine, 1, 10, request_id="shared-id")
+        consume(engine, "1", 10, request_id="shared-id")
     with pytest.raises(ConfigError, match="first used with operation='grant', this request has operation='void'"):
         void_grant(engine, gift, request_id="shared-id")
     assert _balance(engine, 1) == 50
@@ -112,9 +116,9 @@ def test_empty_or_blank_ids_are_refused_and_nothing_is_written(engine: sa.Engine
     gift = _gift(engine, 1, 50, "g")
     before = ledger_counts(engine)
     with pytest.raises(ConfigError, match="request id must not be empty or blank"):
-        consume(engine, 1, 10, request_id=blank)
+        consume(engine, "1", 10, request_id=blank)
     with pytest.raises(ConfigError, match="idempotency key must not be empty or blank"):
-        grant(engine, 1, 10, grant_type="gift", idempotency_key=blank)
+        grant(engine, "1", 10, grant_type="gift", idempotency_key=blank)
     with pytest.raises(ConfigError, match="request id must not be empty or blank"):
         void_grant(engine, gift, request_id=blank)
     assert ledger_counts(engine) == before
@@ -123,20 +127,20 @@ def test_empty_or_blank_ids_are_refused_and_nothing_is_written(engine: sa.Engine
 def test_a_refused_request_leaves_its_id_free(engine: sa.Engine) -> None:
     _gift(engine, 1, 5, "small")
     with pytest.raises(InsufficientCredits):
-        consume(engine, 1, 10, request_id="order-9")
+        consume(engine, "1", 10, request_id="order-9")
     with pytest.raises(ConfigError, match="no grant 424242"):
         void_grant(engine, 424242, request_id="refund-9")
     assert scalar(engine, "SELECT count(*) FROM credit_requests WHERE request_id IN ('order-9', 'refund-9')") == 0
     _gift(engine, 1, 5, "top-up")
-    assert not consume(engine, 1, 10, request_id="order-9").replayed
+    assert not consume(engine, "1", 10, request_id="order-9").replayed
     assert _balance(engine, 1) == 0
 
 
 def test_times_come_from_the_database_clock(engine: sa.Engine) -> None:
     with engine.connect() as conn:
         db_before = conn.execute(sa.text("SELECT clock_timestamp()")).scalar_one()
-    gift = grant(engine, 1, 50, grant_type="gift", idempotency_key="k", expires_in_days=2).grant_id
-    consume(engine, 1, 10, request_id="c")
+    gift = grant(engine, "1", 50, grant_type="gift", idempotency_key="k", expires_in_days=2).grant_id
+    consume(engine, "1", 10, request_id="c")
     with engine.connect() as conn:
         db_after = conn.execute(sa.text("SELECT clock_timestamp()")).scalar_one()
     granted_at, expires_at = rows(
@@ -158,7 +162,7 @@ def test_concurrent_attempts_with_one_request_id_consume_once(engine: sa.Engine)
 
     def attempt() -> None:
         start.wait()
-        results.append(consume(engine, 1, 20, request_id="same-order"))
+        results.append(consume(engine, "1", 20, request_id="same-order"))
 
     threads = [threading.Thread(target=attempt) for _ in range(12)]
     for t in threads:
@@ -233,11 +237,11 @@ def test_a_retry_racing_the_first_attempt_across_an_expiry_boundary_replays_it(
 ) -> None:
     boundary = NOW + timedelta(days=1)
     g1 = _gift(engine, 1, 100, "g1", expires_in_days=1)  # expires at the boundary
-    a_thread, a_box = _run(lambda: consume(slowed.engine, 1, 10, request_id="R", now=boundary - timedelta(minutes=1)))
+    a_thread, a_box = _run(lambda: consume(slowed.engine, "1", 10, request_id="R", now=boundary - timedelta(minutes=1)))
     assert slowed.inside.wait(timeout=60)
     # a top-up lands while A is inside its transaction; B, after the boundary, can only spend it
     g2 = _gift(engine, 1, 100, "g2", expires_in_days=30)
-    b_thread, b_box = _run(lambda: consume(engine, 1, 10, request_id="R", now=boundary + timedelta(minutes=1)))
+    b_thread, b_box = _run(lambda: consume(engine, "1", 10, request_id="R", now=boundary + timedelta(minutes=1)))
     b_waited = _wait_until_waiting_on_a_lock(engine, b_thread)
     slowed.release.set()
     a_thread.join()
@@ -260,9 +264,9 @@ def test_a_retry_racing_a_first_attempt_that_rolls_back_proceeds(engine: sa.Engi
     boundary = NOW + timedelta(days=1)
     g1 = _gift(engine, 1, 100, "g1", expires_in_days=1)
     # A runs after the boundary: nothing of user 1 is live for it, so it will be refused (insufficient) and roll back
-    a_thread, a_box = _run(lambda: consume(slowed.engine, 1, 10, request_id="R", now=boundary + timedelta(minutes=1)))
+    a_thread, a_box = _run(lambda: consume(slowed.engine, "1", 10, request_id="R", now=boundary + timedelta(minutes=1)))
     assert slowed.inside.wait(timeout=60)
-    b_thread, b_box = _run(lambda: consume(engine, 1, 10, request_id="R", now=boundary - timedelta(minutes=1)))
+    b_thread, b_box = _run(lambda: consume(engine, "1", 10, request_id="R", now=boundary - timedelta(minutes=1)))
     assert _wait_until_waiting_on_a_lock(engine, b_thread)
     slowed.release.set()
     a_thread.join()
@@ -322,19 +326,19 @@ def test_request_ids_from_before_the_upgrade_replay_or_are_refused(pre_upgrade_u
     engine = database.create_engine(pre_upgrade_url)
     try:
         before = ledger_counts(engine)
-        replay = consume(engine, 3, 8, request_id="order-1")
+        replay = consume(engine, "3", 8, request_id="order-1")
         assert (replay.replayed, replay.takes) == (True, [(1, 5), (2, 3)])
         # the old per-user check let 'order-1' charge user 4 too: the claim keeps its first user
-        with pytest.raises(ConfigError, match="first used with user_id=3, this request has user_id=4"):
-            consume(engine, 4, 2, request_id="order-1")
-        granted = grant(engine, 3, 50, grant_type="purchase", idempotency_key="inv-1", expires_in_days=30)
+        with pytest.raises(ConfigError, match="first used with user_id='3', this request has user_id='4'"):
+            consume(engine, "4", 2, request_id="order-1")
+        granted = grant(engine, "3", 50, grant_type="purchase", idempotency_key="inv-1", expires_in_days=30)
         assert (granted.grant_id, granted.created) == (1, False)
-        never = grant(engine, 3, 20, grant_type="gift", idempotency_key="inv-2")
+        never = grant(engine, "3", 20, grant_type="gift", idempotency_key="inv-2")
         assert (never.grant_id, never.created) == (2, False)
         with pytest.raises(ConfigError, match="first used with expires_in_days=30, this request has expires_in_days=7"):
-            grant(engine, 3, 50, grant_type="purchase", idempotency_key="inv-1", expires_in_days=7)
+            grant(engine, "3", 50, grant_type="purchase", idempotency_key="inv-1", expires_in_days=7)
         voided = void_grant(engine, 2, request_id="refund-1")
-        assert (voided.user_id, voided.voided, voided.replayed) == (3, 17, True)
+        assert (voided.user_id, voided.voided, voided.replayed) == ("3", 17, True)
         assert ledger_counts(engine) == before
     finally:
         engine.dispose()

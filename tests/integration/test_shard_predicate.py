@@ -1,6 +1,6 @@
 """The SQL form of the user partition (`ledger_sql.shard_predicate`, used by every sharded statement) selects, on
-PostgreSQL, exactly the users the domain's rule (`Shard.owns`) gives each shard — ids at both ends of the range
-included — so shards cover every user once. (Replaces a unit test that re-typed the formula and never ran it.)"""
+PostgreSQL, exactly the users the domain's rule (`Shard.owns`) gives each shard — numeric-looking, Unicode and
+longest-allowed text ids included — so shards cover every user once. (Replaces a unit test that re-typed the formula and never ran it.)"""
 
 from __future__ import annotations
 
@@ -8,17 +8,25 @@ import pytest
 import sqlalchemy as sa
 
 from credit_jobs.adapters.ledger_sql import shard_params, shard_predicate
-from credit_jobs.domain.limits import MAX_USER_ID, MIN_USER_ID
+from credit_jobs.domain.limits import MAX_USER_ID_LENGTH
 from credit_jobs.domain.sharding import Shard
 from tests.integration.ledger_helpers import add_users
 
-USERS = [MIN_USER_ID, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 97, 1_000_003, 2**40 + 3, 2**62 + 1, MAX_USER_ID - 1, MAX_USER_ID]
+USERS = [
+    *(str(n) for n in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 97, 1_000_003, 2**62 + 1)),
+    "user_2Nq0Zl8xK3",
+    "auth0|5f7c8ec7c33c6c004bbafe82",
+    "Émilie",
+    "ユーザー",
+    "a b",
+    "x" * MAX_USER_ID_LENGTH,
+]
 
 
-def _selected(engine: sa.Engine, shard: Shard) -> set[int]:
+def _selected(engine: sa.Engine, shard: Shard) -> set[str]:
     sql = "SELECT e.user_id FROM credit_eligibility e WHERE true" + shard_predicate("e.user_id", shard)
     with engine.connect() as conn:
-        return {int(row[0]) for row in conn.execute(sa.text(sql), shard_params(shard))}
+        return {str(row[0]) for row in conn.execute(sa.text(sql), shard_params(shard))}
 
 
 @pytest.mark.parametrize("count", [1, 2, 3, 4, 7])

@@ -98,7 +98,7 @@ def test_a_row_lock_held_elsewhere_fails_the_chunk_with_lock_timeout_exit_1(
         conn.execute(sa.text("INSERT INTO credit_accounts (user_id, balance) VALUES (3, 0)"))
     env = cli_process.cli_env(database_url, CREDITJOB_PERIOD_KEY="2026-11", CREDITJOBS_LOCK_TIMEOUT_SECONDS="1")
     with engine.connect() as blocker:  # someone else's transaction holds user 3's account row, and stays
-        blocker.execute(sa.text("SELECT 1 FROM credit_accounts WHERE user_id = 3 FOR UPDATE"))
+        blocker.execute(sa.text("SELECT 1 FROM credit_accounts WHERE user_id = '3' FOR UPDATE"))
         done = cli_process.run(["run", "distribute-credits"], env)
         blocker.rollback()
     assert done.returncode == 1, done.stderr

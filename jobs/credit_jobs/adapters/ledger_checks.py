@@ -168,7 +168,7 @@ class Coverage:
     grant_family: str
     eligible: int
     missing: int
-    missing_sample: list[int]
+    missing_sample: list[str]
     runs: dict[str, int] = field(default_factory=dict)  # with a job: its non-dry runs of the period, by status
 
 

@@ -31,9 +31,11 @@ UNCONFIGURED_SAMPLE = 5
 
 
 def shard_predicate(column: str, shard: Shard) -> str:
+    """`column`'s shard test: `credit_shard_hash` (migration 0007, the same function as `domain.sharding.shard_hash`)
+    is an inlinable IMMUTABLE SQL function over md5, stable across PostgreSQL versions."""
     if shard.count == 1:
         return ""
-    return f" AND (({column} % :shard_count) + :shard_count) % :shard_count = :shard_index"
+    return f" AND credit_shard_hash({column}) % :shard_count = :shard_index"
 
 
 def shard_params(shard: Shard) -> dict[str, int]:
@@ -42,7 +44,7 @@ def shard_params(shard: Shard) -> dict[str, int]:
 
 @dataclass(frozen=True)
 class DistributeChunk:
-    last_user_id: int | None  # None: no users left
+    last_user_id: str | None  # None: no users left
     seen: int
     banned: int
     inactive: int
@@ -50,7 +52,7 @@ class DistributeChunk:
     configured: int
     granted: int
     credits: int
-    unconfigured_sample: list[int]
+    unconfigured_sample: list[str]
     unconfigured_plans: list[str]
 
     @property
@@ -129,7 +131,7 @@ inserted AS (
 def distribute_chunk(
     conn: sa.Connection,
     *,
-    after: int,
+    after: str,
     batch: int,
     shard: Shard,
     period_key: str,
@@ -173,7 +175,7 @@ def count_users(conn: sa.Connection, shard: Shard) -> int:
     return int(conn.execute(sa.text(sql), shard_params(shard)).scalar_one())
 
 
-def first_user_after(conn: sa.Connection, *, after: int, shard: Shard) -> int | None:
+def first_user_after(conn: sa.Connection, *, after: str, shard: Shard) -> str | None:
     """The one user a distribute chunk of size 1 after `after` covers (names the user a failing chunk isolated)."""
     sql = (
         "SELECT e.user_id FROM credit_eligibility e WHERE e.user_id > :after"
@@ -181,7 +183,7 @@ def first_user_after(conn: sa.Connection, *, after: int, shard: Shard) -> int | 
         + " ORDER BY e.user_id LIMIT 1"
     )
     found = conn.execute(sa.text(sql), {"after": after, **shard_params(shard)}).scalar_one_or_none()
-    return None if found is None else int(found)
+    return None if found is None else str(found)
 
 
 @dataclass(frozen=True)
@@ -300,7 +302,7 @@ def expire_chunk(
 
 def first_due_grant_after(
     conn: sa.Connection, *, shard: Shard, now: datetime, after: tuple[datetime, int]
-) -> tuple[tuple[datetime, int], int, int] | None:
+) -> tuple[tuple[datetime, int], int, str] | None:
     """((expires_at, grant_id), grant id, user id) of the grant an expire chunk of size 1 after `after` covers —
     picked as the chunk picks it (SKIP LOCKED), to name the grant a failing chunk isolated."""
     due = _DUE_GRANTS.format(shard=shard_predicate("g.user_id", shard))
@@ -312,7 +314,7 @@ def first_due_grant_after(
     ).one_or_none()
     if row is None:
         return None
-    return (row.expires_at, int(row.grant_id)), int(row.grant_id), int(row.user_id)
+    return (row.expires_at, int(row.grant_id)), int(row.grant_id), str(row.user_id)
 
 
 def expire_preview(conn: sa.Connection, *, shard: Shard, now: datetime) -> ExpireChunk:

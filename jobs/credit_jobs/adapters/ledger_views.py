@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 @dataclass(frozen=True)
 class UserLedger:
-    user_id: int
+    user_id: str
     known: bool  # in credit_eligibility (the application's users)
     has_account: bool  # a credit_accounts row exists (created by the first grant)
     balance: int  # the account's balance (includes credits past expiry that expire-credits has not removed yet)
@@ -34,7 +34,7 @@ _GRANT_COLUMNS = """
 _LIVE = "expired_at IS NULL AND remaining > 0 AND (expires_at IS NULL OR expires_at > :now)"
 
 
-def user_ledger(engine: sa.Engine, user_id: int, *, all_grants: bool = False) -> UserLedger:
+def user_ledger(engine: sa.Engine, user_id: str, *, all_grants: bool = False) -> UserLedger:
     """One user's ledger in one snapshot (REPEATABLE READ: the balance and the grants agree)."""
     with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn, conn.begin():
         now: datetime = conn.execute(sa.text("SELECT clock_timestamp()")).scalar_one()
@@ -66,7 +66,7 @@ def user_ledger(engine: sa.Engine, user_id: int, *, all_grants: bool = False) ->
     )
 
 
-def has_account(conn: sa.Connection, user_id: int) -> bool:
+def has_account(conn: sa.Connection, user_id: str) -> bool:
     """True when the user has a credit account (has ever been granted credits)."""
     return bool(
         conn.execute(
@@ -75,7 +75,7 @@ def has_account(conn: sa.Connection, user_id: int) -> bool:
     )
 
 
-def is_known_user(engine: sa.Engine, user_id: int) -> bool:
+def is_known_user(engine: sa.Engine, user_id: str) -> bool:
     """True when the eligibility source (credit_eligibility) has the user."""
     with engine.connect() as conn:
         return bool(

@@ -39,7 +39,7 @@ def database_now(conn: sa.Connection) -> datetime:
     return value
 
 
-def claim(conn: sa.Connection, *, request_id: str, operation: str, user_id: int | None, params: dict[str, Any]) -> bool:
+def claim(conn: sa.Connection, *, request_id: str, operation: str, user_id: str | None, params: dict[str, Any]) -> bool:
     """Claim the id for this transaction: True if it is ours, False if a committed request already holds it.
 
     Blocks while another open transaction holds the same id (the unique index), which is the point."""
@@ -66,7 +66,7 @@ def first_use(conn: sa.Connection, request_id: str) -> ClaimedRequest:
     return ClaimedRequest(row.operation, dict(row.params), dict(row.result or {}))
 
 
-def record_result(conn: sa.Connection, *, request_id: str, user_id: int | None, result: dict[str, Any]) -> None:
+def record_result(conn: sa.Connection, *, request_id: str, user_id: str | None, result: dict[str, Any]) -> None:
     """Store what the request did, for its replays (same transaction as the claim and the ledger writes)."""
     conn.execute(
         sa.text(
@@ -80,7 +80,7 @@ def record_result(conn: sa.Connection, *, request_id: str, user_id: int | None, 
 # --- consume ----------------------------------------------------------------------------------------------------
 
 
-def lock_live_grants(conn: sa.Connection, user_id: int, now: datetime) -> list[LiveGrant]:
+def lock_live_grants(conn: sa.Connection, user_id: str, now: datetime) -> list[LiveGrant]:
     """The user's spendable grants, soonest-expiring first, row-locked until the transaction ends."""
     rows = conn.execute(
         sa.text(
@@ -98,7 +98,7 @@ def lock_live_grants(conn: sa.Connection, user_id: int, now: datetime) -> list[L
 
 
 def take_from_grants(
-    conn: sa.Connection, *, user_id: int, takes: list[tuple[int, int]], request_id: str, now: datetime
+    conn: sa.Connection, *, user_id: str, takes: list[tuple[int, int]], request_id: str, now: datetime
 ) -> None:
     """Apply a consumption plan: decrement grants, write usage entries, debit the balance — one statement."""
     conn.execute(
@@ -135,7 +135,7 @@ def take_from_grants(
 def insert_one_off_grant(
     conn: sa.Connection,
     *,
-    user_id: int,
+    user_id: str,
     amount: int,
     grant_type: str,
     idempotency_key: str,
@@ -193,7 +193,7 @@ def grant_with_key(conn: sa.Connection, idempotency_key: str) -> int:
 @dataclass(frozen=True)
 class LockedGrant:
     grant_id: int
-    user_id: int
+    user_id: str
     remaining: int
 
 
@@ -202,7 +202,7 @@ def lock_grant(conn: sa.Connection, grant_id: int) -> LockedGrant | None:
         sa.text("SELECT grant_id, user_id, remaining FROM credit_grants WHERE grant_id = :g FOR UPDATE"),
         {"g": grant_id},
     ).one_or_none()
-    return None if row is None else LockedGrant(int(row.grant_id), int(row.user_id), int(row.remaining))
+    return None if row is None else LockedGrant(int(row.grant_id), str(row.user_id), int(row.remaining))
 
 
 def void_remaining(conn: sa.Connection, *, grant: LockedGrant, request_id: str, now: datetime) -> None:

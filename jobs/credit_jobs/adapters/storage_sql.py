@@ -2,7 +2,7 @@
 
 Called by `credit_jobs.usecases.cleanup_storage`, each inside the caller's transaction. The shard of a file is its
 owner's (`user_id`), and an ownerless file's (user_id NULL: a system export, an orphan after account deletion) is
-decided by its file id — `coalesce(user_id, file_id)` — so every due file belongs to exactly one shard.
+decided by its file id as text — `coalesce(user_id, file_id::text)` — so every due file belongs to exactly one shard.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from credit_jobs.adapters.ledger_sql import shard_params, shard_predicate
 from credit_jobs.domain.sharding import Shard
 
-SHARD_KEY = "coalesce(user_id, file_id)"
+SHARD_KEY = "coalesce(user_id, CAST(file_id AS text))"
 
 _DUE = "deleted_at IS NULL AND expires_at IS NOT NULL AND expires_at <= :now"
 

@@ -31,7 +31,7 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from credit_jobs.domain.contract import TRIGGERS as TRIGGERS  # the audit row's trigger CHECK
-from credit_jobs.domain.limits import MAX_BALANCE, MAX_CREDITS, MAX_EXPIRY_DAYS
+from credit_jobs.domain.limits import MAX_BALANCE, MAX_CREDITS, MAX_EXPIRY_DAYS, MAX_USER_ID_LENGTH
 from credit_jobs.domain.period_keys import SQL_KEY_PATTERN
 
 GRANT_TYPES = ("free_tier", "subscription", "lifetime_monthly", "gift", "purchase", "adjustment")
@@ -39,6 +39,15 @@ PERIODIC_GRANT_TYPES = ("free_tier", "subscription", "lifetime_monthly")
 ENTRY_KINDS = ("usage", "expiry", "void")
 REQUEST_OPERATIONS = ("consume", "grant", "void")
 RUN_STATUSES = ("running", "succeeded", "failed", "skipped")
+
+
+# User ids are the host application's text ids, byte-ordered (migration 0007: stable keyset and lock order, and
+# indexes no C-library collation change can reorder).
+UserId = Text(collation="C")
+USER_ID_RULES = (
+    f"char_length(user_id) BETWEEN 1 AND {MAX_USER_ID_LENGTH} AND user_id !~ '[[:cntrl:]]' "
+    "AND user_id !~ '^[[:space:]]' AND user_id !~ '[[:space:]]$'"
+)
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -74,7 +83,7 @@ class CreditEligibility(Base):
 
     __tablename__ = "credit_eligibility"
 
-    user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    user_id: Mapped[str] = mapped_column(UserId, primary_key=True)
     plan_code: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(Text)  # 'active' is eligible; anything else is not, unless lifetime
     is_lifetime: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
@@ -88,9 +97,10 @@ class CreditAccount(Base):
     __table_args__ = (
         CheckConstraint("balance >= 0", name="credit_accounts_balance_not_negative"),
         CheckConstraint(f"balance <= {MAX_BALANCE}", name="credit_accounts_balance_bounded"),
+        CheckConstraint(USER_ID_RULES, name="credit_accounts_user_id_text"),  # domain.requests.validate_user_id
     )
 
-    user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    user_id: Mapped[str] = mapped_column(UserId, primary_key=True)
     balance: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
@@ -138,7 +148,7 @@ class CreditGrant(Base):
     )
 
     grant_id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
-    user_id: Mapped[int] = mapped_column(BigInteger)
+    user_id: Mapped[str] = mapped_column(UserId)
     grant_type: Mapped[str] = mapped_column(Text)
     period_key: Mapped[str | None] = mapped_column(Text)
     grant_family: Mapped[str | None] = mapped_column(Text)  # set exactly when period_key is (0006)
@@ -174,7 +184,7 @@ class CreditEntry(Base):
     )
 
     entry_id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
-    user_id: Mapped[int] = mapped_column(BigInteger)
+    user_id: Mapped[str] = mapped_column(UserId)
     grant_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("credit_grants.grant_id"))
     kind: Mapped[str] = mapped_column(Text)
     amount: Mapped[int] = mapped_column(BigInteger)
@@ -194,7 +204,7 @@ class CreditRequest(Base):
 
     request_id: Mapped[str] = mapped_column(Text, primary_key=True)
     operation: Mapped[str] = mapped_column(Text)
-    user_id: Mapped[int | None] = mapped_column(BigInteger)  # a void's is filled once its grant is read
+    user_id: Mapped[str | None] = mapped_column(UserId)  # a void's is filled once its grant is read
     params: Mapped[dict[str, Any]] = mapped_column(JSONB)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)  # set in the claiming transaction
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
@@ -219,7 +229,7 @@ class StoredFile(Base):
     )
 
     file_id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
-    user_id: Mapped[int | None] = mapped_column(BigInteger)
+    user_id: Mapped[str | None] = mapped_column(UserId)
     uri: Mapped[str] = mapped_column(Text)  # file:///abs/path or s3://bucket/key
     size_bytes: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -27,7 +27,7 @@ def consumption_order(grants: list[LiveGrant]) -> list[LiveGrant]:
     )
 
 
-def plan_consumption(user_id: int, grants: list[LiveGrant], amount: int) -> list[tuple[int, int]]:
+def plan_consumption(user_id: str, grants: list[LiveGrant], amount: int) -> list[tuple[int, int]]:
     """[(grant_id, credits to take)] covering `amount`; InsufficientCredits (taking nothing) if they can't."""
     if amount <= 0:
         raise ValueError("amount must be positive")

@@ -33,7 +33,7 @@ class InsufficientCredits(CreditJobsError):
 
     exit_code = EXIT_FAILED
 
-    def __init__(self, user_id: int, requested: int, available: int) -> None:
+    def __init__(self, user_id: str, requested: int, available: int) -> None:
         super().__init__(
             f"user {user_id} has {available} credits available, {requested} requested; nothing was consumed"
         )
@@ -48,7 +48,7 @@ class NoCreditAccount(InsufficientCredits):
 
     exit_code = 2
 
-    def __init__(self, user_id: int, requested: int) -> None:
+    def __init__(self, user_id: str, requested: int) -> None:
         super().__init__(user_id, requested, 0)
         self.args = (
             f"user {user_id} has no credit account (never granted credits; check the user id): nothing was consumed",

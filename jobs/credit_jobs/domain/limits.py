@@ -11,9 +11,9 @@ from __future__ import annotations
 MAX_CREDITS = 10**12
 # A user's balance: a thousand maximal grants. Far below BIGINT's 9.2e18, so no sum of a run's grants can overflow.
 MAX_BALANCE = 10**15
-# User ids are positive BIGINTs.
-MIN_USER_ID = 1
-MAX_USER_ID = 2**63 - 1
+# User ids are text (the host application's own ids: numbers, uuids, nanoids, an auth library's strings), with the
+# request-id rules: non-empty, printable, no surrounding whitespace, valid UTF-8, at most this many characters.
+MAX_USER_ID_LENGTH = 255
 # Request ids and idempotency keys: printable text well inside PostgreSQL's btree row limit (~2.7 kB).
 MAX_REQUEST_ID_LENGTH = 255
 # A one-off grant's validity: at most a hundred years.

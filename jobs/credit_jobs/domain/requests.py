@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from credit_jobs.domain.errors import ConfigError
-from credit_jobs.domain.limits import MAX_CREDITS, MAX_EXPIRY_DAYS, MAX_REQUEST_ID_LENGTH, MAX_USER_ID, MIN_USER_ID
+from credit_jobs.domain.limits import MAX_CREDITS, MAX_EXPIRY_DAYS, MAX_REQUEST_ID_LENGTH, MAX_USER_ID_LENGTH
 
 # The largest BIGINT: grant ids (identity columns) are positive BIGINTs.
 MAX_GRANT_ID = 2**63 - 1
@@ -30,11 +30,13 @@ def _shown(value: str, limit: int = 40) -> str:
     return text if len(text) <= limit else f"{text[: limit - 4]}…{text[-1]} ({len(value)} characters)"
 
 
-def validate_request_id(value: str, what: str = "request id") -> str:
+def validate_request_id(value: str, what: str = "request id", limit: int = MAX_REQUEST_ID_LENGTH) -> str:
     """A request id or idempotency key as given: non-blank, valid UTF-8, printable, at most the length limit.
 
     Surrounding whitespace is refused rather than stripped: `"R1 "` and `"R1"` would otherwise be two ids that a
     person reads as one."""
+    if not isinstance(value, str):  # a library caller passing an int user id (the pre-0007 type): say so
+        raise ConfigError(f"the {what} must be text, got {type(value).__name__} {value!r}: pass str({value!r})")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -42,9 +44,9 @@ def validate_request_id(value: str, what: str = "request id") -> str:
         raise ConfigError(f"the {what} is not valid UTF-8: pass a UTF-8 text id") from None
     if not value.strip():
         raise ConfigError(f"the {what} must not be empty or blank: pass a unique id such as an order number")
-    if len(value) > MAX_REQUEST_ID_LENGTH:
+    if len(value) > limit:
         raise ConfigError(
-            f"the {what} is {len(value)} characters long, over the limit of {MAX_REQUEST_ID_LENGTH}: "
+            f"the {what} is {len(value)} characters long, over the limit of {limit}: "
             "use a shorter id (e.g. a UUID or a hash of a longer one)"
         )
     if not value.isprintable():
@@ -54,10 +56,10 @@ def validate_request_id(value: str, what: str = "request id") -> str:
     return value
 
 
-def validate_user_id(user_id: int) -> int:
-    if not MIN_USER_ID <= user_id <= MAX_USER_ID:
-        raise ConfigError(f"user id must be between {MIN_USER_ID} and {MAX_USER_ID}, got {user_id}")
-    return user_id
+def validate_user_id(user_id: str) -> str:
+    """A user id as the host application spells it (text; `"42"` is the id a BIGINT-era 42 became): the request-id
+    rules, so every id the edge accepts is one the database's CHECK accepts too (migration 0007)."""
+    return validate_request_id(user_id, "user id", MAX_USER_ID_LENGTH)
 
 
 def validate_amount(amount: int) -> int:
@@ -91,8 +93,9 @@ def _parse_digits(text: str, what: str, bound: int) -> int:
     return -int(digits) if text.startswith("-") else int(digits)
 
 
-def parse_user_id(text: str) -> int:
-    return validate_user_id(_parse_digits(text, "user id", MAX_USER_ID))
+def parse_user_id(text: str) -> str:
+    """The CLI's `USER` argument: the text as given (`42` is the user id '42'), validated, never parsed as a number."""
+    return validate_user_id(text)
 
 
 def parse_amount(text: str) -> int:

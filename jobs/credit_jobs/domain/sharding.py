@@ -1,10 +1,17 @@
 """Shards: a run may handle one hash partition of the users (`--shard i/n`, or an Indexed Job's
-`JOB_COMPLETION_INDEX` with `CREDITJOB_SHARDS`). Pure: parsing and the partition function, which the SQL in
-`credit_jobs.adapters.ledger_sql` mirrors (`((user_id % n) + n) % n = i`, correct for negative ids too).
+`JOB_COMPLETION_INDEX` with `CREDITJOB_SHARDS`). Pure: parsing and the partition function.
+
+The partition is `shard_hash(user_id) % n`, where `shard_hash` is the first 32 bits of the MD5 of the id's UTF-8
+bytes, read as an unsigned big-endian number (0 … 2^32 - 1). MD5 is a fixed standard, so the hash is the same on every
+PostgreSQL version and in Python — unlike PostgreSQL's internal `hashtext`, which is not promised stable across
+major versions. Migration 0007 installs the same definition as the IMMUTABLE SQL function `credit_shard_hash(text)`
+that `credit_jobs.adapters.ledger_sql` filters with; `tests/integration/test_text_user_ids.py` proves the two agree
+and that n shards partition the users exactly (docs/architecture.md, "Shards").
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 
@@ -29,13 +36,18 @@ class Shard:
     def label(self) -> str:
         return f"{self.index}/{self.count}"
 
-    def owns(self, user_id: int) -> bool:
+    def owns(self, user_id: str) -> bool:
         return shard_of(user_id, self.count) == self.index
 
 
-def shard_of(user_id: int, count: int) -> int:
-    """The shard a user belongs to (Python's % is already non-negative for a positive modulus)."""
-    return user_id % count
+def shard_hash(user_id: str) -> int:
+    """The stable 32-bit hash of a user id: what SQL's `credit_shard_hash(user_id)` returns (migration 0007)."""
+    return int.from_bytes(hashlib.md5(user_id.encode("utf-8"), usedforsecurity=False).digest()[:4], "big")
+
+
+def shard_of(user_id: str, count: int) -> int:
+    """The shard a user belongs to: 0 … count - 1."""
+    return shard_hash(user_id) % count
 
 
 def parse_shard(spec: str) -> Shard:

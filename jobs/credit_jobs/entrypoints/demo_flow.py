@@ -54,7 +54,7 @@ def run_demo(engine: sa.Engine, url: str, *, users: int, seed: int, console: Con
     taken = refused = 0
     for user_id in rng.sample(range(1, users + 1), min(CONSUMERS, users)):
         try:
-            consume(engine, user_id, rng.choice([10, 80, 400, 5000]), request_id=f"demo-{seed}-{user_id}")
+            consume(engine, str(user_id), rng.choice([10, 80, 400, 5000]), request_id=f"demo-{seed}-{user_id}")
             taken += 1
         except InsufficientCredits:
             refused += 1

@@ -23,6 +23,7 @@ from __future__ import annotations
 import random
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -66,7 +67,7 @@ class ChunkedWork(ABC, Generic[K, R]):
         """(position of the last item the chunk covered, or None if none; how many items it covered)."""
 
     @abstractmethod
-    def first_item(self, conn: sa.Connection, after: K) -> tuple[K, dict[str, int]] | None:
+    def first_item(self, conn: sa.Connection, after: K) -> tuple[K, Mapping[str, int | str]] | None:
         """The one item a chunk of size 1 after `after` covers: (its position, its ids for logs and the audit row)."""
 
     @abstractmethod

@@ -28,7 +28,7 @@ OPERATION = "consume"
 
 @dataclass(frozen=True)
 class Consumption:
-    user_id: int
+    user_id: str
     amount: int
     request_id: str
     takes: list[tuple[int, int]]  # (grant id, credits taken) — on a replay, the first attempt's
@@ -37,7 +37,7 @@ class Consumption:
 
 def consume(
     engine: sa.Engine,
-    user_id: int,
+    user_id: str,
     amount: int,
     *,
     request_id: str | None = None,

@@ -3,7 +3,9 @@
 Generated in SQL (`generate_series` + md5-derived pseudo-random numbers), so a million users take seconds and the
 same `--seed` always yields the same data. The mix covers every path of the jobs: four configured plans, a
 misconfigured one (`legacy-gold`, no policy), banned and inactive users, lifetime deals, and one-off gift grants
-expiring from two days ago to two days ahead. Re-seeding is idempotent.
+expiring from two days ago to two days ahead. Re-seeding is idempotent. User ids are text (migration 0007): the
+decimal number of the user (`"1"`, `"2"`, …, what the CLI's `--user 42` names), or with `id_style="random32"` a
+32-character hex id derived from it (md5 of number and seed: realistic application ids for the benchmark).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ POLICIES = [
     ("lifetime", "lifetime_monthly", 500, 60),
 ]
 MISCONFIGURED_PLAN = "legacy-gold"
+# SQL for user number i's id, by id style (the numbered ids the demo and tests name, or 32-char random-looking ids)
+ID_STYLES = {"numeric": "CAST(i AS text)", "random32": "md5(i || '|' || :seed || '|user')"}
 
 
 def _rand(expr: str, salt: str) -> str:
@@ -30,7 +34,7 @@ def _rand(expr: str, salt: str) -> str:
 
 _SEED_USERS = f"""
 INSERT INTO credit_eligibility (user_id, plan_code, status, is_lifetime, is_banned)
-SELECT i,
+SELECT {{user_id}},
        CASE WHEN r < 45 THEN 'free' WHEN r < 75 THEN 'pro' WHEN r < 83 THEN 'team'
             WHEN r < 93 THEN 'lifetime' WHEN r < 95 THEN '{MISCONFIGURED_PLAN}' ELSE 'pro' END,
        CASE WHEN r >= 95 THEN 'canceled' WHEN r BETWEEN 83 AND 92 THEN 'lifetime'
@@ -46,7 +50,7 @@ _SEED_GIFTS = f"""
 WITH gifts AS (
     INSERT INTO credit_grants (user_id, grant_type, amount, remaining, granted_at, expires_at, cause_request_id,
                                idempotency_key)
-    SELECT i, 'gift', 50, 50, CAST(:now AS timestamptz) - interval '30 days',
+    SELECT {{user_id}}, 'gift', 50, 50, CAST(:now AS timestamptz) - interval '30 days',
            CAST(:now AS timestamptz) + make_interval(hours => ({_rand("i", "expiry")}::int - 50)),
            'demo-seed', 'demo-gift-' || i || '-' || :seed
     FROM generate_series(CAST(:first AS bigint), CAST(:last AS bigint)) AS i
@@ -75,6 +79,7 @@ def seed_demo_data(
     first_user_id: int = 1,
     gifts: bool = True,
     now: datetime | None = None,
+    id_style: str = "numeric",
 ) -> SeedResult:
     now = now or datetime.now(UTC)
     params = {"first": first_user_id, "last": first_user_id + users - 1, "seed": str(seed), "now": now}
@@ -86,7 +91,8 @@ def seed_demo_data(
             ),
             [{"plan": p, "type": t, "credits": c, "days": d} for p, t, c, d in POLICIES],
         )
-        conn.execute(sa.text(_SEED_USERS), params)
+        user_id = ID_STYLES[id_style]
+        conn.execute(sa.text(_SEED_USERS.format(user_id=user_id)), params)
         if gifts:
-            conn.execute(sa.text(_SEED_GIFTS), params)
+            conn.execute(sa.text(_SEED_GIFTS.format(user_id=user_id)), params)
     return SeedResult(users=users, policies=len(POLICIES), misconfigured_plan=MISCONFIGURED_PLAN)

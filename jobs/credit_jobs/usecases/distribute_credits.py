@@ -22,7 +22,8 @@ from credit_jobs.usecases.chunk_runner import ChunkedWork, run_chunks
 
 log = structlog.get_logger()
 
-_BEFORE_ALL_USERS = -(2**63)
+# Before every user id: ids are non-empty text (domain.requests.validate_user_id; a CHECK since migration 0007).
+_BEFORE_ALL_USERS = ""
 
 
 @dataclass
@@ -33,14 +34,14 @@ class DistributeTotals:
     banned: int = 0
     inactive: int = 0
     unconfigured_plan_users: int = 0
-    unconfigured_sample: list[int] = field(default_factory=list)
+    unconfigured_sample: list[str] = field(default_factory=list)
     unconfigured_plans: list[str] = field(default_factory=list)
     chunks: int = 0
     credits: int = 0
     users_seen: int = 0
 
 
-class _Distribute(ChunkedWork[int, ledger_sql.DistributeChunk]):
+class _Distribute(ChunkedWork[str, ledger_sql.DistributeChunk]):
     name = "distribute"
     start = _BEFORE_ALL_USERS
 
@@ -49,7 +50,7 @@ class _Distribute(ChunkedWork[int, ledger_sql.DistributeChunk]):
         self.total_users = total_users
         self.totals = DistributeTotals()
 
-    def run_chunk(self, conn: sa.Connection, after: int, limit: int) -> ledger_sql.DistributeChunk:
+    def run_chunk(self, conn: sa.Connection, after: str, limit: int) -> ledger_sql.DistributeChunk:
         ctx = self.ctx
         return ledger_sql.distribute_chunk(
             conn,
@@ -64,10 +65,10 @@ class _Distribute(ChunkedWork[int, ledger_sql.DistributeChunk]):
             grant_family=ctx.grant_family,
         )
 
-    def covered(self, result: ledger_sql.DistributeChunk) -> tuple[int | None, int]:
+    def covered(self, result: ledger_sql.DistributeChunk) -> tuple[str | None, int]:
         return result.last_user_id, result.seen
 
-    def first_item(self, conn: sa.Connection, after: int) -> tuple[int, dict[str, int]] | None:
+    def first_item(self, conn: sa.Connection, after: str) -> tuple[str, dict[str, int | str]] | None:
         user_id = ledger_sql.first_user_after(conn, after=after, shard=self.ctx.shard)
         return None if user_id is None else (user_id, {"user_id": user_id})
 

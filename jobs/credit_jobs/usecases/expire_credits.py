@@ -48,7 +48,7 @@ class _Expire(ChunkedWork[Position, ledger_sql.ExpireChunk]):
             return None, 0  # nothing left, or what is left is locked by an overlapping run that will expire it
         return (result.last_expires_at, result.last_grant_id), result.grants
 
-    def first_item(self, conn: sa.Connection, after: Position) -> tuple[Position, dict[str, int]] | None:
+    def first_item(self, conn: sa.Connection, after: Position) -> tuple[Position, dict[str, int | str]] | None:
         found = ledger_sql.first_due_grant_after(conn, shard=self.ctx.shard, now=self.ctx.now, after=after)
         if found is None:
             return None

@@ -35,7 +35,7 @@ class GrantResult:
 
 def grant(
     engine: sa.Engine,
-    user_id: int,
+    user_id: str,
     amount: int,
     *,
     grant_type: str,

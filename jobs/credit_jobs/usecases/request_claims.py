@@ -21,7 +21,7 @@ def claim_or_replay(
     *,
     request_id: str,
     operation: str,
-    user_id: int | None,
+    user_id: str | None,
     params: dict[str, Any],
     what: str = "request id",
 ) -> dict[str, Any] | None:

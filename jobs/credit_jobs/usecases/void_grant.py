@@ -25,7 +25,7 @@ OPERATION = "void"
 @dataclass(frozen=True)
 class VoidResult:
     grant_id: int
-    user_id: int
+    user_id: str
     voided: int
     replayed: bool
 
@@ -39,7 +39,7 @@ def void_grant(engine: sa.Engine, grant_id: int, *, request_id: str, now: dateti
     with engine.begin() as conn:
         first = claim_or_replay(conn, request_id=request_id, operation=OPERATION, user_id=None, params=params)
         if first is not None:
-            return VoidResult(grant_id, int(first["user_id"]), int(first["voided"]), replayed=True)
+            return VoidResult(grant_id, str(first["user_id"]), int(first["voided"]), replayed=True)
         grant = request_ledger.lock_grant(conn, grant_id)
         if grant is None:  # rolls the claim back: the id stays free for a corrected request
             raise ConfigError(f"no grant {grant_id}: see `credit-jobs grants USER` for a user's grant ids")
