@@ -55,7 +55,8 @@ CHECKS: dict[str, tuple[str, str]] = {
     ),
     # Any grant type: a plan change mid-period must not add a second grant. Grants of *different* families are
     # independent by design (two distributing jobs). A grant carrying a void entry no longer counts: voiding the
-    # extra grant is how an operator settles a duplicate found by migration 0006.
+    # extra grant is how an operator settles a duplicate found by migration 0006; a rolled-back grant (`credit-jobs
+    # rollback`, migration 0008) no longer counts either: its period may be distributed again.
     "one_periodic_grant_per_family_period": (
         "2: at most one periodic grant per (user, grant family, period key), whatever its grant type",
         """
@@ -63,7 +64,7 @@ CHECKS: dict[str, tuple[str, str]] = {
                array_agg(g.grant_id ORDER BY g.grant_id) AS grant_ids,
                array_agg(DISTINCT g.grant_type) AS grant_types
         FROM credit_grants g
-        WHERE g.period_key IS NOT NULL
+        WHERE g.period_key IS NOT NULL AND g.rolled_back_at IS NULL
           AND NOT EXISTS (SELECT 1 FROM credit_entries v WHERE v.grant_id = g.grant_id AND v.kind = 'void')
         GROUP BY g.user_id, g.period_key, g.grant_family HAVING count(*) > 1
         """,
@@ -175,7 +176,7 @@ class Coverage:
 # "Eligible" is distribute-credits' rule (active or lifetime, not banned, plan with an active policy), evaluated now.
 _COVERAGE = f"""
 WITH eligible AS (
-    SELECT e.user_id FROM credit_eligibility e
+    SELECT e.user_id, p.credits_per_period AS credits FROM credit_eligibility e
     JOIN plan_credit_policies p ON p.plan_code = e.plan_code AND p.active
     WHERE (e.status = 'active' OR e.is_lifetime) AND NOT e.is_banned
 ), missing AS (
@@ -183,7 +184,11 @@ WITH eligible AS (
     WHERE NOT EXISTS (
         SELECT 1 FROM credit_grants g
         WHERE g.user_id = el.user_id AND g.grant_family = :family AND g.period_key = :period_key
-          AND NOT g.legacy_duplicate)
+          AND NOT g.legacy_duplicate AND g.rolled_back_at IS NULL)
+      -- after a rollback, a user who kept at least the policy amount gets no new grant on the redo: covered
+      AND coalesce((SELECT sum(r.rollback_kept) FROM credit_grants r
+                    WHERE r.user_id = el.user_id AND r.grant_family = :family AND r.period_key = :period_key
+                      AND r.rolled_back_at IS NOT NULL), 0) < el.credits
 )
 SELECT (SELECT count(*) FROM eligible) AS eligible,
        (SELECT count(*) FROM missing) AS missing,

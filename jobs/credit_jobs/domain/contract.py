@@ -43,8 +43,9 @@ class Trigger(StrEnum):
     SCHEDULE = "schedule"  # the CronJob fired
     MANUAL = "manual"  # run-now (`credit-jobs trigger`)
     CATCH_UP = "catch-up"  # the operator's catch-up of a missed fire time
-    BACKFILL = "backfill"  # a person re-running an old period
+    BACKFILL = "backfill"  # a person re-running old periods (`credit-jobs backfill`)
     CLI = "cli"  # `credit-jobs run` with no schedule
+    ROLLBACK = "rollback"  # `credit-jobs rollback`: a period's grants rolled back (its audit row)
 
 
 TRIGGERS: Final[tuple[str, ...]] = tuple(trigger.value for trigger in Trigger)

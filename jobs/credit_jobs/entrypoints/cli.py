@@ -814,6 +814,7 @@ def demo(
 # The one place credit_jobs imports credit_operator (import-linter: "the jobs core does not depend on the operator").
 # `operator` and `trigger` import Kopf and the Kubernetes client only when they run, so `credit-jobs run` never does.
 register_operator_commands(app)
+__import__("credit_jobs.entrypoints.cli_ops", fromlist=["register"]).register(app)  # ops: rollback, backfill
 
 
 # --- entry point ------------------------------------------------------------------------------------------------
