@@ -8,7 +8,9 @@ entrypoints/cli.py when a command runs, so importing this module costs `credit-j
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
 import sqlalchemy as sa
 import typer
@@ -19,7 +21,7 @@ from credit_jobs.domain.contract import DISTRIBUTE_CREDITS, EXIT_CONFIG_ERROR, T
 from credit_jobs.domain.errors import ConfigError
 from credit_jobs.domain.grant_rules import validate_grant_family
 from credit_jobs.domain.limits import MAX_JOB_NAME_LENGTH
-from credit_jobs.domain.period_ranges import period_of_key
+from credit_jobs.domain.period_ranges import MAX_UNCONFIRMED_PERIODS, period_of_key, period_range
 from credit_jobs.domain.requests import parse_user_id
 from credit_jobs.domain.run_model import validate_batch_size
 
@@ -38,6 +40,7 @@ DatabaseUrlOption = Annotated[
 
 def register(app: typer.Typer) -> None:
     app.add_typer(rollback_app, name="rollback")
+    app.command("backfill")(backfill)
 
 
 def validate_reason(reason: str) -> str:
@@ -152,3 +155,141 @@ def _print_not_voided(out: Console, details: dict[str, object]) -> None:
             highlight=False,
             markup=False,
         )
+
+
+# --- backfill ---------------------------------------------------------------------------------------------------
+
+BACKFILL_HEADERS = ("period", "status", "granted", "already granted", "skipped", "duration")
+
+
+def backfill(
+    usecase: Annotated[str, typer.Argument(help="The usecase to run for each period, e.g. distribute-credits.")],
+    from_key: Annotated[str, typer.Option("--from", help="The first period, e.g. 2026-08.", show_default=False)],
+    to_key: Annotated[str, typer.Option("--to", help="The last period (inclusive), e.g. 2026-11.", show_default=False)],
+    job: Annotated[
+        str | None, typer.Option(help="The job (CreditJob name) to record; default CREDITJOB_NAME, else the usecase.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report what each period would change; change nothing.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", help=f"Allow more than {MAX_UNCONFIRMED_PERIODS} periods.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    grant_family: Annotated[
+        str | None, typer.Option(help="distribute-credits: the grant family; default CREDITJOB_GRANT_FAMILY (plan).")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Users (or grants) per transaction.")] = None,
+    database_url: DatabaseUrlOption = None,
+) -> int:
+    """Run a usecase for every period from --from to --to, oldest first, each its own audited run (trigger
+    backfill). A done period re-runs cheaply; the walk stops at the first period that fails (exit 1, named)."""
+    from credit_jobs.entrypoints import cli  # loaded by now: its settings, engine and output helpers
+    from credit_jobs.lifecycle.backfill import run_backfill
+    from credit_jobs.lifecycle.run_lifecycle import RunOutcome, RunRequest, execute_run
+    from credit_jobs.usecases.registry import get_usecase
+
+    settings = cli._settings()
+    spec = get_usecase(usecase)
+    period, keys = period_range(from_key, to_key, now=datetime.now(UTC), yes=yes)
+    template = RunRequest(
+        usecase=spec,
+        job=_validate_job(job) if job is not None else settings.creditjob_name or spec.name,
+        namespace=settings.creditjob_namespace,
+        period=period,
+        batch_size=validate_batch_size(batch_size if batch_size is not None else settings.creditjobs_batch_size),
+        dry_run=dry_run,
+        heartbeat_seconds=settings.creditjobs_heartbeat_seconds,
+        pushgateway_url=settings.pushgateway_url,
+        grant_family=(
+            validate_grant_family(grant_family, source="--grant-family")
+            if grant_family is not None
+            else settings.creditjob_grant_family
+        ),
+    )
+    timeouts = SessionTimeouts(settings.creditjobs_statement_timeout_seconds, settings.creditjobs_lock_timeout_seconds)
+
+    def engine_factory() -> sa.Engine:
+        return cli._engine(database_url, settings, verify=False, timeouts=timeouts)
+
+    def run_period(request: RunRequest, position: int, count: int) -> RunOutcome:
+        label = f"{request.pinned_key} ({position}/{count}): {cli.WALKED.get(spec.name, 'items')}"
+        return cli._with_progress(label, lambda progress: execute_run(request, engine_factory, progress=progress))
+
+    result = run_backfill(template, keys, engine_factory, run_period=run_period)
+    rows = backfill_rows(keys, result.outcomes, dry_run=dry_run)
+    if json_output:
+        cli.out.print_json(json.dumps(rows))
+    else:
+        _print_backfill_table(cli, rows, dry_run=dry_run)
+    stopped = result.stopped_at
+    if stopped is not None:
+        after = keys[keys.index(stopped.period_key or keys[0]) :]
+        cli.err.print(
+            f"credit-jobs: error: backfill stopped at period {stopped.period_key}: "
+            + (f"run {stopped.run_id} " if stopped.recorded else "")
+            + f"{stopped.status}: {stopped.error}; "
+            f"the periods before it are committed — fix the cause, then rerun `--from {after[0]} --to {keys[-1]}`",
+            highlight=False,
+            markup=False,
+        )
+    return result.exit_code
+
+
+def backfill_rows(keys: list[str], outcomes: list[Any], *, dry_run: bool) -> list[dict[str, Any]]:
+    """One summary row per period: the runs made, then the periods the walk did not reach (status `not run`)."""
+    rows: list[dict[str, Any]] = []
+    for outcome in outcomes:
+        counts = outcome.stats.as_dict() if outcome.stats else {}
+        granted = counts.get("would_grant" if dry_run else "granted", counts.get("processed", 0))
+        rows.append(
+            {
+                "period": outcome.period_key,
+                "status": outcome.status,
+                "run_id": str(outcome.run_id) if outcome.recorded else None,
+                "granted": granted,
+                "already_granted": counts.get("already_granted", 0),
+                "skipped": counts.get("skipped", 0),
+                "failed": counts.get("failed", 0),
+                "duration_s": round(outcome.duration_s, 3),
+                "error": outcome.error,
+            }
+        )
+    for key in keys[len(outcomes) :]:
+        rows.append(
+            {
+                "period": key,
+                "status": "not run",
+                "run_id": None,
+                "granted": 0,
+                "already_granted": 0,
+                "skipped": 0,
+                "failed": 0,
+                "duration_s": 0.0,
+                "error": None,
+            }
+        )
+    return rows
+
+
+def _print_backfill_table(cli: Any, rows: list[dict[str, Any]], *, dry_run: bool) -> None:
+    from rich import box
+    from rich.table import Table
+
+    headers = tuple("would grant" if h == "granted" and dry_run else h for h in BACKFILL_HEADERS)
+    lines = [
+        (
+            str(r["period"]),
+            r["status"] + (" (dry run)" if dry_run and r["status"] != "not run" else ""),
+            str(r["granted"]),
+            str(r["already_granted"]),
+            str(r["skipped"]),
+            f"{r['duration_s']:.1f}s" if r["status"] != "not run" else "",
+        )
+        for r in rows
+    ]
+    if not cli.out.is_terminal:  # piped: tab-separated, one line per period
+        cli._print_tab_separated([headers, *lines])
+        return
+    table = Table(*headers, box=box.SIMPLE_HEAD, pad_edge=False)
+    for line in lines:
+        table.add_row(*line)
+    cli.out.print(table)
