@@ -171,6 +171,8 @@ class Coverage:
     missing: int
     missing_sample: list[int]
     runs: dict[str, int] = field(default_factory=dict)  # with a job: its non-dry runs of the period, by status
+    # runs of the period (of the job, if given) left `running` by a dead holder: the period may be unfinished
+    stuck_runs: list[str] = field(default_factory=list)
 
 
 # "Eligible" is distribute-credits' rule (active or lifetime, not banned, plan with an active policy), evaluated now.
@@ -211,4 +213,18 @@ def period_coverage(conn: sa.Connection, *, period_key: str, grant_family: str, 
                 {"job": job, "period_key": period_key},
             )
         }
-    return Coverage(period_key, grant_family, int(row.eligible), int(row.missing), list(row.sample), runs)
+    stuck = _stuck_runs(conn, period_key=period_key, job=job)
+    return Coverage(period_key, grant_family, int(row.eligible), int(row.missing), list(row.sample), runs, stuck)
+
+
+def _stuck_runs(conn: sa.Connection, *, period_key: str, job: str | None) -> list[str]:
+    """The `running_run_has_live_holder` check for one period (and job), confirmed twice as that check is."""
+    sql = f"SELECT s.run_id FROM ({CHECKS['running_run_has_live_holder'][1]}) s WHERE s.period_key = :period_key" + (
+        "" if job is None else " AND s.job = :job"
+    )
+    params = {"period_key": period_key, **({} if job is None else {"job": job})}
+    first = [r.run_id for r in conn.execute(sa.text(sql), params)]
+    if not first:
+        return []
+    again = {r.run_id for r in conn.execute(sa.text(sql), params)}
+    return [str(run_id) for run_id in first if run_id in again]

@@ -502,7 +502,13 @@ def check(
                 f"coverage of period {coverage.period_key} (grant family {coverage.grant_family}): "
                 f"{coverage.eligible} users eligible now, {coverage.missing} without the period's grant"
                 + (f" (sample: {', '.join(map(str, coverage.missing_sample))})" if coverage.missing else "")
-                + (f"; runs of {job}: {runs}" if job else ""),
+                + (f"; runs of {job}: {runs}" if job else "")
+                + (
+                    f"; {len(coverage.stuck_runs)} runs stuck in running with no live holder: "
+                    + ", ".join(coverage.stuck_runs)
+                    if coverage.stuck_runs
+                    else ""
+                ),
                 highlight=False,
                 markup=False,
                 soft_wrap=True,
