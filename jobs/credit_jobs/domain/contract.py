@@ -29,9 +29,15 @@ class Period(StrEnum):
 DISTRIBUTE_CREDITS: Final = "distribute-credits"
 EXPIRE_CREDITS: Final = "expire-credits"
 CLEANUP_STORAGE: Final = "cleanup-storage"
+PURGE_RETENTION: Final = "purge-retention"
 # The period a run uses when CREDITJOB_PERIOD (spec.period) does not say.
 USECASE_PERIODS: Final[Mapping[str, Period]] = MappingProxyType(
-    {DISTRIBUTE_CREDITS: Period.MONTHLY, EXPIRE_CREDITS: Period.DAILY, CLEANUP_STORAGE: Period.DAILY}
+    {
+        DISTRIBUTE_CREDITS: Period.MONTHLY,
+        EXPIRE_CREDITS: Period.DAILY,
+        CLEANUP_STORAGE: Period.DAILY,
+        PURGE_RETENTION: Period.DAILY,
+    }
 )
 USECASES: Final[tuple[str, ...]] = tuple(USECASE_PERIODS)
 PERIODS: Final[tuple[str, ...]] = tuple(period.value for period in Period)

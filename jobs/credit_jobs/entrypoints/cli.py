@@ -49,6 +49,8 @@ from credit_jobs.domain.requests import (
 from credit_jobs.domain.run_model import validate_batch_size
 from credit_jobs.domain.schedule import Schedule
 from credit_jobs.domain.sharding import Shard, parse_shard, shard_from_env
+from credit_jobs.entrypoints.cli_ops import bind_settings
+from credit_jobs.entrypoints.cli_ops import register as register_ops_commands
 from credit_jobs.entrypoints.data_dir import LEGACY_DATA_DIR, data_dir
 from credit_jobs.entrypoints.settings import Settings, load_settings
 from credit_jobs.lifecycle.run_lifecycle import RunOutcome, RunRequest, execute_run
@@ -208,7 +210,7 @@ def run(
 ) -> int:
     """Run a usecase once, inside the run lifecycle (guard, audit row, logs, metrics)."""
     settings = _settings()
-    spec = get_usecase(usecase)
+    spec = bind_settings(get_usecase(usecase), settings)  # purge-retention: its retention (entrypoints/cli_ops.py)
     request = RunRequest(
         usecase=spec,
         job=settings.creditjob_name or spec.name,
@@ -820,7 +822,7 @@ def demo(
 # The one place credit_jobs imports credit_operator (import-linter: "the jobs core does not depend on the operator").
 # `operator` and `trigger` import Kopf and the Kubernetes client only when they run, so `credit-jobs run` never does.
 register_operator_commands(app)
-__import__("credit_jobs.entrypoints.cli_ops", fromlist=["register"]).register(app)  # ops: rollback, backfill
+register_ops_commands(app)  # rollback, backfill (entrypoints/cli_ops.py)
 
 
 # --- entry point ------------------------------------------------------------------------------------------------

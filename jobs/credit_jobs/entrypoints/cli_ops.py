@@ -9,7 +9,9 @@ entrypoints/cli.py when a command runs, so importing this module costs `credit-j
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Annotated, Any
 
 import sqlalchemy as sa
@@ -17,13 +19,15 @@ import typer
 from rich.console import Console
 
 from credit_jobs.adapters.database import SessionTimeouts
-from credit_jobs.domain.contract import DISTRIBUTE_CREDITS, EXIT_CONFIG_ERROR, Trigger
+from credit_jobs.domain.contract import DISTRIBUTE_CREDITS, EXIT_CONFIG_ERROR, PURGE_RETENTION, Trigger
 from credit_jobs.domain.errors import ConfigError
 from credit_jobs.domain.grant_rules import validate_grant_family
 from credit_jobs.domain.limits import MAX_JOB_NAME_LENGTH
 from credit_jobs.domain.period_ranges import MAX_UNCONFIRMED_PERIODS, period_of_key, period_range
 from credit_jobs.domain.requests import parse_user_id
-from credit_jobs.domain.run_model import validate_batch_size
+from credit_jobs.domain.retention import RetentionPolicy
+from credit_jobs.domain.run_model import UsecaseSpec, validate_batch_size
+from credit_jobs.entrypoints.settings import Settings
 
 MAX_REASON_LENGTH = 500
 MAX_USERS = 10_000  # --user values per rollback: a larger set is a whole-period rollback
@@ -36,6 +40,14 @@ DatabaseUrlOption = Annotated[
     str | None,
     typer.Option("--database-url", help="PostgreSQL URL; overrides DATABASE_URL. Default: embedded PostgreSQL."),
 ]
+
+
+def bind_settings(spec: UsecaseSpec, settings: Settings) -> UsecaseSpec:
+    """The usecase with what it reads from the settings bound: purge-retention's retention and replay window."""
+    if spec.name != PURGE_RETENTION:
+        return spec
+    policy = RetentionPolicy(settings.creditjobs_retention_days, settings.creditjobs_request_replay_days)
+    return replace(spec, run=partial(spec.run, policy=policy))
 
 
 def register(app: typer.Typer) -> None:

@@ -13,13 +13,14 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError, field_validator, model_validator
+from pydantic import ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from credit_jobs.domain.contract import DEFAULT_BATCH_SIZE
 from credit_jobs.domain.errors import ConfigError
 from credit_jobs.domain.grant_rules import DEFAULT_GRANT_FAMILY, validate_grant_family
 from credit_jobs.domain.limits import MAX_JOB_NAME_LENGTH
+from credit_jobs.domain.retention import DEFAULT_REQUEST_REPLAY_DAYS, DEFAULT_RETENTION_DAYS, MAX_RETENTION_DAYS
 from credit_jobs.domain.run_model import MAX_BATCH_SIZE
 
 LOG_FORMATS = ("auto", "json", "console")
@@ -72,6 +73,8 @@ class Settings(BaseSettings):
     creditjobs_batch_size: int = DEFAULT_BATCH_SIZE
     creditjobs_statement_timeout_seconds: float = 300.0  # job runs: SET LOCAL statement_timeout
     creditjobs_lock_timeout_seconds: float = 30.0  # job runs: SET LOCAL lock_timeout
+    creditjobs_retention_days: int = DEFAULT_RETENTION_DAYS  # purge-retention: job_runs, deleted stored_files rows
+    creditjobs_request_replay_days: int = DEFAULT_REQUEST_REPLAY_DAYS  # purge-retention: processed request ids
 
     @model_validator(mode="before")
     @classmethod
@@ -153,6 +156,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"CREDITJOBS_BATCH_SIZE={text} is out of range: use 1..{MAX_BATCH_SIZE} (default {DEFAULT_BATCH_SIZE})"
             )
+        return int(text)
+
+    @field_validator("creditjobs_retention_days", "creditjobs_request_replay_days", mode="before")
+    @classmethod
+    def _days(cls, value: Any, info: ValidationInfo) -> Any:
+        name = str(info.field_name).upper()
+        text = str(value).strip()
+        if not _WHOLE_NUMBER.fullmatch(text) or not 1 <= int(text) <= MAX_RETENTION_DAYS:
+            raise ValueError(f"{name}={_shown(value)} is not a number of days in 1..{MAX_RETENTION_DAYS}")
         return int(text)
 
 
