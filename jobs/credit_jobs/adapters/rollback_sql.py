@@ -84,7 +84,9 @@ WITH picked AS (
 ), debited AS (
     UPDATE credit_accounts a SET balance = a.balance - s.voided, updated_at = :now
     FROM (SELECT user_id, sum(voided) AS voided FROM rolled WHERE voided > 0 GROUP BY user_id) s
-    WHERE a.user_id = s.user_id
+    -- the = ANY lets the planner probe the primary key; joined to the CTE alone it hash-joins a scan of every
+    -- account per chunk (quadratic over a whole period: measured 2.9x the distribution at 1M users)
+    WHERE a.user_id = ANY(ARRAY(SELECT user_id FROM rolled WHERE voided > 0)) AND a.user_id = s.user_id
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM rolled) AS grants,
