@@ -207,3 +207,48 @@ def test_the_rollback_is_audited_with_its_trigger_and_counts(cli: Any, engine: s
     assert (stats["rolled_back"], stats["credits_voided"], stats["not_voided_users"]) == (4, 1700, 3)
     assert (stats["not_voided_credits"], stats["reason"]) == (1500, "wrong amount")
     assert shown["usecase"] == "rollback-distribute-credits"
+
+
+def test_migration_0008_upgrades_a_database_holding_a_ledger_and_its_period_can_then_be_rolled_back(
+    cli: Any, engine: sa.Engine
+) -> None:
+    from alembic import command
+
+    from credit_jobs.adapters import schema_migrations
+
+    add_policy(engine, "pro", "subscription", 1000, None)
+    add_users(engine, [(u, "pro", "active", False, False) for u in (1, 2)])
+    config = schema_migrations.alembic_config()
+    with engine.begin() as conn:  # a database as it was before 0008, with a distributed period and a spent credit
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0007")
+    code, _, err = cli("run", "distribute-credits", "--period-key", PERIOD)
+    assert code == 2  # this version refuses the old schema before writing anything
+    assert "needs 0" in err
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO credit_grants (user_id, grant_type, grant_family, period_key, amount, remaining, "
+                "cause_run_id) VALUES (1, 'subscription', 'plan', :k, 1000, 700, gen_random_uuid()), "
+                "(2, 'subscription', 'plan', :k, 1000, 1000, gen_random_uuid())"
+            ),
+            {"k": PERIOD},
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO credit_entries (user_id, grant_id, kind, amount, cause_request_id) "
+                "SELECT 1, grant_id, 'usage', 300, 'spend' FROM credit_grants WHERE user_id = 1"
+            )
+        )
+        conn.execute(sa.text("INSERT INTO credit_accounts (user_id, balance) VALUES (1, 700), (2, 1000)"))
+    assert schema_migrations.upgrade_schema(engine) == schema_migrations.head_revision()
+    assert scalar(engine, "SELECT count(*) FROM credit_grants WHERE rolled_back_at IS NOT NULL") == 0
+    assert check_invariants(engine).ok
+    code, out, err = cli("rollback", "distribute-credits", "--period-key", PERIOD, "--reason", "after upgrade")
+    assert code == 0, err
+    assert "rolled_back=2" in out
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE plan_credit_policies SET credits_per_period = 400"))
+    assert cli("run", "distribute-credits", "--period-key", PERIOD)[0] == 0
+    assert _given(engine) == {1: 400, 2: 400}
+    assert check_invariants(engine).ok
