@@ -53,7 +53,8 @@ WITH inserted AS (
            CAST(:start AS timestamptz) + make_interval(days => p.expiry_days), :run_id
     FROM credit_eligibility e JOIN plan_credit_policies p ON p.plan_code = e.plan_code AND p.active
     WHERE (e.status = 'active' OR e.is_lifetime) AND NOT e.is_banned
-    ON CONFLICT (user_id, grant_family, period_key) WHERE period_key IS NOT NULL AND NOT legacy_duplicate DO NOTHING
+    ON CONFLICT (user_id, grant_family, period_key) WHERE period_key IS NOT NULL AND NOT legacy_duplicate
+        AND rolled_back_at IS NULL DO NOTHING
     RETURNING user_id, amount)
 INSERT INTO credit_accounts AS a (user_id, balance)
 SELECT user_id, sum(amount) FROM inserted GROUP BY user_id

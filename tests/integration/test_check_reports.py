@@ -174,3 +174,17 @@ def test_check_period_key_must_be_a_period_key(check: Cli) -> None:
     code, _, err = check("--period-key", "November")
     assert code == 2
     assert "November" in err
+
+
+def test_period_coverage_names_the_periods_runs_stuck_in_running_with_no_live_holder(
+    engine: sa.Engine, run_usecase: RunUsecase, check: Cli, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _distributed(engine, run_usecase)
+    stuck = _insert_running(engine, "distribute-credits", "2026-11", NOW - timedelta(days=1))
+    _insert_running(engine, "distribute-credits", "2026-10", NOW - timedelta(days=1))  # another period: not named
+    code, report, _ = check("--period-key", "2026-11", "--job", "distribute-credits")
+    assert code == 1  # a dead holder is also an invariant violation
+    assert report["coverage"]["stuck_runs"] == [str(stuck)]
+    assert report["coverage"]["runs"] == {"running": 1, "succeeded": 1}
+    assert main(["check", "--period-key", "2026-11"]) == 1
+    assert f"1 runs stuck in running with no live holder: {stuck}" in capsys.readouterr().out

@@ -1,6 +1,7 @@
 """The SQL form of the user partition (`ledger_sql.shard_predicate`, used by every sharded statement) selects, on
 PostgreSQL, exactly the users the domain's rule (`Shard.owns`) gives each shard — numeric-looking, Unicode and
-longest-allowed text ids included — so shards cover every user once. (Replaces a unit test that re-typed the formula and never ran it.)"""
+longest-allowed text ids included — so shards cover every user once. (Replaces a unit test that re-typed the
+formula and never ran it.)"""
 
 from __future__ import annotations
 

@@ -55,7 +55,8 @@ CHECKS: dict[str, tuple[str, str]] = {
     ),
     # Any grant type: a plan change mid-period must not add a second grant. Grants of *different* families are
     # independent by design (two distributing jobs). A grant carrying a void entry no longer counts: voiding the
-    # extra grant is how an operator settles a duplicate found by migration 0006.
+    # extra grant is how an operator settles a duplicate found by migration 0006; a rolled-back grant (`credit-jobs
+    # rollback`, migration 0008) no longer counts either: its period may be distributed again.
     "one_periodic_grant_per_family_period": (
         "2: at most one periodic grant per (user, grant family, period key), whatever its grant type",
         """
@@ -63,7 +64,7 @@ CHECKS: dict[str, tuple[str, str]] = {
                array_agg(g.grant_id ORDER BY g.grant_id) AS grant_ids,
                array_agg(DISTINCT g.grant_type) AS grant_types
         FROM credit_grants g
-        WHERE g.period_key IS NOT NULL
+        WHERE g.period_key IS NOT NULL AND g.rolled_back_at IS NULL
           AND NOT EXISTS (SELECT 1 FROM credit_entries v WHERE v.grant_id = g.grant_id AND v.kind = 'void')
         GROUP BY g.user_id, g.period_key, g.grant_family HAVING count(*) > 1
         """,
@@ -170,12 +171,14 @@ class Coverage:
     missing: int
     missing_sample: list[str]
     runs: dict[str, int] = field(default_factory=dict)  # with a job: its non-dry runs of the period, by status
+    # runs of the period (of the job, if given) left `running` by a dead holder: the period may be unfinished
+    stuck_runs: list[str] = field(default_factory=list)
 
 
 # "Eligible" is distribute-credits' rule (active or lifetime, not banned, plan with an active policy), evaluated now.
 _COVERAGE = f"""
 WITH eligible AS (
-    SELECT e.user_id FROM credit_eligibility e
+    SELECT e.user_id, p.credits_per_period AS credits FROM credit_eligibility e
     JOIN plan_credit_policies p ON p.plan_code = e.plan_code AND p.active
     WHERE (e.status = 'active' OR e.is_lifetime) AND NOT e.is_banned
 ), missing AS (
@@ -183,7 +186,11 @@ WITH eligible AS (
     WHERE NOT EXISTS (
         SELECT 1 FROM credit_grants g
         WHERE g.user_id = el.user_id AND g.grant_family = :family AND g.period_key = :period_key
-          AND NOT g.legacy_duplicate)
+          AND NOT g.legacy_duplicate AND g.rolled_back_at IS NULL)
+      -- after a rollback, a user who kept at least the policy amount gets no new grant on the redo: covered
+      AND coalesce((SELECT sum(r.rollback_kept) FROM credit_grants r
+                    WHERE r.user_id = el.user_id AND r.grant_family = :family AND r.period_key = :period_key
+                      AND r.rolled_back_at IS NOT NULL), 0) < el.credits
 )
 SELECT (SELECT count(*) FROM eligible) AS eligible,
        (SELECT count(*) FROM missing) AS missing,
@@ -206,4 +213,18 @@ def period_coverage(conn: sa.Connection, *, period_key: str, grant_family: str, 
                 {"job": job, "period_key": period_key},
             )
         }
-    return Coverage(period_key, grant_family, int(row.eligible), int(row.missing), list(row.sample), runs)
+    stuck = _stuck_runs(conn, period_key=period_key, job=job)
+    return Coverage(period_key, grant_family, int(row.eligible), int(row.missing), list(row.sample), runs, stuck)
+
+
+def _stuck_runs(conn: sa.Connection, *, period_key: str, job: str | None) -> list[str]:
+    """The `running_run_has_live_holder` check for one period (and job), confirmed twice as that check is."""
+    sql = f"SELECT s.run_id FROM ({CHECKS['running_run_has_live_holder'][1]}) s WHERE s.period_key = :period_key" + (
+        "" if job is None else " AND s.job = :job"
+    )
+    params = {"period_key": period_key, **({} if job is None else {"job": job})}
+    first = [r.run_id for r in conn.execute(sa.text(sql), params)]
+    if not first:
+        return []
+    again = {r.run_id for r in conn.execute(sa.text(sql), params)}
+    return [str(run_id) for run_id in first if run_id in again]

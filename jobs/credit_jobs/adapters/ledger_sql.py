@@ -73,9 +73,18 @@ WITH chunk AS (
     LIMIT :batch
 ), eligible AS (
     SELECT c.user_id, c.plan_code FROM chunk c WHERE c.is_active AND NOT c.is_banned
+), kept AS (
+    -- a redo after `credit-jobs rollback`: what each user kept from the period's rolled-back grants counts against
+    -- the new grant (docs/credits-lifecycle.md, "Rolling a period back"); probes a partial index that is empty
+    -- until a rollback, so a plain distribution pays one empty index probe per chunk
+    SELECT r.user_id, sum(r.rollback_kept) AS credits FROM credit_grants r
+    WHERE r.user_id = ANY(ARRAY(SELECT user_id FROM eligible)) AND r.rolled_back_at IS NOT NULL
+      AND r.grant_family = :grant_family AND r.period_key = :period_key
+    GROUP BY r.user_id
 ), candidates AS (
-    SELECT e.user_id, p.grant_type, p.credits_per_period AS credits, p.expiry_days
+    SELECT e.user_id, p.grant_type, p.credits_per_period - coalesce(k.credits, 0) AS credits, p.expiry_days
     FROM eligible e JOIN plan_credit_policies p ON p.plan_code = e.plan_code AND p.active
+    LEFT JOIN kept k ON k.user_id = e.user_id
 ), {write}
 SELECT
     (SELECT max(user_id) FROM chunk) AS last_user_id,
@@ -105,10 +114,13 @@ inserted AS (
                 ELSE CAST(:now AS timestamptz) + make_interval(days => expiry_days) END,
            :run_id
     FROM candidates
+    WHERE credits > 0  -- a redo after a rollback: a user who kept the policy amount already gets nothing more
     ORDER BY user_id, grant_type  -- lock order: user id (see the module docstring)
     -- one periodic grant per (user, grant family, period), whatever the grant type: a plan change mid-period
-    -- never adds a second grant on a rerun (rows flagged legacy_duplicate by migration 0006 are outside the index)
-    ON CONFLICT (user_id, grant_family, period_key) WHERE period_key IS NOT NULL AND NOT legacy_duplicate DO NOTHING
+    -- never adds a second grant on a rerun (rows flagged legacy_duplicate by migration 0006 and grants rolled back
+    -- are outside the index)
+    ON CONFLICT (user_id, grant_family, period_key) WHERE period_key IS NOT NULL AND NOT legacy_duplicate
+        AND rolled_back_at IS NULL DO NOTHING
     RETURNING user_id, amount
 ), credited AS (
     INSERT INTO credit_accounts AS a (user_id, balance, updated_at)
@@ -125,7 +137,8 @@ inserted AS (
     WHERE NOT EXISTS (
         SELECT 1 FROM credit_grants g
         WHERE g.user_id = c.user_id AND g.grant_family = :grant_family AND g.period_key = :period_key
-          AND NOT g.legacy_duplicate))"""
+          AND NOT g.legacy_duplicate AND g.rolled_back_at IS NULL)
+      AND c.credits > 0)"""
 
 
 def distribute_chunk(

@@ -121,14 +121,32 @@ class CreditGrant(Base):
             f"period_key IS NULL OR period_key ~ '{SQL_KEY_PATTERN}'", name="credit_grants_period_key_canonical"
         ),
         # invariant 2: one periodic grant per (user, grant family, period key), whatever its grant type (migration
-        # 0006); one-offs (no period key) and the duplicates 0006 found and flagged are outside the index
+        # 0006); one-offs (no period key), the duplicates 0006 found and flagged, and grants rolled back (0008: the
+        # period may be distributed again) are outside the index
         Index(
             "credit_grants_once_per_period",
             "user_id",
             "grant_family",
             "period_key",
             unique=True,
-            postgresql_where=text("period_key IS NOT NULL AND NOT legacy_duplicate"),
+            postgresql_where=text("period_key IS NOT NULL AND NOT legacy_duplicate AND rolled_back_at IS NULL"),
+        ),
+        # a redo after a rollback subtracts what the user kept (0008); empty until a period is rolled back
+        Index(
+            "credit_grants_rolled_back",
+            "user_id",
+            "grant_family",
+            "period_key",
+            postgresql_where=text("rolled_back_at IS NOT NULL"),
+        ),
+        CheckConstraint(
+            "num_nulls(rolled_back_at, rollback_run_id, rollback_kept) IN (0, 3)",
+            name="credit_grants_rollback_complete",
+        ),
+        CheckConstraint(
+            "rolled_back_at IS NULL OR (period_key IS NOT NULL AND remaining = 0 "
+            "AND rollback_kept >= 0 AND rollback_kept <= amount)",
+            name="credit_grants_rolled_back_is_empty",
         ),
         CheckConstraint("(period_key IS NULL) = (grant_family IS NULL)", name="credit_grants_periodic_has_family"),
         # partial: periodic grants (the millions) carry no key and skip this index entirely
@@ -162,6 +180,10 @@ class CreditGrant(Base):
     cause_run_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     cause_request_id: Mapped[str | None] = mapped_column(Text)
     idempotency_key: Mapped[str | None] = mapped_column(Text)
+    # `credit-jobs rollback` (0008): when, by which run, and how many credits the user kept (used or expired before)
+    rolled_back_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    rollback_run_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    rollback_kept: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class CreditEntry(Base):
@@ -191,6 +213,7 @@ class CreditEntry(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     cause_run_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     cause_request_id: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)  # a rollback's void: the operator's --reason (0008)
 
 
 class CreditRequest(Base):

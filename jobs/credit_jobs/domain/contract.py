@@ -29,9 +29,15 @@ class Period(StrEnum):
 DISTRIBUTE_CREDITS: Final = "distribute-credits"
 EXPIRE_CREDITS: Final = "expire-credits"
 CLEANUP_STORAGE: Final = "cleanup-storage"
+PURGE_RETENTION: Final = "purge-retention"
 # The period a run uses when CREDITJOB_PERIOD (spec.period) does not say.
 USECASE_PERIODS: Final[Mapping[str, Period]] = MappingProxyType(
-    {DISTRIBUTE_CREDITS: Period.MONTHLY, EXPIRE_CREDITS: Period.DAILY, CLEANUP_STORAGE: Period.DAILY}
+    {
+        DISTRIBUTE_CREDITS: Period.MONTHLY,
+        EXPIRE_CREDITS: Period.DAILY,
+        CLEANUP_STORAGE: Period.DAILY,
+        PURGE_RETENTION: Period.DAILY,
+    }
 )
 USECASES: Final[tuple[str, ...]] = tuple(USECASE_PERIODS)
 PERIODS: Final[tuple[str, ...]] = tuple(period.value for period in Period)
@@ -43,8 +49,9 @@ class Trigger(StrEnum):
     SCHEDULE = "schedule"  # the CronJob fired
     MANUAL = "manual"  # run-now (`credit-jobs trigger`)
     CATCH_UP = "catch-up"  # the operator's catch-up of a missed fire time
-    BACKFILL = "backfill"  # a person re-running an old period
+    BACKFILL = "backfill"  # a person re-running old periods (`credit-jobs backfill`)
     CLI = "cli"  # `credit-jobs run` with no schedule
+    ROLLBACK = "rollback"  # `credit-jobs rollback`: a period's grants rolled back (its audit row)
 
 
 TRIGGERS: Final[tuple[str, ...]] = tuple(trigger.value for trigger in Trigger)

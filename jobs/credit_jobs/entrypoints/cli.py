@@ -24,7 +24,7 @@ from typer.exceptions import TyperException as TyperUsageError
 
 from credit_jobs import __version__
 from credit_jobs.domain.errors import CreditJobsError
-from credit_jobs.entrypoints import cli_db, cli_demo, cli_ledger, cli_runs, cli_schedule
+from credit_jobs.entrypoints import cli_db, cli_demo, cli_ledger, cli_ops, cli_runs, cli_schedule
 from credit_jobs.entrypoints.cli_support import CliState, warn
 from credit_jobs.entrypoints.settings import load_settings
 from credit_jobs.observability.logging import configure_logging
@@ -80,6 +80,7 @@ cli_runs.register(app)
 cli_ledger.register(app)
 cli_schedule.register(app)
 cli_demo.register(app)
+cli_ops.register(app)  # rollback, backfill
 # The one place credit_jobs imports credit_operator (import-linter: "the jobs core does not depend on the operator").
 # `operator` and `trigger` import Kopf and the Kubernetes client only when they run, so `credit-jobs run` never does.
 register_operator_commands(app)

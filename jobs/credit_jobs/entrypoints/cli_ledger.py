@@ -132,6 +132,12 @@ def _print_report(report: CheckReport, job: str | None) -> None:
             f"{coverage.eligible} users eligible now, {coverage.missing} without the period's grant"
             + (f" (sample: {', '.join(map(str, coverage.missing_sample))})" if coverage.missing else "")
             + (f"; runs of {job}: {runs}" if job else "")
+            + (
+                f"; {len(coverage.stuck_runs)} runs stuck in running with no live holder: "
+                + ", ".join(coverage.stuck_runs)
+                if coverage.stuck_runs
+                else ""
+            )
         )
 
 

@@ -84,8 +84,8 @@ def run(
         return engine_for(database_url, cli, verify=False, timeouts=timeouts)
 
     label = f"{request.usecase.name}: {WALKED.get(request.usecase.name, 'items')}"
-    outcome = _with_progress(label, lambda progress: execute_run(request, engine_factory, progress=progress))
-    _print_outcome(outcome, request.job, request.shard)
+    outcome = with_progress(label, lambda progress: execute_run(request, engine_factory, progress=progress))
+    print_outcome(outcome, request.job, request.shard)
     return outcome.exit_code
 
 
@@ -102,11 +102,12 @@ class RunOptions:
 
 def _run_request(cli: CliState, usecase: str, options: RunOptions) -> RunRequest:
     """The run's request: the options, else the container's environment (docs/contract.md), checked here."""
+    from credit_jobs.entrypoints.cli_ops import bind_settings
     from credit_jobs.lifecycle.run_lifecycle import RunRequest
     from credit_jobs.usecases.registry import get_usecase
 
     settings = cli.settings
-    spec = get_usecase(usecase)
+    spec = bind_settings(get_usecase(usecase), settings)  # purge-retention: its retention (entrypoints/cli_ops.py)
     request = RunRequest(
         usecase=spec,
         job=settings.creditjob_name or spec.name,
@@ -143,7 +144,7 @@ def _run_request(cli: CliState, usecase: str, options: RunOptions) -> RunRequest
 WALKED = {"distribute-credits": "users", "expire-credits": "grants", "cleanup-storage": "files"}
 
 
-def _with_progress(label: str, call: Callable[[Progress | None], RunOutcome]) -> RunOutcome:
+def with_progress(label: str, call: Callable[[Progress | None], RunOutcome]) -> RunOutcome:
     if not sys.stderr.isatty():
         return call(None)  # plain progress lines come from the lifecycle's log
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -168,7 +169,7 @@ RUN_ALWAYS = ("granted", "already_granted", "skipped")
 DRY_RUN_ALWAYS = ("would_grant",)  # a dry run states only what would change (issue 13 §3)
 
 
-def _print_outcome(outcome: RunOutcome, job: str, shard: Shard) -> None:
+def print_outcome(outcome: RunOutcome, job: str, shard: Shard) -> None:
     if outcome.status in ("succeeded", "skipped"):
         _print_success(outcome, shard)
         return

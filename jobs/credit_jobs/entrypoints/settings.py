@@ -25,6 +25,7 @@ from credit_jobs.domain.contract import DEFAULT_BATCH_SIZE
 from credit_jobs.domain.errors import ConfigError
 from credit_jobs.domain.grant_rules import DEFAULT_GRANT_FAMILY, validate_grant_family
 from credit_jobs.domain.limits import MAX_JOB_NAME_LENGTH
+from credit_jobs.domain.retention import DEFAULT_REQUEST_REPLAY_DAYS, DEFAULT_RETENTION_DAYS, MAX_RETENTION_DAYS
 from credit_jobs.domain.run_model import MAX_BATCH_SIZE
 
 LOG_FORMATS = ("auto", "json", "console")
@@ -78,6 +79,8 @@ class Settings:
     creditjobs_batch_size: int = DEFAULT_BATCH_SIZE
     creditjobs_statement_timeout_seconds: float = 300.0  # job runs: SET LOCAL statement_timeout
     creditjobs_lock_timeout_seconds: float = 30.0  # job runs: SET LOCAL lock_timeout
+    creditjobs_retention_days: int = DEFAULT_RETENTION_DAYS  # purge-retention: job_runs, deleted stored_files rows
+    creditjobs_request_replay_days: int = DEFAULT_REQUEST_REPLAY_DAYS  # purge-retention: processed request ids
 
 
 # The environment variables the settings read (upper case), in the order they are checked.
@@ -145,6 +148,18 @@ def _batch_size(value: str) -> int:
     return int(text)
 
 
+def _days(variable: str) -> Callable[[str], int]:
+    """A whole number of days in 1..MAX_RETENTION_DAYS (purge-retention's windows)."""
+
+    def parse(value: str) -> int:
+        text = value.strip()
+        if not _WHOLE_NUMBER.fullmatch(text) or not 1 <= int(text) <= MAX_RETENTION_DAYS:
+            raise ConfigError(f"{variable}={_shown(value)} is not a number of days in 1..{MAX_RETENTION_DAYS}")
+        return int(text)
+
+    return parse
+
+
 def _number(variable: str) -> Callable[[str], float]:
     """A plain number of seconds (the timeouts): any float notation, surrounding blanks allowed."""
 
@@ -173,6 +188,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "creditjobs_batch_size": _batch_size,
     "creditjobs_statement_timeout_seconds": _number("CREDITJOBS_STATEMENT_TIMEOUT_SECONDS"),
     "creditjobs_lock_timeout_seconds": _number("CREDITJOBS_LOCK_TIMEOUT_SECONDS"),
+    "creditjobs_retention_days": _days("CREDITJOBS_RETENTION_DAYS"),
+    "creditjobs_request_replay_days": _days("CREDITJOBS_REQUEST_REPLAY_DAYS"),
 }
 
 

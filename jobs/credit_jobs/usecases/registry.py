@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from credit_jobs.domain.contract import CLEANUP_STORAGE, DISTRIBUTE_CREDITS, EXPIRE_CREDITS, USECASE_PERIODS
+from credit_jobs.domain.contract import (
+    CLEANUP_STORAGE,
+    DISTRIBUTE_CREDITS,
+    EXPIRE_CREDITS,
+    PURGE_RETENTION,
+    USECASE_PERIODS,
+)
 from credit_jobs.domain.errors import ConfigError
 from credit_jobs.domain.run_model import UsecaseSpec
 from credit_jobs.usecases.cleanup_storage import cleanup_storage
 from credit_jobs.usecases.distribute_credits import distribute_credits
 from credit_jobs.usecases.expire_credits import expire_credits
+from credit_jobs.usecases.purge_retention import purge_retention
 
 USECASES: dict[str, UsecaseSpec] = {
     spec.name: spec
@@ -29,6 +36,12 @@ USECASES: dict[str, UsecaseSpec] = {
             USECASE_PERIODS[CLEANUP_STORAGE],
             cleanup_storage,
             "Delete every stored file whose retention has ended (file:// and s3://) and record it.",
+        ),
+        UsecaseSpec(
+            PURGE_RETENTION,
+            USECASE_PERIODS[PURGE_RETENTION],
+            purge_retention,
+            "Delete old run audit rows, long-deleted stored-file rows and expired request ids; never the ledger.",
         ),
     )
 }

@@ -195,4 +195,4 @@ def test_every_example_is_a_valid_creditjob(name: str, manifest: dict[str, Any])
 
 def test_there_is_an_example_per_usecase() -> None:
     usecases = {m["spec"]["usecase"] for _, m in example_manifests()}
-    assert usecases == {"distribute-credits", "expire-credits", "cleanup-storage"}
+    assert usecases == {"distribute-credits", "expire-credits", "cleanup-storage", "purge-retention"}

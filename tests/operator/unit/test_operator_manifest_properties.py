@@ -25,7 +25,7 @@ param_keys = st.from_regex(r"[a-z][a-zA-Z0-9]{0,15}", fullmatch=True)
 param_values = st.one_of(st.booleans(), st.integers(-(10**6), 10**6), st.text("abc-_./:", min_size=1, max_size=12))
 specs = st.fixed_dictionaries(
     {
-        "usecase": st.sampled_from(["distribute-credits", "expire-credits", "cleanup-storage"]),
+        "usecase": st.sampled_from(["distribute-credits", "expire-credits", "cleanup-storage", "purge-retention"]),
         "schedule": st.sampled_from(["0 0 1 * *", "@daily", "*/15 * * * *", "10 0 * * 1-5", "@hourly"]),
     },
     optional={

@@ -1,0 +1,120 @@
+"""A rollback and a distribution of the same job and period never run at once — real `credit-jobs` processes.
+
+The test holds one account row locked, so the first process stops mid-chunk (its transaction open, its guard held);
+the second process is started against it: a rollback is refused with exit 2 and changes nothing, a distribution is
+skipped (exit 0) and grants nothing. Released, the first finishes and the ledger is sound.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from credit_jobs.adapters import database
+from credit_jobs.usecases.check_invariants import check_invariants
+from tests import cli_process
+from tests.integration.ledger_helpers import add_policy, add_users, scalar
+
+PERIOD = "2026-11"
+USERS = 50
+DEADLINE_S = 60.0
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[sa.Engine]:
+    eng = database.create_engine(database_url)
+    yield eng
+    eng.dispose()
+
+
+def _env(database_url: str) -> dict[str, str]:
+    # a loaded machine must not turn the deliberate wait into a lock timeout
+    return cli_process.cli_env(database_url, CREDITJOBS_LOCK_TIMEOUT_SECONDS="300")
+
+
+def _seed(engine: sa.Engine) -> None:
+    add_policy(engine, "pro", "subscription", 100, None)
+    add_users(engine, [(u, "pro", "active", False, False) for u in range(1, USERS + 1)])
+
+
+def _wait_until_blocked(engine: sa.Engine, proc: subprocess.Popen[str], usecase: str) -> None:
+    """Poll (with a deadline) until `proc` holds the guard (its audit row is running) and waits on our row lock."""
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        running = scalar(engine, "SELECT count(*) FROM job_runs WHERE status = 'running' AND usecase = :u", u=usecase)
+        waiting = scalar(
+            engine,
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
+        )
+        if running == 1 and waiting >= 1:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{usecase} never got blocked on the held row lock")
+
+
+def _hold_account_lock(engine: sa.Engine, user_id: int) -> Any:
+    conn = engine.connect()
+    conn.execute(sa.text("SELECT 1 FROM credit_accounts WHERE user_id = :u FOR UPDATE"), {"u": user_id})
+    return conn
+
+
+def test_a_rollback_is_refused_while_a_distribution_of_the_period_runs(database_url: str, engine: sa.Engine) -> None:
+    _seed(engine)
+    with engine.begin() as conn:  # user 1's account exists, so the distribution's balance upsert waits on it
+        conn.execute(sa.text("INSERT INTO credit_accounts (user_id, balance) VALUES (1, 0)"))
+    env = _env(database_url)
+    holder = _hold_account_lock(engine, 1)
+    distribution = cli_process.start(["run", "distribute-credits", "--period-key", PERIOD], env)
+    try:
+        _wait_until_blocked(engine, distribution, "distribute-credits")
+        refused = cli_process.run(
+            ["rollback", "distribute-credits", "--period-key", PERIOD, "--reason", "wrong amount"], env
+        )
+        assert refused.returncode == 2, refused.stderr
+        (line,) = cli_process.error_lines(refused.stderr)
+        assert "rollback of distribute-credits period 2026-11 refused: running elsewhere (run" in line
+    finally:
+        holder.rollback()
+        holder.close()
+    _, err = distribution.communicate(timeout=DEADLINE_S)
+    assert distribution.returncode == 0, err
+    # nothing was rolled back: every grant is live and whole
+    assert (
+        scalar(engine, "SELECT count(*) FROM credit_grants WHERE rolled_back_at IS NULL AND remaining = 100") == USERS
+    )
+    assert scalar(engine, "SELECT count(*) FROM credit_entries") == 0
+    # once the distribution is done, the rollback goes through
+    done = cli_process.run(["rollback", "distribute-credits", "--period-key", PERIOD, "--reason", "wrong amount"], env)
+    assert done.returncode == 0, done.stderr
+    assert scalar(engine, "SELECT count(*) FROM credit_grants WHERE rolled_back_at IS NOT NULL") == USERS
+    assert check_invariants(engine).ok
+
+
+def test_a_distribution_cannot_start_while_a_rollback_of_its_period_runs(database_url: str, engine: sa.Engine) -> None:
+    _seed(engine)
+    env = _env(database_url)
+    assert cli_process.run(["run", "distribute-credits", "--period-key", PERIOD], env).returncode == 0
+    holder = _hold_account_lock(engine, USERS)  # the rollback's chunk locks grants, then waits on this account
+    rollback = cli_process.start(["rollback", "distribute-credits", "--period-key", PERIOD, "--reason", "r"], env)
+    try:
+        _wait_until_blocked(engine, rollback, "rollback-distribute-credits")
+        skipped = cli_process.run(["run", "distribute-credits", "--period-key", PERIOD], env)
+        assert skipped.returncode == 0, skipped.stderr
+        (finished,) = [line for line in cli_process.log_lines(skipped.stderr) if line["event"] == "run.skipped"]
+        assert finished["error"].startswith("running elsewhere (run ")
+    finally:
+        holder.rollback()
+        holder.close()
+    _, err = rollback.communicate(timeout=DEADLINE_S)
+    assert rollback.returncode == 0, err
+    # the rollback was whole, and the skipped distribution granted nothing on top of it
+    assert scalar(engine, "SELECT count(*) FROM credit_grants") == USERS
+    assert scalar(engine, "SELECT count(*) FROM credit_grants WHERE rolled_back_at IS NOT NULL") == USERS
+    assert scalar(engine, "SELECT sum(balance) FROM credit_accounts") == 0
+    assert check_invariants(engine).ok
