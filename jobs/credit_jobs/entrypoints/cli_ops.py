@@ -48,6 +48,7 @@ rollback_app = typer.Typer(
     no_args_is_help=True, help="Roll a period's grants back (void what is left) so the period can be distributed again."
 )
 
+
 def bind_settings(spec: UsecaseSpec, settings: Settings) -> UsecaseSpec:
     """The usecase with what it reads from the settings bound: purge-retention's retention and replay window."""
     if spec.name != PURGE_RETENTION:
