@@ -49,6 +49,7 @@ from credit_jobs.domain.requests import (
 from credit_jobs.domain.run_model import validate_batch_size
 from credit_jobs.domain.schedule import Schedule
 from credit_jobs.domain.sharding import Shard, parse_shard, shard_from_env
+from credit_jobs.entrypoints.cli_api import register as register_api_commands
 from credit_jobs.entrypoints.data_dir import LEGACY_DATA_DIR, data_dir
 from credit_jobs.entrypoints.settings import Settings, load_settings
 from credit_jobs.lifecycle.run_lifecycle import RunOutcome, RunRequest, execute_run
@@ -814,6 +815,7 @@ def demo(
 # The one place credit_jobs imports credit_operator (import-linter: "the jobs core does not depend on the operator").
 # `operator` and `trigger` import Kopf and the Kubernetes client only when they run, so `credit-jobs run` never does.
 register_operator_commands(app)
+register_api_commands(app)
 
 
 # --- entry point ------------------------------------------------------------------------------------------------

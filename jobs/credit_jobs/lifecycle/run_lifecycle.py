@@ -61,6 +61,7 @@ class RunRequest:
     pushgateway_url: str | None = None
     namespace: str | None = None
     grant_family: str = DEFAULT_GRANT_FAMILY
+    requested_by: str | None = None  # who asked (API principal, CREDITJOB_REQUESTED_BY); recorded in the audit row
 
 
 @dataclass
@@ -168,6 +169,7 @@ def _run_guarded(
         trigger=request.trigger,
         dry_run=request.dry_run,
         started_at=now,
+        requested_by=request.requested_by,
     )
     # 4. The guard: a transaction advisory lock on a dedicated connection, which dies with its holder.
     guard = RunGuard(
