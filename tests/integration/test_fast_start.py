@@ -23,8 +23,8 @@ from tests import cli_process
 from tests.cli_process import cli_env, libpq_url
 
 # The Kubernetes client and Kopf (operator/trigger only), Alembic (db upgrade only) and the ORM models (migrations
-# and tests only; about a third of the CLI's import time).
-HEAVY = ("kubernetes", "kopf", "alembic", "credit_jobs.adapters.tables")
+# and tests only; about a third of the CLI's import time), the HTTP API's FastAPI / uvicorn / limits (`api` only).
+HEAVY = ("kubernetes", "kopf", "alembic", "credit_jobs.adapters.tables", "fastapi", "starlette", "uvicorn", "limits")
 
 # `credit-jobs run expire-credits` through the console script's own `main`, then the heavy packages it loaded.
 _RUN_AND_REPORT = """

@@ -8,6 +8,7 @@ Kubernetes configuration.
 
 from __future__ import annotations
 
+import signal
 from typing import Annotated
 
 import typer
@@ -62,6 +63,10 @@ def serve(host: str | None, port: int | None, database_url: str | None) -> None:
         mode=config.settings.creditjobs_api_mode,
         credentials=[c.principal for c in config.credentials],
     )
+    # uvicorn stops gracefully on SIGTERM / SIGINT, then re-raises the signal to the handler found at start: with
+    # the default one the process would die by the signal after a clean stop. A requested stop exits 0.
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop, lambda *_: None)
     try:
         uvicorn.run(
             app,
