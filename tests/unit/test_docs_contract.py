@@ -16,6 +16,7 @@ from typing import Any
 import typer
 
 from credit_jobs.entrypoints.cli import app
+from credit_jobs.entrypoints.api.settings import ApiSettings
 from credit_jobs.entrypoints.settings import Settings
 from credit_operator.creditjob import parse_creditjob
 from credit_operator.cronjob_manifest import ManifestDefaults, build_cronjob, build_job_from_cronjob
@@ -64,7 +65,7 @@ def _rendered_env() -> set[str]:
 
 
 def _known_variables() -> set[str]:
-    jobs = {name.upper() for name in Settings.model_fields}
+    jobs = {name.upper() for name in Settings.model_fields} | {name.upper() for name in ApiSettings.model_fields}
     operator: set[str] = set()
     prefix = str(OperatorSettings.model_config.get("env_prefix", ""))
     for name, info in OperatorSettings.model_fields.items():
