@@ -133,3 +133,20 @@ def test_serves_the_api_and_stops_on_sigterm(served: tuple[str, subprocess.Popen
     assert events.count("api.request") == 4  # 401, the seed's route, two consumes (probes log at debug)
     for secret in (*SECRETS, RUNS_TOKEN, "nope"):
         assert secret not in stderr
+
+
+def test_a_run_now_job_records_its_requester_from_the_environment(database_url: str) -> None:
+    """What the operator's run-now Job does with CREDITJOB_REQUESTED_BY: the audit row keeps it."""
+    engine = sa.create_engine(database_url)
+    try:
+        done = cli_process.run(
+            ["run", "expire-credits"], cli_env(database_url, CREDITJOB_REQUESTED_BY="token:scheduler"), timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        assert scalar(engine, "SELECT requested_by FROM job_runs") == "token:scheduler"
+        bad = cli_process.run(["run", "expire-credits"], cli_env(database_url, CREDITJOB_REQUESTED_BY="a\tb"))
+        assert bad.returncode == 2, bad.stderr
+        assert "CREDITJOB_REQUESTED_BY" in cli_process.error_lines(bad.stderr)[0]
+        assert scalar(engine, "SELECT count(*) FROM job_runs") == 1  # the refused run wrote nothing
+    finally:
+        engine.dispose()

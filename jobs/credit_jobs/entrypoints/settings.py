@@ -66,6 +66,7 @@ class Settings(BaseSettings):
     creditjob_trigger: str | None = None
     creditjob_period_key: str | None = None
     creditjob_grant_family: str = DEFAULT_GRANT_FAMILY
+    creditjob_requested_by: str | None = None  # set by the operator on run-now Jobs the HTTP API asked for
 
     creditjobs_data_dir: Path | None = None  # None: the per-user default (entrypoints/data_dir.py)
     creditjobs_heartbeat_seconds: float = 10.0
@@ -112,6 +113,19 @@ class Settings(BaseSettings):
         if any(ord(c) < 32 or ord(c) == 127 for c in name):
             raise ValueError(f"CREDITJOB_NAME contains a control character ({_shown(name)}): use printable text")
         return name
+
+    @field_validator("creditjob_requested_by", mode="before")
+    @classmethod
+    def _requested_by(cls, value: Any) -> Any:
+        if value is None or not str(value).strip():
+            return None
+        text = str(value)
+        if len(text) > MAX_JOB_NAME_LENGTH or not text.isprintable():
+            raise ValueError(
+                f"CREDITJOB_REQUESTED_BY={_shown(value)} is not a principal name: use at most "
+                f"{MAX_JOB_NAME_LENGTH} printable characters (it is set by the operator)"
+            )
+        return text
 
     @field_validator("creditjob_grant_family", mode="before")
     @classmethod
