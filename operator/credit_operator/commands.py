@@ -25,7 +25,12 @@ import typer
 
 from credit_jobs.domain.errors import ConfigError
 from credit_jobs.domain.period_keys import period_start
-from credit_operator.creditjob import ANNOTATION_RUN_NOW, ANNOTATION_RUN_PERIOD, parse_creditjob
+from credit_operator.creditjob import (
+    ANNOTATION_REQUESTED_BY,
+    ANNOTATION_RUN_NOW,
+    ANNOTATION_RUN_PERIOD,
+    parse_creditjob,
+)
 
 if TYPE_CHECKING:
     from credit_operator.kube import KubeApi
@@ -41,8 +46,11 @@ def new_token(now: datetime | None = None) -> str:
     return f"{moment:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
 
 
-def request_run(api: KubeApi, namespace: str, name: str, period_key: str | None, token: str) -> None:
-    """Set the run-now annotations on a CreditJob; ConfigError when it does not exist."""
+def request_run(
+    api: KubeApi, namespace: str, name: str, period_key: str | None, token: str, requested_by: str | None = None
+) -> None:
+    """Set the run-now annotations on a CreditJob; ConfigError when it does not exist. `requested_by` (the HTTP
+    API's authenticated principal) goes into `credits.dev/requested-by` in the same patch; None removes an old one."""
     from credit_operator.kube import ApiError
 
     try:
@@ -61,7 +69,11 @@ def request_run(api: KubeApi, namespace: str, name: str, period_key: str | None,
         if schedule is not None:
             period_start(period_key, schedule.period, schedule.tz)
     # A null run-period removes a key left from an earlier request: this run resolves its own period.
-    annotations: dict[str, Any] = {ANNOTATION_RUN_NOW: token, ANNOTATION_RUN_PERIOD: period_key or None}
+    annotations: dict[str, Any] = {
+        ANNOTATION_RUN_NOW: token,
+        ANNOTATION_RUN_PERIOD: period_key or None,
+        ANNOTATION_REQUESTED_BY: requested_by,
+    }
     try:
         api.patch_creditjob(namespace, name, {"metadata": {"annotations": annotations}})
     except ApiError as exc:

@@ -37,6 +37,7 @@ MANAGED_BY = "credit-jobs-operator"
 # Annotations: run-now requests (set by `credit-jobs trigger` / the HTTP API) and bookkeeping on Jobs.
 ANNOTATION_RUN_NOW = "credits.dev/run-now"
 ANNOTATION_RUN_PERIOD = "credits.dev/run-period"
+ANNOTATION_REQUESTED_BY = "credits.dev/requested-by"  # who asked for the run-now (the HTTP API's principal)
 ANNOTATION_PERIOD_KEY = "credits.dev/period-key"
 ANNOTATION_SCHEDULED_TIME = "credits.dev/scheduled-time"
 ANNOTATION_RUN_NOW_TOKEN = "credits.dev/run-now-token"

@@ -27,6 +27,7 @@ from credit_jobs.domain.contract import (
     ENV_PERIOD,
     ENV_PERIOD_KEY,
     ENV_PUSHGATEWAY_URL,
+    ENV_REQUESTED_BY,
     ENV_SCHEDULE,
     ENV_SHARDS,
     ENV_TIME_ZONE,
@@ -36,6 +37,7 @@ from credit_jobs.domain.contract import (
 )
 from credit_operator.creditjob import (
     ANNOTATION_PERIOD_KEY,
+    ANNOTATION_REQUESTED_BY,
     ANNOTATION_RUN_NOW_TOKEN,
     ANNOTATION_SCHEDULED_TIME,
     LABEL_CREDITJOB,
@@ -242,9 +244,11 @@ def build_job_from_cronjob(
     scheduled_time: datetime | None = None,
     token: str | None = None,
     suspend: bool = False,
+    requested_by: str | None = None,
 ) -> dict[str, Any]:
     """A one-off Job from the CronJob's template (as `kubectl create job --from=cronjob/…` does), with
-    CREDITJOB_TRIGGER set to `trigger` and CREDITJOB_PERIOD_KEY pinned when a key is given.
+    CREDITJOB_TRIGGER set to `trigger` and CREDITJOB_PERIOD_KEY pinned when a key is given. `requested_by` (a run-now
+    asked for through the HTTP API) becomes CREDITJOB_REQUESTED_BY, which the run records in its audit row.
 
     The owner reference (the CronJob, so history limits and garbage collection apply) is added by the caller.
     `suspend=True` queues the Job: `reconcile.py` resumes queued catch-up Jobs one at a time under Forbid/Replace.
@@ -260,6 +264,8 @@ def build_job_from_cronjob(
         annotations[ANNOTATION_SCHEDULED_TIME] = format_time(scheduled_time) or ""
     if token is not None:
         annotations[ANNOTATION_RUN_NOW_TOKEN] = token
+    if requested_by:
+        annotations[ANNOTATION_REQUESTED_BY] = requested_by
     job_spec["template"].setdefault("metadata", {})
     job_spec["template"]["metadata"]["labels"] = {
         **(job_spec["template"]["metadata"].get("labels") or {}),
@@ -268,10 +274,12 @@ def build_job_from_cronjob(
     for container in job_spec["template"]["spec"]["containers"]:
         if container.get("name") != CONTAINER:
             continue
-        env = [e for e in container.get("env", []) if e["name"] not in (ENV_TRIGGER, ENV_PERIOD_KEY)]
+        env = [e for e in container.get("env", []) if e["name"] not in (ENV_TRIGGER, ENV_PERIOD_KEY, ENV_REQUESTED_BY)]
         env.append({"name": ENV_TRIGGER, "value": trigger})
         if period_key:
             env.append({"name": ENV_PERIOD_KEY, "value": period_key})
+        if requested_by:
+            env.append({"name": ENV_REQUESTED_BY, "value": requested_by})
         container["env"] = env
     if suspend:
         job_spec["suspend"] = True

@@ -22,6 +22,7 @@ from credit_jobs.domain.errors import ConfigError
 from credit_jobs.domain.period_keys import period_start
 from credit_operator import cronjob_manifest as manifests
 from credit_operator.creditjob import (
+    ANNOTATION_REQUESTED_BY,
     ANNOTATION_RUN_NOW,
     ANNOTATION_RUN_PERIOD,
     ANNOTATION_RUN_REPORTED,
@@ -373,6 +374,7 @@ def _run_now(
         trigger=Trigger.MANUAL.value,
         period_key=period_key,
         token=token,
+        requested_by=creditjob.annotations.get(ANNOTATION_REQUESTED_BY) or None,
     )
     kopf.adopt(job, owner=dict(cronjob))  # type: ignore[arg-type]
     created, fresh = _create_job(api, job)

@@ -24,9 +24,9 @@ from chart_support import ENVIRONMENTS, REPO, env_values, monitoring_values, rul
 
 RUNBOOKS = REPO / "docs" / "runbooks.md"
 RUNBOOK_BASE = "https://github.com/credit-jobs/credit-jobs/blob/main/docs/runbooks.md"
-# docs/contract.md's alert list. CreditJobsTriggerAuthFailures belongs to the trigger HTTP API, which is not built and
-# exports no metric yet: it is documented as upcoming in docs/monitoring.md, not shipped as a stub rule.
+# docs/contract.md's alert list (CreditJobsTriggerAuthFailures: the HTTP API's creditjobs_api_requests_total).
 EXPECTED_ALERTS = {
+    "CreditJobsTriggerAuthFailures",
     "CreditJobFailed",
     "CreditJobNotSucceededRecently",
     "CreditJobRunningTooLong",
@@ -45,6 +45,7 @@ ALERT_SETTINGS: dict[str, dict[str, Any]] = {
     "creditJobPeriodOwed": {"for": "30m", "severity": "warning"},
     "creditJobsOperatorDown": {"for": "5m", "severity": "critical"},
     "creditJobsOperatorReconcileErrors": {"for": "15m", "severity": "warning", "window": "10m", "ratio": 0.05},
+    "creditJobsTriggerAuthFailures": {"for": "10m", "severity": "warning", "window": "5m", "perSecond": 0.1},
 }
 OPERATOR_JOB = "credit-jobs-operator"  # the operator Service name = the ServiceMonitor's job label
 RUN = 'job="credit-jobs", namespace="billing", creditjob="distribute-credits", shard="0"'
@@ -70,7 +71,10 @@ SUMMARY = {
     "CreditJobsOperatorDown": "The credit-jobs operator is down.",
     "CreditJobsOperatorReconcileErrors": "The credit-jobs operator fails to reconcile CreditJobs.",
     "CreditJobPeriodOwed": "A credit job owes periods whose runs all failed.",
+    "CreditJobsTriggerAuthFailures": "Requests to the credit-jobs API keep failing authentication.",
 }
+API = 'job="credit-jobs-api", namespace="billing", instance="a", route="/api/v1/runs"'
+API_STAGING = 'job="credit-jobs-api", namespace="staging", instance="b", route="/api/v1/runs"'
 
 
 @dataclass
@@ -409,6 +413,36 @@ CASES: dict[str, Case] = {
         {f"creditjobs_failed_periods{{{CJ}}}": "0x60", f"creditjobs_failed_periods{{{CJ_STAGING}}}": "1x60"},
         silent_at=["29m"],
         firing_at={"31m": [_owed(1, namespace="staging")]},
+    ),
+    # --- CreditJobsTriggerAuthFailures (window 5m, over 0.1/s, for 10m) ---
+    "auth-failures-at-one-per-second-fire-after-the-for": Case(
+        "CreditJobsTriggerAuthFailures",
+        {
+            f'creditjobs_api_requests_total{{{API}, result="unauthorized"}}': "0+60x60",
+            f'creditjobs_api_requests_total{{{API}, result="ok"}}': "0+600x60",
+        },
+        silent_at=["9m"],
+        firing_at={
+            "13m": [
+                Firing(
+                    {"severity": "warning", "namespace": "billing", "job": "credit-jobs-api"},
+                    "1 requests per second to billing/credit-jobs-api failed authentication over the last 5m.",
+                )
+            ]
+        },
+    ),
+    "another-releases-api-auth-failures-are-its-own-alert": Case(
+        "CreditJobsTriggerAuthFailures",
+        {f'creditjobs_api_requests_total{{{API_STAGING}, result="unauthorized"}}': "0+60x60"},
+        silent_at=["13m", "30m"],
+    ),
+    "a-few-auth-failures-stay-silent": Case(
+        "CreditJobsTriggerAuthFailures",
+        {
+            f'creditjobs_api_requests_total{{{API}, result="unauthorized"}}': "0+3x60",
+            f'creditjobs_api_requests_total{{{API}, result="ok"}}': "0+600x60",
+        },
+        silent_at=["20m", "60m"],
     ),
 }
 

@@ -70,7 +70,7 @@ BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
         {"creditJobs": [{"name": "a", "spec": {"usecase": "distribute-credits"}}]},
         "/creditJobs/0/spec",
     ),
-    "trigger api before it exists": ({"api": {"enabled": True}}, "/api/enabled"),
+    "api without its credentials secret": ({"api": {"enabled": True}}, "/api"),
 }
 
 

@@ -23,9 +23,21 @@ from tests import cli_process
 from tests.cli_process import cli_env, libpq_url
 
 # The Kubernetes client and Kopf (operator/trigger only), Alembic (db upgrade only), the ORM models (migrations
-# and tests only; about a third of the CLI's import time), pydantic-settings (the operator's settings only: the jobs
-# settings are a plain reader) and prometheus-client (only when PUSHGATEWAY_URL is set).
-HEAVY = ("kubernetes", "kopf", "alembic", "credit_jobs.adapters.tables", "pydantic_settings", "prometheus_client")
+# and tests only; about a third of the CLI's import time), pydantic-settings (the operator's and the API's settings
+# only: the jobs settings are a plain reader), prometheus-client (only when PUSHGATEWAY_URL is set) and the HTTP
+# API's FastAPI / uvicorn / limits (`api` only).
+HEAVY = (
+    "kubernetes",
+    "kopf",
+    "alembic",
+    "credit_jobs.adapters.tables",
+    "pydantic_settings",
+    "prometheus_client",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "limits",
+)
 
 HEAD = schema_migrations.head_revision()  # the newest migration
 

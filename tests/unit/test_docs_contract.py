@@ -15,6 +15,7 @@ from typing import Any
 
 import typer
 
+from credit_jobs.entrypoints.api.settings import ApiSettings
 from credit_jobs.entrypoints.cli import app
 from credit_jobs.entrypoints.settings import VARIABLES
 from credit_operator.creditjob import parse_creditjob
@@ -64,7 +65,7 @@ def _rendered_env() -> set[str]:
 
 
 def _known_variables() -> set[str]:
-    jobs = set(VARIABLES)
+    jobs = set(VARIABLES) | {name.upper() for name in ApiSettings.model_fields}
     operator: set[str] = set()
     prefix = str(OperatorSettings.model_config.get("env_prefix", ""))
     for name, info in OperatorSettings.model_fields.items():

@@ -30,6 +30,7 @@ class RunIdentity:
     trigger: str
     dry_run: bool
     started_at: datetime
+    requested_by: str | None = None  # the API principal that asked for the run, if any
 
 
 def _identity_params(run: RunIdentity) -> dict[str, Any]:
@@ -45,14 +46,15 @@ def _identity_params(run: RunIdentity) -> dict[str, Any]:
         "started_at": run.started_at,
         "host": socket.gethostname(),
         "pid": os.getpid(),
+        "requested_by": run.requested_by,
     }
 
 
 _INSERT = """
 INSERT INTO job_runs (run_id, job, usecase, period_key, shard, shards, trigger, status, dry_run, started_at,
-                      heartbeat_at, finished_at, error, host, pid)
+                      heartbeat_at, finished_at, error, host, pid, requested_by)
 VALUES (:run_id, :job, :usecase, :period_key, :shard, :shards, :trigger, :status, :dry_run, :started_at,
-        :heartbeat_at, :finished_at, :error, :host, :pid)
+        :heartbeat_at, :finished_at, :error, :host, :pid, :requested_by)
 """
 
 
@@ -134,7 +136,7 @@ def finish(engine: sa.Engine, run_id: uuid.UUID, *, status: str, stats: dict[str
 
 _COLUMNS = (
     "run_id, job, usecase, period_key, shard, shards, trigger, status, dry_run, started_at, heartbeat_at, "
-    "finished_at, stats, error, host, pid"
+    "finished_at, stats, error, host, pid, requested_by"
 )
 
 

@@ -299,3 +299,4 @@ class JobRun(Base):
     error: Mapped[str | None] = mapped_column(Text)
     host: Mapped[str | None] = mapped_column(Text)
     pid: Mapped[int | None] = mapped_column(Integer)
+    requested_by: Mapped[str | None] = mapped_column(Text)  # who asked (API principal); NULL: not recorded

@@ -74,6 +74,9 @@ ENV_DATABASE_URL: Final = "DATABASE_URL"
 ENV_PUSHGATEWAY_URL: Final = "PUSHGATEWAY_URL"
 ENV_LOG_FORMAT: Final = "LOG_FORMAT"
 ENV_COMPLETION_INDEX: Final = "JOB_COMPLETION_INDEX"  # set by Kubernetes on Indexed Jobs
+# Who asked for a run-now (the HTTP API's principal, from `credits.dev/requested-by`): only on run-now Jobs that have
+# one, so it is not part of CONTAINER_ENV (the variables every run container gets).
+ENV_REQUESTED_BY: Final = "CREDITJOB_REQUESTED_BY"
 CONTAINER_ENV: Final[tuple[str, ...]] = (
     ENV_NAME,
     ENV_NAMESPACE,

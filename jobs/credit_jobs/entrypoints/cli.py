@@ -24,7 +24,7 @@ from typer.exceptions import TyperException as TyperUsageError
 
 from credit_jobs import __version__
 from credit_jobs.domain.errors import CreditJobsError
-from credit_jobs.entrypoints import cli_db, cli_demo, cli_ledger, cli_ops, cli_runs, cli_schedule
+from credit_jobs.entrypoints import cli_api, cli_db, cli_demo, cli_ledger, cli_ops, cli_runs, cli_schedule
 from credit_jobs.entrypoints.cli_support import CliState, warn
 from credit_jobs.entrypoints.settings import load_settings
 from credit_jobs.observability.logging import configure_logging
@@ -84,6 +84,7 @@ cli_ops.register(app)  # rollback, backfill
 # The one place credit_jobs imports credit_operator (import-linter: "the jobs core does not depend on the operator").
 # `operator` and `trigger` import Kopf and the Kubernetes client only when they run, so `credit-jobs run` never does.
 register_operator_commands(app)
+cli_api.register(app)  # `api` imports FastAPI and uvicorn only when it runs
 
 
 # --- entry point --------------------------------------------------------------------------------------------------

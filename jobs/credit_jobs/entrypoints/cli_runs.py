@@ -134,6 +134,7 @@ def _run_request(cli: CliState, usecase: str, options: RunOptions) -> RunRequest
             if options.grant_family is not None
             else settings.creditjob_grant_family
         ),
+        requested_by=settings.creditjob_requested_by,
     )
     if request.trigger not in TRIGGERS:
         raise ConfigError(f"CREDITJOB_TRIGGER={request.trigger!r} is not one of {', '.join(TRIGGERS)}")

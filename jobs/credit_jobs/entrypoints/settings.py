@@ -73,6 +73,7 @@ class Settings:
     creditjob_trigger: str | None = None
     creditjob_period_key: str | None = None
     creditjob_grant_family: str = DEFAULT_GRANT_FAMILY
+    creditjob_requested_by: str | None = None  # set by the operator on run-now Jobs the HTTP API asked for
 
     creditjobs_data_dir: Path | None = None  # None: the per-user default (entrypoints/data_dir.py)
     creditjobs_heartbeat_seconds: float = 10.0
@@ -110,6 +111,17 @@ def _job_name(name: str) -> str:
     if any(ord(c) < 32 or ord(c) == 127 for c in name):
         raise ConfigError(f"CREDITJOB_NAME contains a control character ({_shown(name)}): use printable text")
     return name
+
+
+def _requested_by(value: str) -> str | None:
+    if not value.strip():
+        return None
+    if len(value) > MAX_JOB_NAME_LENGTH or not value.isprintable():
+        raise ConfigError(
+            f"CREDITJOB_REQUESTED_BY={_shown(value)} is not a principal name: use at most "
+            f"{MAX_JOB_NAME_LENGTH} printable characters (it is set by the operator)"
+        )
+    return value
 
 
 def _grant_family(value: str) -> str:
@@ -183,6 +195,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "log_level": _log_level,
     "creditjob_name": _job_name,
     "creditjob_grant_family": _grant_family,
+    "creditjob_requested_by": _requested_by,
     "creditjobs_data_dir": Path,
     "creditjobs_heartbeat_seconds": _heartbeat,
     "creditjobs_batch_size": _batch_size,

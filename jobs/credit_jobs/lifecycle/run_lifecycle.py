@@ -60,6 +60,7 @@ class RunRequest:
     pushgateway_url: str | None = None
     namespace: str | None = None
     grant_family: str = DEFAULT_GRANT_FAMILY
+    requested_by: str | None = None  # who asked (API principal, CREDITJOB_REQUESTED_BY); recorded in the audit row
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,7 @@ class _Run:
             trigger=request.trigger,
             dry_run=request.dry_run,
             started_at=self.now,
+            requested_by=request.requested_by,
         )
 
 

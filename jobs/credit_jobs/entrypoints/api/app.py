@@ -1,0 +1,182 @@
+"""The FastAPI application: shared state, the auth-and-rate-limit dependency, the audit middleware, error envelopes.
+
+`create_app(state)` is called by `credit-jobs api` (`entrypoints.cli_api`) and by the tests, with an `ApiState`
+holding the configuration, the database engine and the run triggers. Routes live in `routes_health`,
+`routes_ledger` and `routes_runs`; protected ones depend on `require(scope)`, which applies, in order: the global
+rate limit, the client's failed-authentication budget, authentication (401 with `WWW-Authenticate`), the
+principal's own rate limit (429 with `Retry-After`) and the scope (403). The middleware writes one audit line per
+request (principal, route, status, result — never a credential) and counts it in `creditjobs_api_requests_total`.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import DBAPIError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from credit_jobs import __version__
+from credit_jobs.adapters import database
+from credit_jobs.entrypoints.api.auth import CHALLENGE, AuthFailure, Principal, authenticate
+from credit_jobs.entrypoints.api.errors import ApiError, envelope_error
+from credit_jobs.entrypoints.api.rate_limits import RateLimits, Refusal
+from credit_jobs.entrypoints.api.settings import ApiConfig
+from credit_jobs.entrypoints.api.triggers import Triggers
+from credit_jobs.observability.api_metrics import ApiMetrics, result_of
+
+log = structlog.get_logger()
+
+# Probes and metrics: unauthenticated, not rate limited, audited at debug level only (a probe every few seconds).
+QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+@dataclass
+class ApiState:
+    config: ApiConfig
+    engine: sa.Engine
+    triggers: Triggers
+    limits: RateLimits = field(init=False)
+    metrics: ApiMetrics = field(default_factory=ApiMetrics)
+
+    def __post_init__(self) -> None:
+        self.limits = RateLimits(self.config.rate_global, self.config.rate_client, self.config.rate_auth_failures)
+
+
+def state_of(request: Request) -> ApiState:
+    state: ApiState = request.app.state.api
+    return state
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _too_many(refusal: Refusal) -> ApiError:
+    return ApiError(
+        429,
+        "rate_limited",
+        f"too many requests ({refusal.scope} limit): retry after {refusal.retry_after} s",
+        retryable=True,
+        headers={"Retry-After": str(refusal.retry_after)},
+    )
+
+
+def require(scope: str) -> Callable[[Request], Principal]:
+    """A dependency: the authenticated principal holding `scope`, or the refusal as an ApiError."""
+
+    def dependency(request: Request) -> Principal:
+        state = state_of(request)
+        client = _client(request)
+        refusal = state.limits.hit_global() or state.limits.auth_failures_exhausted(client)
+        if refusal is not None:
+            raise _too_many(refusal)
+        found = authenticate(request.headers.get("authorization"), state.config.credentials)
+        if isinstance(found, AuthFailure):
+            state.limits.record_auth_failure(client)
+            request.state.auth_reason = found.reason
+            raise ApiError(
+                401,
+                "unauthorized",
+                "authentication required: HTTP Basic or a Bearer token (docs/api.md)",
+                headers={"WWW-Authenticate": CHALLENGE},
+            )
+        request.state.principal = found.name
+        refusal = state.limits.hit_client(found.name)
+        if refusal is not None:
+            raise _too_many(refusal)
+        if scope not in found.scopes:
+            raise ApiError(403, "forbidden", f"the credential {found.name} lacks the {scope!r} scope")
+        return found
+
+    return dependency
+
+
+def create_app(state: ApiState) -> FastAPI:
+    from credit_jobs.entrypoints.api import routes_health, routes_ledger, routes_runs
+
+    app = FastAPI(
+        title="credit-jobs",
+        version=__version__,
+        description="Trigger runs and use the credit ledger over HTTP (docs/api.md).",
+    )
+    app.state.api = state
+    app.include_router(routes_health.router)
+    app.include_router(routes_ledger.router)
+    app.include_router(routes_runs.router)
+    _add_error_handlers(app)
+    app.middleware("http")(_audit)
+    return app
+
+
+async def _audit(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    started = time.monotonic()
+    status = 500
+    try:
+        response = await call_next(request)
+        status = response.status_code
+        return response
+    finally:
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        result = result_of(status)
+        state_of(request).metrics.requests.labels(route=route, result=result).inc()
+        fields: dict[str, Any] = {
+            "principal": getattr(request.state, "principal", "anonymous"),
+            "method": request.method,
+            "route": route,
+            "status": status,
+            "result": result,
+            "client": _client(request),
+            "duration_ms": round((time.monotonic() - started) * 1000, 1),
+        }
+        if reason := getattr(request.state, "auth_reason", None):
+            fields["auth_failure"] = reason
+        (log.debug if route in QUIET_ROUTES and status < 500 else log.info)("api.request", **fields)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(
+            envelope_error(exc.code, exc.message, retryable=exc.retryable), status_code=exc.status, headers=exc.headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        message = f"invalid request: {where}: {first.get('msg', 'invalid')}"
+        return JSONResponse(envelope_error("invalid_request", message, retryable=False), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
+        return JSONResponse(
+            envelope_error(code, str(exc.detail), retryable=False),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(DBAPIError)
+    async def database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+        log.warning("api.database_error", error=database.first_line(exc))
+        message = f"the database is unavailable: {database.first_line(exc)}"
+        return JSONResponse(envelope_error("database_unavailable", message, retryable=True), status_code=503)
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> JSONResponse:
+        # A formatted traceback, not exc_info: the JSON renderer's tracebacks carry each frame's locals, and those
+        # include the request's headers — its credentials.
+        trace = "".join(traceback.format_exception(exc))
+        log.error("api.internal_error", error=f"{type(exc).__name__}: {exc}", traceback=trace[-4000:])
+        return JSONResponse(
+            envelope_error("internal_error", "internal error (logged)", retryable=True), status_code=500
+        )

@@ -1,0 +1,162 @@
+"""Ledger routes for the application that spends credits: balance (scope `read`), consume and grants (scope
+`ledger`). Included by `app.create_app`.
+
+They call the library usecases (`usecases.consume`, `usecases.grant`) and read views (`adapters.ledger_views`) — no
+SQL of their own. `Idempotency-Key` is required on writes and becomes the ledger's request id (consume) or
+idempotency key (grant): a replay answers the first result (`replayed: true`, `Idempotent-Replayed: true`), the same
+key with other parameters `409 idempotency_key_reused`. Inputs are checked with the domain validators first, so a
+ConfigError from a usecase afterwards can only be a reused key.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+
+from credit_jobs.adapters import ledger_views
+from credit_jobs.domain.errors import ConfigError, InsufficientCredits, NoCreditAccount
+from credit_jobs.domain.requests import (
+    ONE_OFF_TYPES,
+    parse_user_id,
+    validate_amount,
+    validate_expires_in_days,
+    validate_request_id,
+)
+from credit_jobs.entrypoints.api.app import require, state_of
+from credit_jobs.entrypoints.api.auth import Principal
+from credit_jobs.entrypoints.api.errors import ApiError, envelope_ok
+from credit_jobs.entrypoints.api.settings import SCOPE_LEDGER, SCOPE_READ
+from credit_jobs.usecases.consume import consume
+from credit_jobs.usecases.grant import grant
+
+router = APIRouter(prefix="/api/v1/users", tags=["ledger"])
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
+
+
+class ConsumeBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    amount: StrictInt
+
+
+class GrantBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    amount: StrictInt
+    type: str = Field(default="gift", description=f"One of: {', '.join(ONE_OFF_TYPES)}.")
+    expires_in_days: StrictInt | None = Field(default=None, alias="expiresInDays")
+    allow_unknown_user: StrictBool = Field(default=False, alias="allowUnknownUser")
+
+
+def _bad_input(call: Any, *args: Any) -> Any:
+    try:
+        return call(*args)
+    except ConfigError as exc:
+        raise ApiError(422, "invalid_request", str(exc)) from None
+
+
+def _key(value: str | None) -> str:
+    if value is None:
+        raise ApiError(400, "idempotency_key_required", "the Idempotency-Key header is required on ledger writes")
+    return str(_bad_input(validate_request_id, value, "idempotency key"))
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+@router.get("/{user}/balance")
+def balance(user: str, request: Request, _: Principal = Depends(require(SCOPE_READ))) -> dict[str, Any]:
+    user_id = _bad_input(parse_user_id, user)
+    ledger = ledger_views.user_ledger(state_of(request).engine, user_id)
+    if not ledger.known and not ledger.has_account:
+        raise ApiError(404, "unknown_user", f"no user {user_id}: not in credit_eligibility and no credit account")
+    return envelope_ok(
+        {
+            "userId": str(ledger.user_id),
+            "spendable": ledger.spendable,
+            "balance": ledger.balance,
+            "knownUser": ledger.known,
+            "asOf": ledger.now.isoformat(),
+            "grants": [
+                {
+                    "grantId": str(g["grant_id"]),
+                    "type": g["grant_type"],
+                    "periodKey": g["period_key"],
+                    "amount": int(g["amount"]),
+                    "remaining": int(g["remaining"]),
+                    "grantedAt": _iso(g["granted_at"]),
+                    "expiresAt": _iso(g["expires_at"]),
+                }
+                for g in ledger.grants
+            ],
+        }
+    )
+
+
+@router.post("/{user}/consume")
+def consume_route(
+    user: str,
+    body: ConsumeBody,
+    request: Request,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+    _: Principal = Depends(require(SCOPE_LEDGER)),
+) -> dict[str, Any]:
+    user_id, key = _bad_input(parse_user_id, user), _key(idempotency_key)
+    _bad_input(validate_amount, body.amount)
+    try:
+        result = consume(state_of(request).engine, user_id, body.amount, request_id=key)
+    except NoCreditAccount as exc:
+        raise ApiError(404, "no_credit_account", str(exc)) from None
+    except InsufficientCredits as exc:
+        raise ApiError(409, "insufficient_credits", str(exc)) from None
+    except ConfigError as exc:  # inputs were checked above: only a reused key is left
+        raise ApiError(409, "idempotency_key_reused", str(exc)) from None
+    if result.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return envelope_ok(
+        {
+            "userId": str(user_id),
+            "amount": result.amount,
+            "idempotencyKey": result.request_id,
+            "takes": [{"grantId": str(g), "credits": n} for g, n in result.takes],
+            "replayed": result.replayed,
+        }
+    )
+
+
+@router.post("/{user}/grants", status_code=201)
+def grant_route(
+    user: str,
+    body: GrantBody,
+    request: Request,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+    _: Principal = Depends(require(SCOPE_LEDGER)),
+) -> dict[str, Any]:
+    user_id, key = _bad_input(parse_user_id, user), _key(idempotency_key)
+    _bad_input(validate_amount, body.amount)
+    _bad_input(validate_expires_in_days, body.expires_in_days)
+    if body.type not in ONE_OFF_TYPES:
+        raise ApiError(422, "invalid_request", f"type {body.type!r} is not one of {', '.join(ONE_OFF_TYPES)}")
+    engine = state_of(request).engine
+    if not body.allow_unknown_user and not ledger_views.is_known_user(engine, user_id):
+        raise ApiError(
+            404, "unknown_user", f"user {user_id} is not in credit_eligibility: check the id or set allowUnknownUser"
+        )
+    try:
+        result = grant(
+            engine,
+            user_id,
+            body.amount,
+            grant_type=body.type,
+            idempotency_key=key,
+            expires_in_days=body.expires_in_days,
+        )
+    except ConfigError as exc:  # inputs were checked above: only a reused key is left
+        raise ApiError(409, "idempotency_key_reused", str(exc)) from None
+    if not result.created:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
+    return envelope_ok({"grantId": str(result.grant_id), "userId": str(user_id), "replayed": not result.created})

@@ -1,0 +1,162 @@
+"""The API's configuration: listen address, mode, rate limits and credentials, read once from the environment.
+
+Called by `credit-jobs api` (`entrypoints.cli_api`) before anything is served. Credentials come from the seed's Basic
+pair (`CRON_JOBS_USERNAME` / `CRON_JOBS_PASSWORD`) and from bearer tokens, one `name:scopes:token` per line, in
+`CREDITJOBS_API_TOKENS` or the file `CREDITJOBS_API_TOKENS_FILE` (a mounted Secret): several lines at once is how a
+token is rotated. Every bad value is a one-line ConfigError (exit 2) that never echoes a secret; no credential at
+all is one too — an API nobody can call, or anybody could, is refused at start.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from limits import RateLimitItem, parse
+from pydantic import ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from credit_jobs.domain.errors import ConfigError
+
+# Scopes a credential can hold: read (balances, runs, CreditJobs), trigger runs, write the ledger (consume, grant).
+SCOPE_READ = "read"
+SCOPE_RUNS = "runs"
+SCOPE_LEDGER = "ledger"
+SCOPES = (SCOPE_READ, SCOPE_RUNS, SCOPE_LEDGER)
+# The seed's Basic pair was the scheduler's: it may trigger runs and read, never write the ledger.
+BASIC_SCOPES = frozenset({SCOPE_READ, SCOPE_RUNS})
+MIN_TOKEN_LENGTH = 24  # a bearer token is a random secret: refuse anything a person could have typed
+_TOKEN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+MODES = ("local", "cluster")
+
+
+class ApiSettings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+
+    cron_jobs_username: str | None = None
+    cron_jobs_password: str | None = None
+    creditjobs_api_tokens: str | None = None
+    creditjobs_api_tokens_file: Path | None = None
+    creditjobs_api_host: str = "127.0.0.1"
+    creditjobs_api_port: int = 8080
+    creditjobs_api_mode: str = "local"
+    creditjobs_api_default_job: str = "distribute-credits"
+    creditjobs_api_default_namespace: str = "default"
+    creditjobs_api_rate_limit_global: str = "500/second"
+    creditjobs_api_rate_limit_client: str = "50/second"
+    creditjobs_api_rate_limit_auth_failures: str = "20/minute"
+
+    @field_validator("creditjobs_api_mode", mode="before")
+    @classmethod
+    def _mode(cls, value: object) -> str:
+        mode = str(value).strip().lower()
+        if mode not in MODES:
+            raise ValueError(f"CREDITJOBS_API_MODE={str(value)[:40]!r} is not one of {', '.join(MODES)}")
+        return mode
+
+    @field_validator(
+        "creditjobs_api_rate_limit_global",
+        "creditjobs_api_rate_limit_client",
+        "creditjobs_api_rate_limit_auth_failures",
+        mode="before",
+    )
+    @classmethod
+    def _rate(cls, value: object) -> str:
+        text = str(value).strip()
+        try:
+            parse(text)
+        except ValueError:
+            raise ValueError(f"rate limit {text[:40]!r} is not a rate such as '50/second' or '20/minute'") from None
+        return text
+
+
+@dataclass(frozen=True)
+class Credential:
+    """One accepted credential. `secret` is the password or token; it is compared, never logged or shown."""
+
+    principal: str  # what logs, metrics and audit rows name: `basic:<user>` or `token:<name>`
+    scheme: str  # basic | bearer
+    scopes: frozenset[str]
+    secret: bytes
+    username: bytes = b""  # basic only
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    settings: ApiSettings
+    credentials: tuple[Credential, ...]
+    rate_global: RateLimitItem
+    rate_client: RateLimitItem
+    rate_auth_failures: RateLimitItem
+
+
+def load_api_config() -> ApiConfig:
+    """The settings and credentials, or a one-line ConfigError (exit 2) naming the variable (never its value)."""
+    try:
+        settings = ApiSettings()
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        variable = str(error["loc"][0]).upper() if error.get("loc") else "a setting"
+        raise ConfigError(f"{variable}: {str(error['msg']).removeprefix('Value error, ')} (see docs/api.md)") from None
+    credentials = (*_basic(settings), *_tokens(settings))
+    if not credentials:
+        raise ConfigError(
+            "no API credentials configured: set CRON_JOBS_USERNAME and CRON_JOBS_PASSWORD, or bearer tokens in "
+            "CREDITJOBS_API_TOKENS / CREDITJOBS_API_TOKENS_FILE (docs/api.md); the API does not start open"
+        )
+    return ApiConfig(
+        settings=settings,
+        credentials=credentials,
+        rate_global=parse(settings.creditjobs_api_rate_limit_global),
+        rate_client=parse(settings.creditjobs_api_rate_limit_client),
+        rate_auth_failures=parse(settings.creditjobs_api_rate_limit_auth_failures),
+    )
+
+
+def _basic(settings: ApiSettings) -> list[Credential]:
+    user, password = settings.cron_jobs_username, settings.cron_jobs_password
+    if user is None and password is None:
+        return []
+    if not user or not password:
+        raise ConfigError("CRON_JOBS_USERNAME and CRON_JOBS_PASSWORD must be set together (both non-empty)")
+    if ":" in user:  # Basic splits at the first colon: the password may hold colons, the user name cannot
+        raise ConfigError("CRON_JOBS_USERNAME must not contain ':' (HTTP Basic separates user and password with it)")
+    return [Credential(f"basic:{user}", "basic", BASIC_SCOPES, password.encode("utf-8"), username=user.encode("utf-8"))]
+
+
+def _tokens(settings: ApiSettings) -> list[Credential]:
+    sources: list[tuple[str, str]] = []
+    if settings.creditjobs_api_tokens:
+        sources.append(("CREDITJOBS_API_TOKENS", settings.creditjobs_api_tokens))
+    if settings.creditjobs_api_tokens_file is not None:
+        path = settings.creditjobs_api_tokens_file
+        try:
+            sources.append((f"CREDITJOBS_API_TOKENS_FILE ({path})", path.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"CREDITJOBS_API_TOKENS_FILE: cannot read {path}: {type(exc).__name__}") from None
+    credentials: list[Credential] = []
+    for where, text in sources:
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip() and not line.lstrip().startswith("#"):
+                credentials.append(parse_token_line(line.strip(), f"{where} line {number}"))
+    if len({c.secret for c in credentials}) != len(credentials):
+        raise ConfigError("two bearer token lines hold the same token: give every client its own token")
+    return credentials
+
+
+def parse_token_line(line: str, where: str) -> Credential:
+    """`name:scope[,scope…]:token`. The token is everything after the second colon (it may hold colons)."""
+    name, _, rest = line.partition(":")
+    scopes_text, _, token = rest.partition(":")
+    if not _TOKEN_NAME.fullmatch(name):
+        raise ConfigError(f"{where}: the token name must be 1-63 letters, digits, '.', '_' or '-' (name:scopes:token)")
+    scopes = frozenset(s.strip() for s in scopes_text.split(",") if s.strip())
+    if not scopes or not scopes <= set(SCOPES):
+        raise ConfigError(f"{where} ({name}): scopes must be a comma-separated subset of {', '.join(SCOPES)}")
+    if len(token) < MIN_TOKEN_LENGTH or any(c.isspace() for c in token) or not token.isprintable():
+        raise ConfigError(
+            f"{where} ({name}): the token must be at least {MIN_TOKEN_LENGTH} printable characters without spaces "
+            "(e.g. `openssl rand -hex 32`)"
+        )
+    return Credential(f"token:{name}", "bearer", scopes, token.encode("utf-8"))

@@ -1,0 +1,159 @@
+"""Starting a run from an HTTP request, never inside it: annotations in a cluster, a background worker locally.
+
+`ClusterTriggers` sets the run-now annotations on the CreditJob (`credit_operator.commands.request_run`, as
+`credit-jobs trigger` does) plus `credits.dev/requested-by`; the operator creates the Job. `LocalTriggers` (no
+cluster: the embedded default) queues the usecase on one background thread that runs it through the same run
+lifecycle as `credit-jobs run`, with trigger `manual` and the requester in the audit row. Both answer at once with a
+run-now token. Called by the run routes and the seed's route (`routes_runs`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+import structlog
+
+from credit_jobs.domain.contract import Trigger
+from credit_jobs.domain.errors import ConfigError
+from credit_jobs.domain.period_keys import period_start
+from credit_jobs.domain.run_model import validate_batch_size
+from credit_jobs.entrypoints.api.errors import ApiError
+from credit_jobs.entrypoints.settings import Settings
+from credit_jobs.lifecycle.run_lifecycle import RunOutcome, RunRequest, execute_run
+from credit_jobs.usecases.registry import USECASES, get_usecase
+from credit_operator.commands import new_token, request_run
+from credit_operator.creditjob import parse_creditjob
+
+if TYPE_CHECKING:
+    from credit_operator.kube import KubeApi
+
+log = structlog.get_logger()
+
+
+@dataclass(frozen=True)
+class Accepted:
+    token: str
+    mode: str  # cluster | local
+    namespace: str
+    name: str
+    period_key: str | None
+
+
+class Triggers(Protocol):
+    mode: str
+
+    def trigger(self, namespace: str, name: str, period_key: str | None, requested_by: str) -> Accepted: ...
+
+    def creditjob(self, namespace: str, name: str) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+class ClusterTriggers:
+    mode = "cluster"
+
+    def __init__(self, api: KubeApi) -> None:
+        self._api = api
+
+    def creditjob(self, namespace: str, name: str) -> dict[str, Any]:
+        from credit_operator.kube import ApiError as KubeError
+
+        try:
+            return self._api.get_creditjob(namespace, name)
+        except KubeError as exc:
+            if exc.status == 404:
+                raise ApiError(404, "not_found", f"CreditJob {namespace}/{name} does not exist") from None
+            raise ApiError(
+                502, "cluster_unavailable", f"cannot read CreditJob {namespace}/{name}: {exc}", retryable=True
+            ) from None
+
+    def trigger(self, namespace: str, name: str, period_key: str | None, requested_by: str) -> Accepted:
+        body = self.creditjob(namespace, name)
+        if period_key:  # refuse a key the operator would refuse, with a 422 rather than a RunNowRejected Event
+            try:
+                schedule = parse_creditjob(body).spec.parsed_schedule
+            except ConfigError:
+                schedule = None
+            if schedule is not None:
+                _check_period(period_key, lambda: period_start(period_key, schedule.period, schedule.tz))
+        token = new_token()
+        try:
+            request_run(self._api, namespace, name, period_key, token, requested_by)
+        except ConfigError as exc:  # the object went away, or the patch was refused
+            raise ApiError(502, "cluster_unavailable", str(exc), retryable=True) from None
+        return Accepted(token, self.mode, namespace, name, period_key)
+
+    def close(self) -> None:
+        return None
+
+
+def _check_period(period_key: str, check: Callable[[], object]) -> None:
+    try:
+        check()
+    except ConfigError as exc:
+        raise ApiError(422, "invalid_request", str(exc)) from None
+
+
+class LocalTriggers:
+    """One worker thread: runs queue behind each other, as CronJob runs with `concurrencyPolicy: Forbid` would."""
+
+    mode = "local"
+
+    def __init__(self, engine: sa.Engine, settings: Settings) -> None:
+        self._engine = engine
+        self._settings = settings
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="credit-jobs-run")
+        self._lock = threading.Lock()
+        self.pending: list[Future[RunOutcome]] = []
+
+    def creditjob(self, namespace: str, name: str) -> dict[str, Any]:
+        raise ApiError(
+            404, "not_in_cluster_mode", "CreditJobs exist only in cluster mode (CREDITJOBS_API_MODE=cluster)"
+        )
+
+    def trigger(self, namespace: str, name: str, period_key: str | None, requested_by: str) -> Accepted:
+        request = self._request(namespace, name, period_key, requested_by)
+        token = new_token()
+        with self._lock:
+            self.pending = [f for f in self.pending if not f.done()]
+            self.pending.append(self._pool.submit(self._run, request, token))
+        return Accepted(token, self.mode, namespace, name, period_key)
+
+    def _request(self, namespace: str, name: str, period_key: str | None, requested_by: str) -> RunRequest:
+        if name not in USECASES:
+            raise ApiError(
+                404, "unknown_job", f"no job {name!r} in local mode: use a usecase name ({', '.join(USECASES)})"
+            )
+        spec = get_usecase(name)
+        settings = self._settings
+        if period_key is not None:
+            zone = ZoneInfo(settings.creditjob_time_zone)
+            _check_period(period_key, lambda: period_start(period_key, spec.default_period, zone))
+        return RunRequest(
+            usecase=spec,
+            job=name,
+            namespace=namespace,
+            trigger=Trigger.MANUAL.value,
+            time_zone=settings.creditjob_time_zone,
+            pinned_key=period_key,
+            batch_size=validate_batch_size(settings.creditjobs_batch_size),
+            heartbeat_seconds=settings.creditjobs_heartbeat_seconds,
+            pushgateway_url=settings.pushgateway_url,
+            grant_family=settings.creditjob_grant_family,
+            requested_by=requested_by,
+        )
+
+    def _run(self, request: RunRequest, token: str) -> RunOutcome:
+        outcome = execute_run(request, lambda: self._engine)
+        log.info("api.run_finished", token=token, run_id=str(outcome.run_id), status=outcome.status)
+        return outcome
+
+    def close(self) -> None:
+        """Queued runs are dropped (never started, no audit row); the running one finishes and records itself."""
+        self._pool.shutdown(wait=True, cancel_futures=True)

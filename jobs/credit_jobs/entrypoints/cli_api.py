@@ -1,0 +1,78 @@
+"""`credit-jobs api`: serve the HTTP API (docs/api.md) with uvicorn. `register(app)` adds the command to the CLI.
+
+Called by `entrypoints.cli` (one line next to the operator's commands). FastAPI, uvicorn and the Kubernetes client
+are imported inside the command: `credit-jobs run` shares this CLI and must not pay for them. The command refuses
+to start (ConfigError: exit 2, one line) without credentials, with a bad setting, or in cluster mode without a
+Kubernetes configuration.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Annotated
+
+import typer
+
+from credit_jobs.entrypoints.cli_support import CliState, DatabaseUrlOption, engine_for, state
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("api")
+    def api_command(
+        ctx: typer.Context,
+        host: Annotated[
+            str | None, typer.Option(help="Listen address (CREDITJOBS_API_HOST, default 127.0.0.1).")
+        ] = None,
+        port: Annotated[int | None, typer.Option(help="Listen port (CREDITJOBS_API_PORT, default 8080).")] = None,
+        database_url: DatabaseUrlOption = None,
+    ) -> int:
+        """Serve the HTTP API: trigger runs, read the run audit trail, use the ledger (docs/api.md)."""
+        serve(state(ctx), host, port, database_url)
+        return 0
+
+
+def serve(cli: CliState, host: str | None, port: int | None, database_url: str | None) -> None:
+    import structlog
+    import uvicorn
+
+    from credit_jobs.entrypoints.api.app import ApiState, create_app
+    from credit_jobs.entrypoints.api.settings import load_api_config
+    from credit_jobs.entrypoints.api.triggers import ClusterTriggers, LocalTriggers, Triggers
+
+    config = load_api_config()  # before anything connects: no credentials, no start
+    settings = cli.settings
+    # Not verified here: a database that is down or behind on its schema makes /readyz fail, not the process.
+    engine = engine_for(database_url, cli, verify=False)
+    triggers: Triggers
+    if config.settings.creditjobs_api_mode == "cluster":
+        from credit_operator.commands import _api as kube_api  # ConfigError (exit 2) without a kubeconfig
+
+        triggers = ClusterTriggers(kube_api())
+    else:
+        triggers = LocalTriggers(engine, settings)
+    app = create_app(ApiState(config=config, engine=engine, triggers=triggers))
+    bind_host = host or config.settings.creditjobs_api_host
+    bind_port = port if port is not None else config.settings.creditjobs_api_port
+    structlog.get_logger().info(
+        "api.starting",
+        host=bind_host,
+        port=bind_port,
+        mode=config.settings.creditjobs_api_mode,
+        credentials=[c.principal for c in config.credentials],
+    )
+    # uvicorn stops gracefully on SIGTERM / SIGINT, then re-raises the signal to the handler found at start: with
+    # the default one the process would die by the signal after a clean stop. A requested stop exits 0.
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop, lambda *_: None)
+    try:
+        uvicorn.run(
+            app,
+            host=bind_host,
+            port=bind_port,
+            log_config=None,  # our structlog lines; uvicorn's own access log would repeat every request
+            access_log=False,
+            timeout_graceful_shutdown=30,
+        )
+    finally:
+        triggers.close()
+        engine.dispose()

@@ -1,0 +1,73 @@
+"""The chart's `api:` block, rendered by Helm's engine: a Deployment running `credit-jobs api` in cluster mode with
+probes and the credentials Secret, a Service, its own ServiceAccount, RBAC of exactly get/patch on CreditJobs in each
+watched namespace (a ClusterRole in cluster-wide mode), every object valid for Kubernetes 1.29-1.35."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import kubernetes_validate
+import pytest
+from chart_support import KUBE_VERSIONS, NAMESPACE, of_kind, only
+
+API = {"api": {"enabled": True, "credentialsSecret": "api-creds", "bearerTokens": True}}
+GET_PATCH_CREDITJOBS = [{"apiGroups": ["credits.dev"], "resources": ["creditjobs"], "verbs": ["get", "patch"]}]
+
+
+def _api_objects(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [o for o in objects if o["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "api"]
+
+
+@pytest.mark.parametrize(
+    "watch",
+    [
+        {},
+        {"operator": {"watch": {"namespaces": ["billing", "billing-eu"]}}},
+        {"operator": {"watch": {"clusterWide": True}}},
+    ],
+)
+def test_api_objects_are_valid_and_rbac_is_get_patch_on_creditjobs(render, watch: dict[str, Any]) -> None:
+    objects = _api_objects(render({**API, **watch}))
+    for obj in objects:
+        for version in KUBE_VERSIONS:
+            kubernetes_validate.validate(json.loads(json.dumps(obj)), version, strict=True)
+    account = only(objects, "ServiceAccount")["metadata"]["name"]
+    settings = watch.get("operator", {}).get("watch", {})
+    if settings.get("clusterWide"):
+        roles = of_kind(objects, "ClusterRole")
+        assert len(roles) == 1
+        assert not of_kind(objects, "Role")
+    else:
+        roles = of_kind(objects, "Role")
+        assert {r["metadata"]["namespace"] for r in roles} == set(settings.get("namespaces") or [NAMESPACE])
+        assert not of_kind(objects, "ClusterRole")
+    for role in roles:
+        assert role["rules"] == GET_PATCH_CREDITJOBS
+    bindings = of_kind(objects, "RoleBinding") + of_kind(objects, "ClusterRoleBinding")
+    assert {s["name"] for b in bindings for s in b["subjects"]} == {account}
+
+
+def test_api_deployment_runs_cluster_mode_with_probes_and_the_credentials_secret(render) -> None:
+    objects = _api_objects(render(API))
+    deployment = only(objects, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert container["args"] == ["api"]
+    assert env["CREDITJOBS_API_MODE"]["value"] == "cluster"
+    assert env["CREDITJOBS_API_DEFAULT_NAMESPACE"]["value"] == NAMESPACE
+    assert env["CRON_JOBS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "api-creds", "key": "password"}
+    assert env["CREDITJOBS_API_TOKENS_FILE"]["value"] == "/etc/credit-jobs/api/tokens"
+    assert {"secretName": "api-creds", "items": [{"key": "tokens", "path": "tokens"}]} in [
+        v.get("secret") for v in pod["volumes"]
+    ]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert pod["serviceAccountName"] == only(objects, "ServiceAccount")["metadata"]["name"]
+    service = only(objects, "Service")
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+
+
+def test_api_is_off_by_default(render) -> None:
+    assert not _api_objects(render({}))

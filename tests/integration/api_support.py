@@ -1,0 +1,69 @@
+"""Helpers for the HTTP API tests: credentials, an in-process app on a real database, Basic/Bearer headers."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from credit_jobs.entrypoints.api.app import ApiState, create_app
+from credit_jobs.entrypoints.api.settings import load_api_config
+from credit_jobs.entrypoints.api.triggers import LocalTriggers
+from credit_jobs.entrypoints.settings import Settings
+from credit_jobs.observability.logging import configure_logging
+
+BASIC_USER = "scheduler"
+BASIC_PASSWORD = "pa:ss:word-with-colons"  # the seed's template cut this at the first ':'
+READ_TOKEN = "read-token-0123456789abcdef0123"
+LEDGER_TOKEN = "ledger-token-0123456789abcdef01"
+LEDGER_TOKEN_NEXT = "ledger-token-next-0123456789abcdef"  # a rotation: both valid at once
+RUNS_TOKEN = "runs-token-0123456789abcdef0123"
+TOKENS = "\n".join(
+    [
+        "# name:scopes:token",
+        f"reader:read:{READ_TOKEN}",
+        f"app:read,ledger:{LEDGER_TOKEN}",
+        f"app-next:read,ledger:{LEDGER_TOKEN_NEXT}",
+        "",
+        f"cron:runs:{RUNS_TOKEN}",
+    ]
+)
+SECRETS = (BASIC_PASSWORD, READ_TOKEN, LEDGER_TOKEN, LEDGER_TOKEN_NEXT, RUNS_TOKEN)
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    raw = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {raw}"}
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def api_env(**extra: str) -> dict[str, str]:
+    env = {
+        "CRON_JOBS_USERNAME": BASIC_USER,
+        "CRON_JOBS_PASSWORD": BASIC_PASSWORD,
+        "CREDITJOBS_API_TOKENS": TOKENS,
+    }
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def api_client(monkeypatch: pytest.MonkeyPatch, engine: sa.Engine, **env: str) -> Iterator[tuple[TestClient, ApiState]]:
+    """The real app (real auth, limits, usecases, local-mode triggers) on `engine`, called in process."""
+    for name, value in api_env(**env).items():
+        monkeypatch.setenv(name, value)
+    configure_logging("json", "info")  # what `credit-jobs api` does in a pod: JSON lines on stderr
+    triggers = LocalTriggers(engine, Settings())
+    state = ApiState(config=load_api_config(), engine=engine, triggers=triggers)
+    try:
+        with TestClient(create_app(state)) as client:
+            yield client, state
+    finally:
+        triggers.close()
