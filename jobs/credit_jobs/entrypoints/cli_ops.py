@@ -11,21 +11,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import UTC, datetime
-from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from credit_jobs.domain.contract import DISTRIBUTE_CREDITS, EXIT_CONFIG_ERROR, PURGE_RETENTION, Trigger
+from credit_jobs.domain.contract import DISTRIBUTE_CREDITS, EXIT_CONFIG_ERROR, Trigger
 from credit_jobs.domain.errors import ConfigError
 from credit_jobs.domain.grant_rules import validate_grant_family
 from credit_jobs.domain.limits import MAX_JOB_NAME_LENGTH
 from credit_jobs.domain.period_ranges import MAX_UNCONFIRMED_PERIODS, period_of_key, period_range
 from credit_jobs.domain.requests import parse_user_id
-from credit_jobs.domain.retention import RetentionPolicy
-from credit_jobs.domain.run_model import UsecaseSpec, validate_batch_size
+from credit_jobs.domain.run_model import validate_batch_size
 from credit_jobs.entrypoints.cli_support import (
     CliState,
     DatabaseUrlOption,
@@ -36,7 +33,7 @@ from credit_jobs.entrypoints.cli_support import (
     state,
     warn,
 )
-from credit_jobs.entrypoints.settings import Settings
+from credit_jobs.entrypoints.settings import bind_settings
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -47,14 +44,6 @@ MAX_USERS = 10_000  # --user values per rollback: a larger set is a whole-period
 rollback_app = typer.Typer(
     no_args_is_help=True, help="Roll a period's grants back (void what is left) so the period can be distributed again."
 )
-
-
-def bind_settings(spec: UsecaseSpec, settings: Settings) -> UsecaseSpec:
-    """The usecase with what it reads from the settings bound: purge-retention's retention and replay window."""
-    if spec.name != PURGE_RETENTION:
-        return spec
-    policy = RetentionPolicy(settings.creditjobs_retention_days, settings.creditjobs_request_replay_days)
-    return replace(spec, run=partial(spec.run, policy=policy))
 
 
 def register(app: typer.Typer) -> None:

@@ -102,12 +102,12 @@ class RunOptions:
 
 def _run_request(cli: CliState, usecase: str, options: RunOptions) -> RunRequest:
     """The run's request: the options, else the container's environment (docs/contract.md), checked here."""
-    from credit_jobs.entrypoints.cli_ops import bind_settings
+    from credit_jobs.entrypoints.settings import bind_settings
     from credit_jobs.lifecycle.run_lifecycle import RunRequest
     from credit_jobs.usecases.registry import get_usecase
 
     settings = cli.settings
-    spec = bind_settings(get_usecase(usecase), settings)  # purge-retention: its retention (entrypoints/cli_ops.py)
+    spec = bind_settings(get_usecase(usecase), settings)  # purge-retention: its retention
     request = RunRequest(
         usecase=spec,
         job=settings.creditjob_name or spec.name,

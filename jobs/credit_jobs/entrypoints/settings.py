@@ -13,6 +13,7 @@ case-insensitively, as before.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import re
@@ -21,12 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from credit_jobs.domain.contract import DEFAULT_BATCH_SIZE
+from credit_jobs.domain.contract import DEFAULT_BATCH_SIZE, PURGE_RETENTION
 from credit_jobs.domain.errors import ConfigError
 from credit_jobs.domain.grant_rules import DEFAULT_GRANT_FAMILY, validate_grant_family
 from credit_jobs.domain.limits import MAX_JOB_NAME_LENGTH
-from credit_jobs.domain.retention import DEFAULT_REQUEST_REPLAY_DAYS, DEFAULT_RETENTION_DAYS, MAX_RETENTION_DAYS
-from credit_jobs.domain.run_model import MAX_BATCH_SIZE
+from credit_jobs.domain.retention import (
+    DEFAULT_REQUEST_REPLAY_DAYS,
+    DEFAULT_RETENTION_DAYS,
+    MAX_RETENTION_DAYS,
+    RetentionPolicy,
+)
+from credit_jobs.domain.run_model import MAX_BATCH_SIZE, UsecaseSpec
 
 LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -215,3 +221,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         if problem := _utf8_problem(value):
             raise ConfigError(f"{name.upper()} is not valid UTF-8 ({problem}): set it to UTF-8 text")
     return Settings(**{name: _PARSERS.get(name, str)(value) for name, value in present.items()})
+
+
+def bind_settings(spec: UsecaseSpec, settings: Settings) -> UsecaseSpec:
+    """The usecase with what it reads from the settings bound: purge-retention's retention and replay window. Every
+    entry point that runs a usecase (`run`, `backfill`, the HTTP API's local triggers) binds through here."""
+    if spec.name != PURGE_RETENTION:
+        return spec
+    policy = RetentionPolicy(settings.creditjobs_retention_days, settings.creditjobs_request_replay_days)
+    return dataclasses.replace(spec, run=functools.partial(spec.run, policy=policy))

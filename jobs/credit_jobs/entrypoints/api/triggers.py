@@ -24,7 +24,7 @@ from credit_jobs.domain.errors import ConfigError
 from credit_jobs.domain.period_keys import period_start
 from credit_jobs.domain.run_model import validate_batch_size
 from credit_jobs.entrypoints.api.errors import ApiError
-from credit_jobs.entrypoints.settings import Settings
+from credit_jobs.entrypoints.settings import Settings, bind_settings
 from credit_jobs.lifecycle.run_lifecycle import RunOutcome, RunRequest, execute_run
 from credit_jobs.usecases.registry import USECASES, get_usecase
 from credit_operator.commands import new_token, request_run
@@ -130,8 +130,8 @@ class LocalTriggers:
             raise ApiError(
                 404, "unknown_job", f"no job {name!r} in local mode: use a usecase name ({', '.join(USECASES)})"
             )
-        spec = get_usecase(name)
         settings = self._settings
+        spec = bind_settings(get_usecase(name), settings)
         if period_key is not None:
             zone = ZoneInfo(settings.creditjob_time_zone)
             _check_period(period_key, lambda: period_start(period_key, spec.default_period, zone))
