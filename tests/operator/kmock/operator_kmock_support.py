@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -16,6 +17,9 @@ from kopf.testing import KopfRunner
 CJ_PATH = "/apis/credits.dev/v1alpha1/namespaces/{ns}/creditjobs"
 JOBS_PATH = "/apis/batch/v1/namespaces/{ns}/jobs"
 CRONJOBS_PATH = "/apis/batch/v1/namespaces/{ns}/cronjobs"
+MERGE = {"Content-Type": "application/merge-patch+json"}
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)  # the operator's pinned clock (tests.instants.NOW's instant)
+STARTUP = 1.0  # discovery, initial LIST, WATCH: before this, a created object may reach the operator as its LIST
 
 
 def fast_settings() -> kopf.OperatorSettings:
@@ -180,3 +184,45 @@ def finished_status(succeeded: bool, at: str) -> dict[str, Any]:
             ],
         }
     }
+
+
+async def finish(kube: Any, ns: str, job: str, succeeded: bool, at: str) -> None:
+    """Play the Job controller: the Job ends (succeeded, or failed after its retries) at `at`."""
+    await kube.patch(f"{JOBS_PATH.format(ns=ns)}/{job}/status", json=finished_status(succeeded, at), headers=MERGE)
+
+
+def reconcile_passes() -> float:
+    """Successful reconcile passes of the operator in this process so far (its own counter)."""
+    from credit_operator import metrics
+
+    return metrics.REGISTRY.get_sample_value("creditjobs_operator_reconcile_total", {"result": "ok"}) or 0.0
+
+
+def failed_status(reason: str, message: str, pods: int, at: str = "2026-11-28T12:05:00Z") -> dict[str, Any]:
+    """A failed Job's status: `PodFailurePolicy` (exit code 2, never retried) or `BackoffLimitExceeded`."""
+    return {
+        "status": {
+            "failed": pods,
+            "conditions": [
+                {"type": "Failed", "status": "True", "lastTransitionTime": at, "reason": reason, "message": message}
+            ],
+        }
+    }
+
+
+PERMANENT = failed_status(
+    "PodFailurePolicy", "Container credit-jobs for pod x failed with exit code 2 matching FailJob rule at index 0", 1
+)
+TRANSIENT = failed_status("BackoffLimitExceeded", "Job has reached the specified backoff limit", 4)
+
+
+async def one_failed_catch_up(kube: Any, ns: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+    """A daily CreditJob created a day ago (its 2026-11-28 period is caught up), whose catch-up Job fails."""
+    body = creditjob(
+        name, ns, created="2026-11-27T12:00:00Z", schedule="0 3 * * *", period="daily", catchUp={"maxPeriods": 1}
+    )
+    await kube.post(CJ_PATH.format(ns=ns), json=body)
+    (job,) = await until(lambda: [j for j in jobs_of(kube, ns, name) if not j["spec"].get("suspend")], what="run")
+    await kube.patch(f"{JOBS_PATH.format(ns=ns)}/{job['metadata']['name']}/status", json=status, headers=MERGE)
+    await until(lambda: creditjob_status(kube, ns, name).get("failedPeriods"), what="the period owed")
+    return job

@@ -7,12 +7,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from operator_kmock_support import CJ_PATH, container_env, creditjob, get, jobs_of, operator, until
+from operator_kmock_support import (
+    CJ_PATH,
+    NOW,
+    container_env,
+    creditjob,
+    get,
+    jobs_of,
+    operator,
+    until,
+)
 
 from credit_jobs.adapters import database
 from credit_jobs.entrypoints.api.app import ApiState, create_app
@@ -23,7 +32,6 @@ from credit_operator.kube import KubeApi, connect
 
 RUNS_TOKEN = "runs-token-0123456789abcdef0123"
 READ_TOKEN = "read-token-0123456789abcdef0123"
-NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
 
 def _client(monkeypatch: pytest.MonkeyPatch) -> TestClient:

@@ -15,12 +15,22 @@ from typing import Any
 
 import pytest
 import typer
-from operator_kmock_support import CJ_PATH, condition, creditjob, events_for, get, jobs_of, operator, reasons, until
+from operator_kmock_support import (
+    CJ_PATH,
+    STARTUP,
+    condition,
+    creditjob,
+    events_for,
+    get,
+    jobs_of,
+    operator,
+    reasons,
+    until,
+)
 from typer.testing import CliRunner
 
 from credit_operator import commands
 
-STARTUP = 1.0  # discovery, initial LIST, WATCH
 RUN_NOW_BOUND = 5.0  # "a Job within a few seconds of the annotation"; the default resync is 60 s
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from operator_kmock_support import (
     CJ_PATH,
     CRONJOBS_PATH,
+    STARTUP,
     condition,
     container_env,
     creditjob,
@@ -23,8 +24,6 @@ from operator_kmock_support import (
     reasons,
     until,
 )
-
-STARTUP = 1.0  # discovery, initial LIST, WATCH
 
 
 async def patch_creditjob(kube: Any, ns: str, name: str, spec: dict[str, Any]) -> None:

@@ -11,10 +11,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from operator_kmock_support import CJ_PATH, CRONJOBS_PATH, condition, creditjob, get, reasons, until
+from operator_kmock_support import (
+    CJ_PATH,
+    CRONJOBS_PATH,
+    MERGE,
+    condition,
+    creditjob,
+    get,
+    reasons,
+    until,
+)
 from test_operator_requests import operator_process
 
-MERGE = {"Content-Type": "application/merge-patch+json"}
 LABEL = "credits.dev/creditjob"
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -17,33 +17,31 @@ from operator_kmock_support import (
     CJ_PATH,
     CRONJOBS_PATH,
     JOBS_PATH,
+    MERGE,
+    NOW,
+    PERMANENT,
+    STARTUP,
     condition,
     creditjob,
     creditjob_status,
     events_for,
-    finished_status,
+    finish,
     get,
     jobs_of,
+    one_failed_catch_up,
     operator,
     reasons,
+    reconcile_passes,
     scheduled_job,
     until,
 )
 
 from credit_operator import metrics
 
-STARTUP = 1.0
-MERGE = {"Content-Type": "application/merge-patch+json"}
-NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-
 
 @pytest.fixture(autouse=True)
 def production_resync(kube: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CREDITJOBS_RESYNC_SECONDS")  # the default, 60 s
-
-
-async def finish(kube: Any, ns: str, job: str, succeeded: bool, at: str) -> None:
-    await kube.patch(f"{JOBS_PATH.format(ns=ns)}/{job}/status", json=finished_status(succeeded, at), headers=MERGE)
 
 
 def key_of(job: dict[str, Any]) -> str:
@@ -60,10 +58,6 @@ def running(kube: Any, ns: str, name: str) -> list[dict[str, Any]]:
 
 def failed_gauge(ns: str, name: str) -> float | None:
     return metrics.REGISTRY.get_sample_value("creditjobs_failed_periods", {"creditjob": name, "namespace": ns})
-
-
-def passes() -> float:
-    return metrics.REGISTRY.get_sample_value("creditjobs_operator_reconcile_total", {"result": "ok"}) or 0.0
 
 
 async def touch(kube: Any, ns: str, name: str, value: str) -> None:
@@ -114,9 +108,9 @@ async def test_a_failed_catch_up_period_stays_owed_is_retried_and_every_run_is_a
         return [e for e in events_for(kube, name) if e["reason"] in ("RunSucceeded", "RunFailed")]
 
     await until(lambda: len(run_events()) == 6, what="six run Events")
-    before = passes()
+    before = reconcile_passes()
     async with operator():
-        await until(lambda: passes() > before, what="a pass after the restart")
+        await until(lambda: reconcile_passes() > before, what="a pass after the restart")
     events = run_events()
     assert len(events) == 6
     (failed,) = [e for e in events if e["reason"] == "RunFailed"]
@@ -156,9 +150,9 @@ async def test_a_deleted_cronjob_and_its_jobs_do_not_rerun_periods_that_ran(
             what="the CronJob recreated",
         )
         assert recreated
-        before = passes()
+        before = reconcile_passes()
         await touch(kube, ns, name, "1")  # one more pass, after the recreation
-        await until(lambda: passes() > before, what="a pass after the recreation")
+        await until(lambda: reconcile_passes() > before, what="a pass after the recreation")
     assert jobs_of(kube, ns, name) == []
     assert "PeriodsMissed" not in reasons(kube, name)
     assert "CatchUp" not in reasons(kube, name)
@@ -216,3 +210,25 @@ async def test_moving_the_day_of_month_runs_nothing_until_the_new_day_is_due(
     status = creditjob_status(kube, ns, name)
     assert status["nextScheduleTime"] == "2026-12-15T00:00:00Z"
     assert condition(kube, ns, name, "Missed")["reason"] == "NoMissedPeriods"
+
+
+async def test_an_exit_code_2_failure_stays_owed_and_is_not_retried_at_the_default_resync(
+    kube: Any, frozen_clock: Callable[[datetime], None]
+) -> None:
+    """The production-default twin of test_operator_retry_resync.py's exit-code-2 test: a watch event makes the
+    operator look again long after any backoff, and still no retry (a configuration error fails again)."""
+    frozen_clock(NOW)
+    ns, name = "permanentdefault", "daily"
+    async with operator():
+        await one_failed_catch_up(kube, ns, name, PERMANENT)
+        frozen_clock(NOW + timedelta(hours=14))  # long past any backoff, before the next fire (29 Nov 03:00)
+        before = reconcile_passes()
+        await touch(kube, ns, name, "1")
+        await until(lambda: reconcile_passes() > before, what="a pass after the backoff")
+        assert len(jobs_of(kube, ns, name)) == 1
+    (owed,) = creditjob_status(kube, ns, name)["failedPeriods"]
+    assert owed["permanent"] is True
+    assert owed.get("nextRetryTime") is None
+    assert failed_gauge(ns, name) == 1
+    (warning,) = [e for e in events_for(kube, name) if e["reason"] == "PeriodFailed"]
+    assert "exit code 2" in warning["message"]

@@ -4,16 +4,21 @@ tests do not reach — a foreign CronJob, run-now on an invalid spec, catch-up w
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 from typing import Any
 
-from operator_kmock_support import CJ_PATH, CRONJOBS_PATH, creditjob, get, jobs_of
+from operator_kmock_support import (
+    CJ_PATH,
+    CRONJOBS_PATH,
+    NOW,
+    creditjob,
+    get,
+    jobs_of,
+)
 
 from credit_operator.cronjob_manifest import ManifestDefaults
 from credit_operator.kube import KubeApi, connect
 from credit_operator.reconcile import Outcome, reconcile
 
-NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 WIDE = "".join(chr(0xFF10 + int(c)) if c.isdigit() else c for c in "2026-11")  # full-width digits
 
 

@@ -8,58 +8,23 @@ and never retries an exit-code-2 failure (issue 8, item 4).
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from operator_kmock_support import CJ_PATH, JOBS_PATH, creditjob, creditjob_status, events_for, jobs_of, operator, until
+from operator_kmock_support import (
+    NOW,
+    PERMANENT,
+    TRANSIENT,
+    creditjob_status,
+    events_for,
+    jobs_of,
+    one_failed_catch_up,
+    operator,
+    reconcile_passes,
+    until,
+)
 
 from credit_operator import metrics
-
-MERGE = {"Content-Type": "application/merge-patch+json"}
-NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-PERMANENT = {
-    "status": {
-        "failed": 1,
-        "conditions": [
-            {
-                "type": "Failed",
-                "status": "True",
-                "lastTransitionTime": "2026-11-28T12:05:00Z",
-                "reason": "PodFailurePolicy",
-                "message": "Container credit-jobs for pod x failed with exit code 2 matching FailJob rule at index 0",
-            }
-        ],
-    }
-}
-TRANSIENT = {
-    "status": {
-        "failed": 4,
-        "conditions": [
-            {
-                "type": "Failed",
-                "status": "True",
-                "lastTransitionTime": "2026-11-28T12:05:00Z",
-                "reason": "BackoffLimitExceeded",
-                "message": "Job has reached the specified backoff limit",
-            }
-        ],
-    }
-}
-
-
-def passes() -> float:
-    return metrics.REGISTRY.get_sample_value("creditjobs_operator_reconcile_total", {"result": "ok"}) or 0.0
-
-
-async def one_failed_catch_up(kube: Any, ns: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
-    body = creditjob(
-        name, ns, created="2026-11-27T12:00:00Z", schedule="0 3 * * *", period="daily", catchUp={"maxPeriods": 1}
-    )
-    await kube.post(CJ_PATH.format(ns=ns), json=body)
-    (job,) = await until(lambda: [j for j in jobs_of(kube, ns, name) if not j["spec"].get("suspend")], what="run")
-    await kube.patch(f"{JOBS_PATH.format(ns=ns)}/{job['metadata']['name']}/status", json=status, headers=MERGE)
-    await until(lambda: creditjob_status(kube, ns, name).get("failedPeriods"), what="the period owed")
-    return job
 
 
 async def test_the_resync_retries_a_due_failed_period(kube: Any, frozen_clock: Callable[[datetime], None]) -> None:
@@ -87,8 +52,8 @@ async def test_an_exit_code_2_failure_stays_owed_and_is_never_retried(
     async with operator():
         await one_failed_catch_up(kube, ns, name, PERMANENT)
         frozen_clock(NOW + timedelta(hours=14))  # long past any backoff, before the next fire (29 Nov 03:00)
-        before = passes()
-        await until(lambda: passes() >= before + 6, what="several resync passes")
+        before = reconcile_passes()
+        await until(lambda: reconcile_passes() >= before + 6, what="several resync passes")
         assert len(jobs_of(kube, ns, name)) == 1
     (owed,) = creditjob_status(kube, ns, name)["failedPeriods"]
     assert owed["permanent"] is True

@@ -15,12 +15,15 @@ from typing import Any
 from operator_kmock_support import (
     CJ_PATH,
     JOBS_PATH,
+    MERGE,
+    NOW,
+    STARTUP,
     condition,
     container_env,
     creditjob,
     creditjob_status,
     events_for,
-    finished_status,
+    finish,
     get,
     jobs_of,
     operator,
@@ -32,17 +35,9 @@ from operator_kmock_support import (
 from credit_operator import metrics
 from credit_operator.cronjob_manifest import manual_job_name
 
-STARTUP = 1.0
-MERGE = {"Content-Type": "application/merge-patch+json"}
-NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-
 
 def sample(name: str, metric: str, ns: str) -> float | None:
     return metrics.REGISTRY.get_sample_value(metric, {"creditjob": name, "namespace": ns})
-
-
-async def finish(kube: Any, ns: str, job: str, succeeded: bool, at: str) -> None:
-    await kube.patch(f"{JOBS_PATH.format(ns=ns)}/{job}/status", json=finished_status(succeeded, at), headers=MERGE)
 
 
 async def test_child_jobs_drive_status_conditions_and_metrics(

@@ -7,13 +7,18 @@ import asyncio
 import importlib.metadata
 import re
 import urllib.request
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import typer
-from operator_kmock_support import CJ_PATH, creditjob, get, jobs_of
+from operator_kmock_support import (
+    CJ_PATH,
+    NOW,
+    creditjob,
+    get,
+    jobs_of,
+)
 from prometheus_client import enable_created_metrics
 from typer.testing import CliRunner
 
@@ -23,8 +28,6 @@ from credit_operator.cronjob_manifest import ManifestDefaults
 from credit_operator.kube import KubeApi, connect
 from credit_operator.reconcile import reconcile
 from credit_operator.settings import OperatorSettings
-
-NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
 
 def cli() -> typer.Typer:
