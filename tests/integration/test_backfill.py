@@ -34,7 +34,7 @@ def _seed(engine: sa.Engine) -> None:
     add_users(engine, [(u, "pro", "active", False, False) for u in (1, 2, 3, 4)])
 
 
-def _poison(engine: sa.Engine, user_id: int) -> None:
+def _poison(engine: sa.Engine, user_id: str) -> None:
     """Gifts (and the balance to match) that bring the user to 50 below MAX_BALANCE: their next grant of 100 is
     refused by the database, for them alone — the ledger stays sound."""
     current = scalar(engine, "SELECT balance FROM credit_accounts WHERE user_id = :u", u=user_id)
@@ -60,7 +60,7 @@ def test_a_range_with_a_done_and_a_failing_period_stops_there_with_earlier_perio
 ) -> None:
     _seed(engine)
     assert cli("run", "distribute-credits", "--period-key", "2026-08")[0] == 0  # done before the backfill
-    _poison(engine, 4)  # 2026-09 will fail for user 4
+    _poison(engine, "4")  # 2026-09 will fail for user 4
     code, out, err = cli("backfill", "distribute-credits", "--from", "2026-08", "--to", "2026-11", "--json")
     assert code == 1
     (line,) = [line for line in err.splitlines() if not line.startswith("{")]

@@ -75,7 +75,7 @@ def test_two_periodic_grants_for_one_user_and_period_under_different_types(
     _sql(
         engine,
         "INSERT INTO credit_grants (user_id, grant_type, grant_family, period_key, amount, remaining, cause_run_id, "
-        "legacy_duplicate) VALUES (1, 'subscription', 'plan', '2026-11', 1000, 1000, gen_random_uuid(), true)",
+        "legacy_duplicate) VALUES ('1', 'subscription', 'plan', '2026-11', 1000, 1000, gen_random_uuid(), true)",
     )
     _sql(engine, "UPDATE credit_accounts SET balance = balance + 1000 WHERE user_id = '1'")
     code, report, _ = check()
@@ -126,7 +126,7 @@ def test_a_usage_entry_against_another_users_grant(engine: sa.Engine, run_usecas
     _sql(
         engine,
         "INSERT INTO credit_entries (user_id, grant_id, kind, amount, cause_request_id) "
-        "VALUES (2, :g, 'usage', 5, 'x')",
+        "VALUES ('2', :g, 'usage', 5, 'x')",
         g=grant_id,
     )
     _sql(engine, "UPDATE credit_grants SET remaining = remaining - 5 WHERE grant_id = :g", g=grant_id)
@@ -146,9 +146,9 @@ def test_rows_breaking_the_ledger_bounds(engine: sa.Engine, run_usecase: RunUsec
     _sql(
         engine,
         "INSERT INTO credit_grants (user_id, grant_type, amount, remaining, cause_request_id, idempotency_key) "
-        "VALUES (7, 'gift', 9223372036854774808, 9223372036854774808, 'big', 'big')",
+        "VALUES ('7', 'gift', 9223372036854774808, 9223372036854774808, 'big', 'big')",
     )
-    _sql(engine, "INSERT INTO credit_accounts (user_id, balance) VALUES (7, 9223372036854774808)")
+    _sql(engine, "INSERT INTO credit_accounts (user_id, balance) VALUES ('7', 9223372036854774808)")
     code, report, _ = check()
     assert code == 1
     assert list(report["violations"]) == ["within_bounds"]

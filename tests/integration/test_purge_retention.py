@@ -47,10 +47,10 @@ def _seed_history(engine: sa.Engine) -> None:
             sa.text(
                 """
                 INSERT INTO credit_requests (request_id, operation, user_id, params, result, created_at)
-                VALUES ('old-1', 'consume', 1, '{}', '{}', now() - interval '100 days'),
-                       ('old-2', 'consume', 1, '{}', '{}', now() - interval '91 days'),
+                VALUES ('old-1', 'consume', '1', '{}', '{}', now() - interval '100 days'),
+                       ('old-2', 'consume', '1', '{}', '{}', now() - interval '91 days'),
                        ('old-unfinished', 'void', NULL, '{}', NULL, now() - interval '100 days'),
-                       ('recent', 'consume', 1, '{}', '{}', now() - interval '5 days')
+                       ('recent', 'consume', '1', '{}', '{}', now() - interval '5 days')
                 """
             )
         )
@@ -68,7 +68,7 @@ def _seed_ledger(engine: sa.Engine, run_usecase: RunUsecase) -> None:
     add_policy(engine, "pro", "subscription", 100, None)
     add_users(engine, [(u, "pro", "active", False, False) for u in (1, 2, 3)])
     assert run_usecase("distribute-credits", pinned_key="2024-01").status == "succeeded"
-    consume(engine, 1, 10, request_id="ancient")
+    consume(engine, "1", 10, request_id="ancient")
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE credit_grants SET granted_at = now() - interval '1000 days'"))
         conn.execute(sa.text("UPDATE credit_entries SET created_at = now() - interval '1000 days'"))

@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from credit_jobs.domain.errors import ConfigError
 from credit_jobs.entrypoints.cli import main
 from credit_jobs.usecases.check_invariants import check_invariants
 from credit_jobs.usecases.consume import consume
+from credit_jobs.usecases.rollback_period import RollbackScope
 from credit_jobs.usecases.void_grant import void_grant
 from tests.integration.ledger_helpers import add_policy, add_users, rows, scalar
 
@@ -39,14 +41,14 @@ def _wrong_amount_went_out(engine: sa.Engine, cli: Any) -> None:
     add_users(engine, [(u, "pro", "active", False, False) for u in (1, 2, 3, 4)])
     code, _, err = cli("run", "distribute-credits", "--period-key", PERIOD)
     assert code == 0, err
-    consume(engine, 1, 300, request_id="spend-1")  # partly spent
-    consume(engine, 2, 1000, request_id="spend-2")  # all spent: more than the right amount
-    consume(engine, 4, 200, request_id="spend-4")
-    grant_4 = scalar(engine, "SELECT grant_id FROM credit_grants WHERE user_id = 4")
+    consume(engine, "1", 300, request_id="spend-1")  # partly spent
+    consume(engine, "2", 1000, request_id="spend-2")  # all spent: more than the right amount
+    consume(engine, "4", 200, request_id="spend-4")
+    grant_4 = scalar(engine, "SELECT grant_id FROM credit_grants WHERE user_id = '4'")
     void_grant(engine, grant_4, request_id="refund-4")  # an earlier manual void took the other 800 back
 
 
-def _given(engine: sa.Engine) -> dict[int, int]:
+def _given(engine: sa.Engine) -> dict[str, int]:
     """What each user received for the period in total: every grant's amount minus what voids took back."""
     return dict(
         rows(
@@ -80,15 +82,15 @@ def test_rollback_then_redo_never_gives_more_than_the_policy_amount_in_total(cli
         "SELECT user_id, amount, reason, cause_run_id FROM credit_entries WHERE cause_run_id = :r ORDER BY user_id",
         r=run_id,
     )
-    assert [tuple(v) for v in voids] == [(1, 700, "wrong amount", run_id), (3, 1000, "wrong amount", run_id)]
+    assert [tuple(v) for v in voids] == [("1", 700, "wrong amount", run_id), ("3", 1000, "wrong amount", run_id)]
     marked = rows(engine, "SELECT user_id, remaining, rollback_kept, rollback_run_id FROM credit_grants ORDER BY 1")
     assert [tuple(m) for m in marked] == [
-        (1, 0, 300, run_id),
-        (2, 0, 1000, run_id),
-        (3, 0, 0, run_id),
-        (4, 0, 200, run_id),
+        ("1", 0, 300, run_id),
+        ("2", 0, 1000, run_id),
+        ("3", 0, 0, run_id),
+        ("4", 0, 200, run_id),
     ]
-    assert dict(rows(engine, "SELECT user_id, balance FROM credit_accounts")) == {1: 0, 2: 0, 3: 0, 4: 0}
+    assert dict(rows(engine, "SELECT user_id, balance FROM credit_accounts")) == {"1": 0, "2": 0, "3": 0, "4": 0}
 
     # the fix: the right amount, then the period again
     with engine.begin() as conn:
@@ -101,9 +103,9 @@ def test_rollback_then_redo_never_gives_more_than_the_policy_amount_in_total(cli
         "SELECT user_id, amount FROM credit_grants WHERE rolled_back_at IS NULL AND period_key = :k ORDER BY 1",
         k=PERIOD,
     )
-    assert [tuple(n) for n in new] == [(1, 100), (3, 400), (4, 200)]  # user 2 already spent 1000 ≥ 400: nothing
-    assert _given(engine) == {1: 400, 2: 1000, 3: 400, 4: 400}
-    assert dict(rows(engine, "SELECT user_id, balance FROM credit_accounts")) == {1: 100, 2: 0, 3: 400, 4: 200}
+    assert [tuple(n) for n in new] == [("1", 100), ("3", 400), ("4", 200)]  # user 2 already spent 1000 ≥ 400: nothing
+    assert _given(engine) == {"1": 400, "2": 1000, "3": 400, "4": 400}
+    assert dict(rows(engine, "SELECT user_id, balance FROM credit_accounts")) == {"1": 100, "2": 0, "3": 400, "4": 200}
     report = check_invariants(engine, period_key=PERIOD)
     assert report.ok, report.violations
     assert report.coverage is not None
@@ -143,7 +145,27 @@ def test_rollback_of_some_users_only_leaves_the_others_grants(cli: Any, engine: 
     rolled = [
         r[0] for r in rows(engine, "SELECT user_id FROM credit_grants WHERE rolled_back_at IS NOT NULL ORDER BY 1")
     ]
-    assert rolled == [1, 3]
+    assert rolled == ["1", "3"]
+    assert check_invariants(engine).ok
+
+
+def test_rollback_walks_text_user_ids_in_byte_order_one_chunk_at_a_time(cli: Any, engine: sa.Engine) -> None:
+    # ids whose text ("C", byte) order is not their numeric or case-insensitive order; one grant per chunk, so every
+    # chunk resumes after the previous chunk's last user id
+    users = ["9", "10", "user-a", "user-B", "Z"]
+    add_policy(engine, "pro", "subscription", 100, None)
+    add_users(engine, [(u, "pro", "active", False, False) for u in users])
+    assert cli("run", "distribute-credits", "--period-key", PERIOD)[0] == 0
+    consume(engine, "user-a", 30, request_id="spend-a")
+    code, out, err = cli("rollback", "distribute-credits", "--period-key", PERIOD, "--reason", "r", "--batch-size", "1")
+    assert code == 0, err
+    assert "rolled_back=5" in out
+    assert "credits_voided=470" in out
+    assert "user user-a: grant 5, 30 credits not voided" in out
+    voids = rows(engine, "SELECT user_id, amount FROM credit_entries WHERE kind = 'void' ORDER BY entry_id")
+    assert [tuple(v) for v in voids] == [("10", 100), ("9", 100), ("Z", 100), ("user-B", 100), ("user-a", 70)]
+    assert scalar(engine, "SELECT count(*) FROM credit_grants WHERE rolled_back_at IS NULL") == 0
+    assert dict(rows(engine, "SELECT user_id, balance FROM credit_accounts")) == dict.fromkeys(users, 0)
     assert check_invariants(engine).ok
 
 
@@ -177,7 +199,16 @@ def _counts(engine: sa.Engine) -> tuple[int, ...]:
         (["--period-key", "2026-11-28T13+00:00", "--reason", "r"], "is not a period key"),
         (["--period-key", PERIOD, "--reason", "  "], "--reason is empty"),
         (["--period-key", PERIOD, "--reason", "two\nlines"], "one printable line"),
-        (["--period-key", PERIOD, "--reason", "r", "--user", "x1"], "user id must be a whole number"),
+        # any text is a user id (`x1` is one); these are not: the domain's refusal (validate_user_id)
+        (
+            ["--period-key", PERIOD, "--reason", "r", "--user", " 1"],
+            "the user id ' 1' has leading or trailing whitespace: remove it",
+        ),
+        (
+            ["--period-key", PERIOD, "--reason", "r", "--user", "1\x07"],
+            "the user id '1\\x07' contains control or unprintable characters",
+        ),
+        (["--period-key", PERIOD, "--reason", "r", "--user", "1", "--user", ""], "the user id must not be empty"),
         (["--period-key", PERIOD, "--reason", "r", "--job", "a:b"], "is not a job name"),
         (["--period-key", PERIOD, "--reason", "r", "--grant-family", "Bad Family"], "is not a grant family"),
         (["--period-key", PERIOD, "--reason", "r", "--batch-size", "0"], "batch size 0 is out of range"),
@@ -194,6 +225,13 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
     (line,) = [line for line in err.splitlines() if not line.startswith("{")]
     assert message in line, err
     assert _counts(engine) == before
+
+
+def test_a_library_caller_passing_int_user_ids_is_refused_before_any_sql() -> None:
+    # the ledger's user_id is TEXT since 0007: an int would only fail in SQL (text = smallint), mid-run
+    with pytest.raises(ConfigError, match=r"the user id must be text, got int 1: pass str\(1\)"):
+        RollbackScope("r", ("2", 1))  # type: ignore[arg-type]
+    assert RollbackScope("r", ("1", "user-a")).users == ("1", "user-a")
 
 
 def test_the_rollback_is_audited_with_its_trigger_and_counts(cli: Any, engine: sa.Engine) -> None:
@@ -229,18 +267,18 @@ def test_migration_0008_upgrades_a_database_holding_a_ledger_and_its_period_can_
         conn.execute(
             sa.text(
                 "INSERT INTO credit_grants (user_id, grant_type, grant_family, period_key, amount, remaining, "
-                "cause_run_id) VALUES (1, 'subscription', 'plan', :k, 1000, 700, gen_random_uuid()), "
-                "(2, 'subscription', 'plan', :k, 1000, 1000, gen_random_uuid())"
+                "cause_run_id) VALUES ('1', 'subscription', 'plan', :k, 1000, 700, gen_random_uuid()), "
+                "('2', 'subscription', 'plan', :k, 1000, 1000, gen_random_uuid())"
             ),
             {"k": PERIOD},
         )
         conn.execute(
             sa.text(
                 "INSERT INTO credit_entries (user_id, grant_id, kind, amount, cause_request_id) "
-                "SELECT 1, grant_id, 'usage', 300, 'spend' FROM credit_grants WHERE user_id = 1"
+                "SELECT '1', grant_id, 'usage', 300, 'spend' FROM credit_grants WHERE user_id = '1'"
             )
         )
-        conn.execute(sa.text("INSERT INTO credit_accounts (user_id, balance) VALUES (1, 700), (2, 1000)"))
+        conn.execute(sa.text("INSERT INTO credit_accounts (user_id, balance) VALUES ('1', 700), ('2', 1000)"))
     assert schema_migrations.upgrade_schema(engine) == schema_migrations.head_revision()
     assert scalar(engine, "SELECT count(*) FROM credit_grants WHERE rolled_back_at IS NOT NULL") == 0
     assert check_invariants(engine).ok
@@ -250,5 +288,5 @@ def test_migration_0008_upgrades_a_database_holding_a_ledger_and_its_period_can_
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE plan_credit_policies SET credits_per_period = 400"))
     assert cli("run", "distribute-credits", "--period-key", PERIOD)[0] == 0
-    assert _given(engine) == {1: 400, 2: 400}
+    assert _given(engine) == {"1": 400, "2": 400}
     assert check_invariants(engine).ok

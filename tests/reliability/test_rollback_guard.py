@@ -58,7 +58,7 @@ def _wait_until_blocked(engine: sa.Engine, proc: subprocess.Popen[str], usecase:
     raise AssertionError(f"{usecase} never got blocked on the held row lock")
 
 
-def _hold_account_lock(engine: sa.Engine, user_id: int) -> Any:
+def _hold_account_lock(engine: sa.Engine, user_id: str) -> Any:
     conn = engine.connect()
     conn.execute(sa.text("SELECT 1 FROM credit_accounts WHERE user_id = :u FOR UPDATE"), {"u": user_id})
     return conn
@@ -67,9 +67,9 @@ def _hold_account_lock(engine: sa.Engine, user_id: int) -> Any:
 def test_a_rollback_is_refused_while_a_distribution_of_the_period_runs(database_url: str, engine: sa.Engine) -> None:
     _seed(engine)
     with engine.begin() as conn:  # user 1's account exists, so the distribution's balance upsert waits on it
-        conn.execute(sa.text("INSERT INTO credit_accounts (user_id, balance) VALUES (1, 0)"))
+        conn.execute(sa.text("INSERT INTO credit_accounts (user_id, balance) VALUES ('1', 0)"))
     env = _env(database_url)
-    holder = _hold_account_lock(engine, 1)
+    holder = _hold_account_lock(engine, "1")
     distribution = cli_process.start(["run", "distribute-credits", "--period-key", PERIOD], env)
     try:
         _wait_until_blocked(engine, distribution, "distribute-credits")
@@ -100,7 +100,7 @@ def test_a_distribution_cannot_start_while_a_rollback_of_its_period_runs(databas
     _seed(engine)
     env = _env(database_url)
     assert cli_process.run(["run", "distribute-credits", "--period-key", PERIOD], env).returncode == 0
-    holder = _hold_account_lock(engine, USERS)  # the rollback's chunk locks grants, then waits on this account
+    holder = _hold_account_lock(engine, str(USERS))  # the rollback's chunk locks grants, then waits on this account
     rollback = cli_process.start(["rollback", "distribute-credits", "--period-key", PERIOD, "--reason", "r"], env)
     try:
         _wait_until_blocked(engine, rollback, "rollback-distribute-credits")

@@ -11,8 +11,9 @@ as expiry's (`ledger_sql.expire_chunk`):
    remaining - earlier voids: used or expired), a `void` entry carrying the reason and the run id records what was
    taken, and each balance drops by its users' voided total — one statement of data-modifying CTEs.
 Rolled-back grants leave the unique index (migration 0008), so the period can be distributed again; distribution
-subtracts `rollback_kept` from the new grant (`ledger_sql.distribute_chunk`). User ids are bound as they come
-(never cast in SQL): the keyset position is the last user id of a chunk.
+subtracts `rollback_kept` from the new grant (`ledger_sql.distribute_chunk`). User ids are text (`TEXT COLLATE "C"`,
+migration 0007), bound as they come (never cast in SQL): the keyset position is the last user id of a chunk, and
+chunks walk users in the column's "C" (byte) order — `max(user_id)` and `user_id > :after` use the same order.
 """
 
 from __future__ import annotations
@@ -97,21 +98,21 @@ SELECT (SELECT count(*) FROM rolled) AS grants,
 
 @dataclass(frozen=True)
 class RollbackChunk:
-    last_user_id: Any  # None: no grants left; else the keyset position (a user id, as the database holds it)
+    last_user_id: str | None  # None: no grants left; else the keyset position (a user id, as the database holds it)
     grants: int
     voided: int  # credits taken back by void entries
     kept: int  # credits the users had already used (or lost to expiry): what could not be voided
     not_voided: list[dict[str, Any]] = field(default_factory=list)  # {user_id, grant_id, kept}, kept > 0
 
 
-def _grants_sql(after: object | None, users: list[Any] | None) -> str:
+def _grants_sql(after: str | None, users: list[str] | None) -> str:
     return _PERIOD_GRANTS.format(
         after="" if after is None else "AND g.user_id > :after",
         users="" if users is None else "AND g.user_id = ANY(:users)",
     )
 
 
-def _params(period_key: str, grant_family: str, after: object | None, users: list[Any] | None) -> dict[str, object]:
+def _params(period_key: str, grant_family: str, after: str | None, users: list[str] | None) -> dict[str, object]:
     params: dict[str, object] = {"period_key": period_key, "grant_family": grant_family}
     if after is not None:
         params["after"] = after
@@ -125,9 +126,9 @@ def rollback_chunk(
     *,
     period_key: str,
     grant_family: str,
-    after: object | None,
+    after: str | None,
     batch: int,
-    users: list[Any] | None,
+    users: list[str] | None,
     now: datetime,
     run_id: uuid.UUID,
     reason: str,
@@ -163,15 +164,15 @@ def rollback_chunk(
 
 
 def first_grant_user_after(
-    conn: sa.Connection, *, period_key: str, grant_family: str, after: object | None, users: list[Any] | None
-) -> tuple[Any, int] | None:
+    conn: sa.Connection, *, period_key: str, grant_family: str, after: str | None, users: list[str] | None
+) -> tuple[str, int] | None:
     """(user id, grant id) of the grant a rollback chunk of size 1 after `after` covers: names an isolated failure."""
     sql = f"SELECT g.user_id, g.grant_id {_grants_sql(after, users)} ORDER BY g.user_id LIMIT 1"
     row = conn.execute(sa.text(sql), _params(period_key, grant_family, after, users)).one_or_none()
     return None if row is None else (row.user_id, int(row.grant_id))
 
 
-def count_period_grants(conn: sa.Connection, *, period_key: str, grant_family: str, users: list[Any] | None) -> int:
+def count_period_grants(conn: sa.Connection, *, period_key: str, grant_family: str, users: list[str] | None) -> int:
     """How many of the period's grants a rollback would take (for its progress bar)."""
     sql = f"SELECT count(*) {_grants_sql(None, users)}"
     return int(conn.execute(sa.text(sql), _params(period_key, grant_family, None, users)).scalar_one())

@@ -145,7 +145,7 @@ def _engine_factory(database_url: str | None, cli: CliState) -> Callable[[], sa.
     return engine_factory
 
 
-def _parse_users(values: list[str] | None) -> tuple[object, ...] | None:
+def _parse_users(values: list[str] | None) -> tuple[str, ...] | None:
     if not values:
         return None
     if len(values) > MAX_USERS:

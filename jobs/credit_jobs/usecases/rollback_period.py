@@ -11,7 +11,7 @@ remainder is voided (a `void` entry with the reason and this run's id), the gran
 the user kept, and balances drop in the same statement. Credits already spent are not clawed back (the ledger never
 goes negative); they are reported — count, total and a sample of users — and the redo subtracts them from the new
 grant (docs/credits-lifecycle.md, "Rolling a period back"). Idempotent: a second rollback finds no live grant of the
-period and changes nothing. `--user` limits it to some users.
+period and changes nothing. `--user` limits it to some users (text ids, as the ledger holds them since migration 0007).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import structlog
 
 from credit_jobs.adapters import rollback_sql
 from credit_jobs.domain.contract import DISTRIBUTE_CREDITS, USECASE_PERIODS
+from credit_jobs.domain.requests import validate_user_id
 from credit_jobs.domain.run_model import RunContext, RunStats, UsecaseSpec
 from credit_jobs.usecases.chunk_runner import ChunkedWork, run_chunks
 
@@ -38,7 +39,13 @@ class RollbackScope:
     """What to roll back besides the period: why (stored on every void entry) and, optionally, only these users."""
 
     reason: str
-    users: tuple[Any, ...] | None = None
+    users: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        # the ids are compared with the ledger's TEXT user_id: an int (a pre-0007 caller) would fail in SQL, mid-run
+        if self.users is not None:
+            for user in self.users:
+                validate_user_id(user)
 
 
 @dataclass
@@ -51,7 +58,7 @@ class RollbackTotals:
     chunks: int = 0
 
 
-class _Rollback(ChunkedWork[object | None, rollback_sql.RollbackChunk]):
+class _Rollback(ChunkedWork[str | None, rollback_sql.RollbackChunk]):
     name = "rollback"
     start = None
 
@@ -60,7 +67,7 @@ class _Rollback(ChunkedWork[object | None, rollback_sql.RollbackChunk]):
         self.users = list(scope.users) if scope.users is not None else None
         self.totals = RollbackTotals()
 
-    def run_chunk(self, conn: sa.Connection, after: object | None, limit: int) -> rollback_sql.RollbackChunk:
+    def run_chunk(self, conn: sa.Connection, after: str | None, limit: int) -> rollback_sql.RollbackChunk:
         ctx = self.ctx
         return rollback_sql.rollback_chunk(
             conn,
@@ -75,10 +82,10 @@ class _Rollback(ChunkedWork[object | None, rollback_sql.RollbackChunk]):
             dry_run=ctx.dry_run,
         )
 
-    def covered(self, result: rollback_sql.RollbackChunk) -> tuple[object | None, int]:
+    def covered(self, result: rollback_sql.RollbackChunk) -> tuple[str | None, int]:
         return result.last_user_id, result.grants
 
-    def first_item(self, conn: sa.Connection, after: object | None) -> tuple[object | None, dict[str, int]] | None:
+    def first_item(self, conn: sa.Connection, after: str | None) -> tuple[str | None, dict[str, int | str]] | None:
         found = rollback_sql.first_grant_user_after(
             conn, period_key=self.ctx.period.key, grant_family=self.ctx.grant_family, after=after, users=self.users
         )
