@@ -85,7 +85,7 @@ def test_grant_consume_balance_with_replays_and_conflicts(monkeypatch: pytest.Mo
     assert balance["spendable"] == 70
     assert balance["grants"][0]["remaining"] == 70
     assert balance["grants"][0]["expiresAt"] is not None
-    assert scalar(engine, "SELECT balance FROM credit_accounts WHERE user_id = 42") == 70
+    assert scalar(engine, "SELECT balance FROM credit_accounts WHERE user_id = '42'") == 70
 
 
 @pytest.mark.parametrize(
@@ -97,7 +97,10 @@ def test_grant_consume_balance_with_replays_and_conflicts(monkeypatch: pytest.Mo
         ("/api/v1/users/42/consume", {"Idempotency-Key": "k"}, {"amount": "5"}, 422, "invalid_request"),
         ("/api/v1/users/42/consume", {"Idempotency-Key": "k"}, {"amount": True}, 422, "invalid_request"),
         ("/api/v1/users/42/consume", {"Idempotency-Key": "k"}, {"amount": 5, "x": 1}, 422, "invalid_request"),
-        ("/api/v1/users/abc/consume", {"Idempotency-Key": "k"}, {"amount": 5}, 422, "invalid_request"),
+        # user ids are text kept as given: a surrounding blank or an overlong id is refused, `abc` is an id
+        ("/api/v1/users/%20abc/consume", {"Idempotency-Key": "k"}, {"amount": 5}, 422, "invalid_request"),
+        (f"/api/v1/users/{'x' * 256}/consume", {"Idempotency-Key": "k"}, {"amount": 5}, 422, "invalid_request"),
+        ("/api/v1/users/abc/consume", {"Idempotency-Key": "k"}, {"amount": 5}, 404, "no_credit_account"),
         ("/api/v1/users/42/consume", {"Idempotency-Key": "k"}, {"amount": 5}, 404, "no_credit_account"),
         ("/api/v1/users/43/grants", {"Idempotency-Key": "k"}, {"amount": 5}, 404, "unknown_user"),
         ("/api/v1/users/42/grants", {"Idempotency-Key": "k"}, {"amount": 5, "type": "plan"}, 422, "invalid_request"),
@@ -145,7 +148,7 @@ def test_concurrent_retries_of_one_consume_apply_once(monkeypatch: pytest.Monkey
             results = list(pool.map(retry, range(8)))
     assert [status for status, _ in results] == [200] * 8
     assert sorted(replayed for _, replayed in results) == [False] + [True] * 7
-    assert scalar(engine, "SELECT balance FROM credit_accounts WHERE user_id = 7") == 40
+    assert scalar(engine, "SELECT balance FROM credit_accounts WHERE user_id = '7'") == 40
 
 
 def _wait_for_run(engine: sa.Engine, deadline_s: float = 60) -> sa.Row[tuple[object, ...]]:

@@ -122,7 +122,7 @@ def test_serves_the_api_and_stops_on_sigterm(served: tuple[str, subprocess.Popen
             metrics = client.get("/metrics").text
         assert 'creditjobs_api_requests_total{result="unauthorized",route="/api/v1/runs"} 1.0' in metrics
         assert scalar(engine, "SELECT requested_by FROM job_runs") == f"basic:{BASIC_USER}"
-        assert scalar(engine, "SELECT balance FROM credit_accounts WHERE user_id = 5") == 75
+        assert scalar(engine, "SELECT balance FROM credit_accounts WHERE user_id = '5'") == 75
     finally:
         engine.dispose()
     process.send_signal(signal.SIGTERM)

@@ -53,11 +53,11 @@ def _seed(engine: sa.Engine) -> None:
     add_policy(engine, "free", "free_tier", 10, None)
     add_users(engine, [(u, "free", "active", False, False) for u in range(1, USERS + 1)])
     with engine.begin() as conn:  # an account row the first chunk must update: a test can hold its row lock
-        conn.execute(sa.text("INSERT INTO credit_accounts (user_id, balance) VALUES (1, 0)"))
+        conn.execute(sa.text("INSERT INTO credit_accounts (user_id, balance) VALUES ('1', 0)"))
 
 
 @contextlib.contextmanager
-def _row_locked(engine: sa.Engine, user_id: int) -> Iterator[None]:
+def _row_locked(engine: sa.Engine, user_id: str) -> Iterator[None]:
     """Another session holds user_id's account row: a run's first chunk waits on it (a slow, live holder)."""
     with engine.connect() as blocker:
         blocker.execute(sa.text("SELECT 1 FROM credit_accounts WHERE user_id = :u FOR UPDATE"), {"u": user_id})
@@ -90,7 +90,7 @@ def test_three_concurrent_runs_through_pgbouncer_one_works_and_the_others_skip_o
 ) -> None:
     _seed(engine)
     env = _env(bouncer, database_url)
-    with _row_locked(engine, 1):  # whoever wins the guard stays live (blocked on its first chunk) meanwhile
+    with _row_locked(engine, "1"):  # whoever wins the guard stays live (blocked on its first chunk) meanwhile
         procs = [cli_process.start(["run", "distribute-credits", "--batch-size", "50"], env) for _ in range(3)]
         _wait_for("two of three runs to step aside", lambda: sum(p.poll() is not None for p in procs) >= 2)
         finished = [p for p in procs if p.poll() is not None]
@@ -127,7 +127,7 @@ def test_a_sigkilled_holder_behind_pgbouncer_is_taken_over_at_once(
     _seed(engine)
     env = _env(bouncer, database_url)
     admin_url, db = pg_server.url("postgres"), _db_name(database_url)
-    with _row_locked(engine, 1):
+    with _row_locked(engine, "1"):
         victim = cli_process.start(["run", "distribute-credits", "--batch-size", "50"], env)
         _wait_for("the victim to hold the guard", lambda: _statuses(engine) == ["running"])
         assert len(advisory_locks(admin_url, db)) == 1
