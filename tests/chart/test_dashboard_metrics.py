@@ -17,6 +17,7 @@ import pytest
 import yaml
 from chart_support import CHART, monitoring_values, rule_groups
 
+from credit_jobs.observability import api_metrics
 from credit_jobs.observability import metrics as run_metrics
 from credit_operator import metrics as operator_metrics
 
@@ -39,7 +40,11 @@ PER_CREDITJOB_PREFIXES = ("creditjobs_run_", "creditjobs_creditjob_", "creditjob
 
 
 def exported_metric_names() -> set[str]:
-    return run_metrics.exported_metric_names() | operator_metrics.exported_metric_names()
+    return (
+        run_metrics.exported_metric_names()
+        | operator_metrics.exported_metric_names()
+        | api_metrics.exported_api_metric_names()
+    )
 
 
 def metric_names(expr: str) -> set[str]:

@@ -58,7 +58,7 @@ def test_the_guard_is_per_period_and_shard(
         holder.commit()
     assert outcome.status == status, outcome.error
     granted = scalar(engine, "SELECT count(*) FROM credit_grants")
-    assert granted == (sum(1 for user in range(1, 5) if Shard(0, 2).owns(user)) if status == "succeeded" else 0)
+    assert granted == (sum(1 for user in range(1, 5) if Shard(0, 2).owns(str(user))) if status == "succeeded" else 0)
 
 
 def test_a_row_left_running_by_a_dead_holder_is_taken_over(engine: sa.Engine, run_usecase: RunUsecase) -> None:
