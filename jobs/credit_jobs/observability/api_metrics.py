@@ -38,6 +38,4 @@ class ApiMetrics:
 def exported_api_metric_names() -> set[str]:
     """Every metric name the API exports, as scraped (counters with `_total`), read from a fresh registry: the chart
     tests check the alert queries against it."""
-    return {
-        family.name + ("_total" if family.type == "counter" else "") for family in ApiMetrics().registry.collect()
-    }
+    return {family.name + ("_total" if family.type == "counter" else "") for family in ApiMetrics().registry.collect()}
