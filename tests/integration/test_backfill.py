@@ -10,23 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from credit_jobs.domain.limits import MAX_BALANCE, MAX_CREDITS
-from credit_jobs.entrypoints.cli import main
 from tests.integration.ledger_helpers import add_policy, add_users, rows, scalar
-
-
-@pytest.fixture
-def cli(database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Any:
-    for var in ("CREDITJOB_NAME", "CREDITJOB_SCHEDULE", "CREDITJOB_PERIOD_KEY", "CREDITJOB_TRIGGER", "PUSHGATEWAY_URL"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    monkeypatch.setenv("LOG_FORMAT", "json")
-
-    def call(*argv: str) -> tuple[int, str, str]:
-        code = main(list(argv))
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return call
 
 
 def _seed(engine: sa.Engine) -> None:

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from credit_jobs.entrypoints.cli import main
 from credit_jobs.usecases.consume import consume
 from tests.integration.conftest import RunUsecase
 from tests.integration.ledger_helpers import add_policy, add_users, rows, scalar
@@ -113,21 +112,6 @@ def test_purge_deletes_old_history_in_chunks_and_never_the_ledger(
     again = run_usecase("purge-retention")
     assert again.stats is not None
     assert again.stats.processed == 0
-
-
-@pytest.fixture
-def cli(database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Any:
-    for var in ("CREDITJOB_NAME", "CREDITJOB_SCHEDULE", "CREDITJOB_PERIOD_KEY", "CREDITJOB_TRIGGER", "PUSHGATEWAY_URL"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    monkeypatch.setenv("LOG_FORMAT", "json")
-
-    def call(*argv: str) -> tuple[int, str, str]:
-        code = main(list(argv))
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return call
 
 
 def test_the_retention_and_replay_window_come_from_the_settings(

@@ -14,7 +14,6 @@ import sqlalchemy as sa
 
 from credit_jobs.domain.errors import ConfigError
 from credit_jobs.domain.requests import parse_amount, parse_user_id, validate_request_id
-from credit_jobs.entrypoints.cli import main
 from credit_jobs.usecases.consume import consume
 from credit_jobs.usecases.grant import grant
 from tests import cli_process
@@ -79,25 +78,12 @@ def seeded(engine: sa.Engine) -> sa.Engine:
     return engine
 
 
-@pytest.fixture
-def cli(database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Any:
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    monkeypatch.setenv("LOG_FORMAT", "json")
-
-    def call(argv: list[str]) -> tuple[int, str, str]:
-        code = main(argv)
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return call
-
-
 @pytest.mark.parametrize(("argv", "message"), BAD_INPUT, ids=[" ".join(a)[:60] for a, _ in BAD_INPUT])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(
     cli: Any, seeded: sa.Engine, argv: list[str], message: str
 ) -> None:
     before = ledger_counts(seeded)
-    code, out, err = cli(argv)
+    code, out, err = cli(*argv)
     assert code == 2
     assert out == ""
     lines = [line for line in err.splitlines() if line.strip()]

@@ -10,7 +10,6 @@ import pytest
 import sqlalchemy as sa
 
 from credit_jobs.domain.errors import ConfigError
-from credit_jobs.entrypoints.cli import main
 from credit_jobs.usecases.check_invariants import check_invariants
 from credit_jobs.usecases.consume import consume
 from credit_jobs.usecases.rollback_period import RollbackScope
@@ -18,21 +17,6 @@ from credit_jobs.usecases.void_grant import void_grant
 from tests.integration.ledger_helpers import add_policy, add_users, rows, scalar
 
 PERIOD = "2026-11"
-
-
-@pytest.fixture
-def cli(database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Any:
-    for var in ("CREDITJOB_NAME", "CREDITJOB_SCHEDULE", "CREDITJOB_PERIOD_KEY", "CREDITJOB_TRIGGER", "PUSHGATEWAY_URL"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    monkeypatch.setenv("LOG_FORMAT", "json")
-
-    def call(*argv: str) -> tuple[int, str, str]:
-        code = main(list(argv))
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return call
 
 
 def _wrong_amount_went_out(engine: sa.Engine, cli: Any) -> None:

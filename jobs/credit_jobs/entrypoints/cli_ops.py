@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -33,10 +34,13 @@ from credit_jobs.entrypoints.cli_support import (
     state,
     warn,
 )
-from credit_jobs.entrypoints.settings import bind_settings
+from credit_jobs.entrypoints.settings import Settings, bind_settings
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
+
+    from credit_jobs.domain.run_model import UsecaseSpec
+    from credit_jobs.lifecycle.run_lifecycle import RunRequest
 
 MAX_REASON_LENGTH = 500
 MAX_USERS = 10_000  # --user values per rollback: a larger set is a whole-period rollback
@@ -91,29 +95,21 @@ def rollback_distribute(
     lower balances; the period can then be distributed again, less what users already spent. Refused (exit 2)
     while a run of the job and period is live."""
     from credit_jobs.entrypoints.cli_runs import print_outcome, with_progress
-    from credit_jobs.lifecycle.run_lifecycle import RunRequest, execute_run
+    from credit_jobs.lifecycle.run_lifecycle import execute_run
     from credit_jobs.usecases.rollback_period import RollbackScope, rollback_usecase
 
     cli = state(ctx)
     settings = cli.settings
     period = period_of_key(period_key)
     scope = RollbackScope(validate_reason(reason), _parse_users(user))
-    request = RunRequest(
-        usecase=rollback_usecase(scope),
-        job=_validate_job(job) if job is not None else settings.creditjob_name or DISTRIBUTE_CREDITS,
-        namespace=settings.creditjob_namespace,
-        trigger=Trigger.ROLLBACK.value,
+    request = _ops_request(
+        settings,
+        rollback_usecase(scope),
+        OpsOptions(job, batch_size, dry_run, grant_family),
+        default_job=DISTRIBUTE_CREDITS,
         period=period,
+        trigger=Trigger.ROLLBACK.value,
         pinned_key=period_key,
-        batch_size=validate_batch_size(batch_size if batch_size is not None else settings.creditjobs_batch_size),
-        dry_run=dry_run,
-        heartbeat_seconds=settings.creditjobs_heartbeat_seconds,
-        pushgateway_url=settings.pushgateway_url,
-        grant_family=(
-            validate_grant_family(grant_family, source="--grant-family")
-            if grant_family is not None
-            else settings.creditjob_grant_family
-        ),
     )
 
     engine_factory = _engine_factory(database_url, cli)
@@ -130,6 +126,42 @@ def rollback_distribute(
     print_outcome(outcome, request.job, request.shard)
     _print_not_voided(outcome.stats.details if outcome.stats else {})
     return outcome.exit_code
+
+
+@dataclass(frozen=True)
+class OpsOptions:
+    """The options `rollback` and `backfill` share (None: not given)."""
+
+    job: str | None
+    batch_size: int | None
+    dry_run: bool
+    grant_family: str | None
+
+
+def _ops_request(
+    settings: Settings, spec: UsecaseSpec, options: OpsOptions, *, default_job: str, **fields: Any
+) -> RunRequest:
+    """The run request of an ops command: its options, else the settings (CREDITJOB_NAME, the batch size, the grant
+    family), checked here; `fields` are the command's own (period, trigger, pinned key)."""
+    from credit_jobs.lifecycle import run_lifecycle
+
+    return run_lifecycle.RunRequest(
+        usecase=spec,
+        job=_validate_job(options.job) if options.job is not None else settings.creditjob_name or default_job,
+        namespace=settings.creditjob_namespace,
+        batch_size=validate_batch_size(
+            options.batch_size if options.batch_size is not None else settings.creditjobs_batch_size
+        ),
+        dry_run=options.dry_run,
+        heartbeat_seconds=settings.creditjobs_heartbeat_seconds,
+        pushgateway_url=settings.pushgateway_url,
+        grant_family=(
+            validate_grant_family(options.grant_family, source="--grant-family")
+            if options.grant_family is not None
+            else settings.creditjob_grant_family
+        ),
+        **fields,
+    )
 
 
 def _engine_factory(database_url: str | None, cli: CliState) -> Callable[[], sa.Engine]:
@@ -197,27 +229,15 @@ def backfill(
     backfill). A done period re-runs cheaply; the walk stops at the first period that fails (exit 1, named)."""
     from credit_jobs.entrypoints.cli_runs import WALKED, with_progress
     from credit_jobs.lifecycle.backfill import run_backfill
-    from credit_jobs.lifecycle.run_lifecycle import RunOutcome, RunRequest, execute_run
+    from credit_jobs.lifecycle.run_lifecycle import RunOutcome, execute_run
     from credit_jobs.usecases.registry import get_usecase
 
     cli = state(ctx)
     settings = cli.settings
     spec = bind_settings(get_usecase(usecase), settings)
     period, keys = period_range(from_key, to_key, now=datetime.now(UTC), yes=yes)
-    template = RunRequest(
-        usecase=spec,
-        job=_validate_job(job) if job is not None else settings.creditjob_name or spec.name,
-        namespace=settings.creditjob_namespace,
-        period=period,
-        batch_size=validate_batch_size(batch_size if batch_size is not None else settings.creditjobs_batch_size),
-        dry_run=dry_run,
-        heartbeat_seconds=settings.creditjobs_heartbeat_seconds,
-        pushgateway_url=settings.pushgateway_url,
-        grant_family=(
-            validate_grant_family(grant_family, source="--grant-family")
-            if grant_family is not None
-            else settings.creditjob_grant_family
-        ),
+    template = _ops_request(
+        settings, spec, OpsOptions(job, batch_size, dry_run, grant_family), default_job=spec.name, period=period
     )
     engine_factory = _engine_factory(database_url, cli)
 
