@@ -1,8 +1,9 @@
 """The Grafana dashboard parses and is complete, and every metric that it or an alert queries is one the code exports.
 
 Names come from the code's own registries: `credit_jobs.observability.metrics.exported_metric_names()` (the
-metrics a run pushes) and `credit_operator.metrics.exported_metric_names()` (the operator's /metrics, counters
-with `_total`, histograms with `_bucket`/`_sum`/`_count`). The dashboard's queries are also parsed by promtool.
+metrics a run pushes), `credit_operator.metrics.exported_metric_names()` (the operator's /metrics, counters
+with `_total`, histograms with `_bucket`/`_sum`/`_count`) and `credit_jobs.observability.api_metrics` (the HTTP API's
+/metrics). The dashboard's queries are also parsed by promtool.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 import yaml
 from chart_support import CHART, monitoring_values, rule_groups
 
+from credit_jobs.observability import api_metrics
 from credit_jobs.observability import metrics as run_metrics
 from credit_operator import metrics as operator_metrics
 
@@ -39,7 +41,11 @@ PER_CREDITJOB_PREFIXES = ("creditjobs_run_", "creditjobs_creditjob_", "creditjob
 
 
 def exported_metric_names() -> set[str]:
-    return run_metrics.exported_metric_names() | operator_metrics.exported_metric_names()
+    return (
+        run_metrics.exported_metric_names()
+        | operator_metrics.exported_metric_names()
+        | api_metrics.exported_api_metric_names()
+    )
 
 
 def metric_names(expr: str) -> set[str]:
