@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from credit_jobs import __version__
 from credit_jobs.adapters import database
 from credit_jobs.entrypoints.api.auth import CHALLENGE, AuthFailure, Principal, authenticate
-from credit_jobs.entrypoints.api.errors import ApiError, envelope_error
+from credit_jobs.entrypoints.api.errors import ERROR_RESPONSES, ApiError, envelope_error
 from credit_jobs.entrypoints.api.rate_limits import RateLimits, Refusal
 from credit_jobs.entrypoints.api.settings import ApiConfig
 from credit_jobs.entrypoints.api.triggers import Triggers
@@ -109,9 +109,8 @@ def create_app(state: ApiState) -> FastAPI:
         description="Trigger runs and use the credit ledger over HTTP (docs/api.md).",
     )
     app.state.api = state
-    app.include_router(routes_health.router)
-    app.include_router(routes_ledger.router)
-    app.include_router(routes_runs.router)
+    for module in (routes_health, routes_ledger, routes_runs):
+        app.include_router(module.router, responses=ERROR_RESPONSES)
     _add_error_handlers(app)
     app.middleware("http")(_audit)
     return app
