@@ -255,7 +255,7 @@ def consumed_credits(url: str) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer requests (a smoke run, ~1 minute)")
+    parser.add_argument("--quick", action="store_true", help="fewer requests (a smoke run, ~1.5 minutes)")
     args = parser.parse_args()
     baseline_reads, per_client, library_count = (100, 10, 300) if args.quick else (500, 60, 1000)
 
