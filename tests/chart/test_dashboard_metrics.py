@@ -1,8 +1,9 @@
 """The Grafana dashboard parses and is complete, and every metric that it or an alert queries is one the code exports.
 
 Names come from the code's own registries: `credit_jobs.observability.metrics.exported_metric_names()` (the
-metrics a run pushes) and `credit_operator.metrics.exported_metric_names()` (the operator's /metrics, counters
-with `_total`, histograms with `_bucket`/`_sum`/`_count`). The dashboard's queries are also parsed by promtool.
+metrics a run pushes), `credit_operator.metrics.exported_metric_names()` (the operator's /metrics, counters
+with `_total`, histograms with `_bucket`/`_sum`/`_count`) and `credit_jobs.observability.api_metrics` (the HTTP API's
+/metrics). The dashboard's queries are also parsed by promtool.
 """
 
 from __future__ import annotations

@@ -1,11 +1,17 @@
-"""Helpers for the HTTP API tests: credentials, an in-process app on a real database, Basic/Bearer headers."""
+"""Helpers for the HTTP API tests: credentials, an in-process app on a real database, Basic/Bearer headers, and
+`credit-jobs api` as a real process on a free loopback port (`free_port`, `wait_until_serving`, `served_api`)."""
 
 from __future__ import annotations
 
 import base64
+import socket
+import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
@@ -15,6 +21,8 @@ from credit_jobs.entrypoints.api.settings import load_api_config
 from credit_jobs.entrypoints.api.triggers import LocalTriggers
 from credit_jobs.entrypoints.settings import Settings
 from credit_jobs.observability.logging import configure_logging
+from tests import cli_process
+from tests.cli_process import cli_env
 
 BASIC_USER = "scheduler"
 BASIC_PASSWORD = "pa:ss:word-with-colons"  # the seed's template cut this at the first ':'
@@ -67,3 +75,50 @@ def api_client(monkeypatch: pytest.MonkeyPatch, engine: sa.Engine, **env: str) -
             yield client, state
     finally:
         triggers.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_serving(base: str, process: subprocess.Popen[str], deadline_s: float = 60) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            _, stderr = process.communicate()
+            raise AssertionError(f"credit-jobs api exited {process.returncode}: {(stderr or '')[-2000:]}")
+        try:
+            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("credit-jobs api did not serve /healthz within the deadline")
+
+
+@contextmanager
+def served_api(database_url: str, log: Path, **env: str) -> Iterator[str]:
+    """A real `credit-jobs api` process on a free loopback port; yields its base URL. Its JSON log lines go to the
+    file `log` (a pipe nobody reads would fill up and stall a busy server); it is killed on the way out."""
+    port = free_port()
+    with log.open("w") as stderr:
+        process = subprocess.Popen(
+            [cli_process.CLI, "api", "--port", str(port)],
+            env=cli_env(database_url, **api_env(**env)),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            text=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        try:
+            wait_until_serving(base, process)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{log.read_text()[-2000:]}") from None
+        yield base
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=30)

@@ -101,6 +101,7 @@ def test_grant_consume_balance_with_replays_and_conflicts(monkeypatch: pytest.Mo
         ("/api/v1/users/%20abc/consume", {"Idempotency-Key": "k"}, {"amount": 5}, 422, "invalid_request"),
         (f"/api/v1/users/{'x' * 256}/consume", {"Idempotency-Key": "k"}, {"amount": 5}, 422, "invalid_request"),
         ("/api/v1/users/abc/consume", {"Idempotency-Key": "k"}, {"amount": 5}, 404, "no_credit_account"),
+        ("/api/v1/users/a%09b/consume", {"Idempotency-Key": "k"}, {"amount": 5}, 422, "invalid_request"),
         ("/api/v1/users/42/consume", {"Idempotency-Key": "k"}, {"amount": 5}, 404, "no_credit_account"),
         ("/api/v1/users/43/grants", {"Idempotency-Key": "k"}, {"amount": 5}, 404, "unknown_user"),
         ("/api/v1/users/42/grants", {"Idempotency-Key": "k"}, {"amount": 5, "type": "plan"}, 422, "invalid_request"),
@@ -222,6 +223,12 @@ def test_seed_route_get_and_post_with_the_seed_envelope(monkeypatch: pytest.Monk
             422,
             "invalid_request",
         ),
+        # Names no cluster could hold (found by fuzzing: these were queued as local runs, and a NUL failed the run)
+        ("/api/v1/namespaces/%00/creditjobs/expire-credits/runs", None, 422, "invalid_request"),
+        ("/api/v1/namespaces/Billing/creditjobs/expire-credits/runs", None, 422, "invalid_request"),
+        ("/api/v1/namespaces/" + "n" * 64 + "/creditjobs/expire-credits/runs", None, 422, "invalid_request"),
+        ("/api/v1/namespaces/billing/creditjobs/expire-credits%00/runs", None, 422, "invalid_request"),
+        ("/api/v1/namespaces/billing/creditjobs/-expire-credits/runs", None, 422, "invalid_request"),
     ],
 )
 def test_bad_trigger_requests_start_nothing(
@@ -240,7 +247,13 @@ def test_runs_routes_refuse_bad_ids_and_unknown_runs(monkeypatch: pytest.MonkeyP
         missing = client.get("/api/v1/runs/00000000-0000-0000-0000-000000000000", headers=bearer(READ_TOKEN))
         too_many = client.get("/api/v1/runs?limit=100000", headers=bearer(READ_TOKEN))
         local = client.get("/api/v1/namespaces/billing/creditjobs/x", headers=bearer(READ_TOKEN))
+        # A NUL in the job filter reached PostgreSQL and came back as 503 "database unavailable" (found by fuzzing)
+        nul_job = client.get("/api/v1/runs?job=distribute%00", headers=bearer(READ_TOKEN))
+        bad_namespace = client.get("/api/v1/namespaces/bill%00ing/creditjobs/x", headers=bearer(READ_TOKEN))
     assert (bad.status_code, bad.json()["code"]) == (422, "invalid_request")
     assert (missing.status_code, missing.json()["code"]) == (404, "not_found")
     assert (too_many.status_code, too_many.json()["code"]) == (422, "invalid_request")
     assert (local.status_code, local.json()["code"]) == (404, "not_in_cluster_mode")
+    assert (nul_job.status_code, nul_job.json()["code"]) == (422, "invalid_request")
+    assert "control or unprintable" in nul_job.json()["error"]
+    assert (bad_namespace.status_code, bad_namespace.json()["code"]) == (422, "invalid_request")

@@ -8,7 +8,6 @@ and stops cleanly on SIGTERM (exit 0). No secret appears in its output.
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -28,37 +27,19 @@ from tests.integration.api_support import (
     api_env,
     basic,
     bearer,
+    free_port,
+    wait_until_serving,
 )
 from tests.integration.ledger_helpers import add_policy, add_users, scalar
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_until_serving(base: str, process: subprocess.Popen[str], deadline_s: float = 60) -> None:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"credit-jobs api exited {process.returncode}: {process.communicate()[1][-2000:]}")
-        try:
-            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("credit-jobs api did not serve /healthz within the deadline")
-
-
 @pytest.fixture
 def served(database_url: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    port = _free_port()
+    port = free_port()
     process = cli_process.start(["api", "--port", str(port)], cli_env(database_url, **api_env()))
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_serving(base, process)
+        wait_until_serving(base, process)
         yield base, process
     finally:
         if process.poll() is None:
@@ -78,7 +59,7 @@ def served(database_url: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     ],
 )
 def test_refuses_to_start_with_one_line_and_writes_nothing(database_url: str, env: dict[str, str], says: str) -> None:
-    done = cli_process.run(["api", "--port", str(_free_port())], cli_env(database_url, **env), timeout=60)
+    done = cli_process.run(["api", "--port", str(free_port())], cli_env(database_url, **env), timeout=60)
     assert done.returncode == 2, done.stderr
     lines = cli_process.error_lines(done.stderr)
     assert len(lines) == 1, done.stderr

@@ -2,8 +2,8 @@
 
 `creditjobs_api_requests_total{route,result}` counts every request the API answered, by route template (bounded:
 unmatched paths share `unmatched`) and result class (`RESULTS`). The chart's `CreditJobsTriggerAuthFailures` alert
-reads `result="unauthorized"`; the 5xx alert reads `result="error"`. Each API app builds its own registry (tests run
-several in one process).
+reads `result="unauthorized"`; `CreditJobsApiServerErrors` reads `result="error"`, which is every 5xx and only 5xx.
+Each API app builds its own registry (tests run several in one process).
 """
 
 from __future__ import annotations

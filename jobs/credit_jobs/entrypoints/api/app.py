@@ -21,13 +21,13 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from credit_jobs import __version__
 from credit_jobs.adapters import database
 from credit_jobs.entrypoints.api.auth import CHALLENGE, AuthFailure, Principal, authenticate
-from credit_jobs.entrypoints.api.errors import ApiError, envelope_error
+from credit_jobs.entrypoints.api.errors import ERROR_RESPONSES, ApiError, envelope_error
 from credit_jobs.entrypoints.api.rate_limits import RateLimits, Refusal
 from credit_jobs.entrypoints.api.settings import ApiConfig
 from credit_jobs.entrypoints.api.triggers import Triggers
@@ -109,9 +109,8 @@ def create_app(state: ApiState) -> FastAPI:
         description="Trigger runs and use the credit ledger over HTTP (docs/api.md).",
     )
     app.state.api = state
-    app.include_router(routes_health.router)
-    app.include_router(routes_ledger.router)
-    app.include_router(routes_runs.router)
+    for module in (routes_health, routes_ledger, routes_runs):
+        app.include_router(module.router, responses=ERROR_RESPONSES)
     _add_error_handlers(app)
     app.middleware("http")(_audit)
     return app
@@ -167,16 +166,23 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DBAPIError)
     async def database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+        # Only a lost or unreachable database (or a timeout, a deadlock: OperationalError) is "unavailable". A
+        # DataError or IntegrityError means a value got past the API's checks: that is our bug, not an outage, and
+        # a 503 would tell the caller to retry a request that can never succeed.
+        if not (isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated):
+            return _internal_error(exc)
         log.warning("api.database_error", error=database.first_line(exc))
         message = f"the database is unavailable: {database.first_line(exc)}"
         return JSONResponse(envelope_error("database_unavailable", message, retryable=True), status_code=503)
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> JSONResponse:
-        # A formatted traceback, not exc_info: the JSON renderer's tracebacks carry each frame's locals, and those
-        # include the request's headers — its credentials.
-        trace = "".join(traceback.format_exception(exc))
-        log.error("api.internal_error", error=f"{type(exc).__name__}: {exc}", traceback=trace[-4000:])
-        return JSONResponse(
-            envelope_error("internal_error", "internal error (logged)", retryable=True), status_code=500
-        )
+        return _internal_error(exc)
+
+
+def _internal_error(exc: Exception) -> JSONResponse:
+    # A formatted traceback, not exc_info: the JSON renderer's tracebacks carry each frame's locals, and those
+    # include the request's headers — its credentials.
+    trace = "".join(traceback.format_exception(exc))
+    log.error("api.internal_error", error=f"{type(exc).__name__}: {exc}", traceback=trace[-4000:])
+    return JSONResponse(envelope_error("internal_error", "internal error (logged)", retryable=True), status_code=500)

@@ -2,12 +2,15 @@
 
 Raised by the route modules and the auth dependency; `app` turns it (and FastAPI's own validation and routing
 errors) into the seed's envelope. The codes are part of the API contract (docs/api.md, "Errors"): callers branch on
-`code` and `retryable`, never on the message.
+`code` and `retryable`, never on the message. `ERROR_RESPONSES` documents that envelope for every 4xx and 5xx in the
+OpenAPI document (instead of FastAPI's `{detail: …}`, which this API never sends).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
 
 
 class ApiError(Exception):
@@ -34,3 +37,19 @@ def envelope_error(code: str, message: str, *, retryable: bool) -> dict[str, Any
 
 def envelope_ok(data: Any) -> dict[str, Any]:
     return {"success": True, "data": data}
+
+
+class ErrorEnvelope(BaseModel):
+    """Every refusal and failure (the OpenAPI document's 4XX and 5XX answers)."""
+
+    model_config = ConfigDict(extra="forbid")
+    success: Literal[False]
+    error: str
+    code: str
+    retryable: bool
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorEnvelope, "description": "Refused: see `code` (docs/api.md, Errors)."},
+    "5XX": {"model": ErrorEnvelope, "description": "Failed: see `code`; `retryable` is true."},
+}

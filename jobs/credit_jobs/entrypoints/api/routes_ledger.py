@@ -126,7 +126,11 @@ def consume_route(
     )
 
 
-@router.post("/{user}/grants", status_code=201)
+@router.post(
+    "/{user}/grants",
+    status_code=201,
+    responses={200: {"description": "A replay: the first grant.", "content": {"application/json": {}}}},
+)
 def grant_route(
     user: str,
     body: GrantBody,

@@ -9,7 +9,7 @@ import uuid
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from credit_jobs.adapters import run_audit
@@ -21,6 +21,20 @@ from credit_jobs.entrypoints.api.triggers import Accepted
 
 router = APIRouter(tags=["runs"])
 MAX_RUNS = 500
+# Kubernetes' own name rules (RFC 1123): a namespace is a DNS label, a CreditJob name a DNS subdomain. Checked here
+# for both modes, so a name no cluster could hold is a 422 — not a queued local run that fails on its audit row, nor
+# a path segment passed on to the Kubernetes API.
+Namespace = Annotated[
+    str, Path(max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", description="A Kubernetes namespace.")
+]
+CreditJobName = Annotated[
+    str,
+    Path(
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        description="A CreditJob name (local mode: a usecase name).",
+    ),
+]
 
 
 class RunBody(BaseModel):
@@ -43,8 +57,8 @@ def _accepted(accepted: Accepted, principal: Principal) -> dict[str, Any]:
 
 @router.post("/api/v1/namespaces/{namespace}/creditjobs/{name}/runs", status_code=202)
 def trigger_run(
-    namespace: str,
-    name: str,
+    namespace: Namespace,
+    name: CreditJobName,
     request: Request,
     body: Annotated[RunBody | None, Body()] = None,
     principal: Principal = Depends(require(SCOPE_RUNS)),
@@ -68,7 +82,7 @@ def distribute_credits(request: Request, principal: Principal = Depends(require(
 
 @router.get("/api/v1/namespaces/{namespace}/creditjobs/{name}")
 def get_creditjob(
-    namespace: str, name: str, request: Request, _: Principal = Depends(require(SCOPE_READ))
+    namespace: Namespace, name: CreditJobName, request: Request, _: Principal = Depends(require(SCOPE_READ))
 ) -> dict[str, Any]:
     body = state_of(request).triggers.creditjob(namespace, name)
     return envelope_ok(
@@ -100,6 +114,8 @@ def list_runs(
     limit: Annotated[int, Query(ge=1, le=MAX_RUNS)] = 20,
     _: Principal = Depends(require(SCOPE_READ)),
 ) -> dict[str, Any]:
+    if job is not None and not job.isprintable():  # PostgreSQL text cannot hold NUL; no job name holds a control
+        raise ApiError(422, "invalid_request", f"job {job[:40]!r} contains control or unprintable characters")
     rows = run_audit.list_runs(state_of(request).engine, limit=limit, job=job)
     return envelope_ok([_jsonable(row) for row in rows])
 
