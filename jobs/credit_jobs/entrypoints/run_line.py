@@ -81,7 +81,7 @@ def parse(args: Sequence[str]) -> RunLine | None:
         if name in FLAGS and not equals and name not in flags:
             flags.add(name)
             continue
-        if name not in OPTIONS or name in values:
+        if name not in OPTIONS or OPTIONS[name] in values:
             return None
         if not equals:
             if not rest:
