@@ -18,6 +18,8 @@ import typer
 
 from credit_jobs.entrypoints import run_line
 from credit_jobs.entrypoints.cli_app import app
+from credit_operator.creditjob import parse_creditjob
+from credit_operator.cronjob_manifest import ManifestDefaults, build_cronjob, build_job_from_cronjob
 
 _ROOT = typer.main.get_command(app)
 _RUN = _ROOT.commands[run_line.COMMAND]  # type: ignore[attr-defined]
@@ -65,6 +67,25 @@ CRONJOB_LINES = [
 def test_a_plain_run_line_takes_the_fast_path_with_typers_values(args: list[str]) -> None:
     assert _shim_params(args) is not None
     assert _shim_params(args) == _typer_params(args)
+
+
+def test_the_operators_cronjob_and_run_now_jobs_take_the_fast_path() -> None:
+    """What the pods really run: the operator's rendered command and args, with every `run` option as a param."""
+    params = {"batchSize": 5000, "dryRun": True, "grantFamily": "plan", "periodKey": "2026-11", "shard": "0/1"}
+    job = parse_creditjob(
+        {
+            "metadata": {"name": "monthly", "namespace": "billing"},
+            "spec": {"usecase": "distribute-credits", "schedule": "0 0 1 * *", "params": params},
+        }
+    )
+    cronjob = build_cronjob(job, ManifestDefaults(image="img"))
+    manual = build_job_from_cronjob(cronjob, name="monthly-m-1", trigger="manual", period_key="2026-10")
+    for body in (cronjob["spec"]["jobTemplate"], manual):
+        (container,) = body["spec"]["template"]["spec"]["containers"]
+        command = [*container["command"], *container.get("args", [])]
+        assert command[0] == "credit-jobs"
+        assert _shim_params(command[1:]) == _typer_params(command[1:])
+        assert _shim_params(command[1:]) is not None
 
 
 # Lines left to Typer: its help, and its usage errors with their messages.
