@@ -9,16 +9,19 @@ to a baseline measured in the same run: `python -c pass` (the interpreter alone)
   CPU          user + system CPU seconds the probe process used up to that statement (less sensitive than wall
                time to the other processes sharing the machine's cores)
 
-The probe process runs `credit_jobs.entrypoints.cli.main(["run", "expire-credits"])` — what the CronJob container
-runs — against a migrated embedded PostgreSQL, and exits at its first statement. The medians are printed, with
-first SQL minus baseline (what credit-jobs itself costs) and the top entries of `python -X importtime` for
-importing the CLI. Target (issue 9): first SQL within 0.5 s of process start.
+The probe process runs `credit_jobs.entrypoints.cli.main(["run", "expire-credits"])` — the console script's
+`main`, what the CronJob container runs (a plain `run` line: `entrypoints/run_line.py`, no Typer) — against a
+migrated embedded PostgreSQL, and exits at its first statement. The medians are printed, with first SQL minus
+baseline (what credit-jobs itself costs) and `python -X importtime` of the probe up to that statement: its top
+entries (cumulative) and its self time summed per top-level package (where the time goes). Target (issue 9):
+first SQL within 0.5 s of process start.
 
 The image installs wheels, which pip byte-compiles: so does this bench (`compileall` on jobs/ and operator/, the
 `__pycache__` directories are git-ignored) — otherwise a PYTHONDONTWRITEBYTECODE shell would time the compiler.
 
 `--against DIR` also probes another checkout (e.g. /work/main: its jobs/ and operator/ on PYTHONPATH), alternating
-with this one every round, so that a before/after comparison shares the machine's load.
+with this one every round, so that a before/after comparison shares the machine's load, and prints the ratio.
+A checkout of an earlier commit, without touching the repository: `git archive COMMIT jobs operator | tar -x -C DIR`.
 
 Usage: python bench/bench_startup.py [--repeat 7] [--top 12] [--against DIR]
 """
@@ -88,20 +91,29 @@ def _probe(env: dict[str, str]) -> tuple[float, float, float]:
     return connected - started, first - started, _children_cpu() - cpu
 
 
-def _import_top(env: dict[str, str], top: int) -> list[tuple[int, str]]:
+def _import_profile(env: dict[str, str]) -> list[tuple[int, int, str]]:
+    """`python -X importtime` of the probe itself — every import up to the run's first statement — as (cumulative
+    µs, self µs, indented name) rows."""
     done = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", "import credit_jobs.entrypoints.cli"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
+        [sys.executable, "-X", "importtime", "-c", PROBE], env=env, capture_output=True, text=True, check=False
     )
-    rows: list[tuple[int, str]] = []
+    rows: list[tuple[int, int, str]] = []
     for line in done.stderr.splitlines():
         parts = line.removeprefix("import time:").split("|")
         if len(parts) == 3 and parts[1].strip().isdigit():
-            rows.append((int(parts[1]), parts[2].rstrip()))
-    return sorted(rows, reverse=True)[:top]
+            rows.append((int(parts[1]), int(parts[0]), parts[2].rstrip()))
+    if not rows or done.returncode != 0:
+        raise SystemExit(f"importtime probe failed: {done.stderr[-2000:]}")
+    return rows
+
+
+def _by_package(rows: list[tuple[int, int, str]]) -> list[tuple[int, str]]:
+    """Self import time summed per top-level package (the standard library's modules each under their own name)."""
+    totals: dict[str, int] = {}
+    for _, own, name in rows:
+        package = name.strip().split(".")[0]
+        totals[package] = totals.get(package, 0) + own
+    return sorted(((micros, package) for package, micros in totals.items()), reverse=True)
 
 
 def _tree_env(env: dict[str, str], tree: Path) -> dict[str, str]:
@@ -149,7 +161,7 @@ def main() -> None:
                 _, to_first, probe_cpu = _probe(other_env)
                 other_first.append(to_first)
                 other_cpu.append(probe_cpu)
-        top = _import_top(env, options.top)
+        profile = _import_profile(env)
     finally:
         server.stop()
 
@@ -166,13 +178,20 @@ def main() -> None:
     print(f"  CPU to first SQL:              {cpu_s:.3f} s  ({cpu_s / base_cpu:.1f}x baseline CPU)")
     print("  first SQL, every round: " + " ".join(f"{v:.3f}" for v in first))
     if options.against:
+        other_s, other_cpu_s = statistics.median(other_first), statistics.median(other_cpu)
         print(
-            f"  {options.against} (alternating): first SQL {statistics.median(other_first):.3f} s, "
-            f"CPU {statistics.median(other_cpu):.3f} s"
+            f"  {options.against} (alternating): first SQL {other_s:.3f} s ({other_s / base:.1f}x baseline), "
+            f"CPU {other_cpu_s:.3f} s ({other_cpu_s / base_cpu:.1f}x baseline CPU)"
         )
-    print(f"python -X importtime -c 'import credit_jobs.entrypoints.cli', top {options.top} (cumulative):")
-    for micros, name in top:
+        print(f"  this tree / {options.against}: first SQL {first_s / other_s:.2f}x, CPU {cpu_s / other_cpu_s:.2f}x")
+    total = sum(row[1] for row in profile) / 1e6
+    print(f"python -X importtime of the probe (every import up to the first SQL statement): {total:.3f} s")
+    print(f"  top {options.top}, cumulative:")
+    for micros, _, name in sorted(profile, reverse=True)[: options.top]:
         print(f"  {micros / 1e6:7.3f} s  {name}")
+    print(f"  top {options.top} packages, self time summed:")
+    for micros, package in _by_package(profile)[: options.top]:
+        print(f"  {micros / 1e6:7.3f} s  {package}")
 
 
 if __name__ == "__main__":

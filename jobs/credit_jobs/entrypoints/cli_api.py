@@ -1,6 +1,6 @@
 """`credit-jobs api`: serve the HTTP API (docs/api.md) with uvicorn. `register(app)` adds the command to the CLI.
 
-Called by `entrypoints.cli` (one line next to the operator's commands). FastAPI, uvicorn and the Kubernetes client
+Called by `entrypoints.cli_app` (one line next to the operator's commands). FastAPI, uvicorn and the Kubernetes client
 are imported inside the command: `credit-jobs run` shares this CLI and must not pay for them. The command refuses
 to start (ConfigError: exit 2, one line) without credentials, with a bad setting, or in cluster mode without a
 Kubernetes configuration.
@@ -13,7 +13,8 @@ from typing import Annotated
 
 import typer
 
-from credit_jobs.entrypoints.cli_support import CliState, DatabaseUrlOption, engine_for, state
+from credit_jobs.entrypoints.cli_options import DatabaseUrlOption
+from credit_jobs.entrypoints.cli_support import CliState, engine_for, state
 
 
 def register(app: typer.Typer) -> None:

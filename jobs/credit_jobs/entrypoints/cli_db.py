@@ -1,4 +1,4 @@
-"""`credit-jobs db upgrade`: create or upgrade the schema (Alembic). Registered on the app by `cli.py` through
+"""`credit-jobs db upgrade`: create or upgrade the schema (Alembic). Registered on the app by `cli_app.py` through
 `register(app)`; Alembic is imported only when the command runs.
 """
 
@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import typer
 
-from credit_jobs.entrypoints.cli_support import DatabaseUrlOption, engine_for, rich_out, state
+from credit_jobs.entrypoints.cli_options import DatabaseUrlOption
+from credit_jobs.entrypoints.cli_support import engine_for, rich_out, state
 
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 

@@ -1,5 +1,5 @@
 """`credit-jobs demo` (seed, distribute, consume some, expire, check — one summary table; `demo_flow.py`) and
-`credit-jobs demo seed`. Registered on the app by `cli.py` through `register(app)`.
+`credit-jobs demo seed`. Registered on the app by `cli_app.py` through `register(app)`.
 
 With the embedded default the demo gets its own fresh database (`credit_jobs_demo`), so its numbers are its own.
 """
@@ -10,7 +10,8 @@ from typing import Annotated
 
 import typer
 
-from credit_jobs.entrypoints.cli_support import DatabaseUrlOption, engine_for, resolve_database_url, rich_out, state
+from credit_jobs.entrypoints.cli_options import DatabaseUrlOption
+from credit_jobs.entrypoints.cli_support import engine_for, resolve_database_url, rich_out, state
 from credit_jobs.observability.logging import configure_logging
 
 demo_app = typer.Typer(help="Seed sample data and run the whole flow on it.")

@@ -1,5 +1,6 @@
 """The ledger commands of `credit-jobs`: `check` (the invariants), `consume`, `grant`, `void` (one request each,
-idempotent) and `balance` / `grants` (one user's ledger). Registered on the app by `cli.py` through `register(app)`.
+idempotent) and `balance` / `grants` (one user's ledger). Registered on the app by `cli_app.py` through
+`register(app)`.
 
 Numbers are taken as text and parsed by the domain's ASCII-only parsers; every bad input is refused (exit 2)
 before the database is touched. The usecases and Rich are imported by the command bodies.
@@ -26,10 +27,9 @@ from credit_jobs.domain.requests import (
     parse_user_id,
     validate_request_id,
 )
+from credit_jobs.entrypoints.cli_options import DatabaseUrlOption, JsonOption
 from credit_jobs.entrypoints.cli_support import (
     CliState,
-    DatabaseUrlOption,
-    JsonOption,
     engine_for,
     jsonable,
     print_tab_separated,

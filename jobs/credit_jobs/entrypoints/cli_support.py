@@ -1,11 +1,12 @@
-"""What every `credit-jobs` command module shares: the per-invocation state, the database a command works on, the
-common options and the two output streams.
+"""What every `credit-jobs` command module shares: the per-invocation state, the database a command works on and
+the two output streams. Typer-free (the shared Typer options are in `cli_options`), because the fast `run` path
+(`run_line`, `run_command`) uses it without Typer.
 
-`cli.py` (the composition root) reads the settings once, in its root callback, into a `CliState` it stores on
-Click's context; the command modules (`cli_runs.py`, `cli_ledger.py`, `cli_schedule.py`, `cli_demo.py`, `cli_db.py`)
-take it from there with `state(ctx)` and open their engine with `engine_for`. With no DATABASE_URL (and no
---database-url) the embedded PostgreSQL in the per-user data directory is started, once per process
-(`entrypoints/data_dir.py`; CREDITJOBS_DATA_DIR overrides it).
+`cli_app.py` (the composition root) reads the settings once, in its root callback, into a `CliState` it stores on
+Click's context (`run_line` builds its own); the command modules (`cli_runs.py`, `cli_ledger.py`, `cli_schedule.py`,
+`cli_demo.py`, `cli_db.py`) take it from there with `state(ctx)` and open their engine with `engine_for`. With no
+DATABASE_URL (and no --database-url) the embedded PostgreSQL in the per-user data directory is started, once per
+process (`entrypoints/data_dir.py`; CREDITJOBS_DATA_DIR overrides it).
 
 Output: one-line messages go through `say` / `warn` (plain writes: a line stays one line on a pipe or in a pod
 log); Rich is imported only by the commands that draw tables or a progress bar (`rich_out`), so that
@@ -22,25 +23,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
-
-import typer
+from typing import TYPE_CHECKING, Any
 
 from credit_jobs.entrypoints.data_dir import LEGACY_DATA_DIR, data_dir
 from credit_jobs.entrypoints.settings import Settings
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
+    import typer
     from rich.console import Console
 
     from credit_jobs.adapters.database import SessionTimeouts
     from credit_jobs.adapters.embedded_database import EmbeddedPostgres
-
-DatabaseUrlOption = Annotated[
-    str | None,
-    typer.Option("--database-url", help="PostgreSQL URL; overrides DATABASE_URL. Default: embedded PostgreSQL."),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
 @dataclass
@@ -162,5 +156,7 @@ def jsonable(row: dict[str, Any]) -> dict[str, Any]:
 def print_tab_separated(rows: Sequence[Sequence[str]]) -> None:
     """Piped output: one line per row, tab-separated, nothing truncated, wrapped or padded (tabs and newlines inside
     a value become spaces, so a row stays one line)."""
+    import typer  # the commands that print tables run under Typer: already imported
+
     for row in rows:
         typer.echo("\t".join(" ".join(value.split()) for value in row))

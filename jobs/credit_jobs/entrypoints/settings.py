@@ -1,9 +1,9 @@
 """Configuration from the environment. Every variable is documented in docs/env-and-ops.md.
 
 The CronJob container gets its run's identity through these (docs/contract.md, container contract); CLI options
-override them. Read once, at the entry point (`cli.py`'s root callback), through `load_settings()`: every value is
-checked here, at the edge, and a bad one becomes a one-line ConfigError (exit 2) naming the variable, the value and
-the accepted range — before anything connects or writes.
+override them. Read once, at the entry point (`cli_app.py`'s root callback, or `run_line` for a plain `run`),
+through `load_settings()`: every value is checked here, at the edge, and a bad one becomes a one-line ConfigError
+(exit 2) naming the variable, the value and the accepted range — before anything connects or writes.
 
 A plain reader, not pydantic-settings: every `credit-jobs run` (each CronJob run) pays for this module's imports,
 and pydantic's were a fifth of its start-up (docs/performance.md, "Job start-up"). Variable names are matched

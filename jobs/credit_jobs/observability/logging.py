@@ -4,6 +4,13 @@ JSON lines when stderr is not a TTY (or LOG_FORMAT=json), a readable console ren
 timestamps; context variables merged into every line, so the run lifecycle binds the run's fields once
 (`creditjob`, `usecase`, `job_run_id`, `period_key`, `shard`, `trigger` — docs/contract.md) and every line carries them.
 Modules only call `structlog.get_logger()`.
+
+structlog is imported here without Rich: `import structlog` loads `structlog.dev` and `structlog.tracebacks`, which
+import Rich when it is installed (it is: Typer's) only for their exception formatters — a third of structlog's
+import time, paid by every `credit-jobs run` (docs/performance.md, "Job start-up"). Those formatters render
+`exc_info`, which this project never logs: a crash is logged with its traceback as formatted text (`run.crashed`,
+`api.internal_error`), so the log lines are the same with or without them. Every entry point imports this module
+before anything else imports structlog; if something did first, structlog simply keeps Rich.
 """
 
 from __future__ import annotations
@@ -12,7 +19,14 @@ import logging
 import sys
 from typing import Any
 
-import structlog
+_HIDE_RICH = "rich" not in sys.modules and "structlog" not in sys.modules
+if _HIDE_RICH:
+    sys.modules["rich"] = None  # type: ignore[assignment]  # `import rich` raises ImportError: structlog's fallback
+try:
+    import structlog
+finally:
+    if _HIDE_RICH:
+        del sys.modules["rich"]
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 

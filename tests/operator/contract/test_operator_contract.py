@@ -34,7 +34,7 @@ BIN = Path(sys.executable).parent
 
 def _has_run_command() -> bool:
     try:
-        from credit_jobs.entrypoints.cli import app
+        from credit_jobs.entrypoints.cli_app import app
     except ImportError:
         return False
     return any(c.name == "run" for c in app.registered_commands)
