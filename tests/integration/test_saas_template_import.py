@@ -435,3 +435,45 @@ def test_a_template_in_another_schema_imports_and_a_month_the_ledger_already_gra
     entries = rows(engine, "SELECT kind, amount, reason FROM credit_entries WHERE grant_id = :g", g=grant.grant_id)
     assert [(e.kind, e.amount) for e in entries] == [("usage", 400)]
     assert json.loads(json.dumps(details["periods_held"])) == {"2026-11": 1}
+
+
+def test_a_template_row_the_ledger_refuses_is_named_and_fails_the_run_while_every_other_grant_is_imported(
+    engine: sa.Engine, database_url: str
+) -> None:
+    now = datetime(2026, 11, 20, 12, tzinfo=UTC)
+    with engine.begin() as conn:
+        create_template_tables(conn)
+        # a user id with surrounding spaces: the template allows it, the ledger's account CHECK does not
+        conn.exec_driver_sql(
+            "INSERT INTO \"user\" (id, email) SELECT 'u' || i, i || '@x' FROM generate_series(1, 40) i"
+        )
+        conn.exec_driver_sql("""INSERT INTO "user" (id, email) VALUES (' padded ', 'p@x')""")
+        conn.exec_driver_sql(
+            "INSERT INTO credit_transaction (id, user_id, type, amount, remaining_amount) "
+            "SELECT 't' || lpad(i::text, 2, '0'), 'u' || i, 'REGISTER_GIFT', 50, 50 FROM generate_series(1, 40) i"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO credit_transaction (id, user_id, type, amount, remaining_amount) "
+            "VALUES ('t20x', ' padded ', 'REGISTER_GIFT', 50, 50)"
+        )
+    from credit_jobs.adapters import database
+
+    outcome = execute_run(
+        RunRequest(
+            usecase=import_usecase(ImportScope()),
+            job="import-saas-template",
+            trigger=Trigger.IMPORT.value,
+            batch_size=16,
+        ),
+        lambda: database.create_engine(database_url),
+        clock=lambda: now,
+        ledger_clock=lambda: now,
+    )
+    assert outcome.exit_code == 1
+    assert outcome.stats is not None
+    details = outcome.stats.details
+    assert (details["imported"], details["failed_item_count"]) == (40, 1)
+    (failed,) = details["failed_items"]
+    assert (failed["transaction_id"], failed["user_id"]) == ("t20x", " padded ")
+    assert scalar(engine, "SELECT count(*) FROM credit_grants") == 40
+    assert scalar(engine, "SELECT sum(balance) FROM credit_accounts") == 40 * 50
