@@ -412,7 +412,8 @@ def test_a_template_in_another_schema_imports_and_a_month_the_ledger_already_gra
             "expiration_date, period_key) VALUES "
             "('t1', 'a', 'SUBSCRIPTION_RENEWAL', 1000, 600, '2026-12-20', 202611), "
             "('t2', 'b', 'SUBSCRIPTION_RENEWAL', 1000, 1000, '2026-12-20', 202611), "
-            "('t3', 'c', 'MONTHLY_REFRESH', 50, 50, '2026-11-19', 202611)"  # expired yesterday: not live
+            "('t3', 'c', 'MONTHLY_REFRESH', 50, 50, '2026-11-19', 202611), "  # expired yesterday: not live
+            "('t4', 'c', 'PURCHASE_PACKAGE', 100, 120, NULL, 0)"  # a defect: more left than given
         )
         # the ledger already granted user b this month (distribute-credits ran before the import)
         conn.exec_driver_sql(
@@ -424,11 +425,13 @@ def test_a_template_in_another_schema_imports_and_a_month_the_ledger_already_gra
     assert outcome.exit_code == 0, outcome.error
     assert outcome.stats is not None
     details = outcome.stats.details
-    assert (details["imported"], details["period_already_granted"]) == (1, 1)
+    assert (details["imported"], details["period_already_granted"]) == (2, 1)
     assert details["period_already_granted_sample"] == [
         {"user_id": "b", "transaction_id": "t2", "period_key": "2026-11"}
     ]
-    assert dict(rows(engine, "SELECT user_id, balance FROM credit_accounts")) == {"a": 600, "b": 1000}
+    assert dict(rows(engine, "SELECT user_id, balance FROM credit_accounts")) == {"a": 600, "b": 1000, "c": 120}
+    (bought,) = rows(engine, "SELECT * FROM credit_grants WHERE user_id = 'c'")
+    assert (bought.grant_type, bought.amount, bought.remaining, bought.period_key) == ("purchase", 120, 120, None)
     # a: 1000 granted, 400 spent before the import (a usage entry), 600 left; the grant holds a's November
     (grant,) = rows(engine, "SELECT * FROM credit_grants WHERE user_id = 'a'")
     assert (grant.amount, grant.remaining, grant.period_key, grant.grant_family) == (1000, 600, "2026-11", "plan")
