@@ -16,6 +16,8 @@ code under test.
 from __future__ import annotations
 
 import json
+import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,6 +27,7 @@ import sqlalchemy as sa
 
 from credit_jobs.domain.contract import Trigger
 from credit_jobs.lifecycle.run_lifecycle import RunRequest, execute_run
+from credit_jobs.usecases.check_invariants import check_invariants
 from credit_jobs.usecases.import_saas_template import ImportScope, import_usecase
 from tests import cli_process
 from tests.cli_process import cli_env, error_lines
@@ -480,3 +483,54 @@ def test_a_template_row_the_ledger_refuses_is_named_and_fails_the_run_while_ever
     assert (failed["transaction_id"], failed["user_id"]) == ("t20x", " padded ")
     assert scalar(engine, "SELECT count(*) FROM credit_grants") == 40
     assert scalar(engine, "SELECT sum(balance) FROM credit_accounts") == 40 * 50
+
+
+def _wait_until_a_backend_waits_on_a_lock(engine: sa.Engine, thread: threading.Thread) -> None:
+    """Poll (no fixed sleep) until another backend of this database waits on a lock; fail if the thread ends first."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        waiting = scalar(
+            engine,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()",
+        )
+        if waiting:
+            return
+        assert thread.is_alive(), "the import finished without waiting for the racing distribution"
+        time.sleep(0.01)
+    raise AssertionError("the import neither waited on a lock nor finished within 60 s")
+
+
+def test_an_import_racing_a_distribution_of_the_same_month_waits_on_the_unique_index_and_grants_the_month_once(
+    engine: sa.Engine, database_url: str
+) -> None:
+    now = datetime(2026, 11, 20, 12, tzinfo=UTC)
+    with engine.begin() as conn:
+        create_template_tables(conn)
+        conn.exec_driver_sql("INSERT INTO \"user\" (id, email) VALUES ('a', 'a@x')")
+        conn.exec_driver_sql(
+            "INSERT INTO credit_transaction (id, user_id, type, amount, remaining_amount, expiration_date, period_key) "
+            "VALUES ('t1', 'a', 'SUBSCRIPTION_RENEWAL', 1000, 1000, '2026-12-20', 202611)"
+        )
+    box: list[Any] = []
+    with engine.connect() as distribution:  # a distribution's chunk that granted user a November, not committed yet
+        pending = distribution.begin()
+        distribution.exec_driver_sql(
+            "INSERT INTO credit_grants (user_id, grant_type, grant_family, period_key, amount, remaining, "
+            "cause_request_id) VALUES ('a', 'subscription', 'plan', '2026-11', 1000, 1000, 'racing-distribution')"
+        )
+        distribution.exec_driver_sql("INSERT INTO credit_accounts (user_id, balance) VALUES ('a', 1000)")
+        thread = threading.Thread(
+            target=lambda: box.append(_import_in_process(database_url, ImportScope(), now=now)), daemon=True
+        )
+        thread.start()
+        # the import saw no grant of a's November (not committed): only the unique index can stop it now
+        _wait_until_a_backend_waits_on_a_lock(engine, thread)
+        pending.commit()
+    thread.join(timeout=120)
+    (outcome,) = box
+    assert outcome.exit_code == 0, outcome.error
+    assert (outcome.stats.details["imported"], outcome.stats.details["period_already_granted"]) == (0, 1)
+    assert scalar(engine, "SELECT count(*) FROM credit_grants WHERE user_id = 'a'") == 1
+    assert scalar(engine, "SELECT balance FROM credit_accounts WHERE user_id = 'a'") == 1000
+    assert check_invariants(engine).ok
