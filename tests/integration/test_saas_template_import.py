@@ -11,6 +11,10 @@ Then, as an adopter would (docs/adopting.md): a dry run, the import, the eligibi
 distribute-credits and expire-credits, `credit-jobs check`, and a second import. What the import should carry over
 is computed here from the template's rows with the test's own statement of the rules, never read back from the
 code under test.
+
+Beside that flow, in-process runs of the lifecycle: bad input (exit 2, nothing written), a template in another
+schema, a month the ledger already granted, an import racing a distribution of the same month, a template row the
+ledger refuses, and a rollback and redo of an imported month.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from credit_jobs.usecases.check_invariants import check_invariants
 from credit_jobs.usecases.import_saas_template import ImportScope, import_usecase
 from tests import cli_process
 from tests.cli_process import cli_env, error_lines
-from tests.integration.ledger_helpers import add_policy, rows, scalar
+from tests.integration.ledger_helpers import add_policy, add_users, rows, scalar
+from tests.integration.run_support import RunUsecase
 from tests.integration.saas_template import ELIGIBILITY_SQL, create_template_tables
 
 USERS = 3000
@@ -533,4 +538,43 @@ def test_an_import_racing_a_distribution_of_the_same_month_waits_on_the_unique_i
     assert (outcome.stats.details["imported"], outcome.stats.details["period_already_granted"]) == (0, 1)
     assert scalar(engine, "SELECT count(*) FROM credit_grants WHERE user_id = 'a'") == 1
     assert scalar(engine, "SELECT balance FROM credit_accounts WHERE user_id = 'a'") == 1000
+    assert check_invariants(engine).ok
+
+
+def test_rolling_back_an_imported_month_counts_what_was_spent_in_the_template_as_kept(
+    engine: sa.Engine, database_url: str, run_usecase: RunUsecase
+) -> None:
+    from credit_jobs.adapters import database
+    from credit_jobs.domain.contract import Period
+    from credit_jobs.usecases.rollback_period import RollbackScope, rollback_usecase
+
+    now = datetime(2026, 11, 20, 12, tzinfo=UTC)
+    with engine.begin() as conn:
+        create_template_tables(conn)
+        conn.exec_driver_sql("INSERT INTO \"user\" (id, email) VALUES ('a', 'a@x')")
+        conn.exec_driver_sql(  # 1000 given for November, 400 spent in the template
+            "INSERT INTO credit_transaction (id, user_id, type, amount, remaining_amount, expiration_date, period_key) "
+            "VALUES ('t1', 'a', 'SUBSCRIPTION_RENEWAL', 1000, 600, '2026-12-20', 202611)"
+        )
+    assert _import_in_process(database_url, ImportScope(), now=now).exit_code == 0
+    rolled = execute_run(
+        RunRequest(
+            usecase=rollback_usecase(RollbackScope("wrong amount")),
+            job="distribute-credits",
+            trigger=Trigger.ROLLBACK.value,
+            period=Period.MONTHLY,
+            pinned_key="2026-11",
+        ),
+        lambda: database.create_engine(database_url),
+        clock=lambda: now,
+        ledger_clock=lambda: now,
+    )
+    assert rolled.exit_code == 0, rolled.error
+    add_policy(engine, "pro", "subscription", 1000, 30)
+    add_users(engine, [("a", "pro", "active", False, False)])
+    redo = run_usecase("distribute-credits", pinned_key="2026-11", now=now)
+    assert redo.exit_code == 0, redo.error
+    # the redo gives the policy amount less the 400 spent before the import: 1000 received in total for November
+    assert scalar(engine, "SELECT amount FROM credit_grants WHERE cause_run_id = :r", r=redo.run_id) == 600
+    assert scalar(engine, "SELECT balance FROM credit_accounts WHERE user_id = 'a'") == 600
     assert check_invariants(engine).ok
