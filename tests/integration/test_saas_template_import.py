@@ -12,9 +12,9 @@ distribute-credits and expire-credits, `credit-jobs check`, and a second import.
 is computed here from the template's rows with the test's own statement of the rules, never read back from the
 code under test.
 
-Beside that flow, in-process runs of the lifecycle: bad input (exit 2, nothing written), a template in another
-schema, a month the ledger already granted, an import racing a distribution of the same month, a template row the
-ledger refuses, and a rollback and redo of an imported month.
+Beside that flow: bad input as real processes (exit 2, one line, nothing written), and in-process runs of the
+lifecycle for a template in another schema, a month the ledger already granted, an import racing a distribution of
+the same month, a template row the ledger refuses, and a rollback and redo of an imported month.
 """
 
 from __future__ import annotations
