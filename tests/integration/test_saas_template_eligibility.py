@@ -7,31 +7,12 @@ file, checked row by row, then put in place of `credit_eligibility` and driven b
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import sqlalchemy as sa
 
 from credit_jobs.usecases.check_invariants import check_invariants
 from tests.integration.conftest import RunUsecase
 from tests.integration.ledger_helpers import add_policy, rows
-
-VIEW_SQL = Path(__file__).parents[2] / "examples" / "saas-template" / "eligibility.sql"
-
-TEMPLATE_TABLES = """
-CREATE TABLE "user" (
-    id text PRIMARY KEY, email text NOT NULL UNIQUE, created_at timestamp NOT NULL DEFAULT now(), role text,
-    banned boolean, ban_reason text, ban_expires timestamp, customer_id text);
-CREATE TABLE payment (
-    id text PRIMARY KEY, price_id text NOT NULL, type text NOT NULL, "interval" text,
-    user_id text NOT NULL REFERENCES "user"(id), customer_id text NOT NULL, subscription_id text UNIQUE,
-    session_id text UNIQUE, status text NOT NULL, period_start timestamp, period_end timestamp,
-    cancel_at_period_end boolean, trial_start timestamp, trial_end timestamp,
-    created_at timestamp NOT NULL DEFAULT now(), updated_at timestamp NOT NULL DEFAULT now());
-CREATE TABLE user_lifetime_membership (
-    id text PRIMARY KEY, user_id text NOT NULL REFERENCES "user"(id), price_id text NOT NULL,
-    cycle_ref_date timestamp NOT NULL, created_at timestamp NOT NULL DEFAULT now(),
-    updated_at timestamp NOT NULL DEFAULT now(), revoked_at timestamp, UNIQUE (user_id, price_id))
-"""
+from tests.integration.saas_template import ELIGIBILITY_SQL, create_template_tables
 
 USERS = [
     # id, banned, ban_expires (SQL)
@@ -76,8 +57,7 @@ EXPECTED = {
 
 def _template_database(engine: sa.Engine) -> None:
     with engine.begin() as conn:
-        for statement in TEMPLATE_TABLES.strip().split(";\n"):
-            conn.execute(sa.text(statement))
+        create_template_tables(conn)
         for user_id, banned, ban_expires in USERS:
             conn.execute(
                 sa.text(f'INSERT INTO "user" (id, email, banned, ban_expires) VALUES (:id, :email, :b, {ban_expires})'),
@@ -98,7 +78,7 @@ def _template_database(engine: sa.Engine) -> None:
                 "('m2', 'u_life_revoked', 'price_lifetime', now(), now() - interval '3 days')"
             )
         )
-        conn.exec_driver_sql(VIEW_SQL.read_text())
+        conn.exec_driver_sql(ELIGIBILITY_SQL.read_text())
         conn.execute(
             sa.text(
                 "INSERT INTO credit_plan_prices (price_id, plan_code) VALUES "

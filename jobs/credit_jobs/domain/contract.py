@@ -52,6 +52,7 @@ class Trigger(StrEnum):
     BACKFILL = "backfill"  # a person re-running old periods (`credit-jobs backfill`)
     CLI = "cli"  # `credit-jobs run` with no schedule
     ROLLBACK = "rollback"  # `credit-jobs rollback`: a period's grants rolled back (its audit row)
+    IMPORT = "import"  # `credit-jobs import saas-template`: a template database's live credits moved in (its audit row)
 
 
 TRIGGERS: Final[tuple[str, ...]] = tuple(trigger.value for trigger in Trigger)

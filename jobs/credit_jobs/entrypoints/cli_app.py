@@ -2,7 +2,8 @@
 operator image.
 
 Builds the Typer app, adds each command group from its module through `register(app)` (`cli_runs`: run and runs;
-`cli_ledger`: check, consume, grant, void, balance, grants; `cli_schedule`; `cli_demo`; `cli_db`; the operator's
+`cli_ledger`: check, consume, grant, void, balance, grants; `cli_schedule`; `cli_demo`; `cli_db`; `cli_ops`:
+rollback, backfill; `cli_import`: import saas-template; `cli_api`: api; the operator's
 `operator` and `trigger` from `credit_operator.commands` — the one place `credit_jobs` imports `credit_operator`),
 reads the settings once (the root callback; `cli_support.CliState`), and maps errors to exit codes in `main`:
 0 success (or skipped), 1 failed (a retry may help), 2 configuration / usage error. Every error is printed as one
@@ -25,7 +26,7 @@ from typer.exceptions import TyperException as TyperUsageError
 
 from credit_jobs import __version__
 from credit_jobs.domain.errors import CreditJobsError
-from credit_jobs.entrypoints import cli_api, cli_db, cli_demo, cli_ledger, cli_ops, cli_runs, cli_schedule
+from credit_jobs.entrypoints import cli_api, cli_db, cli_demo, cli_import, cli_ledger, cli_ops, cli_runs, cli_schedule
 from credit_jobs.entrypoints.cli_support import CliState, warn
 from credit_jobs.entrypoints.settings import load_settings
 from credit_jobs.observability.logging import configure_logging
@@ -82,6 +83,7 @@ cli_ledger.register(app)
 cli_schedule.register(app)
 cli_demo.register(app)
 cli_ops.register(app)  # rollback, backfill
+cli_import.register(app)  # import saas-template
 # The one place credit_jobs imports credit_operator (import-linter: "the jobs core does not depend on the operator").
 # `operator` and `trigger` import Kopf and the Kubernetes client only when they run, so `credit-jobs run` never does.
 register_operator_commands(app)
