@@ -16,10 +16,12 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from credit_jobs.adapters import database
 from credit_jobs.entrypoints.api.app import ApiState, create_app
 from credit_jobs.entrypoints.api.settings import load_api_config
 from credit_jobs.entrypoints.api.triggers import LocalTriggers
-from credit_jobs.entrypoints.settings import Settings
+from credit_jobs.entrypoints.cli_support import run_timeouts
+from credit_jobs.entrypoints.settings import load_settings
 from credit_jobs.observability.logging import configure_logging
 from tests import cli_process
 from tests.cli_process import cli_env
@@ -64,17 +66,23 @@ def api_env(**extra: str) -> dict[str, str]:
 
 @contextmanager
 def api_client(monkeypatch: pytest.MonkeyPatch, engine: sa.Engine, **env: str) -> Iterator[tuple[TestClient, ApiState]]:
-    """The real app (real auth, limits, usecases, local-mode triggers) on `engine`, called in process."""
+    """The real app (real auth, limits, usecases, local-mode triggers) on `engine`'s database, called in process,
+    with the engines `credit-jobs api` builds: the request engine (the API's timeouts and pool, from `env`) and an
+    engine per local run (a run's timeouts). `engine` itself stays the test's, for setting up and checking."""
     for name, value in api_env(**env).items():
         monkeypatch.setenv(name, value)
     configure_logging("json", "info")  # what `credit-jobs api` does in a pod: JSON lines on stderr
-    triggers = LocalTriggers(engine, Settings())
-    state = ApiState(config=load_api_config(), engine=engine, triggers=triggers)
+    config, settings = load_api_config(), load_settings()
+    url = engine.url.render_as_string(hide_password=False)
+    requests = database.create_engine(url, timeouts=config.request_timeouts, pool=config.request_pool)
+    triggers = LocalTriggers(lambda: database.create_engine(url, timeouts=run_timeouts(settings)), settings)
+    state = ApiState(config=config, engine=requests, triggers=triggers)
     try:
         with TestClient(create_app(state)) as client:
             yield client, state
     finally:
         triggers.close()
+        requests.dispose()
 
 
 def free_port() -> int:

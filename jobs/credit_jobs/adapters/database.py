@@ -1,4 +1,5 @@
-"""Database connections: URL checks with clear errors, the engine, per-transaction timeouts, the schema check.
+"""Database connections: URL checks with clear errors, the engine and its pool, per-transaction timeouts, the schema
+check.
 
 Called by the CLI (and through it by every CronJob container). Connect failures are classified (`verify_connection`):
 what a retry can fix — unreachable, timeout, DNS, server starting or shutting down, too many clients — is a run
@@ -14,7 +15,7 @@ from __future__ import annotations
 import math
 import weakref
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
@@ -100,18 +101,34 @@ def shown_url(engine: sa.Engine) -> str:
 def first_line(error: BaseException) -> str:
     """The first meaningful line of a driver error (psycopg's messages run over several lines); a lock or
     statement timeout also says which setting fired and what to do (the chunk was cancelled, a retry resumes)."""
-    original = getattr(error, "orig", None) or error
-    lines = [line.strip() for line in str(original).splitlines() if line.strip()]
-    line = lines[0] if lines else type(original).__name__
-    state = sqlstate(error)
-    if state == "55P03" and "lock timeout" in line:
+    line = error_line(error)
+    timeout = timed_out(error)
+    if timeout == "lock":
         return (
             f"{line}: another session held a lock this run needs for longer than lock_timeout "
             "(CREDITJOBS_LOCK_TIMEOUT_SECONDS); find the blocker in pg_locks / pg_stat_activity, a retry resumes"
         )
-    if state == "57014" and "statement timeout" in line:
+    if timeout == "statement":
         return f"{line}: a statement ran longer than statement_timeout (CREDITJOBS_STATEMENT_TIMEOUT_SECONDS)"
     return line
+
+
+def error_line(error: BaseException) -> str:
+    """The driver's first line of an error, as is (`first_line` adds what a job run should do about a timeout)."""
+    original = getattr(error, "orig", None) or error
+    lines = [line.strip() for line in str(original).splitlines() if line.strip()]
+    return lines[0] if lines else type(original).__name__
+
+
+def timed_out(error: BaseException) -> Literal["lock", "statement"] | None:
+    """Which of the engine's timeouts cancelled the statement (`lock_timeout`: 55P03, `statement_timeout`: 57014),
+    or None for any other error — an admin's cancel is 57014 too, and a NOWAIT lock 55P03, with other messages."""
+    state, line = sqlstate(error), error_line(error)
+    if state == "55P03" and "lock timeout" in line:
+        return "lock"
+    if state == "57014" and "statement timeout" in line:
+        return "statement"
+    return None
 
 
 def sqlstate(error: BaseException) -> str | None:
@@ -139,17 +156,44 @@ class SessionTimeouts:
                 )
 
 
-def create_engine(url: str, *, pool_size: int = 5, timeouts: SessionTimeouts | None = None) -> sa.Engine:
-    """The engine every command uses; `timeouts` (job runs) are applied to every transaction it begins.
+@dataclass(frozen=True)
+class PoolLimits:
+    """An engine's connection pool: `size` connections kept open, up to `max_overflow` more opened on demand (and
+    closed when returned), and how long a checkout waits for one when all are in use before it raises
+    `sqlalchemy.exc.TimeoutError`. The defaults are SQLAlchemy's (5 + 10, 30 s): enough for a CLI command or a run."""
+
+    size: int = 5
+    max_overflow: int = 10
+    timeout_seconds: float = 30.0
+
+    @property
+    def connections(self) -> int:
+        """The most connections the engine holds at once."""
+        return self.size + self.max_overflow
+
+    @classmethod
+    def for_threads(cls, threads: int, *, keep_open: int, timeout_seconds: float) -> PoolLimits:
+        """Room for `threads` callers holding one connection each at once, so none of them waits for the pool;
+        at most `keep_open` of them stay open between bursts (each replica's share of max_connections)."""
+        size = min(keep_open, threads)
+        return cls(size=size, max_overflow=threads - size, timeout_seconds=timeout_seconds)
+
+
+def create_engine(url: str, *, pool: PoolLimits | None = None, timeouts: SessionTimeouts | None = None) -> sa.Engine:
+    """The engine every command uses; `timeouts` (job runs, API requests) are applied to every transaction it
+    begins; `pool` sizes its connection pool (default: SQLAlchemy's).
 
     `prepare_threshold=None`: psycopg would otherwise prepare a statement after 5 executions, by a name that a
     transaction-pooling proxy hands to whichever server connection comes next (`prepared statement "_pg3_0"
     already exists`). The chunk statements are large and few, so planning each one costs nothing measurable.
     """
     parsed = normalize_url(url)
+    pool = pool or PoolLimits()
     engine = sa.create_engine(
         parsed,
-        pool_size=pool_size,
+        pool_size=pool.size,
+        max_overflow=pool.max_overflow,
+        pool_timeout=pool.timeout_seconds,
         pool_pre_ping=True,
         connect_args={
             "connect_timeout": CONNECT_TIMEOUT_SECONDS,

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from credit_jobs.entrypoints.cli_options import DatabaseUrlOption
-from credit_jobs.entrypoints.cli_support import CliState, engine_for, state
+from credit_jobs.entrypoints.cli_support import CliState, engine_for, run_timeouts, state
 
 
 def register(app: typer.Typer) -> None:
@@ -43,14 +43,18 @@ def serve(cli: CliState, host: str | None, port: int | None, database_url: str |
     config = load_api_config()  # before anything connects: no credentials, no start
     settings = cli.settings
     # Not verified here: a database that is down or behind on its schema makes /readyz fail, not the process.
-    engine = engine_for(database_url, cli, verify=False)
+    # The request engine: short per-transaction timeouts, a connection for every worker thread (docs/api.md).
+    engine = engine_for(database_url, cli, verify=False, timeouts=config.request_timeouts, pool=config.request_pool)
     triggers: Triggers
     if config.settings.creditjobs_api_mode == "cluster":
         from credit_operator.commands import _api as kube_api  # ConfigError (exit 2) without a kubeconfig
 
         triggers = ClusterTriggers(kube_api())
     else:
-        triggers = LocalTriggers(engine, settings)
+        # Local runs are runs: each on its own engine with a run's timeouts, as `credit-jobs run` (checked now:
+        # an out-of-range value stops the start, exit 2, not the first triggered run).
+        timeouts = run_timeouts(settings)
+        triggers = LocalTriggers(lambda: engine_for(database_url, cli, verify=False, timeouts=timeouts), settings)
     app = create_app(ApiState(config=config, engine=engine, triggers=triggers))
     bind_host = host or config.settings.creditjobs_api_host
     bind_port = port if port is not None else config.settings.creditjobs_api_port

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import typer
     from rich.console import Console
 
-    from credit_jobs.adapters.database import SessionTimeouts
+    from credit_jobs.adapters.database import PoolLimits, SessionTimeouts
     from credit_jobs.adapters.embedded_database import EmbeddedPostgres
 
 
@@ -90,13 +90,14 @@ def engine_for(
     check_schema: bool = True,
     verify: bool = True,
     timeouts: SessionTimeouts | None = None,
+    pool: PoolLimits | None = None,
 ) -> sa.Engine:
     """An engine on the configured database. The embedded default is always migrated (ready to use); others are
     checked unless `verify=False` (the run lifecycle checks them itself, to record and push the failure)."""
     from credit_jobs.adapters import database
 
     url, embedded = resolve_database_url(option, cli)
-    engine = database.create_engine(url, timeouts=timeouts)
+    engine = database.create_engine(url, timeouts=timeouts, pool=pool)
     if embedded:
         from credit_jobs.adapters import schema_migrations
 
@@ -106,6 +107,14 @@ def engine_for(
         if check_schema:
             database.verify_schema(engine)
     return engine
+
+
+def run_timeouts(settings: Settings) -> SessionTimeouts:
+    """A job run's per-transaction timeouts (CREDITJOBS_STATEMENT_TIMEOUT_SECONDS, CREDITJOBS_LOCK_TIMEOUT_SECONDS),
+    for `credit-jobs run` and the HTTP API's local-mode runs; out of range: ConfigError (exit 2)."""
+    from credit_jobs.adapters.database import SessionTimeouts
+
+    return SessionTimeouts(settings.creditjobs_statement_timeout_seconds, settings.creditjobs_lock_timeout_seconds)
 
 
 # --- output -------------------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from credit_jobs.domain.grant_rules import validate_grant_family
 from credit_jobs.domain.period_keys import parse_period
 from credit_jobs.domain.run_model import validate_batch_size
 from credit_jobs.domain.sharding import Shard, parse_shard, shard_from_env
-from credit_jobs.entrypoints.cli_support import CliState, engine_for, rich_err, say, warn
+from credit_jobs.entrypoints.cli_support import CliState, engine_for, rich_err, run_timeouts, say, warn
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -30,12 +30,10 @@ if TYPE_CHECKING:
 def run_usecase(cli: CliState, usecase: str, options: RunOptions, database_url: str | None) -> int:
     """Run `usecase` once inside the run lifecycle; print its outcome line; return its exit code. A bad option or
     setting raises ConfigError (exit 2) before anything connects."""
-    from credit_jobs.adapters.database import SessionTimeouts
     from credit_jobs.lifecycle.run_lifecycle import execute_run
 
     request = run_request(cli, usecase, options)
-    settings = cli.settings
-    timeouts = SessionTimeouts(settings.creditjobs_statement_timeout_seconds, settings.creditjobs_lock_timeout_seconds)
+    timeouts = run_timeouts(cli.settings)  # out of range: ConfigError before anything connects
 
     def engine_factory() -> sa.Engine:
         return engine_for(database_url, cli, verify=False, timeouts=timeouts)

@@ -6,22 +6,28 @@ holding the configuration, the database engine and the run triggers. Routes live
 rate limit, the client's failed-authentication budget, authentication (401 with `WWW-Authenticate`), the
 principal's own rate limit (429 with `Retry-After`) and the scope (403). The middleware writes one audit line per
 request (principal, route, status, result — never a credential) and counts it in `creditjobs_api_requests_total`.
+Sync routes run on anyio's default thread limiter, fixed at start to `settings.WORKER_THREADS`: the request
+engine's pool holds a connection for each. A request the database cannot serve in time — a lock or statement
+timeout of its transaction (rolled back: nothing written), no free connection — answers a retryable 503.
 """
 
 from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio.to_thread
 import sqlalchemy as sa
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from credit_jobs import __version__
@@ -29,7 +35,7 @@ from credit_jobs.adapters import database
 from credit_jobs.entrypoints.api.auth import CHALLENGE, AuthFailure, Principal, authenticate
 from credit_jobs.entrypoints.api.errors import ERROR_RESPONSES, ApiError, envelope_error
 from credit_jobs.entrypoints.api.rate_limits import RateLimits, Refusal
-from credit_jobs.entrypoints.api.settings import ApiConfig
+from credit_jobs.entrypoints.api.settings import WORKER_THREADS, ApiConfig
 from credit_jobs.entrypoints.api.triggers import Triggers
 from credit_jobs.observability.api_metrics import ApiMetrics, result_of
 
@@ -107,6 +113,7 @@ def create_app(state: ApiState) -> FastAPI:
         title="credit-jobs",
         version=__version__,
         description="Trigger runs and use the credit ledger over HTTP (docs/api.md).",
+        lifespan=_lifespan,
     )
     app.state.api = state
     for module in (routes_health, routes_ledger, routes_runs):
@@ -114,6 +121,14 @@ def create_app(state: ApiState) -> FastAPI:
     _add_error_handlers(app)
     app.middleware("http")(_audit)
     return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # The limiter FastAPI runs sync routes on (per event loop): as many threads as the request pool has connections
+    # for (settings.REQUEST_POOL), set here rather than trusted to be anyio's default.
+    anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
+    yield
 
 
 async def _audit(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -171,13 +186,43 @@ def _add_error_handlers(app: FastAPI) -> None:
         # a 503 would tell the caller to retry a request that can never succeed.
         if not (isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated):
             return _internal_error(exc)
-        log.warning("api.database_error", error=database.first_line(exc))
-        message = f"the database is unavailable: {database.first_line(exc)}"
-        return JSONResponse(envelope_error("database_unavailable", message, retryable=True), status_code=503)
+        return _unavailable(_database_message(exc, state_of(request).config), database.sqlstate(exc))
+
+    @app.exception_handler(PoolTimeout)
+    async def no_connection(request: Request, exc: PoolTimeout) -> JSONResponse:
+        pool = state_of(request).config.request_pool
+        return _unavailable(
+            f"no database connection came free within {pool.timeout_seconds:g} s (all {pool.connections} of this "
+            "replica's are in use); nothing was written: retry",
+            None,
+        )
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> JSONResponse:
         return _internal_error(exc)
+
+
+def _database_message(exc: DBAPIError, config: ApiConfig) -> str:
+    """What the caller is told. A timeout cancelled the request's only transaction: it was rolled back, its
+    idempotency claim with it, so a retry with the same Idempotency-Key applies once."""
+    line, timeout, timeouts = database.error_line(exc), database.timed_out(exc), config.request_timeouts
+    if timeout == "lock":
+        return (
+            f"{line}: another transaction held a row this request needs for longer than "
+            f"CREDITJOBS_API_LOCK_TIMEOUT_SECONDS ({timeouts.lock_seconds:g} s); nothing was written: retry "
+            "(with the same Idempotency-Key)"
+        )
+    if timeout == "statement":
+        return (
+            f"{line}: the request ran longer than CREDITJOBS_API_STATEMENT_TIMEOUT_SECONDS "
+            f"({timeouts.statement_seconds:g} s); nothing was written: retry (with the same Idempotency-Key)"
+        )
+    return f"the database is unavailable: {line}"
+
+
+def _unavailable(message: str, sqlstate: str | None) -> JSONResponse:
+    log.warning("api.database_error", error=message, sqlstate=sqlstate)
+    return JSONResponse(envelope_error("database_unavailable", message, retryable=True), status_code=503)
 
 
 def _internal_error(exc: Exception) -> JSONResponse:

@@ -1,4 +1,5 @@
-"""The API's configuration: listen address, mode, rate limits and credentials, read once from the environment.
+"""The API's configuration: listen address, mode, rate limits, credentials and the request engine's database limits
+(per-transaction timeouts, a pool sized to the worker threads), read once from the environment.
 
 Called by `credit-jobs api` (`entrypoints.cli_api`) before anything is served. Credentials come from the seed's Basic
 pair (`CRON_JOBS_USERNAME` / `CRON_JOBS_PASSWORD`) and from bearer tokens, one `name:scopes:token` per line, in
@@ -9,6 +10,7 @@ all is one too — an API nobody can call, or anybody could, is refused at start
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +19,7 @@ from limits import RateLimitItem, parse
 from pydantic import ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from credit_jobs.adapters.database import MAX_TIMEOUT_SECONDS, PoolLimits, SessionTimeouts
 from credit_jobs.domain.errors import ConfigError
 
 # Scopes a credential can hold: read (balances, runs, CreditJobs), trigger runs, write the ledger (consume, grant).
@@ -29,6 +32,20 @@ BASIC_SCOPES = frozenset({SCOPE_READ, SCOPE_RUNS})
 MIN_TOKEN_LENGTH = 24  # a bearer token is a random secret: refuse anything a person could have typed
 _TOKEN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 MODES = ("local", "cluster")
+
+# The request engine. FastAPI runs every sync route and dependency on a worker thread of anyio's default thread
+# limiter, so at most WORKER_THREADS routes use the database at once, one connection each. 40 is anyio's own
+# default; the app sets it at start (`app.create_app`'s lifespan), so the pool below is sized from the number in
+# force rather than from an assumption about a library default.
+WORKER_THREADS = 40
+# Connections kept open between bursts (each replica's steady share of max_connections); the others, up to one per
+# worker thread, are opened on demand and closed when returned.
+POOL_KEEP_OPEN = 10
+# With a connection for every worker thread a checkout never waits; this only bounds the wait if that ever breaks
+# (a leaked connection): the request then answers 503 database_unavailable instead of hanging.
+POOL_TIMEOUT_SECONDS = 10.0
+REQUEST_POOL = PoolLimits.for_threads(WORKER_THREADS, keep_open=POOL_KEEP_OPEN, timeout_seconds=POOL_TIMEOUT_SECONDS)
+MIN_TIMEOUT_SECONDS = 0.001  # PostgreSQL counts milliseconds: less would round to 0, which means "no timeout"
 
 
 class ApiSettings(BaseSettings):
@@ -46,6 +63,10 @@ class ApiSettings(BaseSettings):
     creditjobs_api_rate_limit_global: str = "500/second"
     creditjobs_api_rate_limit_client: str = "50/second"
     creditjobs_api_rate_limit_auth_failures: str = "20/minute"
+    # A request's transaction: a ledger write takes milliseconds; a row lock held for seconds means a long consume,
+    # a period rollback or a stuck session holds the user — answer a retryable 503 instead of holding the thread.
+    creditjobs_api_statement_timeout_seconds: float = 30.0
+    creditjobs_api_lock_timeout_seconds: float = 5.0
 
     @field_validator("creditjobs_api_mode", mode="before")
     @classmethod
@@ -70,6 +91,23 @@ class ApiSettings(BaseSettings):
             raise ValueError(f"rate limit {text[:40]!r} is not a rate such as '50/second' or '20/minute'") from None
         return text
 
+    @field_validator("creditjobs_api_statement_timeout_seconds", "creditjobs_api_lock_timeout_seconds", mode="before")
+    @classmethod
+    def _seconds(cls, value: object) -> float:
+        text = str(value).strip()
+        try:
+            if "_" in text:  # float() takes `1_000`; an environment value with one is a typo
+                raise ValueError(text)
+            seconds = float(text)
+        except ValueError:
+            raise ValueError(f"{text[:40]!r} is not a number of seconds") from None
+        if not math.isfinite(seconds) or not MIN_TIMEOUT_SECONDS <= seconds <= MAX_TIMEOUT_SECONDS:
+            raise ValueError(
+                f"{text[:40]!r} is out of range: seconds from {MIN_TIMEOUT_SECONDS:g} to {MAX_TIMEOUT_SECONDS} "
+                "(a request never waits without a limit)"
+            )
+        return seconds
+
 
 @dataclass(frozen=True)
 class Credential:
@@ -89,6 +127,8 @@ class ApiConfig:
     rate_global: RateLimitItem
     rate_client: RateLimitItem
     rate_auth_failures: RateLimitItem
+    request_timeouts: SessionTimeouts  # every transaction of a request (never a local-mode run's: those are a run's)
+    request_pool: PoolLimits = REQUEST_POOL
 
 
 def load_api_config() -> ApiConfig:
@@ -111,6 +151,10 @@ def load_api_config() -> ApiConfig:
         rate_global=parse(settings.creditjobs_api_rate_limit_global),
         rate_client=parse(settings.creditjobs_api_rate_limit_client),
         rate_auth_failures=parse(settings.creditjobs_api_rate_limit_auth_failures),
+        request_timeouts=SessionTimeouts(
+            statement_seconds=settings.creditjobs_api_statement_timeout_seconds,
+            lock_seconds=settings.creditjobs_api_lock_timeout_seconds,
+        ),
     )
 
 

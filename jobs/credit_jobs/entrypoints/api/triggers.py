@@ -3,8 +3,10 @@
 `ClusterTriggers` sets the run-now annotations on the CreditJob (`credit_operator.commands.request_run`, as
 `credit-jobs trigger` does) plus `credits.dev/requested-by`; the operator creates the Job. `LocalTriggers` (no
 cluster: the embedded default) queues the usecase on one background thread that runs it through the same run
-lifecycle as `credit-jobs run`, with trigger `manual` and the requester in the audit row. Both answer at once with a
-run-now token. Called by the run routes and the seed's route (`routes_runs`).
+lifecycle as `credit-jobs run`, with trigger `manual` and the requester in the audit row — on an engine of its own
+with a run's timeouts (CREDITJOBS_STATEMENT_TIMEOUT_SECONDS / CREDITJOBS_LOCK_TIMEOUT_SECONDS), never the request
+engine with its short ones and its pool sized for request threads. Both answer at once with a run-now token.
+Called by the run routes and the seed's route (`routes_runs`).
 """
 
 from __future__ import annotations
@@ -105,8 +107,9 @@ class LocalTriggers:
 
     mode = "local"
 
-    def __init__(self, engine: sa.Engine, settings: Settings) -> None:
-        self._engine = engine
+    def __init__(self, run_engine: Callable[[], sa.Engine], settings: Settings) -> None:
+        """`run_engine` makes each run's engine, as `credit-jobs run` does (the lifecycle disposes of it after)."""
+        self._run_engine = run_engine
         self._settings = settings
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="credit-jobs-run")
         self._lock = threading.Lock()
@@ -150,7 +153,7 @@ class LocalTriggers:
         )
 
     def _run(self, request: RunRequest, token: str) -> RunOutcome:
-        outcome = execute_run(request, lambda: self._engine)
+        outcome = execute_run(request, self._run_engine)
         log.info("api.run_finished", token=token, run_id=str(outcome.run_id), status=outcome.status)
         return outcome
 
