@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import socket
 import subprocess
 import time
@@ -17,6 +18,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from credit_jobs.adapters import database
+from credit_jobs.adapters.database import PoolLimits
 from credit_jobs.entrypoints.api.app import ApiState, create_app
 from credit_jobs.entrypoints.api.settings import load_api_config
 from credit_jobs.entrypoints.api.triggers import LocalTriggers
@@ -65,14 +67,18 @@ def api_env(**extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def api_client(monkeypatch: pytest.MonkeyPatch, engine: sa.Engine, **env: str) -> Iterator[tuple[TestClient, ApiState]]:
+def api_client(
+    monkeypatch: pytest.MonkeyPatch, engine: sa.Engine, *, pool: PoolLimits | None = None, **env: str
+) -> Iterator[tuple[TestClient, ApiState]]:
     """The real app (real auth, limits, usecases, local-mode triggers) on `engine`'s database, called in process,
-    with the engines `credit-jobs api` builds: the request engine (the API's timeouts and pool, from `env`) and an
-    engine per local run (a run's timeouts). `engine` itself stays the test's, for setting up and checking."""
+    with the engines `credit-jobs api` builds: the request engine (the API's timeouts and pool, from `env`; `pool`
+    replaces the pool) and an engine per local run (a run's timeouts). `engine` stays the test's (set-up, checks)."""
     for name, value in api_env(**env).items():
         monkeypatch.setenv(name, value)
     configure_logging("json", "info")  # what `credit-jobs api` does in a pod: JSON lines on stderr
     config, settings = load_api_config(), load_settings()
+    if pool is not None:
+        config = dataclasses.replace(config, request_pool=pool)
     url = engine.url.render_as_string(hide_password=False)
     requests = database.create_engine(url, timeouts=config.request_timeouts, pool=config.request_pool)
     triggers = LocalTriggers(lambda: database.create_engine(url, timeouts=run_timeouts(settings)), settings)
