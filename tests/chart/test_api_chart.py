@@ -57,6 +57,8 @@ def test_api_deployment_runs_cluster_mode_with_probes_and_the_credentials_secret
     assert container["args"] == ["api"]
     assert env["CREDITJOBS_API_MODE"]["value"] == "cluster"
     assert env["CREDITJOBS_API_DEFAULT_NAMESPACE"]["value"] == NAMESPACE
+    assert env["CREDITJOBS_API_STATEMENT_TIMEOUT_SECONDS"]["value"] == "30"
+    assert env["CREDITJOBS_API_LOCK_TIMEOUT_SECONDS"]["value"] == "5"
     assert env["CRON_JOBS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "api-creds", "key": "password"}
     assert env["CREDITJOBS_API_TOKENS_FILE"]["value"] == "/etc/credit-jobs/api/tokens"
     assert {"secretName": "api-creds", "items": [{"key": "tokens", "path": "tokens"}]} in [

@@ -71,6 +71,7 @@ BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
         "/creditJobs/0/spec",
     ),
     "api without its credentials secret": ({"api": {"enabled": True}}, "/api"),
+    "api lock timeout of 0 (no timeout)": ({"api": {"lockTimeoutSeconds": 0}}, "/api/lockTimeoutSeconds"),
 }
 
 
