@@ -24,7 +24,7 @@ from credit_jobs.domain.period_keys import format_key
 from credit_jobs.domain.run_model import validate_batch_size
 from credit_jobs.domain.saas_template import parse_as_of, validate_source_schema
 from credit_jobs.entrypoints.cli_options import DatabaseUrlOption
-from credit_jobs.entrypoints.cli_support import engine_for, say, state, warn
+from credit_jobs.entrypoints.cli_support import engine_for, run_timeouts, say, state, warn
 
 SHOWN = 5  # sample rows printed per finding (the audit row keeps 20)
 
@@ -61,7 +61,6 @@ def import_saas_template(
     """Import the template's live credits (unexpired credit_transaction grants with remaining_amount > 0) as ledger
     grants — type, expiry and month kept, so this month's distribution does not grant again — and reconcile balances
     against user_credit. A second import changes nothing."""
-    from credit_jobs.adapters.database import SessionTimeouts
     from credit_jobs.entrypoints.run_command import print_outcome, with_progress
     from credit_jobs.lifecycle.run_lifecycle import RunRequest, execute_run
     from credit_jobs.usecases.import_saas_template import (
@@ -105,7 +104,7 @@ def import_saas_template(
     finally:
         checked.dispose()
     # 3. The run.
-    timeouts = SessionTimeouts(settings.creditjobs_statement_timeout_seconds, settings.creditjobs_lock_timeout_seconds)
+    timeouts = run_timeouts(settings)
     outcome = with_progress(
         "import saas-template: grants",
         lambda progress: execute_run(

@@ -30,6 +30,7 @@ from credit_jobs.entrypoints.cli_support import (
     engine_for,
     print_tab_separated,
     rich_out,
+    run_timeouts,
     say,
     state,
     warn,
@@ -166,10 +167,7 @@ def _ops_request(
 
 def _engine_factory(database_url: str | None, cli: CliState) -> Callable[[], sa.Engine]:
     """Engines for the runs: the configured database (embedded by default) with the job runs' session timeouts."""
-    from credit_jobs.adapters.database import SessionTimeouts
-
-    settings = cli.settings
-    timeouts = SessionTimeouts(settings.creditjobs_statement_timeout_seconds, settings.creditjobs_lock_timeout_seconds)
+    timeouts = run_timeouts(cli.settings)
 
     def engine_factory() -> sa.Engine:
         return engine_for(database_url, cli, verify=False, timeouts=timeouts)
