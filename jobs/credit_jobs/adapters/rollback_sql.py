@@ -18,6 +18,7 @@ chunks walk users in the column's "C" (byte) order — `max(user_id)` and `user_
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -103,6 +104,8 @@ class RollbackChunk:
     voided: int  # credits taken back by void entries
     kept: int  # credits the users had already used (or lost to expiry): what could not be voided
     not_voided: list[dict[str, Any]] = field(default_factory=list)  # {user_id, grant_id, kept}, kept > 0
+    pick_s: float = 0.0  # wall time of the pick statement (locks included), for the per-chunk debug line
+    apply_s: float = 0.0  # wall time of the apply statement (0 in a dry run)
 
 
 def _grants_sql(after: str | None, users: list[str] | None) -> str:
@@ -137,11 +140,14 @@ def rollback_chunk(
     """Roll back up to `batch` of the period's grants after user `after` (None: from the first user). A dry run
     picks the same grants without locking or writing and reports what would change."""
     sql = _PICK.format(grants=_grants_sql(after, users), lock="" if dry_run else "FOR UPDATE")
+    started = time.perf_counter()
     picked = conn.execute(sa.text(sql), {**_params(period_key, grant_family, after, users), "batch": batch}).one()
+    pick_s = time.perf_counter() - started
     if not picked.grant_ids:
-        return RollbackChunk(last_user_id=None, grants=0, voided=0, kept=0)
-    grants, voided = len(picked.grant_ids), sum(picked.voided)
+        return RollbackChunk(last_user_id=None, grants=0, voided=0, kept=0, pick_s=pick_s)
+    grants, voided, apply_s = len(picked.grant_ids), sum(picked.voided), 0.0
     if not dry_run:
+        started = time.perf_counter()
         applied = conn.execute(
             sa.text(_APPLY),
             {
@@ -154,12 +160,15 @@ def rollback_chunk(
             },
         ).one()
         grants, voided = int(applied.grants), int(applied.voided)
+        apply_s = time.perf_counter() - started
     return RollbackChunk(
         last_user_id=picked.last_user_id,
         grants=grants,
         voided=voided,
         kept=sum(picked.kept),
         not_voided=list(picked.not_voided),
+        pick_s=pick_s,
+        apply_s=apply_s,
     )
 
 
