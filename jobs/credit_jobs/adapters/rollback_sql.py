@@ -13,9 +13,9 @@ as expiry's (`ledger_sql.expire_chunk`):
    the caller checks against the pick (every picked grant rolled back, every void debited, or the chunk fails).
 Rolled-back grants leave the unique index (migration 0008), so the period can be distributed again; distribution
 subtracts `rollback_kept` from the new grant (`ledger_sql.distribute_chunk`). User ids are text (`TEXT COLLATE "C"`,
-migration 0007), bound as they come (never cast to another type in SQL; the apply types its list
-`text[]` for unnest): the keyset position is the last user id of a chunk, and
-chunks walk users in the column's "C" (byte) order — `max(user_id)` and `user_id > :after` use the same order.
+migration 0007), bound as they come (never cast to another type in SQL; the apply types its list `text[]` for
+unnest): the keyset position is the last user id of a chunk, and chunks walk users in the column's "C" (byte) order
+— `max(user_id)` and `user_id > :after` use the same order.
 """
 
 from __future__ import annotations
