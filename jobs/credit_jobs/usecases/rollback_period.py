@@ -100,6 +100,15 @@ class _Rollback(ChunkedWork[str | None, rollback_sql.RollbackChunk]):
         t.not_voided_users += len(chunk.not_voided)
         room = rollback_sql.NOT_VOIDED_SAMPLE - len(t.not_voided_sample)
         t.not_voided_sample += chunk.not_voided[:room]
+        # per-chunk timings at debug level (LOG_LEVEL=debug; bench/bench_rollback.py --chunks reads them)
+        log.debug(
+            "rollback.chunk_done",
+            last_user_id=chunk.last_user_id,
+            grants=chunk.grants,
+            done=t.grants,
+            pick_s=round(chunk.pick_s, 4),
+            apply_s=round(chunk.apply_s, 4),
+        )
 
     def progress(self) -> tuple[int, int | None]:
         return self.totals.grants, self.total
