@@ -63,6 +63,7 @@ def _assert_refused_as_retryable(response: httpx.Response, *phrases: str) -> Non
     assert response.status_code == 503, response.text
     body = response.json()
     assert (body["success"], body["code"], body["retryable"]) == (False, "database_unavailable", True)
+    assert response.headers["Retry-After"] == "2"  # seconds before the retry (DATABASE_RETRY_AFTER_SECONDS)
     for phrase in ("nothing was written", *phrases):
         assert phrase in body["error"], body["error"]
 

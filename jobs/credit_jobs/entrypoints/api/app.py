@@ -220,9 +220,18 @@ def _database_message(exc: DBAPIError, config: ApiConfig) -> str:
     return f"the database is unavailable: {line}"
 
 
+# A database refusal is short-lived (a row lock held past the lock timeout, a deadlock, a full pool, a failover): the
+# caller is told to wait this long before its retry, as a 429 tells it how long the rate limit lasts.
+DATABASE_RETRY_AFTER_SECONDS = 2
+
+
 def _unavailable(message: str, sqlstate: str | None) -> JSONResponse:
     log.warning("api.database_error", error=message, sqlstate=sqlstate)
-    return JSONResponse(envelope_error("database_unavailable", message, retryable=True), status_code=503)
+    return JSONResponse(
+        envelope_error("database_unavailable", message, retryable=True),
+        status_code=503,
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+    )
 
 
 def _internal_error(exc: Exception) -> JSONResponse:
