@@ -97,6 +97,9 @@ async def test_two_replicas_one_acts_and_a_standby_takes_over_after_sigkill_and_
         assert "released the Lease" in standby.text()
         assert handed_over < HANDOVER_BOUND + 5, handed_over
         print(f"handover after SIGTERM: {handed_over:.1f}s")
+        # The CronJob shows in kmock as soon as its POST is served; the replica logs its decision just after: wait
+        # for that line before the replicas are killed (on a loaded machine the kill could otherwise come between).
+        await wait_for(lambda: decisions(c), 10, "the new leader's CronJobCreated line")
     finally:
         for replica in (a, b, c):
             if replica.process is not None:
