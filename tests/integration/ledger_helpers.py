@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+
+from credit_jobs.adapters.db_clock import database_now
+from credit_jobs.domain.period_keys import Period, format_key
 
 # The shared instant (tests/instants.py), re-exported for the tests that import it from here.
 from tests.instants import NOW as NOW
@@ -39,6 +42,23 @@ def add_users(engine: sa.Engine, rows: list[tuple[int | str, str, str, bool, boo
             ),
             [{"u": str(u), "p": p, "s": s, "l": lt, "b": b} for u, p, s, lt, b in rows],
         )
+
+
+def live_month(engine: sa.Engine) -> str:
+    """A month key (UTC) whose grant of a 30-day policy, distributed now, is live by the database's clock — the
+    clock consume, balance and the CLI read — for at least a day, whatever the date: the month of the database's now
+    plus two days. (A month's grant expires 30 days after the month starts, so on the 31st the current month's has
+    already expired; two days ahead is always a month whose grant lives between one and 32 more days.)
+
+    For tests that reach code reading the database's clock (a `credit-jobs` process, the API, `consume` without
+    `now=`): never the pinned `NOW`, which mixes two clocks and breaks the day the real date passes it."""
+    return format_key(database_now(engine).astimezone(UTC) + timedelta(days=2), Period.MONTHLY)
+
+
+def month_start(key: str) -> datetime:
+    """The UTC start of a month key: `2026-11` → 2026-11-01T00:00Z."""
+    year, month = (int(part) for part in key.split("-"))
+    return datetime(year, month, 1, tzinfo=UTC)
 
 
 def scalar(engine: sa.Engine, sql: str, **params: Any) -> Any:

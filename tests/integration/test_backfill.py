@@ -87,12 +87,12 @@ def test_a_range_runs_each_period_oldest_first_as_its_own_backfill_run(cli: Any,
 
 def test_a_dry_run_backfill_says_what_it_would_grant_and_grants_nothing(cli: Any, engine: sa.Engine) -> None:
     _seed(engine)
-    code, out, err = cli("backfill", "distribute-credits", "--from", "2026-W47", "--to", "2026-W48", "--dry-run")
+    code, out, err = cli("backfill", "distribute-credits", "--from", "2025-W47", "--to", "2025-W48", "--dry-run")
     assert code == 0, err
     assert out.splitlines()[0].split("\t")[2] == "would grant"
     assert [line.split("\t")[:3] for line in out.splitlines()[1:]] == [
-        ["2026-W47", "succeeded (dry run)", "4"],
-        ["2026-W48", "succeeded (dry run)", "4"],
+        ["2025-W47", "succeeded (dry run)", "4"],
+        ["2025-W48", "succeeded (dry run)", "4"],
     ]
     assert scalar(engine, "SELECT count(*) FROM credit_grants") == 0
 

@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from credit_jobs.adapters.db_clock import database_now
 from credit_jobs.adapters.run_guard import RunGuard, guard_key
 from credit_jobs.entrypoints.cli import main
-from tests.integration.ledger_helpers import NOW, add_policy, add_users, rows
+from tests.integration.ledger_helpers import add_policy, add_users, live_month, rows
 from tests.integration.run_support import RunUsecase
 
 Cli = Callable[..., tuple[int, dict[str, Any], str]]
@@ -34,11 +35,15 @@ def check(database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Cap
     return call
 
 
-def _distributed(engine: sa.Engine, run_usecase: RunUsecase) -> None:
+def _distributed(engine: sa.Engine, run_usecase: RunUsecase) -> str:
+    """Users 1 and 2 granted a month at the database's clock (the clock the in-process CLI's `consume` and `check`
+    read), of a month whose grants stay live for the test; returns the month's key."""
     add_policy(engine, "free", "free_tier", 100, 30)
     add_policy(engine, "pro", "subscription", 1000, 30)
     add_users(engine, [(1, "free", "active", False, False), (2, "free", "active", False, False)])
-    assert run_usecase("distribute-credits", pinned_key="2026-11").status == "succeeded"
+    month = live_month(engine)
+    assert run_usecase("distribute-credits", now=database_now(engine), pinned_key=month).status == "succeeded"
+    return month
 
 
 def _sql(engine: sa.Engine, sql: str, **params: Any) -> None:
@@ -69,26 +74,29 @@ def test_a_sound_ledger_passes_every_check(engine: sa.Engine, run_usecase: RunUs
 def test_two_periodic_grants_for_one_user_and_period_under_different_types(
     engine: sa.Engine, run_usecase: RunUsecase, check: Cli
 ) -> None:
-    _distributed(engine, run_usecase)
+    month = _distributed(engine, run_usecase)
     # what the old (user, grant type, period) index let a rerun write after a plan change — written around the new
     # index as pre-0006 data would be (marked by the migration)
     _sql(
         engine,
         "INSERT INTO credit_grants (user_id, grant_type, grant_family, period_key, amount, remaining, cause_run_id, "
-        "legacy_duplicate) VALUES ('1', 'subscription', 'plan', '2026-11', 1000, 1000, gen_random_uuid(), true)",
+        "legacy_duplicate) VALUES ('1', 'subscription', 'plan', :k, 1000, 1000, gen_random_uuid(), true)",
+        k=month,
     )
     _sql(engine, "UPDATE credit_accounts SET balance = balance + 1000 WHERE user_id = '1'")
     code, report, _ = check()
     assert code == 1
     (row,) = report["violations"]["one_periodic_grant_per_family_period"]
-    assert (row["user_id"], row["period_key"], row["grants"]) == ("1", "2026-11", 2)
+    assert (row["user_id"], row["period_key"], row["grants"]) == ("1", month, 2)
     assert row["grant_types"] == ["free_tier", "subscription"]
     assert len(row["grant_ids"]) == 2
 
 
 def test_a_running_row_whose_holder_is_dead_is_reported_and_a_live_one_is_not(engine: sa.Engine, check: Cli) -> None:
-    dead = _insert_running(engine, "monthly", "2026-11", NOW - timedelta(days=3))
-    live = _insert_running(engine, "monthly", "2026-12", NOW - timedelta(days=3))  # old heartbeat, but held
+    dead = _insert_running(engine, "monthly", "2026-11", database_now(engine) - timedelta(days=3))
+    live = _insert_running(
+        engine, "monthly", "2026-12", database_now(engine) - timedelta(days=3)
+    )  # old heartbeat, but held
     guard = RunGuard(engine, guard_key("monthly", "2026-12", 0))
     assert guard.try_acquire()
     try:
@@ -111,7 +119,7 @@ def test_a_grant_marked_expired_without_an_expiry_entry(engine: sa.Engine, run_u
     # user 1 spends all of it (usage entries keep the grant conserved), then the grant is marked expired by hand
     assert main(["consume", "1", "100", "--request-id", "spend-all"]) == 0
     (grant_id,) = rows(engine, "SELECT grant_id FROM credit_grants WHERE user_id = '1'")[0]
-    _sql(engine, "UPDATE credit_grants SET expired_at = :t WHERE grant_id = :g", t=NOW, g=grant_id)
+    _sql(engine, "UPDATE credit_grants SET expired_at = :t WHERE grant_id = :g", t=database_now(engine), g=grant_id)
     code, report, _ = check()
     assert code == 1
     assert list(report["violations"]) == ["expired_once"]
@@ -160,12 +168,12 @@ def test_rows_breaking_the_ledger_bounds(engine: sa.Engine, run_usecase: RunUsec
 def test_period_coverage_names_eligible_users_without_the_periods_grant(
     engine: sa.Engine, run_usecase: RunUsecase, check: Cli
 ) -> None:
-    _distributed(engine, run_usecase)
+    month = _distributed(engine, run_usecase)
     add_users(engine, [(3, "pro", "active", False, False), (4, "free", "canceled", False, False)])
-    code, report, _ = check("--period-key", "2026-11", "--job", "distribute-credits")
+    code, report, _ = check("--period-key", month, "--job", "distribute-credits")
     assert code == 0  # coverage informs; eligibility moves on after a run, so a gap is not a broken invariant
     coverage = report["coverage"]
-    assert (coverage["period_key"], coverage["grant_family"]) == ("2026-11", "plan")
+    assert (coverage["period_key"], coverage["grant_family"]) == (month, "plan")
     assert (coverage["eligible"], coverage["missing"], coverage["missing_sample"]) == (3, 1, ["3"])
     assert coverage["runs"] == {"succeeded": 1}
 
@@ -179,12 +187,14 @@ def test_check_period_key_must_be_a_period_key(check: Cli) -> None:
 def test_period_coverage_names_the_periods_runs_stuck_in_running_with_no_live_holder(
     engine: sa.Engine, run_usecase: RunUsecase, check: Cli, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _distributed(engine, run_usecase)
-    stuck = _insert_running(engine, "distribute-credits", "2026-11", NOW - timedelta(days=1))
-    _insert_running(engine, "distribute-credits", "2026-10", NOW - timedelta(days=1))  # another period: not named
-    code, report, _ = check("--period-key", "2026-11", "--job", "distribute-credits")
+    month = _distributed(engine, run_usecase)
+    stuck = _insert_running(engine, "distribute-credits", month, database_now(engine) - timedelta(days=1))
+    _insert_running(
+        engine, "distribute-credits", "1999-12", database_now(engine) - timedelta(days=1)
+    )  # another period: not named
+    code, report, _ = check("--period-key", month, "--job", "distribute-credits")
     assert code == 1  # a dead holder is also an invariant violation
     assert report["coverage"]["stuck_runs"] == [str(stuck)]
     assert report["coverage"]["runs"] == {"running": 1, "succeeded": 1}
-    assert main(["check", "--period-key", "2026-11"]) == 1
+    assert main(["check", "--period-key", month]) == 1
     assert f"1 runs stuck in running with no live holder: {stuck}" in capsys.readouterr().out

@@ -278,6 +278,7 @@ def test_four_cleanup_shards_delete_every_due_file_exactly_once_ownerless_ones_i
             RunRequest(usecase=sharded, job="cleanup", shard=Shard(i, 4), batch_size=3),
             lambda: database.create_engine(database_url),
             clock=lambda: NOW,
+            ledger_clock=lambda: NOW,  # the files are due by NOW, whatever the database's clock says
         )
         for i in range(4)
     ]

@@ -8,7 +8,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from credit_jobs.adapters import database
+from credit_jobs.adapters.db_clock import database_now
 from credit_jobs.adapters.object_storage import LocalFileStorage, S3Storage, StorageRouter
 from credit_jobs.domain.run_model import UsecaseSpec
 from credit_jobs.lifecycle.run_lifecycle import RunOutcome, RunRequest, execute_run
@@ -29,11 +30,13 @@ from tests.integration.ledger_helpers import NOW, rows, scalar
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
-def _add_file(engine: sa.Engine, uri: str, size: int, expires_in_days: int | None) -> None:
+def _add_file(engine: sa.Engine, uri: str, size: int, expires_in_days: int | None, now: datetime = NOW) -> None:
+    """A stored file expiring `expires_in_days` after `now`: the pinned `NOW` of the in-process runs here, or the
+    database's clock for a `credit-jobs` process (which reads that clock)."""
     with engine.begin() as conn:
         conn.execute(
             sa.text("INSERT INTO stored_files (uri, size_bytes, expires_at) VALUES (:u, :s, :e)"),
-            {"u": uri, "s": size, "e": NOW + timedelta(days=expires_in_days) if expires_in_days is not None else None},
+            {"u": uri, "s": size, "e": now + timedelta(days=expires_in_days) if expires_in_days is not None else None},
         )
 
 
@@ -148,10 +151,11 @@ def test_expired_s3_objects_are_deleted_by_the_real_cli(
         monkeypatch.setenv(key, value)
     s3 = boto3.client("s3", endpoint_url=s3_endpoint)
     s3.create_bucket(Bucket="uploads")
+    now = database_now(engine)  # the clock the `credit-jobs` process below judges expiry by
     for n in range(5):
         s3.put_object(Bucket="uploads", Key=f"u/{n}.pdf", Body=b"%PDF" * (n + 1))
-        _add_file(engine, f"s3://uploads/u/{n}.pdf", 4 * (n + 1), -1 if n < 3 else 10)
-    _add_file(engine, "s3://uploads/u/never-existed.pdf", 1, -1)  # deleting a missing key succeeds
+        _add_file(engine, f"s3://uploads/u/{n}.pdf", 4 * (n + 1), -1 if n < 3 else 10, now)
+    _add_file(engine, "s3://uploads/u/never-existed.pdf", 1, -1, now)  # deleting a missing key succeeds
 
     env = cli_process.cli_env(database_url, S3_ENDPOINT_URL=s3_endpoint, CREDITJOB_NAME="cleanup", **AWS_ENV)
     done = cli_process.run(["run", "cleanup-storage", "--batch-size", "2"], env)

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from credit_jobs import __version__
 from tests import cli_process
-from tests.integration.ledger_helpers import add_policy, add_users, scalar
+from tests.integration.ledger_helpers import add_policy, add_users, live_month, scalar
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 
@@ -280,13 +280,15 @@ def test_an_unencoded_at_sign_in_the_password_is_one_line_with_a_hint(command: l
 
 
 def test_balance_and_grants_show_a_users_spendable_credits_and_grants(database_url: str, engine: sa.Engine) -> None:
-    _seed(engine, users=1)  # user 1: 100 credits of free_tier for 2026-11, expiring in 30 days
+    _seed(engine, users=1)  # user 1: 100 credits of free_tier a month, expiring 30 days after the month starts
+    # the processes read the database's clock: a month whose grant is live by it for 1 to 32 more days
+    month = live_month(engine)
     env = cli_process.cli_env(database_url)
-    assert cli_process.run(["run", "distribute-credits", "--period-key", "2026-11"], env).returncode == 0
-    args = ["grant", "1", "40", "--idempotency-key", "gift-1", "--expires-in-days", "2"]
+    assert cli_process.run(["run", "distribute-credits", "--period-key", month], env).returncode == 0
+    args = ["grant", "1", "40", "--idempotency-key", "gift-1", "--expires-in-days", "40"]
     assert cli_process.run(args, env).returncode == 0
     assert cli_process.run(["grant", "1", "5", "--idempotency-key", "gift-2"], env).returncode == 0
-    # the 2026-11 grant expires on 2026-12-01T00:00Z, before the 2-day gift: the consumption takes from it
+    # the month's grant expires before the 40-day gift: the consumption takes from it
     assert cli_process.run(["consume", "1", "30", "--request-id", "c1"], env).returncode == 0
 
     done = cli_process.run(["balance", "1", "--json"], env)
@@ -298,7 +300,7 @@ def test_balance_and_grants_show_a_users_spendable_credits_and_grants(database_u
         ("gift", 40),
         ("gift", 5),
     ]
-    assert view["grants"][0]["period_key"] == "2026-11"
+    assert view["grants"][0]["period_key"] == month
     assert view["grants"][0]["expires_at"] < view["grants"][1]["expires_at"]
     assert view["grants"][2]["expires_at"] is None
 
@@ -307,7 +309,7 @@ def test_balance_and_grants_show_a_users_spendable_credits_and_grants(database_u
     assert lines[0] == "user 1: 115 credits spendable in 3 live grants"
     assert lines[1].split("\t") == ["grant id", "type", "period", "remaining", "of", "expires", "state"]
     assert [line.split("\t")[1:5] for line in lines[2:]] == [
-        ["free_tier", "2026-11", "70", "100"],
+        ["free_tier", month, "70", "100"],
         ["gift", "-", "40", "40"],
         ["gift", "-", "5", "5"],
     ]

@@ -168,3 +168,19 @@ def test_an_on_time_grant_stays_anchored_to_the_period_start(engine: sa.Engine, 
     run_usecase("distribute-credits", now=NOW, pinned_key="2026-11")
     assert scalar(engine, "SELECT expires_at FROM credit_grants") == datetime(2026, 12, 1, tzinfo=UTC)
     assert grant_expiry(datetime(2026, 11, 1, tzinfo=UTC), NOW, 30) == datetime(2026, 12, 1, tzinfo=UTC)
+
+
+def test_a_servers_time_zone_does_not_move_an_expiry_across_a_dst_change(
+    engine: sa.Engine, run_usecase: RunUsecase
+) -> None:
+    # A PostgreSQL whose TimeZone is New York's (initdb takes the host's zone): November's 30 days cross the
+    # fall-back change there (2026-11-01 06:00Z). Calendar days in that zone would end an hour late.
+    name = scalar(engine, "SELECT current_database()")
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"ALTER DATABASE \"{name}\" SET timezone = 'America/New_York'"))
+    engine.dispose()
+    _plans(engine)
+    add_users(engine, [(1, "free", "active", False, False)])
+    assert scalar(engine, "SHOW timezone") == "America/New_York"
+    run_usecase("distribute-credits", now=NOW, pinned_key="2026-11")
+    assert scalar(engine, "SELECT expires_at FROM credit_grants") == datetime(2026, 12, 1, tzinfo=UTC)

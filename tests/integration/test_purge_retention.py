@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from credit_jobs.adapters.db_clock import database_now
 from credit_jobs.usecases.consume import consume
 from tests.integration.conftest import RunUsecase
 from tests.integration.ledger_helpers import add_policy, add_users, rows, scalar
@@ -96,7 +97,8 @@ def test_purge_deletes_old_history_in_chunks_and_never_the_ledger(
     _seed_ledger(engine, run_usecase)  # also one old distribute run and the 'ancient' request id
     _seed_history(engine)
     ledger = _ledger(engine)
-    outcome = run_usecase("purge-retention", batch_size=2)
+    # the history above is dated by the database's clock: the purge runs at it, as it does in production
+    outcome = run_usecase("purge-retention", now=database_now(engine), batch_size=2)
     assert outcome.status == "succeeded", outcome.error
     assert outcome.stats is not None
     counts = outcome.stats.as_dict()
@@ -109,7 +111,7 @@ def test_purge_deletes_old_history_in_chunks_and_never_the_ledger(
     }
     assert _ledger(engine) == ledger
     # a rerun finds nothing more
-    again = run_usecase("purge-retention")
+    again = run_usecase("purge-retention", now=database_now(engine))
     assert again.stats is not None
     assert again.stats.processed == 0
 

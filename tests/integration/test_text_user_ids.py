@@ -16,7 +16,7 @@ from credit_jobs.usecases.check_invariants import check_invariants
 from credit_jobs.usecases.consume import consume
 from credit_jobs.usecases.grant import grant
 from tests.integration.conftest import RunUsecase
-from tests.integration.ledger_helpers import add_policy, rows, scalar
+from tests.integration.ledger_helpers import NOW, add_policy, rows, scalar
 
 USER_ID_TABLES = (
     "credit_eligibility",
@@ -156,7 +156,8 @@ def test_four_sharded_distribute_runs_grant_every_text_id_user_exactly_once(
         granted += int(outcome.stats.details["granted"])
     assert granted == len(ids)
     assert scalar(engine, "SELECT count(DISTINCT user_id) FROM credit_grants") == len(ids)
-    assert consume(engine, "42", 5).takes[0][1] == 5  # a BIGINT-looking id is just text
+    # a BIGINT-looking id is just text (consumed at the runs' pinned instant, the clock their grants were written at)
+    assert consume(engine, "42", 5, now=NOW).takes[0][1] == 5
     assert check_invariants(engine).ok
 
 

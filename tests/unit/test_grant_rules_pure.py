@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -37,3 +38,16 @@ def test_a_grant_expires_from_the_period_start_unless_that_is_already_past(
 ) -> None:
     assert grant_expiry(START, granted_at, 30) == expected
     assert grant_expiry(START, granted_at, None) is None
+
+
+def test_a_day_of_validity_is_24_hours_across_a_dst_change_whatever_zone_the_period_starts_in() -> None:
+    # November 2026 in New York starts in EDT (UTC-4); the clocks fall back on the 1st, so 30 days later is EST
+    start = datetime(2026, 10, 1, tzinfo=ZoneInfo("America/New_York"))  # 04:00Z
+    assert grant_expiry(start, start, 30) == datetime(2026, 10, 31, 4, tzinfo=UTC)  # no change crossed
+    november = datetime(2026, 11, 1, tzinfo=ZoneInfo("America/New_York"))  # 04:00Z, two hours before the change
+    expires = grant_expiry(november, november, 30)
+    assert expires == datetime(2026, 12, 1, 4, tzinfo=UTC)  # 720 hours later (wall-clock days would add one)
+    assert expires is not None
+    assert expires - november == timedelta(hours=720)
+    late = datetime(2026, 12, 5, 12, tzinfo=ZoneInfo("America/New_York"))
+    assert grant_expiry(november, late, 30) == late + timedelta(hours=720)

@@ -108,10 +108,12 @@ inserted AS (
     INSERT INTO credit_grants (user_id, grant_type, grant_family, period_key, amount, remaining, granted_at,
                                expires_at, cause_run_id)
     SELECT user_id, grant_type, :grant_family, :period_key, credits, credits, :now,
-           -- late grant (its period's validity already over when written): valid expiry_days from now instead
-           CASE WHEN CAST(:period_start AS timestamptz) + make_interval(days => expiry_days) > CAST(:now AS timestamptz)
-                THEN CAST(:period_start AS timestamptz) + make_interval(days => expiry_days)
-                ELSE CAST(:now AS timestamptz) + make_interval(days => expiry_days) END,
+           -- late grant (its period's validity already over when written): valid expiry_days from now instead.
+           -- Days of 24 hours: `interval '1 day'` would count calendar days in the session's TimeZone, an hour off
+           -- across a DST change on a server that is not set to UTC.
+           CASE WHEN CAST(:period_start AS timestamptz) + expiry_days * interval '24 hours' > CAST(:now AS timestamptz)
+                THEN CAST(:period_start AS timestamptz) + expiry_days * interval '24 hours'
+                ELSE CAST(:now AS timestamptz) + expiry_days * interval '24 hours' END,
            :run_id
     FROM candidates
     WHERE credits > 0  -- a redo after a rollback: a user who kept the policy amount already gets nothing more

@@ -8,7 +8,7 @@ usecases receive, and as the reference the SQL in `adapters.ledger_sql` implemen
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from credit_jobs.domain.errors import ConfigError
 
@@ -34,8 +34,11 @@ def grant_expiry(period_start: datetime, granted_at: datetime, expiry_days: int 
     when the grant is written (a late grant: backfill, catch-up, rerun) — then `expiry_days` after the grant time.
 
     Each grant is written once, so its expiry is fixed then; a rerun never moves an existing grant's expiry.
+    A day is 24 hours of elapsed time, whatever zone the instants carry: a period starting at midnight in New York
+    before the fall-back change expires at 23:00 local time after it (the SQL in `adapters.ledger_sql` likewise).
     """
     if expiry_days is None:
         return None
-    anchored = period_start + timedelta(days=expiry_days)
-    return anchored if anchored > granted_at else granted_at + timedelta(days=expiry_days)
+    validity = timedelta(days=expiry_days)
+    anchored = period_start.astimezone(UTC) + validity  # UTC: aware arithmetic in a zone would count wall-clock days
+    return anchored if anchored > granted_at else granted_at.astimezone(UTC) + validity
