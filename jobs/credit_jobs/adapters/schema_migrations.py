@@ -2,7 +2,8 @@
 
 `upgrade_schema(url)` is called by `credit-jobs db upgrade`, the Helm pre-install/pre-upgrade hook Job and the test
 suite's template database; a PostgreSQL advisory lock serialises concurrent upgrades (two Helm hooks, or a CLI and a
-hook). Only it imports Alembic.
+hook). Only it imports Alembic. It needs a session of its own (PostgreSQL directly, or PgBouncer in session mode):
+the lock is held across transactions.
 
 Every run checks the schema first (`database.verify_schema`): `head_revision()` reads the revision graph from the
 versions directory's source text once (no Alembic import: it costs a job pod ~0.3 s of start-up) and
@@ -83,10 +84,18 @@ def upgrade_schema(url_or_engine: str | sa.Engine, revision: str = "head") -> st
 
     engine = sa.create_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
     config = alembic_config()
-    with engine.begin() as conn:
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _UPGRADE_LOCK_KEY})
-        config.attributes["connection"] = conn
-        command.upgrade(config, revision)
+    with engine.connect() as conn:
+        # A session's lock, not a transaction's: Alembic begins and commits the migrations' transaction itself, and
+        # a revision that builds an index CONCURRENTLY (0011) commits it early and runs that outside any transaction.
+        conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _UPGRADE_LOCK_KEY})
+        conn.commit()
+        try:
+            config.attributes["connection"] = conn
+            command.upgrade(config, revision)
+        finally:
+            conn.rollback()  # a failed revision's transaction; a no-op after success
+            conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _UPGRADE_LOCK_KEY})
+            conn.commit()
     revision_now = current_revision(engine)
     if isinstance(url_or_engine, str):
         engine.dispose()

@@ -163,6 +163,17 @@ class CreditGrant(Base):
             "grant_id",
             postgresql_where=text("expired_at IS NULL AND remaining > 0"),
         ),
+        # one user's live grants in the order consume takes them (consume, balance, the ledger endpoints): a probe
+        # of the user's few entries, whatever the number of users (migration 0011)
+        Index(
+            "credit_grants_live_by_user",
+            "user_id",
+            "expires_at",
+            "grant_id",
+            postgresql_where=text("expired_at IS NULL AND remaining > 0"),
+        ),
+        # one user's every grant, newest first (`credit-jobs grants USER`, GET …/grants?all)
+        Index("credit_grants_user_history", "user_id", text("granted_at DESC"), text("grant_id DESC")),
     )
 
     grant_id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
@@ -198,6 +209,7 @@ class CreditEntry(Base):
         # invariant 3: a grant is expired at most once, whatever runs overlap
         Index("credit_entries_one_expiry", "grant_id", unique=True, postgresql_where=text("kind = 'expiry'")),
         Index("credit_entries_user", "user_id", "created_at"),
+        Index("credit_entries_grant", "grant_id"),  # a grant's entries (rollback, void, the ledger checks)
         Index(
             "credit_entries_request",
             "cause_request_id",

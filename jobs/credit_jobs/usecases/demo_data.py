@@ -96,3 +96,47 @@ def seed_demo_data(
         if gifts:
             conn.execute(sa.text(_SEED_GIFTS.format(user_id=user_id)), params)
     return SeedResult(users=users, policies=len(POLICIES), misconfigured_plan=MISCONFIGURED_PLAN)
+
+
+_SEED_HISTORY = """
+WITH months AS (
+    SELECT m, date_trunc('month', CAST(:now AS timestamptz) AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+              - make_interval(months => m) AS start
+    FROM generate_series(1, :months) m
+), granted AS (
+    INSERT INTO credit_grants (user_id, grant_type, grant_family, period_key, amount, remaining, granted_at,
+                               expires_at, cause_run_id)
+    SELECT e.user_id, p.grant_type, 'plan', to_char(m.start AT TIME ZONE 'UTC', 'YYYY-MM'), p.credits_per_period, 0,
+           m.start, m.start + coalesce(p.expiry_days, 30) * interval '24 hours', CAST(:run_id AS uuid)
+    FROM months m CROSS JOIN credit_eligibility e JOIN plan_credit_policies p ON p.plan_code = e.plan_code
+    ORDER BY m.m DESC, e.user_id
+    ON CONFLICT DO NOTHING
+    RETURNING grant_id, user_id, amount, granted_at
+), spent AS (
+    INSERT INTO credit_requests (request_id, operation, user_id, params, result, created_at)
+    SELECT 'history-' || grant_id, 'consume', user_id, jsonb_build_object('user_id', user_id, 'amount', amount),
+           jsonb_build_object('takes', jsonb_build_array(jsonb_build_array(grant_id, amount))),
+           granted_at + interval '1 day'
+    FROM granted
+), used AS (
+    INSERT INTO credit_entries (user_id, grant_id, kind, amount, created_at, cause_request_id)
+    SELECT user_id, grant_id, 'usage', amount, granted_at + interval '1 day', 'history-' || grant_id FROM granted
+    RETURNING 1
+)
+SELECT count(*) FROM used
+"""
+
+
+def seed_history(engine: sa.Engine, months: int, *, now: datetime | None = None) -> int:
+    """`months` months of past ledger before `now`'s month (UTC) for every user with a configured plan: the monthly
+    grant of each, used up by one consume (its usage entry and its request id, as `credit_consume` leaves them).
+    What a ledger holds after a year in production, for the benchmarks and the plan tests: rows per user that no
+    per-request read may walk. The ledger stays sound (`check` passes): a used-up grant is past its expiry with
+    nothing left, so expiry never touches it. Returns the number of grants written."""
+    now = now or datetime.now(UTC)
+    with engine.begin() as conn:
+        written = conn.execute(
+            sa.text(_SEED_HISTORY),
+            {"months": months, "now": now, "run_id": "00000000-0000-0000-0000-00000000d0de"},
+        ).scalar_one()
+    return int(written)
