@@ -9,6 +9,7 @@ from an older CRD version or a test emulator may lack them, and a test checks bo
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -142,6 +143,22 @@ def _typed(
     return value
 
 
+# a Kubernetes resource quantity: a number, then a binary-SI, decimal-SI or exponent suffix (100m, 256Mi, 1e3, 2)
+_QUANTITY = re.compile(r"\A[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?[0-9]+)?\Z")
+
+
+def _check_resources(resources: Mapping[str, Any], problems: list[str]) -> None:
+    """`requests` and `limits` are maps of quantities, as in a Pod: any other shape is a problem of the spec (the
+    CronJob is left as it was), never an error of the manifest builder on every pass."""
+    for part in ("requests", "limits"):
+        amounts = _typed(resources, part, Mapping, {}, problems, "resources.")
+        for name, quantity in amounts.items():
+            if isinstance(quantity, bool) or not _QUANTITY.match(str(quantity)):
+                problems.append(
+                    f"spec.resources.{part}.{name} must be a quantity such as 100m, 256Mi or 2, got {quantity!r}"
+                )
+
+
 def parse_spec(spec: Mapping[str, Any]) -> CreditJobSpec:
     """The spec with defaults; SpecProblems (a ConfigError) listing every field with the wrong type or missing."""
     if not isinstance(spec, Mapping):
@@ -171,6 +188,7 @@ def parse_spec(spec: Mapping[str, Any]) -> CreditJobSpec:
     image = typed("image", str, d.image)
     secret = typed("databaseSecretRef", Mapping, {})
     resources = typed("resources", Mapping, {})
+    _check_resources(resources, problems)
     catch_up_max_periods = _typed(catch_up, "maxPeriods", int, d.catch_up_max_periods, problems, "catchUp.")
     catch_up_retry_failed = _typed(catch_up, "retryFailed", bool, d.catch_up_retry_failed, problems, "catchUp.")
     successful_history = _typed(history, "successful", int, d.successful_history, problems, "historyLimits.")

@@ -8,6 +8,7 @@ scope), 429 + Retry-After for the per-client, failed-auth and global limits, and
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
 import sqlalchemy as sa
@@ -186,3 +187,25 @@ def test_every_attempt_is_counted_and_logged_without_secrets(
     encoded = [base64.b64encode(f"{BASIC_USER}:{BASIC_PASSWORD}".encode()).decode()]
     for secret in (*SECRETS, *encoded, LEDGER_TOKEN_NEXT[:-2], BASIC_PASSWORD + "x"):
         assert secret not in err
+
+
+def test_readyz_names_no_database_detail_to_an_unauthenticated_caller(
+    monkeypatch: pytest.MonkeyPatch, engine: sa.Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a database the API cannot reach: the probe's caller learns that, and only that; the log names the cause
+    unreachable = sa.create_engine(engine.url.set(username="billing_rw", port=1, database="ledger_prod"))
+    with api_client(monkeypatch, unreachable) as (client, _):
+        answer = client.get("/readyz")
+    assert answer.status_code == 503
+    body = answer.text
+    for detail in ("billing_rw", "ledger_prod", "127.0.0.1", ":1", "postgresql", "host="):
+        assert detail not in body, (detail, body)
+    assert answer.json() == {
+        "success": False,
+        "error": "not ready: the database is unreachable or its schema is not current (the server log says which)",
+        "code": "not_ready",
+        "retryable": True,
+    }
+    logged = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    (line,) = [entry for entry in logged if entry["event"] == "api.not_ready"]
+    assert "ledger_prod" in line["reason"]

@@ -85,8 +85,11 @@ def test_a_range_runs_each_period_oldest_first_as_its_own_backfill_run(cli: Any,
     assert scalar(engine, "SELECT count(*) FROM credit_grants") == 12
 
 
-def test_a_dry_run_backfill_says_what_it_would_grant_and_grants_nothing(cli: Any, engine: sa.Engine) -> None:
+def test_a_dry_run_backfill_says_what_it_would_grant_and_grants_nothing(
+    cli: Any, engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _seed(engine)
+    monkeypatch.setenv("CREDITJOB_PERIOD", "weekly")  # a weekly job (its CronJob's container sets this)
     code, out, err = cli("backfill", "distribute-credits", "--from", "2025-W47", "--to", "2025-W48", "--dry-run")
     assert code == 0, err
     assert out.splitlines()[0].split("\t")[2] == "would grant"
@@ -118,6 +121,14 @@ def _counts(engine: sa.Engine) -> tuple[int, int]:
         (["--from", "2026-10", "--to", "2026-W48"], "are different kinds of period"),
         (["--from", "2024-09", "--to", "2026-11"], "more than 24 periods: pass --yes"),
         (["--from", "2026-09", "--to", "2026-11", "--job", "a:b"], "is not a job name"),
+        # keys of another period than the job's (distribute-credits: monthly unless CREDITJOB_PERIOD says otherwise):
+        # each day or week would get the whole monthly amount
+        (
+            ["--from", "2025-11-01", "--to", "2025-11-20"],
+            "--from '2025-11-01' is a daily period key, but the job's period is monthly (distribute-credits's default; "
+            "CREDITJOB_PERIOD is unset): use monthly keys, or set CREDITJOB_PERIOD=daily for a daily job",
+        ),
+        (["--from", "2025-W01", "--to", "2025-W03"], "is a weekly period key, but the job's period is monthly"),
     ],
 )
 def test_bad_ranges_exit_2_with_the_reason_and_write_nothing(
@@ -140,3 +151,25 @@ def test_an_unknown_usecase_exits_2_and_writes_nothing(cli: Any, engine: sa.Engi
     assert code == 2
     assert "unknown usecase 'distribute'" in err
     assert _counts(engine) == (0, 0)
+
+
+def test_a_key_of_another_period_than_creditjob_period_is_refused_by_backfill_and_rollback(
+    cli: Any, engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _seed(engine)
+    assert cli("run", "distribute-credits", "--period-key", "2026-08")[0] == 0
+    before = _counts(engine)
+    monkeypatch.setenv("CREDITJOB_PERIOD", "monthly")
+    for args in (
+        ["backfill", "distribute-credits", "--from", "2026-08-01", "--to", "2026-08-03"],
+        ["rollback", "distribute-credits", "--period-key", "2026-08-01", "--reason", "r"],
+    ):
+        code, out, err = cli(*args)
+        assert code == 2, args
+        (line,) = [line for line in err.splitlines() if not line.startswith("{")]
+        assert "is a daily period key, but the job's period is monthly (CREDITJOB_PERIOD)" in line, line
+        assert out == ""
+        assert _counts(engine) == before
+    monkeypatch.setenv("CREDITJOB_PERIOD", "daily")  # a daily job: its keys are days
+    code, _, err = cli("backfill", "distribute-credits", "--from", "2026-08-01", "--to", "2026-08-02", "--dry-run")
+    assert code == 0, err

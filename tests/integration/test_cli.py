@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from credit_jobs.usecases.check_invariants import CHECKS
@@ -149,3 +150,18 @@ def test_the_human_output_of_runs_list_and_check(cli: Any, engine: sa.Engine) ->
     code, out, _ = cli("check")
     assert code == 1
     assert "1 violating rows" in out
+
+
+@pytest.mark.parametrize(
+    ("limit", "bound"),
+    [
+        ("-1", "greater than or equal to 1"),
+        ("0", "greater than or equal to 1"),
+        ("10001", "less than or equal to 10000"),
+    ],
+)
+def test_runs_list_refuses_a_limit_out_of_range_with_one_line(cli: Any, limit: str, bound: str) -> None:
+    code, out, err = cli("runs", "list", "--limit", limit)
+    assert code == 2
+    assert err.splitlines() == [f"credit-jobs: error: Invalid value for '--limit': Input should be {bound}"]
+    assert out == ""

@@ -1,5 +1,5 @@
-"""Reliability with real OS processes against the real PostgreSQL: concurrent runs, SIGKILLs at random points,
-overlapping expiry runs. After each, the ledger invariants hold, nothing is lost and nothing is duplicated.
+"""Reliability with real OS processes against the real PostgreSQL: concurrent runs, SIGKILLs at random points, a
+SIGTERM, overlapping expiry runs. After each, the ledger invariants hold, nothing is lost and nothing is duplicated.
 
 Each run is the real `credit-jobs` console script, configured through the environment exactly as the operator
 configures a CronJob container.
@@ -20,7 +20,7 @@ from credit_jobs.adapters import database
 from credit_jobs.usecases.check_invariants import check_invariants
 from credit_jobs.usecases.demo_data import seed_demo_data
 from tests import cli_process
-from tests.integration.ledger_helpers import ELIGIBLE_SQL, scalar
+from tests.integration.ledger_helpers import ELIGIBLE_SQL, rows, scalar
 
 pytestmark = pytest.mark.slow
 
@@ -203,3 +203,43 @@ def test_a_run_killed_before_it_could_start_leaves_no_trace(database_url: str, s
         check=False,
     )
     assert rerun.returncode == 0, rerun.stderr
+
+
+# --- SIGTERM mid-run (issue 25 §1), as Kubernetes sends it on eviction, node drain, activeDeadlineSeconds or Job
+# deletion: the run stops after its last committed chunk, records itself failed with the reason, logs run.finished,
+# exits 1 — and a rerun grants the rest, each user once.
+
+
+def _granted(engine: sa.Engine) -> int:
+    return int(scalar(engine, "SELECT count(*) FROM credit_grants WHERE period_key = '2026-11'"))
+
+
+def test_sigterm_mid_run_records_a_failed_run_exits_1_and_a_rerun_completes(database_url: str, seeded: Any) -> None:
+    env = cli_process.cli_env(database_url, CREDITJOB_NAME="monthly", CREDITJOB_PERIOD_KEY="2026-11")
+    run = cli_process.start(["run", "distribute-credits", "--batch-size", "20"], env)
+    deadline = time.monotonic() + 60
+    while _granted(seeded) == 0:  # some chunks committed: the run is mid-way
+        assert run.poll() is None, run.communicate()
+        assert time.monotonic() < deadline, "no chunk committed in 60 s"
+        time.sleep(0.02)
+    run.send_signal(signal.SIGTERM)
+    _, stderr = run.communicate(timeout=60)
+
+    assert run.returncode == 1, stderr
+    end = cli_process.log_lines(stderr)[-1]
+    assert (end["event"], end["status"], end["exit_code"]) == ("run.finished", "failed", 1)
+    assert "stopped by SIGTERM" in end["error"]
+    (audit,) = rows(seeded, "SELECT status, error, stats FROM job_runs WHERE job = 'monthly'")
+    assert audit.status == "failed"
+    assert "stopped by SIGTERM" in audit.error
+    granted = _granted(seeded)
+    eligible = scalar(seeded, ELIGIBLE_SQL)
+    assert 0 < granted < eligible  # stopped mid-way, not killed at once and not run to the end
+    assert audit.stats["granted"] == granted  # the counts of every committed chunk, recorded
+    assert check_invariants(seeded).ok
+
+    rerun = cli_process.run(["run", "distribute-credits", "--batch-size", "500"], env)
+    assert rerun.returncode == 0, rerun.stderr
+    assert _granted(seeded) == eligible
+    assert scalar(seeded, "SELECT count(DISTINCT user_id) FROM credit_grants WHERE period_key = '2026-11'") == eligible
+    assert check_invariants(seeded).ok

@@ -61,3 +61,14 @@ def period_range(first: str, last: str, *, now: datetime, yes: bool) -> tuple[Pe
                 f"--from {first} --to {last} is more than {MAX_UNCONFIRMED_PERIODS} periods: pass --yes to run them all"
             )
     return period, keys
+
+
+def check_jobs_period(key: str, key_period: Period, job_period: Period, source: str, *, option: str) -> None:
+    """Refuse a key of another granularity than the job's: a daily key for a monthly job would hand out the whole
+    monthly amount once a day. `source` says where the job's period came from."""
+    if key_period is not job_period:
+        raise ConfigError(
+            f"{option} {_shown(key)} is a {key_period.value} period key, but the job's period is {job_period.value} "
+            f"({source}): use {job_period.value} keys, or set CREDITJOB_PERIOD={key_period.value} for a "
+            f"{key_period.value} job"
+        )

@@ -71,7 +71,7 @@ NARROW_RUN_COLUMNS = ("run id", "job", "period", "status", "started")
 def runs_list(
     ctx: typer.Context,
     json_output: JsonOption = False,
-    limit: Annotated[int, typer.Option(help="How many of the latest runs.")] = 20,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="How many of the latest runs (1-10000).")] = 20,
     job: Annotated[str | None, typer.Option(help="Only this job (CreditJob name or usecase).")] = None,
     database_url: DatabaseUrlOption = None,
 ) -> int:

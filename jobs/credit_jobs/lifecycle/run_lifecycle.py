@@ -9,8 +9,9 @@
    deadlines, and it must be known before the database is reached.
 4. Take the single-run guard for (job, period key, shard); if a live run holds it, record *skipped* and exit 0.
    Rows left *running* by a dead holder are closed as failed ("taken over").
-5. Run the usecase in chunks (`usecases.chunk_runner`), checking the guard between chunks; heartbeat in the
-   background. The usecase hands back its counts after every chunk, so a run that fails later keeps them.
+5. Run the usecase in chunks (`usecases.chunk_runner`), checking the guard — and whether SIGTERM asked the run to
+   stop (`lifecycle.termination`) — between chunks; heartbeat in the background. The usecase hands back its counts
+   after every chunk, so a run that fails later keeps them.
 6. Record the result in the audit row, log the end-of-run line, push metrics; map to an exit code
    (0 succeeded / skipped, 1 failed, 2 configuration error).
 Dry runs skip the guard (they write nothing to the ledger) but still leave an audit row.
@@ -38,6 +39,7 @@ from credit_jobs.domain.grant_rules import DEFAULT_GRANT_FAMILY
 from credit_jobs.domain.period_keys import Period, ResolvedPeriod, resolve_period
 from credit_jobs.domain.run_model import RunContext, RunStats, UsecaseSpec
 from credit_jobs.domain.sharding import Shard
+from credit_jobs.lifecycle.termination import StopRequest, stop_on_sigterm
 
 log = structlog.get_logger()
 
@@ -103,6 +105,24 @@ def execute_run(
         period_key=None,
         **({"namespace": request.namespace} if request.namespace else {}),
     )
+    with stop_on_sigterm() as stop:
+        outcome = _resolve_and_run(request, engine_factory, clock, progress, ledger_clock, run_id, now, stop)
+    outcome = dataclasses.replace(outcome, duration_s=time.monotonic() - started)
+    _report(request, outcome)
+    return outcome
+
+
+def _resolve_and_run(
+    request: RunRequest,
+    engine_factory: Callable[[], sa.Engine],
+    clock: Callable[[], datetime],
+    progress: Progress | None,
+    ledger_clock: Callable[[], datetime] | None,
+    run_id: uuid.UUID,
+    now: datetime,
+    stop: StopRequest,
+) -> RunOutcome:
+    """Steps 1 to 6 after the run's identity; the outcome (not yet reported)."""
     period_key: str | None = None
     try:
         period = resolve_period(
@@ -120,17 +140,14 @@ def execute_run(
         database.verify_connection(engine)
         database.verify_schema(engine)
         run_now = _run_now(engine, clock, ledger_clock)
-        outcome = _run_guarded(_Run(request, run_id, period, run_now), engine, progress)
+        return _run_guarded(_Run(request, run_id, period, run_now, stop.check), engine, progress)
     except ConfigError as exc:
-        outcome = RunOutcome(run_id, "failed", EXIT_CONFIG_ERROR, period_key, error=str(exc))
+        return RunOutcome(run_id, "failed", EXIT_CONFIG_ERROR, period_key, error=str(exc))
     except RunFailed as exc:  # retryable before the work started: server unreachable or down, a hung guard holder
-        outcome = RunOutcome(run_id, "failed", EXIT_FAILED, period_key, error=str(exc))
+        return RunOutcome(run_id, "failed", EXIT_FAILED, period_key, error=str(exc))
     except DBAPIError as exc:  # lost the database between checking it and taking the guard / writing the audit row
         error = f"database error before the work started: {database.first_line(exc)}"
-        outcome = RunOutcome(run_id, "failed", EXIT_FAILED, period_key, error=error)
-    outcome = dataclasses.replace(outcome, duration_s=time.monotonic() - started)
-    _report(request, outcome)
-    return outcome
+        return RunOutcome(run_id, "failed", EXIT_FAILED, period_key, error=error)
 
 
 def _run_now(engine: sa.Engine, clock: Callable[[], datetime], ledger_clock: Callable[[], datetime] | None) -> datetime:
@@ -157,6 +174,7 @@ class _Run:
     run_id: uuid.UUID
     period: ResolvedPeriod
     now: datetime  # the database's clock (or a test's fixed one)
+    stop_requested: Callable[[], None]  # raises RunFailed once SIGTERM asked the run to stop
 
     def identity(self) -> run_audit.RunIdentity:
         request = self.request
@@ -231,7 +249,7 @@ def _work(run: _Run, engine: sa.Engine, guard: RunGuard, progress: Progress | No
         now=run.now,
         batch_size=request.batch_size,
         dry_run=request.dry_run,
-        checkpoint=guard.check,
+        checkpoint=_checkpoint(run, guard),
         progress=progress or _log_progress(),
         record_counts=committed.record,
         grant_family=request.grant_family,
@@ -249,6 +267,16 @@ def _work(run: _Run, engine: sa.Engine, guard: RunGuard, progress: Progress | No
     if stats.failed:
         return _finish(engine, run, "failed", stats, f"{stats.failed} items failed")
     return _finish(engine, run, "succeeded", stats, None)
+
+
+def _checkpoint(run: _Run, guard: RunGuard) -> Callable[[], None]:
+    """Before every chunk: stop if SIGTERM asked to, then make sure the guard is still held."""
+
+    def check() -> None:
+        run.stop_requested()
+        guard.check()
+
+    return check
 
 
 class _CountsSoFar:

@@ -181,3 +181,19 @@ async def test_specs_the_cronjob_api_refuses_are_reported_invalid_not_retried(ku
     assert "'L' is not accepted by Kubernetes CronJobs" in condition(kube, ns, "last", "Ready")["message"]
     assert get(kube, "cronjobs", ns, "zone") is None
     assert (get(kube, "cronjobs", ns, "last") or {})["spec"]["schedule"] == "0 0 1 * *"  # last good one kept
+
+
+async def test_resources_of_a_shape_a_pod_cannot_take_are_reported_invalid(kube: Any) -> None:
+    # (the CRD's schema refuses these in a real cluster; an operator must not depend on that: kmock does not check it)
+    ns = "resources"
+    async with operator():
+        await asyncio.sleep(STARTUP)
+        await kube.post(CJ_PATH.format(ns=ns), json=creditjob("lots", ns, resources={"requests": "lots"}))
+        await kube.post(CJ_PATH.format(ns=ns), json=creditjob("list", ns, resources={"limits": {"memory": ["1"]}}))
+        for name in ("lots", "list"):
+            await until(lambda n=name: "InvalidSpec" in reasons(kube, n), what=f"InvalidSpec for {name}")
+            await until(lambda n=name: condition(kube, ns, n, "Ready").get("status") == "False", what=name)
+    assert "spec.resources.requests has the wrong type" in condition(kube, ns, "lots", "Ready")["message"]
+    assert "spec.resources.limits.memory must be a quantity" in condition(kube, ns, "list", "Ready")["message"]
+    assert get(kube, "cronjobs", ns, "lots") is None
+    assert get(kube, "cronjobs", ns, "list") is None

@@ -80,6 +80,13 @@ def test_a_name_too_long_for_the_cronjob_is_a_problem() -> None:
         ({"parallelism": True}, "spec.parallelism must be an integer"),
         ({"schedule": ""}, "spec.schedule is required"),
         ({"catchUp": 3}, "spec.catchUp has the wrong type"),
+        # resources as Kubernetes types them: maps of quantities (the manifest builder used to raise on these)
+        ({"resources": {"requests": "lots"}}, "spec.resources.requests has the wrong type: got 'lots'"),
+        ({"resources": {"limits": ["1"]}}, r"spec.resources.limits has the wrong type: got \['1'\]"),
+        ({"resources": {"requests": {"cpu": "lots"}}}, "spec.resources.requests.cpu must be a quantity"),
+        ({"resources": {"limits": {"memory": True}}}, "spec.resources.limits.memory must be a quantity"),
+        ({"resources": {"limits": {"memory": {"Mi": 512}}}}, "spec.resources.limits.memory must be a quantity"),
+        ({"resources": "big"}, "spec.resources has the wrong type"),
     ],
 )
 def test_specs_of_the_wrong_shape_cannot_be_parsed(spec: dict[str, Any], message: str) -> None:
@@ -165,3 +172,11 @@ def test_what_the_cronjob_api_refuses_is_an_invalid_spec(spec: dict[str, Any], m
 )
 def test_what_the_cronjob_api_accepts_is_valid(schedule: str, period: str) -> None:
     assert problems(schedule=schedule, period=period, startingDeadlineSeconds=60, activeDeadlineSeconds=300) == []
+
+
+@pytest.mark.parametrize("quantity", ["100m", "256Mi", "2", 2, "1.5", "1e3", "0.5Gi", "+1k", ".5"])
+def test_resource_quantities_kubernetes_accepts_are_accepted(quantity: Any) -> None:
+    spec = parse_spec(
+        {"usecase": "distribute-credits", "schedule": "0 0 1 * *", "resources": {"limits": {"memory": quantity}}}
+    )
+    assert spec.resources["limits"]["memory"] == quantity
