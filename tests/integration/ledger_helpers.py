@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -53,12 +53,6 @@ def live_month(engine: sa.Engine) -> str:
     For tests that reach code reading the database's clock (a `credit-jobs` process, the API, `consume` without
     `now=`): never the pinned `NOW`, which mixes two clocks and breaks the day the real date passes it."""
     return format_key(database_now(engine).astimezone(UTC) + timedelta(days=2), Period.MONTHLY)
-
-
-def month_start(key: str) -> datetime:
-    """The UTC start of a month key: `2026-11` → 2026-11-01T00:00Z."""
-    year, month = (int(part) for part in key.split("-"))
-    return datetime(year, month, 1, tzinfo=UTC)
 
 
 def scalar(engine: sa.Engine, sql: str, **params: Any) -> Any:
