@@ -77,7 +77,14 @@ def seed(url: str, users: int) -> None:
             {"last": users - 1},
         )
     for n in range(users):
-        grant(engine, f"u{n}", STARTING_CREDITS, grant_type="gift", idempotency_key=f"bench-seed-{n}")
+        grant(
+            engine,
+            f"u{n}",
+            STARTING_CREDITS,
+            grant_type="gift",
+            allow_unknown_user=True,
+            idempotency_key=f"bench-seed-{n}",
+        )
     engine.dispose()
 
 

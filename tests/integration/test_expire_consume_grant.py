@@ -22,6 +22,7 @@ def _gift(engine: sa.Engine, user_id: int, amount: int, key: str, expires_in_day
         str(user_id),
         amount,
         grant_type="gift",
+        allow_unknown_user=True,
         idempotency_key=key,
         expires_in_days=expires_in_days,
         now=NOW - timedelta(days=10),
@@ -134,14 +135,14 @@ def test_concurrent_consumers_never_drive_a_balance_negative(engine: sa.Engine) 
 
 
 def test_a_one_off_grant_is_given_once_per_idempotency_key(engine: sa.Engine) -> None:
-    first = grant(engine, "9", 25, grant_type="purchase", idempotency_key="invoice-1")
-    second = grant(engine, "9", 25, grant_type="purchase", idempotency_key="invoice-1")
+    first = grant(engine, "9", 25, grant_type="purchase", allow_unknown_user=True, idempotency_key="invoice-1")
+    second = grant(engine, "9", 25, grant_type="purchase", allow_unknown_user=True, idempotency_key="invoice-1")
     assert first.created
     assert not second.created
     assert second.grant_id == first.grant_id
     assert scalar(engine, "SELECT balance FROM credit_accounts WHERE user_id = '9'") == 25
     with pytest.raises(ConfigError, match="first used with user_id='9', this request has user_id='10'"):
-        grant(engine, "10", 25, grant_type="purchase", idempotency_key="invoice-1")
+        grant(engine, "10", 25, grant_type="purchase", allow_unknown_user=True, idempotency_key="invoice-1")
 
 
 @pytest.mark.parametrize(

@@ -68,7 +68,15 @@ def test_no_per_user_call_scans_a_ledger_table(plans: tuple[sa.Engine, list[str]
         consume(engine, user, 1, request_id=f"py-{n}")
         user_ledger(engine, user)
         user_ledger(engine, user, all_grants=True)
-        granted = grant(engine, user, 5, grant_type="gift", idempotency_key=f"py-gift-{n}", expires_in_days=30)
+        granted = grant(
+            engine,
+            user,
+            5,
+            grant_type="gift",
+            allow_unknown_user=True,
+            idempotency_key=f"py-gift-{n}",
+            expires_in_days=30,
+        )
         void_grant(engine, granted.grant_id, request_id=f"py-void-{n}")
     engine.dispose()
 

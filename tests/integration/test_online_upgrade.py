@@ -37,7 +37,15 @@ def _valid(engine: sa.Engine) -> dict[str, bool]:
 def _ledger(engine: sa.Engine) -> None:
     add_users(engine, [(u, "pro", "active", False, False) for u in (1, 2)])
     for user in ("1", "2"):
-        grant(engine, user, 100, grant_type="gift", idempotency_key=f"seed-{user}", expires_in_days=30)
+        grant(
+            engine,
+            user,
+            100,
+            grant_type="gift",
+            allow_unknown_user=True,
+            idempotency_key=f"seed-{user}",
+            expires_in_days=30,
+        )
 
 
 def test_a_consume_commits_while_the_index_build_waits_for_an_older_writer(engine: sa.Engine) -> None:

@@ -34,7 +34,14 @@ def ledger_counts(engine: sa.Engine) -> dict[str, int]:
 
 def _gift(engine: sa.Engine, user_id: int, amount: int, key: str, expires_in_days: int | None = None) -> int:
     return grant(
-        engine, str(user_id), amount, grant_type="gift", idempotency_key=key, expires_in_days=expires_in_days, now=NOW
+        engine,
+        str(user_id),
+        amount,
+        grant_type="gift",
+        allow_unknown_user=True,
+        idempotency_key=key,
+        expires_in_days=expires_in_days,
+        now=NOW,
     ).grant_id
 
 
@@ -92,12 +99,14 @@ def test_a_grant_key_reused_with_any_other_parameter_is_refused_naming_it(
     engine: sa.Engine, change: dict[str, Any], message: str
 ) -> None:
     request: dict[str, Any] = {"user_id": "5", "amount": 25, "grant_type": "gift", "expires_in_days": 30}
-    first = grant(engine, **request, idempotency_key="invoice-1")
+    first = grant(engine, **request, allow_unknown_user=True, idempotency_key="invoice-1")
     before = ledger_counts(engine)
     with pytest.raises(ConfigError, match=f"idempotency key 'invoice-1' was {message}"):
-        grant(engine, **(request | change), idempotency_key="invoice-1")
+        grant(engine, **(request | change), allow_unknown_user=True, idempotency_key="invoice-1")
     assert ledger_counts(engine) == before
-    replay = grant(engine, **request, idempotency_key="invoice-1")  # a later retry: its own clock, same request
+    replay = grant(
+        engine, **request, allow_unknown_user=True, idempotency_key="invoice-1"
+    )  # a later retry: its own clock, same request
     assert (replay.grant_id, replay.created) == (first.grant_id, False)
     assert _balance(engine, 5) == 25
 
@@ -118,7 +127,7 @@ def test_empty_or_blank_ids_are_refused_and_nothing_is_written(engine: sa.Engine
     with pytest.raises(ConfigError, match="request id must not be empty or blank"):
         consume(engine, "1", 10, request_id=blank)
     with pytest.raises(ConfigError, match="idempotency key must not be empty or blank"):
-        grant(engine, "1", 10, grant_type="gift", idempotency_key=blank)
+        grant(engine, "1", 10, grant_type="gift", allow_unknown_user=True, idempotency_key=blank)
     with pytest.raises(ConfigError, match="request id must not be empty or blank"):
         void_grant(engine, gift, request_id=blank)
     assert ledger_counts(engine) == before
@@ -139,7 +148,9 @@ def test_a_refused_request_leaves_its_id_free(engine: sa.Engine) -> None:
 def test_times_come_from_the_database_clock(engine: sa.Engine) -> None:
     with engine.connect() as conn:
         db_before = conn.execute(sa.text("SELECT clock_timestamp()")).scalar_one()
-    gift = grant(engine, "1", 50, grant_type="gift", idempotency_key="k", expires_in_days=2).grant_id
+    gift = grant(
+        engine, "1", 50, grant_type="gift", allow_unknown_user=True, idempotency_key="k", expires_in_days=2
+    ).grant_id
     consume(engine, "1", 10, request_id="c")
     with engine.connect() as conn:
         db_after = conn.execute(sa.text("SELECT clock_timestamp()")).scalar_one()
@@ -177,18 +188,19 @@ def test_concurrent_attempts_with_one_request_id_consume_once(engine: sa.Engine)
 
 
 class SlowedAttempt:
-    """An attempt on its own engine that stops inside its transaction right after its first ledger statement
-    (the claim; before the fix, the grant lock) until released — the retry's window."""
+    """An attempt on its own engine that stops inside its transaction right after its ledger function (which
+    claimed the request id) returned or raised, before its commit or rollback, until released — the retry's window.
+    A refused attempt's transaction is aborted but still holds its claim's lock until the rollback."""
 
     def __init__(self, url: str) -> None:
         self.engine = database.create_engine(url)
         self.inside = threading.Event()
         self.release = threading.Event()
-        sa.event.listen(self.engine, "after_cursor_execute", self._hold)
+        sa.event.listen(self.engine, "after_cursor_execute", lambda *args: self._hold(str(args[2])))
+        sa.event.listen(self.engine, "handle_error", lambda context: self._hold(str(context.statement)))
 
-    def _hold(self, *args: Any) -> None:
-        statement = str(args[2])
-        if not self.inside.is_set() and ("INSERT INTO credit_requests" in statement or "FOR UPDATE" in statement):
+    def _hold(self, statement: str) -> None:
+        if not self.inside.is_set() and any(f"credit_{op}(" in statement for op in ("consume", "grant", "void")):
             self.inside.set()
             self.release.wait(timeout=120)  # a bound for a broken test, not a timing assumption
 
@@ -237,10 +249,9 @@ def test_a_retry_racing_the_first_attempt_across_an_expiry_boundary_replays_it(
 ) -> None:
     boundary = NOW + timedelta(days=1)
     g1 = _gift(engine, 1, 100, "g1", expires_in_days=1)  # expires at the boundary
+    g2 = _gift(engine, 1, 100, "g2", expires_in_days=30)  # B, after the boundary, could only spend this one
     a_thread, a_box = _run(lambda: consume(slowed.engine, "1", 10, request_id="R", now=boundary - timedelta(minutes=1)))
     assert slowed.inside.wait(timeout=60)
-    # a top-up lands while A is inside its transaction; B, after the boundary, can only spend it
-    g2 = _gift(engine, 1, 100, "g2", expires_in_days=30)
     b_thread, b_box = _run(lambda: consume(engine, "1", 10, request_id="R", now=boundary + timedelta(minutes=1)))
     b_waited = _wait_until_waiting_on_a_lock(engine, b_thread)
     slowed.release.set()
@@ -261,18 +272,26 @@ def test_a_retry_racing_the_first_attempt_across_an_expiry_boundary_replays_it(
 
 
 def test_a_retry_racing_a_first_attempt_that_rolls_back_proceeds(engine: sa.Engine, slowed: SlowedAttempt) -> None:
-    boundary = NOW + timedelta(days=1)
-    g1 = _gift(engine, 1, 100, "g1", expires_in_days=1)
-    # A runs after the boundary: nothing of user 1 is live for it, so it will be refused (insufficient) and roll back
-    a_thread, a_box = _run(lambda: consume(slowed.engine, "1", 10, request_id="R", now=boundary + timedelta(minutes=1)))
+    """A consumed inside the application's transaction, which then fails and rolls back (the order was not
+    placed); B, the retry, waited on A's claim all along and then spends for itself."""
+    g1 = _gift(engine, 1, 100, "g1")
+
+    def attempt_that_rolls_back() -> str:
+        with slowed.engine.connect() as conn:
+            conn.begin()
+            conn.execute(sa.text("SELECT credit_consume('1', 10, 'R')"))  # held here by `slowed`
+            conn.rollback()
+        return "rolled back"
+
+    a_thread, a_box = _run(attempt_that_rolls_back)
     assert slowed.inside.wait(timeout=60)
-    b_thread, b_box = _run(lambda: consume(engine, "1", 10, request_id="R", now=boundary - timedelta(minutes=1)))
+    b_thread, b_box = _run(lambda: consume(engine, "1", 10, request_id="R"))
     assert _wait_until_waiting_on_a_lock(engine, b_thread)
     slowed.release.set()
     a_thread.join()
     b_thread.join()
     (a,), (b,) = a_box, b_box
-    assert isinstance(a, InsufficientCredits), a
+    assert a == "rolled back"
     assert isinstance(b, Consumption), b
     assert (b.replayed, b.takes) == (False, [(g1, 10)])
     assert _balance(engine, 1) == 90
@@ -331,12 +350,22 @@ def test_request_ids_from_before_the_upgrade_replay_or_are_refused(pre_upgrade_u
         # the old per-user check let 'order-1' charge user 4 too: the claim keeps its first user
         with pytest.raises(ConfigError, match="first used with user_id='3', this request has user_id='4'"):
             consume(engine, "4", 2, request_id="order-1")
-        granted = grant(engine, "3", 50, grant_type="purchase", idempotency_key="inv-1", expires_in_days=30)
+        granted = grant(
+            engine, "3", 50, grant_type="purchase", allow_unknown_user=True, idempotency_key="inv-1", expires_in_days=30
+        )
         assert (granted.grant_id, granted.created) == (1, False)
-        never = grant(engine, "3", 20, grant_type="gift", idempotency_key="inv-2")
+        never = grant(engine, "3", 20, grant_type="gift", allow_unknown_user=True, idempotency_key="inv-2")
         assert (never.grant_id, never.created) == (2, False)
         with pytest.raises(ConfigError, match="first used with expires_in_days=30, this request has expires_in_days=7"):
-            grant(engine, "3", 50, grant_type="purchase", idempotency_key="inv-1", expires_in_days=7)
+            grant(
+                engine,
+                "3",
+                50,
+                grant_type="purchase",
+                allow_unknown_user=True,
+                idempotency_key="inv-1",
+                expires_in_days=7,
+            )
         voided = void_grant(engine, 2, request_id="refund-1")
         assert (voided.user_id, voided.voided, voided.replayed) == ("3", 17, True)
         assert ledger_counts(engine) == before

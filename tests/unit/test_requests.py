@@ -1,4 +1,5 @@
-"""Request input validation and the replay-or-refuse decision (credit_jobs.domain.requests) — pure, no database."""
+"""Request input validation (credit_jobs.domain.requests) — pure, no database. The replay-or-refuse decision is the
+database's (`credit_reuse_refusal`): tests/integration/test_request_idempotency.py."""
 
 from __future__ import annotations
 
@@ -9,43 +10,9 @@ from credit_jobs.domain.requests import (
     parse_amount,
     parse_expires_in_days,
     parse_user_id,
-    reuse_refusal,
     validate_request_id,
     validate_user_id,
 )
-
-
-def test_a_matching_retry_is_a_replay() -> None:
-    params = {"user_id": 1, "amount": 10}
-    assert (
-        reuse_refusal("R1", operation="consume", params=params, first_operation="consume", first_params=params) is None
-    )
-
-
-def test_the_refusal_names_the_first_differing_field_in_a_fixed_order() -> None:
-    refusal = reuse_refusal(
-        "R1",
-        operation="consume",
-        params={"user_id": 2, "amount": 11},
-        first_operation="consume",
-        first_params={"user_id": 1, "amount": 10},
-    )
-    assert refusal is not None
-    assert str(refusal) == (
-        "request id 'R1' was first used with user_id=1, this request has user_id=2: "
-        "use a new request id for a different request"
-    )
-    across = reuse_refusal("K", operation="void", params={"grant_id": 3}, first_operation="grant", first_params={})
-    assert across is not None
-    assert "first used with operation='grant', this request has operation='void'" in str(across)
-
-
-def test_a_long_id_is_shortened_in_messages() -> None:
-    long_id = "r" * 200
-    refusal = reuse_refusal(long_id, operation="void", params={"grant_id": 1}, first_operation="void", first_params={})
-    assert refusal is not None
-    assert "(200 characters)" in str(refusal)
-    assert len(str(refusal)) < 200
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,8 @@
 """Read-only views of one user's ledger for people: balance, spendable credits, grants — and whether the user exists.
 
-Called by the CLI's `balance` and `grants` commands, by `grant` (is the user known to the eligibility source?) and by
-`consume` (has the user an account at all?). "Now" is the database's clock, as for consume: a grant past its expiry
-that the expiry job has not reached yet is not spendable, exactly as `consume` sees it.
+Called by the CLI's `balance` and `grants` commands and the API's balance route. What is spendable is the database's
+`credit_balance` (the one implementation, docs/sql-api.md), and "now" its `credit_now()`, as for consume: a grant past
+its expiry that the expiry job has not reached yet is not spendable, exactly as `consume` sees it.
 """
 
 from __future__ import annotations
@@ -37,15 +37,14 @@ _LIVE = "expired_at IS NULL AND remaining > 0 AND (expires_at IS NULL OR expires
 def user_ledger(engine: sa.Engine, user_id: str, *, all_grants: bool = False) -> UserLedger:
     """One user's ledger in one snapshot (REPEATABLE READ: the balance and the grants agree)."""
     with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn, conn.begin():
-        now: datetime = conn.execute(sa.text("SELECT clock_timestamp()")).scalar_one()
+        now: datetime = conn.execute(sa.text("SELECT credit_now()")).scalar_one()
         params = {"user_id": user_id, "now": now}
         head = conn.execute(
             sa.text(
-                f"""
+                """
                 SELECT EXISTS (SELECT 1 FROM credit_eligibility WHERE user_id = :user_id) AS known,
                        (SELECT balance FROM credit_accounts WHERE user_id = :user_id) AS balance,
-                       (SELECT coalesce(sum(remaining), 0) FROM credit_grants
-                         WHERE user_id = :user_id AND {_LIVE}) AS spendable
+                       credit_balance(:user_id) AS spendable
                 """
             ),
             params,
@@ -64,23 +63,3 @@ def user_ledger(engine: sa.Engine, user_id: str, *, all_grants: bool = False) ->
         grants=[dict(r._mapping) for r in rows],
         now=now,
     )
-
-
-def has_account(conn: sa.Connection, user_id: str) -> bool:
-    """True when the user has a credit account (has ever been granted credits)."""
-    return bool(
-        conn.execute(
-            sa.text("SELECT EXISTS (SELECT 1 FROM credit_accounts WHERE user_id = :user_id)"), {"user_id": user_id}
-        ).scalar_one()
-    )
-
-
-def is_known_user(engine: sa.Engine, user_id: str) -> bool:
-    """True when the eligibility source (credit_eligibility) has the user."""
-    with engine.connect() as conn:
-        return bool(
-            conn.execute(
-                sa.text("SELECT EXISTS (SELECT 1 FROM credit_eligibility WHERE user_id = :user_id)"),
-                {"user_id": user_id},
-            ).scalar_one()
-        )

@@ -31,7 +31,7 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from credit_jobs.domain.contract import TRIGGERS as TRIGGERS  # the audit row's trigger CHECK
-from credit_jobs.domain.limits import MAX_BALANCE, MAX_CREDITS, MAX_EXPIRY_DAYS, MAX_USER_ID_LENGTH
+from credit_jobs.domain.limits import MAX_BALANCE, MAX_CREDITS, MAX_EXPIRY_DAYS
 from credit_jobs.domain.period_keys import SQL_KEY_PATTERN
 
 GRANT_TYPES = ("free_tier", "subscription", "lifetime_monthly", "gift", "purchase", "adjustment")
@@ -44,10 +44,8 @@ RUN_STATUSES = ("running", "succeeded", "failed", "skipped")
 # User ids are the host application's text ids, byte-ordered (migration 0007: stable keyset and lock order, and
 # indexes no C-library collation change can reorder).
 UserId = Text(collation="C")
-USER_ID_RULES = (
-    f"char_length(user_id) BETWEEN 1 AND {MAX_USER_ID_LENGTH} AND user_id !~ '[[:cntrl:]]' "
-    "AND user_id !~ '^[[:space:]]' AND user_id !~ '[[:space:]]$'"
-)
+# The id rule of domain.requests.validate_user_id, as the database function migration 0012 installs.
+USER_ID_RULES = "credit_text_id_is_valid(user_id)"
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:

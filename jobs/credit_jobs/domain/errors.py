@@ -22,6 +22,23 @@ class ConfigError(CreditJobsError):
     exit_code = EXIT_CONFIG_ERROR
 
 
+class RequestIdReused(ConfigError):
+    """A request id or idempotency key sent again with other parameters (SQLSTATE CJ002): the message names the
+    first field that differs. The API answers 409."""
+
+
+class UnknownUser(ConfigError):
+    """A one-off grant for a user the eligibility source (credit_eligibility) does not know (SQLSTATE CJ004),
+    without the caller's explicit "allow unknown user"."""
+
+    def __init__(self, user_id: str, hint: str = "allow unknown users to grant anyway") -> None:
+        super().__init__(
+            f"user {user_id} is not in credit_eligibility (the application's users): nothing was granted; check the "
+            f"user id, or {hint}"
+        )
+        self.user_id = user_id
+
+
 class RunFailed(CreditJobsError):
     """The run could not finish; a retry may help (database went away, items failed, guard lost)."""
 

@@ -3,23 +3,29 @@
 `credit_jobs.usecases.{consume,grant,void_grant}` validate every value with these functions before opening a
 transaction, and the CLI parses its text arguments with the `parse_*` functions (Typer's `int` accepts `1_000`,
 `" 1 "` and any Unicode digit; these accept ASCII digits only). Every refusal is a `ConfigError` (exit 2) with a
-one-line reason. `reuse_refusal` compares a retried request with the parameters its id was first claimed with
-(docs/credits-lifecycle.md, "Idempotency"); the bounds come from `credit_jobs.domain.limits` ("Limits").
+one-line reason; the bounds come from `credit_jobs.domain.limits` ("Limits"). The database's functions (migration
+0012) enforce the same rules with the same messages — these run first so a person gets the CLI's or the API's hint —
+and decide everything else: replays, unknown users, the credits available (docs/sql-api.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
 
 from credit_jobs.domain.errors import ConfigError
-from credit_jobs.domain.limits import MAX_CREDITS, MAX_EXPIRY_DAYS, MAX_REQUEST_ID_LENGTH, MAX_USER_ID_LENGTH
+from credit_jobs.domain.limits import (
+    MAX_CREDITS,
+    MAX_EXPIRY_DAYS,
+    MAX_REQUEST_ID_LENGTH,
+    MAX_USER_ID_LENGTH,
+    UNPRINTABLE_RANGES,
+)
 
 # The largest BIGINT: grant ids (identity columns) are positive BIGINTs.
 MAX_GRANT_ID = 2**63 - 1
-# Fields compared when a request id is reused, in this order; the first that differs is named in the refusal.
-COMPARED_FIELDS = ("operation", "user_id", "amount", "grant_type", "expires_in_days", "grant_id")
-
-RequestParams = Mapping[str, int | str | None]
+_UNPRINTABLE = re.compile(
+    "[" + "".join(f"{re.escape(chr(lo))}-{re.escape(chr(hi))}" for lo, hi in UNPRINTABLE_RANGES) + "]"
+)
 # The grant types a one-off grant may have (`credit-jobs grant --type`); periodic grants have their policy's type.
 ONE_OFF_TYPES = ("gift", "purchase", "adjustment")
 
@@ -49,7 +55,7 @@ def validate_request_id(value: str, what: str = "request id", limit: int = MAX_R
             f"the {what} is {len(value)} characters long, over the limit of {limit}: "
             "use a shorter id (e.g. a UUID or a hash of a longer one)"
         )
-    if not value.isprintable():
+    if _UNPRINTABLE.search(value):
         raise ConfigError(f"the {what} {_shown(value)} contains control or unprintable characters: use printable text")
     if value != value.strip():
         raise ConfigError(f"the {what} {_shown(value)} has leading or trailing whitespace: remove it")
@@ -110,25 +116,3 @@ def parse_expires_in_days(text: str | None) -> int | None:
     if text is None:
         return None
     return validate_expires_in_days(_parse_digits(text, "expires-in-days", MAX_EXPIRY_DAYS))
-
-
-def reuse_refusal(
-    request_id: str,
-    *,
-    operation: str,
-    params: RequestParams,
-    first_operation: str,
-    first_params: RequestParams,
-    what: str = "request id",
-) -> ConfigError | None:
-    """None if a retried request matches its first use (a replay); else the refusal naming the first field that
-    differs, with its first value. Fields absent from both requests (e.g. `grant_id` of a consume) are equal."""
-    current = {"operation": operation, **params}
-    first = {"operation": first_operation, **first_params}
-    for field in COMPARED_FIELDS:
-        if current.get(field) != first.get(field):
-            return ConfigError(
-                f"{what} {_shown(request_id)} was first used with {field}={first.get(field)!r}, "
-                f"this request has {field}={current.get(field)!r}: use a new {what} for a different request"
-            )
-    return None

@@ -189,22 +189,25 @@ def grant(
 ) -> int:
     """A one-off grant: gift, purchase or manual adjustment. Refused (exit 2) for a user the eligibility source does
     not know, unless --allow-unknown-user."""
-    from credit_jobs.adapters import ledger_views
+    from credit_jobs.domain.errors import UnknownUser
     from credit_jobs.usecases.grant import grant as grant_credits
 
     user, credits, days = parse_user_id(user_id), parse_amount(amount), parse_expires_in_days(expires_in_days)
     validate_request_id(idempotency_key, "idempotency key")
     if grant_type not in ONE_OFF_TYPES:  # bad input first, before the database is asked about the user
         raise ConfigError(f"grant type {grant_type!r} is not a one-off type: use one of {', '.join(ONE_OFF_TYPES)}")
-    engine = engine_for(database_url, state(ctx))
-    if not allow_unknown_user and not ledger_views.is_known_user(engine, user):
-        raise ConfigError(
-            f"user {user} is not in credit_eligibility (the application's users): nothing was granted; check the user "
-            "id, or pass --allow-unknown-user to grant anyway"
+    try:
+        result = grant_credits(
+            engine_for(database_url, state(ctx)),
+            user,
+            credits,
+            grant_type=grant_type,
+            idempotency_key=idempotency_key,
+            expires_in_days=days,
+            allow_unknown_user=allow_unknown_user,
         )
-    result = grant_credits(
-        engine, user, credits, grant_type=grant_type, idempotency_key=idempotency_key, expires_in_days=days
-    )
+    except UnknownUser:
+        raise UnknownUser(user, "pass --allow-unknown-user to grant anyway") from None
     verb = "granted" if result.created else "already granted (same idempotency key)"
     say(f"{verb}: grant {result.grant_id}, {credits} credits to user {user}")
     return 0

@@ -1,11 +1,12 @@
 """Ledger routes for the application that spends credits: balance (scope `read`), consume and grants (scope
 `ledger`). Included by `app.create_app`.
 
-They call the library usecases (`usecases.consume`, `usecases.grant`) and read views (`adapters.ledger_views`) — no
-SQL of their own. `Idempotency-Key` is required on writes and becomes the ledger's request id (consume) or
-idempotency key (grant): a replay answers the first result (`replayed: true`, `Idempotent-Replayed: true`), the same
-key with other parameters `409 idempotency_key_reused`. Inputs are checked with the domain validators first, so a
-ConfigError from a usecase afterwards can only be a reused key.
+They call the library usecases (`usecases.consume`, `usecases.grant`, which call the database's functions, the one
+implementation of the money path) and read views (`adapters.ledger_views`) — no SQL of their own. `Idempotency-Key`
+is required on writes and becomes the ledger's request id (consume) or idempotency key (grant): a replay answers the
+first result (`replayed: true`, `Idempotent-Replayed: true`), the same key with other parameters `409
+idempotency_key_reused`, a grant to a user credit_eligibility does not know `404 unknown_user` (unless
+`allowUnknownUser`). Inputs are checked with the domain validators first, answering 422 with the field's rule.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from fastapi import APIRouter, Depends, Header, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from credit_jobs.adapters import ledger_views
-from credit_jobs.domain.errors import ConfigError, InsufficientCredits, NoCreditAccount
+from credit_jobs.domain.errors import ConfigError, InsufficientCredits, NoCreditAccount, RequestIdReused, UnknownUser
 from credit_jobs.domain.requests import (
     ONE_OFF_TYPES,
     parse_user_id,
@@ -111,7 +112,7 @@ def consume_route(
         raise ApiError(404, "no_credit_account", str(exc)) from None
     except InsufficientCredits as exc:
         raise ApiError(409, "insufficient_credits", str(exc)) from None
-    except ConfigError as exc:  # inputs were checked above: only a reused key is left
+    except RequestIdReused as exc:
         raise ApiError(409, "idempotency_key_reused", str(exc)) from None
     if result.replayed:
         response.headers["Idempotent-Replayed"] = "true"
@@ -144,21 +145,19 @@ def grant_route(
     _bad_input(validate_expires_in_days, body.expires_in_days)
     if body.type not in ONE_OFF_TYPES:
         raise ApiError(422, "invalid_request", f"type {body.type!r} is not one of {', '.join(ONE_OFF_TYPES)}")
-    engine = state_of(request).engine
-    if not body.allow_unknown_user and not ledger_views.is_known_user(engine, user_id):
-        raise ApiError(
-            404, "unknown_user", f"user {user_id} is not in credit_eligibility: check the id or set allowUnknownUser"
-        )
     try:
         result = grant(
-            engine,
+            state_of(request).engine,
             user_id,
             body.amount,
             grant_type=body.type,
             idempotency_key=key,
             expires_in_days=body.expires_in_days,
+            allow_unknown_user=body.allow_unknown_user,
         )
-    except ConfigError as exc:  # inputs were checked above: only a reused key is left
+    except UnknownUser:
+        raise ApiError(404, "unknown_user", str(UnknownUser(user_id, "set allowUnknownUser"))) from None
+    except RequestIdReused as exc:
         raise ApiError(409, "idempotency_key_reused", str(exc)) from None
     if not result.created:
         response.status_code = 200
