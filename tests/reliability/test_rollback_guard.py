@@ -16,9 +16,10 @@ import pytest
 import sqlalchemy as sa
 
 from credit_jobs.adapters import database
+from credit_jobs.domain.sharding import shard_of
 from credit_jobs.usecases.check_invariants import check_invariants
 from tests import cli_process
-from tests.integration.ledger_helpers import add_policy, add_users, scalar
+from tests.integration.ledger_helpers import add_policy, add_users, rows, scalar
 
 PERIOD = "2026-11"
 USERS = 50
@@ -117,4 +118,82 @@ def test_a_distribution_cannot_start_while_a_rollback_of_its_period_runs(databas
     assert scalar(engine, "SELECT count(*) FROM credit_grants") == USERS
     assert scalar(engine, "SELECT count(*) FROM credit_grants WHERE rolled_back_at IS NOT NULL") == USERS
     assert scalar(engine, "SELECT sum(balance) FROM credit_accounts") == 0
+    assert check_invariants(engine).ok
+
+
+# --- a rollback racing a distribution of the same grant family and period, under any job name or shard -----------
+
+RACE_USERS = 300
+
+
+def _received(engine: sa.Engine, user_id: str) -> int:
+    """What the user was given for the period: the live grant, plus what they kept of rolled-back ones."""
+    return int(
+        scalar(
+            engine,
+            "SELECT coalesce(sum(CASE WHEN rolled_back_at IS NULL THEN amount ELSE rollback_kept END), 0) "
+            "FROM credit_grants WHERE user_id = :u AND period_key = :p AND grant_family = 'plan'",
+            u=user_id,
+            p=PERIOD,
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    ("shard", "rollback_args"),
+    [
+        # the CronJob's own run (a retry, a catch-up, a run-now) and the README's rollback, which names no job
+        (None, []),
+        # the same job, distributing one shard: the rollback's guard was (job, period, shard 0) only
+        (1, ["--job", "monthly-credits"]),
+    ],
+    ids=["rollback-without-job", "distribution-of-shard-1"],
+)
+def test_a_rollback_racing_a_distribution_of_the_period_never_over_grants(
+    database_url: str, engine: sa.Engine, shard: int | None, rollback_args: list[str]
+) -> None:
+    """Policy 100 per period; a user spent 30 of it. A distribution of the period (a retry) waits behind an app
+    transaction updating an earlier user's grant (its unique check waits on that row); meanwhile a rollback of the
+    first user runs. Whichever way it goes, no user
+    may end above the policy: before the fix, the rolled-back grant (kept 30) plus a fresh grant of 100 — 130."""
+    users = [str(u) for u in range(1, RACE_USERS + 1)]
+    mine = sorted(u for u in users if shard is None or shard_of(u, 2) == shard)  # the distribution's, in its order
+    held, target = mine[0], mine[len(mine) // 2]
+    add_policy(engine, "pro", "subscription", 100, None)
+    add_users(engine, [(u, "pro", "active", False, False) for u in users])
+    env = _env(database_url)
+    job_env = {**env, "CREDITJOB_NAME": "monthly-credits"}
+    rollback_command = ["rollback", "distribute-credits", "--period-key", PERIOD, "--reason", "wrong plan"]
+    rollback_command += ["--user", target, *rollback_args]
+    shard_args = [] if shard is None else ["--shard", f"{shard}/2"]
+    assert cli_process.run(["run", "distribute-credits", "--period-key", PERIOD], job_env).returncode == 0
+    assert cli_process.run(["consume", target, "30", "--request-id", "order-1"], env).returncode == 0
+    holder = engine.connect()  # an app transaction on `held`: a consume in progress, its grant row updated
+    holder.execute(sa.text("UPDATE credit_grants SET remaining = remaining WHERE user_id = :u"), {"u": held})
+    distribution = cli_process.start(["run", "distribute-credits", "--period-key", PERIOD, *shard_args], job_env)
+    try:
+        _wait_until_blocked(engine, distribution, "distribute-credits")
+        rollback = cli_process.run(rollback_command, env)
+    finally:
+        holder.rollback()
+        holder.close()
+    _, err = distribution.communicate(timeout=DEADLINE_S)
+    assert distribution.returncode == 0, err
+    over = rows(
+        engine,
+        "SELECT user_id, sum(CASE WHEN rolled_back_at IS NULL THEN amount ELSE rollback_kept END) AS given "
+        "FROM credit_grants WHERE period_key = :p GROUP BY user_id HAVING "
+        "sum(CASE WHEN rolled_back_at IS NULL THEN amount ELSE rollback_kept END) > 100",
+        p=PERIOD,
+    )
+    assert [tuple(r) for r in over] == []
+    assert rollback.returncode == 2, rollback.stderr  # refused: a distribution of the period is running
+    (line,) = cli_process.error_lines(rollback.stderr)
+    assert "a distribution of grant family plan, period 2026-11, is running" in line, line
+    assert _received(engine, target) == 100
+    # after the distribution, the rollback and its redo go through: 30 kept + 70 granted
+    done = cli_process.run(rollback_command, env)
+    assert done.returncode == 0, done.stderr
+    assert cli_process.run(["run", "distribute-credits", "--period-key", PERIOD], job_env).returncode == 0
+    assert _received(engine, target) == 100
     assert check_invariants(engine).ok

@@ -123,6 +123,20 @@ def live_holder(engine: sa.Engine, run: RunIdentity) -> uuid.UUID | None:
         ).scalar_one_or_none()
 
 
+def running_of_period(engine: sa.Engine, period_key: str, usecase: str) -> list[uuid.UUID]:
+    """The live (not dry) runs of a usecase for a period, under any job name and shard, oldest first."""
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                sa.text(
+                    "SELECT run_id FROM job_runs WHERE usecase = :u AND period_key = :pk AND status = 'running' "
+                    "AND NOT dry_run ORDER BY started_at"
+                ),
+                {"u": usecase, "pk": period_key},
+            ).scalars()
+        )
+
+
 def finish(engine: sa.Engine, run_id: uuid.UUID, *, status: str, stats: dict[str, Any], error: str | None) -> None:
     with engine.begin() as conn:
         conn.execute(

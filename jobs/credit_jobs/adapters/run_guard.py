@@ -17,6 +17,10 @@ no vacuum; it holds no relation locks, so it blocks no DDL; it counts as *idle i
 `idle_in_transaction_session_timeout` needs a heartbeat well below it (a run refuses, exit 2, when the heartbeat is
 more than half of it).
 
+A run may also hold its (grant family, period) — `grant_period_key` — in the same transaction: shared by every
+distribution of the period (any job name, any shard), exclusive by a rollback. `try_acquire` takes both or neither;
+`conflict` then says which one was taken by someone else.
+
 "Running elsewhere" is only reported for a live holder: when the try-lock fails, the holding backend's last
 activity is read from pg_stat_activity; a holder silent for more than 3 heartbeats (a hung pod, a half-open
 connection) makes the run fail with exit 1 (retried) instead of being skipped with exit 0.
@@ -27,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import uuid
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 import structlog
@@ -54,12 +59,28 @@ def guard_key(job: str, period_key: str, shard: int) -> str:
     return f"credit-jobs:{job}:{period_key}:{shard}"
 
 
+def grant_period_key(grant_family: str, period_key: str) -> str:
+    return f"credit-jobs-grants:{grant_family}:{period_key}"
+
+
+@dataclass(frozen=True)
+class PeriodLock:
+    """The (grant family, period) a run holds besides its own guard, shared or exclusive."""
+
+    key: str
+    exclusive: bool
+
+
 class RunGuard:
     """Try-lock, heartbeat, release. Not re-entrant; one per run."""
 
-    def __init__(self, engine: sa.Engine, key: str, *, heartbeat_seconds: float = 10.0) -> None:
+    def __init__(
+        self, engine: sa.Engine, key: str, *, heartbeat_seconds: float = 10.0, period_lock: PeriodLock | None = None
+    ) -> None:
         self._engine = engine
         self.key = key
+        self.period_lock = period_lock
+        self.conflict: str | None = None  # after a False try_acquire: "run" (our guard) or "period" (the period lock)
         self._heartbeat_seconds = heartbeat_seconds
         self._conn: sa.Connection | None = None
         self._backend_pid: int | None = None
@@ -88,6 +109,11 @@ class RunGuard:
             if not row.got:
                 self._raise_unless_holder_live(conn)
                 conn.close()
+                self.conflict = "run"
+                return False
+            if self.period_lock is not None and not self._take_period_lock(conn, self.period_lock):
+                conn.close()  # ends the transaction: our own guard goes with it
+                self.conflict = "period"
                 return False
             idle_limit = float(row.idle_s)
             if idle_limit and self._heartbeat_seconds * 2 > idle_limit:
@@ -101,6 +127,11 @@ class RunGuard:
             raise
         self._conn, self._backend_pid = conn, int(row.pid)
         return True
+
+    @staticmethod
+    def _take_period_lock(conn: sa.Connection, lock: PeriodLock) -> bool:
+        function = "pg_try_advisory_xact_lock" if lock.exclusive else "pg_try_advisory_xact_lock_shared"
+        return bool(conn.execute(sa.text(f"SELECT {function}({_LOCK})"), {"key": lock.key}).scalar_one())
 
     def _raise_unless_holder_live(self, conn: sa.Connection) -> None:
         conn.rollback()

@@ -27,6 +27,8 @@ class Period(StrEnum):
 
 # --- usecases: `credit-jobs run <usecase>`, the CRD's spec.usecase ------------------------------------------------
 DISTRIBUTE_CREDITS: Final = "distribute-credits"
+# the usecase of the audit rows of `credit-jobs rollback distribute-credits`
+ROLLBACK_DISTRIBUTE: Final = f"rollback-{DISTRIBUTE_CREDITS}"
 EXPIRE_CREDITS: Final = "expire-credits"
 CLEANUP_STORAGE: Final = "cleanup-storage"
 PURGE_RETENTION: Final = "purge-retention"

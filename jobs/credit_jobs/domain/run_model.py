@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from credit_jobs.domain.contract import DEFAULT_BATCH_SIZE as DEFAULT_BATCH_SIZE
 from credit_jobs.domain.errors import ConfigError
@@ -69,12 +69,17 @@ class RunStats:
 
 @dataclass(frozen=True)
 class UsecaseSpec:
-    """A runnable usecase: its CLI name, default period granularity and the function doing the work."""
+    """A runnable usecase: its CLI name, default period granularity and the function doing the work.
+
+    `grant_period_lock`: how a run holds its (grant family, period) besides its own guard — "shared" for the runs
+    that write the period's grants (distributions: every job name and shard at once), "exclusive" for the run that
+    takes them back (a rollback: alone). The one that comes second is refused (run_guard.RunGuard)."""
 
     name: str
     default_period: Period
     run: Callable[..., RunStats]
     description: str
+    grant_period_lock: Literal["shared", "exclusive"] | None = None
 
 
 def validate_batch_size(value: int) -> int:

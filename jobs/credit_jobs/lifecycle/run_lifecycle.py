@@ -32,8 +32,16 @@ import structlog
 from sqlalchemy.exc import DBAPIError
 
 from credit_jobs.adapters import database, db_clock, run_audit
-from credit_jobs.adapters.run_guard import RunGuard, guard_key
-from credit_jobs.domain.contract import DEFAULT_BATCH_SIZE, EXIT_CONFIG_ERROR, EXIT_FAILED, EXIT_OK, Trigger
+from credit_jobs.adapters.run_guard import PeriodLock, RunGuard, grant_period_key, guard_key
+from credit_jobs.domain.contract import (
+    DEFAULT_BATCH_SIZE,
+    DISTRIBUTE_CREDITS,
+    EXIT_CONFIG_ERROR,
+    EXIT_FAILED,
+    EXIT_OK,
+    ROLLBACK_DISTRIBUTE,
+    Trigger,
+)
 from credit_jobs.domain.errors import ConfigError, CreditJobsError, RunFailed
 from credit_jobs.domain.grant_rules import DEFAULT_GRANT_FAMILY
 from credit_jobs.domain.period_keys import Period, ResolvedPeriod, resolve_period
@@ -196,10 +204,14 @@ def _run_guarded(run: _Run, engine: sa.Engine, progress: Progress | None) -> Run
     """Steps 4 to 6: the guard, the audit row, the work, the result. Always disposes of the engine."""
     request = run.request
     # 4. The guard: a transaction advisory lock on a dedicated connection, which dies with its holder.
+    lock = request.usecase.grant_period_lock
     guard = RunGuard(
         engine,
         guard_key(request.job, run.period.key, request.shard.index),
         heartbeat_seconds=request.heartbeat_seconds,
+        period_lock=None
+        if lock is None
+        else PeriodLock(grant_period_key(request.grant_family, run.period.key), exclusive=lock == "exclusive"),
     )
     try:
         skipped = _start(run, engine, guard)
@@ -225,14 +237,28 @@ def _start(run: _Run, engine: sa.Engine, guard: RunGuard) -> RunOutcome | None:
         run_audit.start_running(engine, identity)
         return None
     if not guard.try_acquire():
-        holder = run_audit.live_holder(engine, identity)
-        reason = f"running elsewhere (run {holder})" if holder else "running elsewhere"
+        reason = _period_conflict(run, engine) if guard.conflict == "period" else _running_elsewhere(engine, identity)
         run_audit.record_skipped(engine, identity, reason)
         return RunOutcome(run.run_id, "skipped", EXIT_OK, run.period.key, error=reason, recorded=True)
     for old in run_audit.start_running(engine, identity):
         log.warning("run.lease_taken_over", previous_run_id=str(old))
     guard.start_heartbeat(run.run_id)
     return None
+
+
+def _running_elsewhere(engine: sa.Engine, identity: run_audit.RunIdentity) -> str:
+    holder = run_audit.live_holder(engine, identity)
+    return f"running elsewhere (run {holder})" if holder else "running elsewhere"
+
+
+def _period_conflict(run: _Run, engine: sa.Engine) -> str:
+    """Why a distribution or a rollback could not take its (grant family, period): the other kind holds it."""
+    request = run.request
+    other = ROLLBACK_DISTRIBUTE if request.usecase.grant_period_lock == "shared" else DISTRIBUTE_CREDITS
+    kind = "rollback" if other == ROLLBACK_DISTRIBUTE else "distribution"
+    holders = run_audit.running_of_period(engine, run.period.key, other)
+    runs = f" (run {', '.join(map(str, holders))})" if holders else ""
+    return f"a {kind} of grant family {request.grant_family}, period {run.period.key}, is running{runs}"
 
 
 def _work(run: _Run, engine: sa.Engine, guard: RunGuard, progress: Progress | None) -> RunOutcome:

@@ -24,6 +24,7 @@ USECASES: dict[str, UsecaseSpec] = {
             USECASE_PERIODS[DISTRIBUTE_CREDITS],
             distribute_credits,
             "Grant every eligible user their plan's credits for the period, exactly once.",
+            grant_period_lock="shared",
         ),
         UsecaseSpec(
             EXPIRE_CREDITS,

@@ -2,8 +2,10 @@
 
 Runs inside the run lifecycle like any usecase (`credit-jobs rollback distribute-credits`, entrypoints/cli_ops.py):
 its run id, audit row (trigger `rollback`) and guard are the distributing job's guard key — (job, period key,
-shard 0) — so a rollback and a distribution of the same job and period never run at once: whichever comes second
-is refused (the rollback exits 2; the distribution is skipped, exit 0, as for any live holder).
+shard 0) — and it holds its (grant family, period) exclusively, which every distribution of that family and period
+holds shared, whatever its job name or shard: a rollback and a distribution of the same period never run at once,
+and whichever comes second is refused (the rollback exits 2; the distribution is skipped, exit 0, as for any live
+holder). So a redo never computes what a user kept from a snapshot taken before the rollback committed.
 
 The work walks the period's live grants (the job's grant family) in user-id order through the shared chunk loop
 (`usecases.chunk_runner`), one chunk per transaction (`adapters.rollback_sql.rollback_chunk`): each grant's unconsumed
@@ -24,14 +26,12 @@ import sqlalchemy as sa
 import structlog
 
 from credit_jobs.adapters import rollback_sql
-from credit_jobs.domain.contract import DISTRIBUTE_CREDITS, USECASE_PERIODS
+from credit_jobs.domain.contract import DISTRIBUTE_CREDITS, ROLLBACK_DISTRIBUTE, USECASE_PERIODS
 from credit_jobs.domain.requests import validate_user_id
 from credit_jobs.domain.run_model import RunContext, RunStats, UsecaseSpec
 from credit_jobs.usecases.chunk_runner import ChunkedWork, run_chunks
 
 log = structlog.get_logger()
-
-ROLLBACK_DISTRIBUTE = f"rollback-{DISTRIBUTE_CREDITS}"  # the audit row's usecase
 
 
 @dataclass(frozen=True)
@@ -157,4 +157,5 @@ def rollback_usecase(scope: RollbackScope) -> UsecaseSpec:
         USECASE_PERIODS[DISTRIBUTE_CREDITS],
         partial(rollback_period, scope=scope),
         "Void the unconsumed remainder of a period's grants and mark them rolled back.",
+        grant_period_lock="exclusive",
     )
