@@ -73,3 +73,27 @@ def test_api_deployment_runs_cluster_mode_with_probes_and_the_credentials_secret
 
 def test_api_is_off_by_default(render) -> None:
     assert not _api_objects(render({}))
+
+
+@pytest.mark.parametrize(
+    ("values", "body", "proxies"),
+    [
+        ({}, "65536", ""),
+        ({"maxBodyBytes": 4096, "trustedProxies": ["10.0.0.0/8", "127.0.0.1"]}, "4096", "10.0.0.0/8,127.0.0.1"),
+    ],
+)
+def test_api_body_limit_and_trusted_proxies_reach_the_settings_the_api_reads(
+    render, monkeypatch: pytest.MonkeyPatch, values: dict[str, Any], body: str, proxies: str
+) -> None:
+    """What the chart renders is what `credit-jobs api` accepts: the rendered values, loaded by its own settings."""
+    from credit_jobs.entrypoints.api.settings import ApiSettings
+
+    container = only(_api_objects(render({"api": {**API["api"], **values}})), "Deployment")["spec"]["template"]
+    env = {e["name"]: e.get("value") for e in container["spec"]["containers"][0]["env"]}
+    assert env["CREDITJOBS_API_MAX_BODY_BYTES"] == body
+    assert env["CREDITJOBS_API_TRUSTED_PROXIES"] == proxies
+    monkeypatch.setenv("CREDITJOBS_API_MAX_BODY_BYTES", body)
+    monkeypatch.setenv("CREDITJOBS_API_TRUSTED_PROXIES", proxies)
+    settings = ApiSettings()
+    assert settings.creditjobs_api_max_body_bytes == int(body)
+    assert settings.creditjobs_api_trusted_proxies == proxies

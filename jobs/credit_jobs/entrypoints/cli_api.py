@@ -77,6 +77,10 @@ def serve(cli: CliState, host: str | None, port: int | None, database_url: str |
             log_config=None,  # our structlog lines; uvicorn's own access log would repeat every request
             access_log=False,
             timeout_graceful_shutdown=30,
+            # X-Forwarded-* only from the configured proxies (none by default): uvicorn's own default would believe
+            # any local peer, and a sidecar proxy connects from localhost — anyone could name their address.
+            proxy_headers=bool(config.trusted_proxies),
+            forwarded_allow_ips=config.trusted_proxies or None,
         )
     finally:
         triggers.close()

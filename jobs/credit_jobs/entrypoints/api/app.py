@@ -2,10 +2,12 @@
 
 `create_app(state)` is called by `credit-jobs api` (`entrypoints.cli_api`) and by the tests, with an `ApiState`
 holding the configuration, the database engine and the run triggers. Routes live in `routes_health`,
-`routes_ledger` and `routes_runs`; protected ones depend on `require(scope)`, which applies, in order: the global
-rate limit, the client's failed-authentication budget, authentication (401 with `WWW-Authenticate`), the
-principal's own rate limit (429 with `Retry-After`) and the scope (403). The middleware writes one audit line per
-request (principal, route, status, result — never a credential) and counts it in `creditjobs_api_requests_total`.
+`routes_ledger` and `routes_runs`. Every protected request first passes the request gate (`gate.RequestGate`: the
+global rate limit, the claimed principal's failed-authentication budget from this address, authentication — 401
+with `WWW-Authenticate` — and the body's size limit, all before the body is read); protected routes then depend on
+`require(scope)`: the principal's own rate limit (429 with `Retry-After`) and the scope (403). The audit middleware
+writes one line per request (principal, route, status, result — never a credential) and counts it in
+`creditjobs_api_requests_total`.
 Sync routes run on anyio's default thread limiter, fixed at start to `settings.WORKER_THREADS`: the request
 engine's pool holds a connection for each. A request the database cannot serve in time — a lock or statement
 timeout of its transaction (rolled back: nothing written), no free connection — answers a retryable 503.
@@ -32,9 +34,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from credit_jobs import __version__
 from credit_jobs.adapters import database
-from credit_jobs.entrypoints.api.auth import CHALLENGE, AuthFailure, Principal, authenticate
+from credit_jobs.entrypoints.api.auth import Principal
 from credit_jobs.entrypoints.api.errors import ERROR_RESPONSES, ApiError, envelope_error
-from credit_jobs.entrypoints.api.rate_limits import RateLimits, Refusal
+from credit_jobs.entrypoints.api.gate import RequestGate, too_many
+from credit_jobs.entrypoints.api.rate_limits import RateLimits
 from credit_jobs.entrypoints.api.settings import WORKER_THREADS, ApiConfig
 from credit_jobs.entrypoints.api.triggers import Triggers
 from credit_jobs.observability.api_metrics import ApiMetrics, result_of
@@ -66,39 +69,18 @@ def _client(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def _too_many(refusal: Refusal) -> ApiError:
-    return ApiError(
-        429,
-        "rate_limited",
-        f"too many requests ({refusal.scope} limit): retry after {refusal.retry_after} s",
-        retryable=True,
-        headers={"Retry-After": str(refusal.retry_after)},
-    )
-
-
 def require(scope: str) -> Callable[[Request], Principal]:
-    """A dependency: the authenticated principal holding `scope`, or the refusal as an ApiError."""
+    """A dependency: the principal the request gate authenticated (`gate.RequestGate`, before the body was read),
+    within its own rate limit and holding `scope` — or the refusal as an ApiError."""
 
     def dependency(request: Request) -> Principal:
-        state = state_of(request)
-        client = _client(request)
-        refusal = state.limits.hit_global() or state.limits.auth_failures_exhausted(client)
+        gate_refusal: ApiError | None = getattr(request.state, "refusal", None)
+        if gate_refusal is not None:  # the gate's: 401, 429 or 413, decided before the body was read
+            raise gate_refusal
+        found: Principal = request.state.authenticated
+        refusal = state_of(request).limits.hit_client(found.name)
         if refusal is not None:
-            raise _too_many(refusal)
-        found = authenticate(request.headers.get("authorization"), state.config.credentials)
-        if isinstance(found, AuthFailure):
-            state.limits.record_auth_failure(client)
-            request.state.auth_reason = found.reason
-            raise ApiError(
-                401,
-                "unauthorized",
-                "authentication required: HTTP Basic or a Bearer token (docs/api.md)",
-                headers={"WWW-Authenticate": CHALLENGE},
-            )
-        request.state.principal = found.name
-        refusal = state.limits.hit_client(found.name)
-        if refusal is not None:
-            raise _too_many(refusal)
+            raise too_many(refusal)
         if scope not in found.scopes:
             raise ApiError(403, "forbidden", f"the credential {found.name} lacks the {scope!r} scope")
         return found
@@ -119,6 +101,7 @@ def create_app(state: ApiState) -> FastAPI:
     for module in (routes_health, routes_ledger, routes_runs):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     _add_error_handlers(app)
+    app.add_middleware(RequestGate)  # inside the audit middleware (added last, so outermost): refusals are audited
     app.middleware("http")(_audit)
     return app
 
@@ -172,7 +155,9 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
+        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+            exc.status_code, "invalid_request"
+        )
         return JSONResponse(
             envelope_error(code, str(exc.detail), retryable=False),
             status_code=exc.status_code,

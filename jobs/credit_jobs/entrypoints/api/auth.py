@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 from dataclasses import dataclass
 
@@ -28,6 +29,18 @@ class Principal:
 @dataclass(frozen=True)
 class AuthFailure:
     reason: str  # missing | malformed | unknown_scheme | bad_credentials
+
+
+def attempted_principal(header: str | None) -> str:
+    """Who a request claims to be, before anything is verified — what a failed-authentication budget is kept for:
+    `basic:<user>` (the user as sent, at most 64 characters), `bearer:<first 16 hex of the token's SHA-256>` (a
+    token has no name until it matches; random tokens of 24+ characters are not guessed), or `none`."""
+    scheme, _, value = (header or "").strip().partition(" ")
+    if scheme.lower() == "basic" and (pair := _decode_basic(value.strip())) is not None:
+        return "basic:" + pair[0].decode("utf-8", "backslashreplace")[:64]
+    if scheme.lower() == "bearer" and value.strip():
+        return "bearer:" + hashlib.sha256(value.strip().encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return "none"
 
 
 def authenticate(header: str | None, credentials: tuple[Credential, ...]) -> Principal | AuthFailure:

@@ -22,6 +22,7 @@ class ApiError(Exception):
         *,
         retryable: bool = False,
         headers: dict[str, str] | None = None,
+        auth_reason: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -29,6 +30,7 @@ class ApiError(Exception):
         self.message = message
         self.retryable = retryable
         self.headers = headers or {}
+        self.auth_reason = auth_reason  # a 401's reason code for the audit line (never what was sent)
 
 
 def envelope_error(code: str, message: str, *, retryable: bool) -> dict[str, Any]:

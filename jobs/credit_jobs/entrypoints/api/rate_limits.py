@@ -1,8 +1,9 @@
 """Rate limits for the API, on the `limits` library (moving windows in process memory).
 
-Called by the API's auth dependency (`app.require`) for every protected request, in this order: the global limit,
-then the client's failed-authentication budget (by client address: a client that keeps failing is answered `429`
-before its credentials are even checked), then the authenticated principal's own limit. A refusal carries the
+Called for every protected request, in this order: the global limit and the failed-authentication budget by the
+request gate (`gate.admit`; the budget is kept per client address and claimed principal: one that keeps failing is
+answered `429` before its credentials are even checked), then the authenticated principal's own limit
+(`app.require`). A refusal carries the
 seconds until the window frees a slot, for `Retry-After`. One API process holds its own counters: with several
 replicas each enforces its limits separately (docs/api.md, "Rate limits").
 """
@@ -40,14 +41,15 @@ class RateLimits:
             None if self._limiter.hit(self._global, "global", "all") else self._refusal(self._global, "all", "global")
         )
 
-    def auth_failures_exhausted(self, client: str) -> Refusal | None:
-        """Refused when the client has used up its failed-authentication budget (does not count this request)."""
-        if self._limiter.test(self._auth_failures, "auth_failures", client):
+    def auth_failures_exhausted(self, key: str) -> Refusal | None:
+        """Refused when `key` (client address and claimed principal) has used up its failed-authentication budget
+        (does not count this request)."""
+        if self._limiter.test(self._auth_failures, "auth_failures", key):
             return None
-        return self._refusal(self._auth_failures, client, "auth_failures")
+        return self._refusal(self._auth_failures, key, "auth_failures")
 
-    def record_auth_failure(self, client: str) -> None:
-        self._limiter.hit(self._auth_failures, "auth_failures", client)
+    def record_auth_failure(self, key: str) -> None:
+        self._limiter.hit(self._auth_failures, "auth_failures", key)
 
     def hit_client(self, principal: str) -> Refusal | None:
         if self._limiter.hit(self._client, "client", principal):

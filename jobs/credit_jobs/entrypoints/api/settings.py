@@ -10,6 +10,7 @@ all is one too — an API nobody can call, or anybody could, is refused at start
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from dataclasses import dataclass
@@ -46,6 +47,10 @@ POOL_KEEP_OPEN = 10
 POOL_TIMEOUT_SECONDS = 10.0
 REQUEST_POOL = PoolLimits.for_threads(WORKER_THREADS, keep_open=POOL_KEEP_OPEN, timeout_seconds=POOL_TIMEOUT_SECONDS)
 MIN_TIMEOUT_SECONDS = 0.001  # PostgreSQL counts milliseconds: less would round to 0, which means "no timeout"
+# A request body: every body the API takes is a few dozen bytes of JSON; 64 KiB leaves room and bounds the memory
+# one request can cost. The limit is enforced before the body is read, and only for an authenticated request.
+DEFAULT_MAX_BODY_BYTES = 64 * 1024
+MAX_BODY_BYTES_RANGE = (1024, 16 * 1024 * 1024)
 
 
 class ApiSettings(BaseSettings):
@@ -67,6 +72,30 @@ class ApiSettings(BaseSettings):
     # a period rollback or a stuck session holds the user — answer a retryable 503 instead of holding the thread.
     creditjobs_api_statement_timeout_seconds: float = 30.0
     creditjobs_api_lock_timeout_seconds: float = 5.0
+    creditjobs_api_max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (a sidecar or an ingress), as IPs or CIDRs,
+    # comma-separated. None by default: a client address is the TCP peer's, which no header can change.
+    creditjobs_api_trusted_proxies: str = ""
+
+    @field_validator("creditjobs_api_max_body_bytes", mode="before")
+    @classmethod
+    def _body_bytes(cls, value: object) -> int:
+        text = str(value).strip()
+        low, high = MAX_BODY_BYTES_RANGE
+        if not text.isascii() or not text.isdigit() or not low <= int(text) <= high:
+            raise ValueError(f"{text[:40]!r} is not a number of bytes from {low} to {high}")
+        return int(text)
+
+    @field_validator("creditjobs_api_trusted_proxies", mode="before")
+    @classmethod
+    def _proxies(cls, value: object) -> str:
+        entries = [entry.strip() for entry in str(value).split(",") if entry.strip()]
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry[:60]!r} is not an IP address or CIDR range (e.g. 10.0.0.0/8)") from None
+        return ",".join(entries)
 
     @field_validator("creditjobs_api_mode", mode="before")
     @classmethod
@@ -129,6 +158,12 @@ class ApiConfig:
     rate_auth_failures: RateLimitItem
     request_timeouts: SessionTimeouts  # every transaction of a request (never a local-mode run's: those are a run's)
     request_pool: PoolLimits = REQUEST_POOL
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+
+    @property
+    def trusted_proxies(self) -> list[str]:
+        text = self.settings.creditjobs_api_trusted_proxies
+        return text.split(",") if text else []
 
 
 def load_api_config() -> ApiConfig:
@@ -155,6 +190,7 @@ def load_api_config() -> ApiConfig:
             statement_seconds=settings.creditjobs_api_statement_timeout_seconds,
             lock_seconds=settings.creditjobs_api_lock_timeout_seconds,
         ),
+        max_body_bytes=settings.creditjobs_api_max_body_bytes,
     )
 
 

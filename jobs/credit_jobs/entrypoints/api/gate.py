@@ -1,0 +1,131 @@
+"""The request gate: what every protected request passes before anything reads its body — the global rate limit,
+authentication (with the failed-authentication budget of whoever it claims to be, from where), and the body's size.
+
+A pure ASGI middleware, inside the audit middleware (`app.create_app`), so each refusal is still audited. An
+unauthenticated request costs its headers: it is answered 401 (or 429) without reading one byte of its body (the app
+is handed an empty one, and the route's `app.require` raises the refusal), and a connection that keeps sending is
+closed by the server once the answer is out. An authenticated one may send at most `CREDITJOBS_API_MAX_BODY_BYTES`
+(64 KiB): a `Content-Length` above it is answered 413 the same way, a body without one is counted as it arrives and
+cut off with 413. The principal found is left in the request's state for `app.require`, which applies the
+principal's own rate limit and the route's scope.
+
+The failed-authentication budget (`CREDITJOBS_API_RATE_LIMIT_AUTH_FAILURES`, 20 a minute) is kept per client
+address *and* claimed principal (`auth.attempted_principal`): a guesser of one password is held to the budget,
+answered 429 without its guesses being checked, while every other credential from the same address — the app's
+bearer token, another user — goes through. Open paths (probes, metrics, the API docs) pass untouched.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from credit_jobs.entrypoints.api.auth import CHALLENGE, AuthFailure, Principal, attempted_principal, authenticate
+from credit_jobs.entrypoints.api.errors import ApiError
+from credit_jobs.entrypoints.api.rate_limits import RateLimits, Refusal
+from credit_jobs.entrypoints.api.settings import ApiConfig
+
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+
+
+def too_many(refusal: Refusal) -> ApiError:
+    return ApiError(
+        429,
+        "rate_limited",
+        f"too many requests ({refusal.scope} limit): retry after {refusal.retry_after} s",
+        retryable=True,
+        headers={"Retry-After": str(refusal.retry_after)},
+    )
+
+
+def admit(config: ApiConfig, limits: RateLimits, headers: dict[str, str], client: str) -> Principal | ApiError:
+    """The principal a request proves to be, or the refusal: 429 (global limit, or the claimed principal's failure
+    budget from this address — checked before the credentials are), 401 (no valid credentials)."""
+    refusal = limits.hit_global()
+    if refusal is not None:
+        return too_many(refusal)
+    header = headers.get("authorization")
+    budget = f"{client} {attempted_principal(header)}"
+    refusal = limits.auth_failures_exhausted(budget)
+    if refusal is not None:
+        return too_many(refusal)
+    found = authenticate(header, config.credentials)
+    if isinstance(found, AuthFailure):
+        limits.record_auth_failure(budget)
+        return ApiError(
+            401,
+            "unauthorized",
+            "authentication required: HTTP Basic or a Bearer token (docs/api.md)",
+            headers={"WWW-Authenticate": CHALLENGE},
+            auth_reason=found.reason,
+        )
+    return found
+
+
+class RequestGate:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        api = scope["app"].state.api
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        client = scope["client"][0] if scope.get("client") else "unknown"
+        state: dict[str, Any] = scope.setdefault("state", {})
+        found = admit(api.config, api.limits, headers, client)
+        if isinstance(found, ApiError):
+            if found.auth_reason is not None:
+                state["auth_reason"] = found.auth_reason
+            await self._refuse(found, scope, send)
+            return
+        state["principal"], state["authenticated"] = found.name, found
+        limit = api.config.max_body_bytes
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            await self._refuse(_too_large(limit), scope, send)
+            return
+        await self.app(scope, _counted(receive, limit), send)
+
+    async def _refuse(self, refusal: ApiError, scope: Scope, send: Send) -> None:
+        """Routed as usual (the audit line and the metric name the route), but the app is handed an empty body and
+        the route's `app.require` raises the refusal: what the client sends is never read."""
+        scope["state"]["refusal"] = refusal
+        await self.app(scope, _no_body(), send)
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(
+        413, "payload_too_large", f"the request body is over the limit of {limit} bytes (CREDITJOBS_API_MAX_BODY_BYTES)"
+    )
+
+
+def _no_body() -> Receive:
+    given = False
+
+    async def empty() -> Message:
+        nonlocal given
+        if given:
+            return {"type": "http.disconnect"}
+        given = True
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    return empty
+
+
+def _counted(receive: Receive, limit: int) -> Receive:
+    received = 0
+
+    async def counting() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:  # FastAPI re-raises an HTTPException met while reading the body
+                raise HTTPException(413, _too_large(limit).message)
+        return message
+
+    return counting
