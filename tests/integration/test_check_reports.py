@@ -184,6 +184,23 @@ def test_check_period_key_must_be_a_period_key(check: Cli) -> None:
     assert "November" in err
 
 
+@pytest.mark.parametrize(
+    ("key", "kind"), [("2026-11-05", "daily"), ("2026-W45", "weekly"), ("2026-11-05T03+00:00", "hourly")]
+)
+def test_check_period_key_must_be_of_the_jobs_period(
+    check: Cli, monkeypatch: pytest.MonkeyPatch, key: str, kind: str
+) -> None:
+    """Coverage of a daily key for a monthly job would report a period nobody distributes: refused, naming both."""
+    monkeypatch.delenv("CREDITJOB_PERIOD", raising=False)
+    code, _, err = check("--period-key", key)
+    assert code == 2
+    assert f"is a {kind} period key, but the job's period is monthly" in err
+    monkeypatch.setenv("CREDITJOB_PERIOD", kind)  # the job's own period: accepted
+    code, report, _ = check("--period-key", key)
+    assert code == 0, report
+    assert report["coverage"]["period_key"] == key
+
+
 def test_period_coverage_names_the_periods_runs_stuck_in_running_with_no_live_holder(
     engine: sa.Engine, run_usecase: RunUsecase, check: Cli, capsys: pytest.CaptureFixture[str]
 ) -> None:

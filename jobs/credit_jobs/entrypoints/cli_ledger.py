@@ -15,10 +15,12 @@ from zoneinfo import ZoneInfo
 
 import typer
 
+from credit_jobs.domain.contract import DISTRIBUTE_CREDITS
 from credit_jobs.domain.errors import ConfigError
 from credit_jobs.domain.grant_rules import DEFAULT_GRANT_FAMILY, validate_grant_family
 from credit_jobs.domain.limits import MAX_CREDITS, MAX_EXPIRY_DAYS, MAX_REQUEST_ID_LENGTH
 from credit_jobs.domain.period_keys import Period, period_start
+from credit_jobs.domain.period_ranges import check_jobs_period
 from credit_jobs.domain.requests import (
     ONE_OFF_TYPES,
     parse_amount,
@@ -31,6 +33,7 @@ from credit_jobs.entrypoints.cli_options import DatabaseUrlOption, JsonOption
 from credit_jobs.entrypoints.cli_support import (
     CliState,
     engine_for,
+    jobs_period,
     jsonable,
     print_tab_separated,
     rich_out,
@@ -40,6 +43,7 @@ from credit_jobs.entrypoints.cli_support import (
 
 if TYPE_CHECKING:
     from credit_jobs.adapters.ledger_views import UserLedger
+    from credit_jobs.entrypoints.settings import Settings
     from credit_jobs.usecases.check_invariants import CheckReport
 
 
@@ -56,14 +60,16 @@ def register(app: typer.Typer) -> None:
 # --- check --------------------------------------------------------------------------------------------------------
 
 
-def _validate_period_key(key: str) -> None:
-    """A key some period granularity accepts (check does not know which one the key's job uses)."""
+def _validate_period_key(key: str, settings: Settings) -> None:
+    """A key of the job's period (CREDITJOB_PERIOD, else distribute-credits' monthly default): coverage of a daily
+    key for a monthly job would report a period nobody distributes."""
     for period in Period:
         try:
             period_start(key, period, ZoneInfo("UTC"))
-            return
         except ConfigError:
             continue
+        check_jobs_period(key, period, *jobs_period(settings, DISTRIBUTE_CREDITS), option="--period-key")
+        return
     shown = key if len(key) <= 80 else key[:80] + "…"
     raise ConfigError(
         f"--period-key {shown!r} is not a period key: use e.g. 2026-11 (monthly), 2026-W48, 2026-11-28 or an hourly key"
@@ -90,7 +96,7 @@ def check(
 
     family = validate_grant_family(grant_family, source="--grant-family") if grant_family else DEFAULT_GRANT_FAMILY
     if period_key is not None:
-        _validate_period_key(period_key)
+        _validate_period_key(period_key, state(ctx).settings)
     engine = engine_for(database_url, state(ctx))
     report = check_invariants(engine, period_key=period_key, grant_family=family, job=job)
     if json_output:

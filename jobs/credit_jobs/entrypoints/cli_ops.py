@@ -21,7 +21,6 @@ from credit_jobs.domain.contract import DISTRIBUTE_CREDITS, EXIT_CONFIG_ERROR, T
 from credit_jobs.domain.errors import ConfigError
 from credit_jobs.domain.grant_rules import validate_grant_family
 from credit_jobs.domain.limits import MAX_JOB_NAME_LENGTH
-from credit_jobs.domain.period_keys import Period, parse_period
 from credit_jobs.domain.period_ranges import MAX_UNCONFIRMED_PERIODS, check_jobs_period, period_of_key, period_range
 from credit_jobs.domain.requests import parse_user_id
 from credit_jobs.domain.run_model import validate_batch_size
@@ -29,6 +28,7 @@ from credit_jobs.entrypoints.cli_options import DatabaseUrlOption
 from credit_jobs.entrypoints.cli_support import (
     CliState,
     engine_for,
+    jobs_period,
     print_tab_separated,
     rich_out,
     run_timeouts,
@@ -103,7 +103,7 @@ def rollback_distribute(
     cli = state(ctx)
     settings = cli.settings
     period = period_of_key(period_key)
-    check_jobs_period(period_key, period, *_jobs_period(settings, DISTRIBUTE_CREDITS), option="--period-key")
+    check_jobs_period(period_key, period, *jobs_period(settings, DISTRIBUTE_CREDITS), option="--period-key")
     scope = RollbackScope(validate_reason(reason), _parse_users(user))
     request = _ops_request(
         settings,
@@ -165,16 +165,6 @@ def _ops_request(
         ),
         **fields,
     )
-
-
-def _jobs_period(settings: Settings, usecase: str) -> tuple[Period, str]:
-    """The job's period and where it came from: CREDITJOB_PERIOD (what a CreditJob's container carries), else the
-    usecase's default — the period `run` resolves keys with."""
-    from credit_jobs.usecases.registry import get_usecase
-
-    if settings.creditjob_period:
-        return parse_period(settings.creditjob_period), "CREDITJOB_PERIOD"
-    return get_usecase(usecase).default_period, f"{usecase}'s default; CREDITJOB_PERIOD is unset"
 
 
 def _engine_factory(database_url: str | None, cli: CliState) -> Callable[[], sa.Engine]:
@@ -246,7 +236,7 @@ def backfill(
     settings = cli.settings
     spec = bind_settings(get_usecase(usecase), settings)
     period, keys = period_range(from_key, to_key, now=datetime.now(UTC), yes=yes)
-    check_jobs_period(from_key, period, *_jobs_period(settings, spec.name), option="--from")
+    check_jobs_period(from_key, period, *jobs_period(settings, spec.name), option="--from")
     template = _ops_request(
         settings, spec, OpsOptions(job, batch_size, dry_run, grant_family), default_job=spec.name, period=period
     )

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
     from credit_jobs.adapters.database import PoolLimits, SessionTimeouts
     from credit_jobs.adapters.embedded_database import EmbeddedPostgres
+    from credit_jobs.domain.period_keys import Period
 
 
 @dataclass
@@ -118,6 +119,18 @@ def run_timeouts(settings: Settings) -> SessionTimeouts:
 
 
 # --- output -------------------------------------------------------------------------------------------------------
+
+
+def jobs_period(settings: Settings, usecase: str) -> tuple[Period, str]:
+    """The job's period and where it came from: CREDITJOB_PERIOD (what a CreditJob's container carries), else the
+    usecase's default — the period `run` resolves keys with. What `backfill`, `rollback` and `check --period-key`
+    hold a key to."""
+    from credit_jobs.domain.period_keys import parse_period
+    from credit_jobs.usecases.registry import get_usecase
+
+    if settings.creditjob_period:
+        return parse_period(settings.creditjob_period), "CREDITJOB_PERIOD"
+    return get_usecase(usecase).default_period, f"{usecase}'s default; CREDITJOB_PERIOD is unset"
 
 
 def say(line: str) -> None:
