@@ -241,6 +241,43 @@ def test_a_run_that_loses_its_guard_after_some_chunks_records_the_counts_committ
     assert (end["processed"], end["credits_granted"]) == (300, 30_000)
 
 
+def test_a_lost_guard_stops_the_run_before_its_next_chunk_at_the_default_heartbeat(
+    engine: sa.Engine, database_url: str
+) -> None:
+    """The twin of the test above at the production heartbeat (10 s): the guard's session ends after the third chunk
+    and the run commits no fourth — it asks its guard before every chunk, not only at the next heartbeat. (Before,
+    it went on for up to a heartbeat through fresh pooled connections, and could finish "succeeded" with a
+    successor already holding the period.)"""
+    _seed_users(engine, 1000)
+    admin = sa.create_engine(database_url, poolclass=sa.pool.NullPool)
+    chunks_done: list[int] = []
+
+    def progress(done: int, _total: int | None) -> None:
+        chunks_done.append(done)
+        if len(chunks_done) == 3:
+            with admin.connect() as conn:
+                conn.execute(
+                    sa.text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_locks "
+                        "WHERE locktype = 'advisory' AND granted AND database = "
+                        "(SELECT oid FROM pg_database WHERE datname = current_database())"
+                    )
+                )
+
+    outcome = execute_run(
+        RunRequest(usecase=get_usecase("distribute-credits"), job="monthly", pinned_key="2026-11", batch_size=100),
+        lambda: database.create_engine(database_url),
+        clock=lambda: NOW,
+        progress=progress,
+    )
+    admin.dispose()
+    assert (outcome.status, outcome.exit_code) == ("failed", 1)
+    assert outcome.error is not None
+    assert "lost the run guard" in outcome.error
+    assert scalar(engine, "SELECT count(*) FROM credit_grants") == 300
+    assert chunks_done == [100, 200, 300]
+
+
 def test_a_run_failing_on_items_after_committing_chunks_records_both(
     engine: sa.Engine, run_usecase: RunUsecase
 ) -> None:

@@ -8,9 +8,11 @@ on another, so it leaks and every later run of the period skips forever. When th
 loss) its connection closes, the server (or the proxy, which closes a server connection whose client vanished
 mid-transaction) aborts the transaction, and the lock goes with it: the Kubernetes retry takes over at once.
 
-The heartbeat thread runs `SELECT pg_backend_pid()` on the guard's connection without committing (so a dead
-connection, or a transaction moved to another backend, is noticed and the run stops before its next chunk), and
-updates `job_runs.heartbeat_at` in its own short transaction on another connection (for `runs list` and humans).
+`check()` runs `SELECT pg_backend_pid()` on the guard's connection without committing before every chunk and before
+a run records success (so a dead connection, or a transaction moved to another backend, stops the run before its
+next chunk, not at the next heartbeat); the heartbeat thread does the same every `heartbeat_seconds` (one statement
+at a time on that connection) and updates `job_runs.heartbeat_at` in its own short transaction on another
+connection (for `runs list` and humans).
 Costs, measured in tests/integration/test_guard_pgbouncer.py and documented in docs/env-and-ops.md: the guard's
 transaction writes nothing and keeps no snapshot between statements (no xid, `backend_xmin` NULL), so it holds back
 no vacuum; it holds no relation locks, so it blocks no DDL; it counts as *idle in transaction*, so a server with
@@ -86,6 +88,7 @@ class RunGuard:
         self._backend_pid: int | None = None
         self._stop = threading.Event()
         self._lost = threading.Event()
+        self._using = threading.Lock()  # the guard's connection: one statement at a time (heartbeat or check)
         self._thread: threading.Thread | None = None
         self.beats = 0  # heartbeats that reached the guard's transaction (tests and diagnostics)
 
@@ -153,17 +156,8 @@ class RunGuard:
         self._thread.start()
 
     def _beat(self, run_id: uuid.UUID) -> None:
-        assert self._conn is not None
         while not self._stop.wait(self._heartbeat_seconds):
-            try:  # on the guard's own transaction, never committed: proves the lock's holder is still there
-                pid = self._conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
-            except SQLAlchemyError as exc:
-                self._lost.set()  # first: whatever happens while reporting it, the run must stop
-                log.error("run.guard_lost", reason=str(getattr(exc, "orig", exc)).splitlines()[0])
-                return
-            if pid != self._backend_pid:  # a proxy that does not pin transactions (statement pooling)
-                self._lost.set()
-                log.error("run.guard_lost", reason=f"guard transaction moved from backend {self._backend_pid} to {pid}")
+            if not self._still_held():
                 return
             self.beats += 1
             try:  # for humans and `runs list`: its own short transaction on another connection
@@ -174,13 +168,35 @@ class RunGuard:
             except SQLAlchemyError as exc:  # the guard itself is fine; the next chunk will meet a real outage
                 log.warning("run.heartbeat_not_recorded", reason=str(getattr(exc, "orig", exc)).splitlines()[0])
 
+    def _still_held(self) -> bool:
+        """Ask the guard's own transaction (never committed) whether it is still there: False, and lost, if its
+        session ended or moved (a proxy that does not pin transactions). Used by the heartbeat and before every
+        chunk."""
+        if self._lost.is_set():
+            return False
+        assert self._conn is not None
+        with self._using:
+            try:
+                pid = self._conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+            except SQLAlchemyError as exc:
+                self._lost.set()  # first: whatever happens while reporting it, the run must stop
+                log.error("run.guard_lost", reason=str(getattr(exc, "orig", exc)).splitlines()[0])
+                return False
+        if pid != self._backend_pid:
+            self._lost.set()
+            log.error("run.guard_lost", reason=f"guard transaction moved from backend {self._backend_pid} to {pid}")
+            return False
+        return True
+
     @property
     def lost(self) -> bool:
         return self._lost.is_set()
 
     def check(self) -> None:
-        """Raise RunFailed if the guard's session is gone (called between chunks)."""
-        if self._lost.is_set():
+        """Raise RunFailed if the guard's session is gone — asked of the session itself, one round trip, before
+        every chunk and before a run records success: a run never commits a chunk, or calls itself succeeded, after
+        its guard is gone (a successor may hold the period by then)."""
+        if self._conn is not None and not self._still_held():
             raise RunFailed("lost the run guard: the database session holding it ended; stopping before the next chunk")
 
     def release(self) -> None:

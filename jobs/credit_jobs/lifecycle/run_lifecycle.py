@@ -292,6 +292,10 @@ def _work(run: _Run, engine: sa.Engine, guard: RunGuard, progress: Progress | No
         return outcome
     if stats.failed:
         return _finish(engine, run, "failed", stats, f"{stats.failed} items failed")
+    try:
+        guard.check()  # a run whose guard is gone never calls itself succeeded: a successor may hold the period
+    except RunFailed as exc:
+        return _finish(engine, run, "failed", stats, str(exc), exit_code=exc.exit_code)
     return _finish(engine, run, "succeeded", stats, None)
 
 
