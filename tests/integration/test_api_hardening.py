@@ -29,7 +29,7 @@ from tests.integration.api_support import (
     free_port,
     wait_until_serving,
 )
-from tests.integration.ledger_helpers import add_users
+from tests.integration.ledger_helpers import add_users, scalar
 
 CHART_MEMORY_LIMIT = 256 * 1024 * 1024  # charts/credit-jobs values.yaml: api.resources.limits.memory (256Mi)
 BIG_BODY = 150 * 1024 * 1024
@@ -178,3 +178,42 @@ def test_a_spoofed_forwarded_for_header_changes_nothing(
         if line.startswith("{") and json.loads(line).get("event") == "api.request"
     }
     assert clients == {"127.0.0.1"}, clients
+
+
+def test_a_utf8_idempotency_key_is_read_as_the_caller_wrote_it(
+    monkeypatch: pytest.MonkeyPatch, engine: sa.Engine
+) -> None:
+    """The Seen: a UTF-8 key was refused with mojibake in the message ('ÐºÐ»Ñ…'). It is the caller's text."""
+    add_users(engine, [("u1", "pro", "active", False, False)])
+    headers = {**bearer(LEDGER_TOKEN), "Idempotency-Key": "заказ-7".encode()}
+    with api_client(monkeypatch, engine) as (client, _):
+        first = client.post("/api/v1/users/u1/grants", json={"amount": 5, "type": "gift"}, headers=headers)
+        assert first.status_code == 201, first.text
+        assert scalar(engine, "SELECT idempotency_key FROM credit_grants") == "заказ-7"
+        again = client.post("/api/v1/users/u1/grants", json={"amount": 5, "type": "gift"}, headers=headers)
+        assert (again.status_code, again.json()["data"]["replayed"]) == (200, True)
+
+
+def test_an_idempotency_key_that_is_not_utf8_is_a_clear_422(
+    api_process: tuple[str, subprocess.Popen[str], Path],
+) -> None:
+    """Raw bytes on a real socket (an HTTP client library would re-encode them)."""
+    base, _, _ = api_process
+    host, port = base.removeprefix("http://").split(":")
+    body = b'{"amount": 5, "type": "gift"}'
+    request = (
+        (
+            f"POST /api/v1/users/u1/grants HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {LEDGER_TOKEN}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n"
+        ).encode()
+        + b"Idempotency-Key: \xff\xfeorder\r\n\r\n"
+        + body
+    )
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.split()[1] == b"422", answer
+    assert json.loads(payload)["error"] == "the Idempotency-Key header is not valid UTF-8: send UTF-8 text"

@@ -57,9 +57,17 @@ def _bad_input(call: Any, *args: Any) -> Any:
 
 
 def _key(value: str | None) -> str:
+    """The Idempotency-Key as the caller wrote it: HTTP hands header bytes over as Latin-1; the key is UTF-8 text,
+    as every request id is (an order number in any script), so its bytes are decoded as UTF-8."""
     if value is None:
         raise ApiError(400, "idempotency_key_required", "the Idempotency-Key header is required on ledger writes")
-    return str(_bad_input(validate_request_id, value, "idempotency key"))
+    try:
+        text = value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        raise ApiError(
+            422, "invalid_request", "the Idempotency-Key header is not valid UTF-8: send UTF-8 text"
+        ) from None
+    return str(_bad_input(validate_request_id, text, "idempotency key"))
 
 
 def _iso(value: Any) -> str | None:
