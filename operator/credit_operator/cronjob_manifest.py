@@ -44,6 +44,7 @@ from credit_operator.creditjob import (
     LABEL_TRIGGER,
     MANAGED_BY,
     CreditJob,
+    CreditJobSpec,
     format_time,
 )
 
@@ -64,6 +65,49 @@ class ManifestDefaults:
     db_secret_name: str = "credit-jobs-db"
     db_secret_key: str = "url"
     pushgateway_url: str = ""
+    # Who may run what (CREDITJOBS_ALLOWED_IMAGES / CREDITJOBS_ALLOWED_DB_SECRETS): besides the defaults above, the
+    # images (a repository: any tag or digest of it; or one exact reference) and database Secrets a CreditJob may
+    # name. Editing a CreditJob must not be a way to run any image with any Secret of the namespace.
+    allowed_images: tuple[str, ...] = ()
+    allowed_db_secrets: tuple[str, ...] = ()
+
+
+def _repository(reference: str) -> str:
+    """`host:5000/team/app:1.2@sha256:…` → `host:5000/team/app` (a registry port is not a tag)."""
+    name = reference.split("@", 1)[0]
+    slash, colon = name.rfind("/"), name.rfind(":")
+    return name[:colon] if colon > slash else name
+
+
+def _image_allowed(image: str, defaults: ManifestDefaults) -> bool:
+    if not image or image == defaults.image or _repository(image) == _repository(defaults.image):
+        return True
+    for entry in defaults.allowed_images:
+        exact = "@" in entry or _repository(entry) != entry  # an entry with a tag or digest allows only itself
+        if image == entry or (not exact and _repository(image) == entry):
+            return True
+    return False
+
+
+def refused_by_policy(spec: CreditJobSpec, defaults: ManifestDefaults) -> list[str]:
+    """The spec's image and database Secret, held to the operator's allowlists: problems of the spec (Ready=False,
+    InvalidSpec, the CronJob left as it was), so a patch to either cannot run anything the platform did not allow."""
+    problems = []
+    if not _image_allowed(spec.image, defaults):
+        allowed = ", ".join([_repository(defaults.image), *defaults.allowed_images])
+        problems.append(
+            f"spec.image {spec.image!r} is not an image this operator runs (allowed: {allowed}): use one of them, or "
+            "allow it in the chart (operator.allowedImages, CREDITJOBS_ALLOWED_IMAGES)"
+        )
+    secret = spec.db_secret_name
+    if secret and secret != defaults.db_secret_name and secret not in defaults.allowed_db_secrets:
+        allowed = ", ".join([defaults.db_secret_name, *defaults.allowed_db_secrets])
+        problems.append(
+            f"spec.databaseSecretRef.name {secret!r} is not a database Secret this operator hands to runs (allowed: "
+            f"{allowed}): use one of them, or allow it in the chart (operator.allowedDatabaseSecrets, "
+            "CREDITJOBS_ALLOWED_DB_SECRETS)"
+        )
+    return problems
 
 
 def kebab(key: str) -> str:

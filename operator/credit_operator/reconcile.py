@@ -112,6 +112,8 @@ def reconcile(
 ) -> Outcome:
     """One pass; reads come from `api`'s watch cache when it is ready, so a pass in steady state sends nothing."""
     step = _read_creditjob(api, body, now, emit)  # 1 and 2
+    if not step.problems:  # 2b: the image and database Secret within the operator's allowlists
+        step.problems.extend(manifests.refused_by_policy(step.creditjob.spec, defaults))
     _load_cronjob(step)  # 3
     if not step.problems:
         _converge_cronjob(step, defaults)  # 4

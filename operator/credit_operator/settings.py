@@ -44,6 +44,15 @@ class OperatorSettings(BaseSettings):
     )
     default_db_secret_name: str = Field(default="credit-jobs-db")
     default_db_secret_key: str = Field(default="url")
+    allowed_images: str = Field(
+        default="",
+        description="Comma-separated images a CreditJob's spec.image may name besides the default image's repository "
+        "(a repository: any tag or digest; a reference with a tag or digest: only itself).",
+    )
+    allowed_db_secrets: str = Field(
+        default="",
+        description="Comma-separated Secret names a CreditJob's spec.databaseSecretRef may name besides the default.",
+    )
     pushgateway_url: str = Field(default="", validation_alias=AliasChoices("PUSHGATEWAY_URL", "pushgateway_url"))
     log_format: Literal["json", "console"] = Field(
         default="json", validation_alias=AliasChoices("LOG_FORMAT", "log_format")
@@ -102,4 +111,10 @@ class OperatorSettings(BaseSettings):
             db_secret_name=self.default_db_secret_name,
             db_secret_key=self.default_db_secret_key,
             pushgateway_url=self.pushgateway_url,
+            allowed_images=_listed(self.allowed_images),
+            allowed_db_secrets=_listed(self.allowed_db_secrets),
         )
+
+
+def _listed(text: str) -> tuple[str, ...]:
+    return tuple(entry.strip() for entry in text.split(",") if entry.strip())

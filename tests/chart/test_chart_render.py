@@ -185,6 +185,23 @@ def _env(deployment: Manifest) -> dict[str, Any]:
     return {item["name"]: item.get("value", item.get("valueFrom")) for item in container["env"]}
 
 
+def test_the_operators_allowlists_reach_its_settings(render, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rendered env, loaded by the operator's own settings: the allowlists it holds CreditJobs to."""
+    from credit_operator.settings import OperatorSettings
+
+    values = {
+        "operator": {"allowedImages": ["registry.acme.internal/billing/credit-jobs"], "allowedDatabaseSecrets": []}
+    }
+    env = _env(only(render(values), "Deployment"))
+    assert env["CREDITJOBS_ALLOWED_IMAGES"] == "registry.acme.internal/billing/credit-jobs"
+    assert env["CREDITJOBS_ALLOWED_DB_SECRETS"] == ""
+    for name in ("CREDITJOBS_ALLOWED_IMAGES", "CREDITJOBS_ALLOWED_DB_SECRETS", "CREDITJOBS_DEFAULT_IMAGE"):
+        monkeypatch.setenv(name, env[name])
+    defaults = OperatorSettings().manifest_defaults()
+    assert defaults.allowed_images == ("registry.acme.internal/billing/credit-jobs",)
+    assert defaults.allowed_db_secrets == ()
+
+
 @pytest.mark.parametrize("case", SET_MATRIX)
 def test_operator_deployment_gets_the_settings_of_the_container_contract(render, case: str) -> None:
     objects = render(SET_MATRIX[case])

@@ -197,3 +197,37 @@ async def test_resources_of_a_shape_a_pod_cannot_take_are_reported_invalid(kube:
     assert "spec.resources.limits.memory must be a quantity" in condition(kube, ns, "list", "Ready")["message"]
     assert get(kube, "cronjobs", ns, "lots") is None
     assert get(kube, "cronjobs", ns, "list") is None
+
+
+async def test_an_image_or_database_secret_nobody_allowed_never_reaches_a_cronjob(kube: Any) -> None:
+    """Whoever may patch a CreditJob (the API's ServiceAccount needs to, for run-now) cannot make it run another
+    image or hand a runner another Secret of the namespace: the spec is refused, the CronJob left as it was."""
+    ns = "policy"
+    async with operator():
+        await asyncio.sleep(STARTUP)
+        await kube.post(CJ_PATH.format(ns=ns), json=creditjob("miner", ns, image="attacker.example/miner:latest"))
+        await kube.post(CJ_PATH.format(ns=ns), json=creditjob("steal", ns, databaseSecretRef={"name": "payments"}))
+        await kube.post(CJ_PATH.format(ns=ns), json=creditjob("honest", ns))
+        for name in ("miner", "steal"):
+            await until(lambda n=name: condition(kube, ns, n, "Ready").get("status") == "False", what=name)
+        honest = await until(lambda: get(kube, "cronjobs", ns, "honest"), what="the honest CronJob")
+        image = honest["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["image"]
+        await kube.patch(
+            CJ_PATH.format(ns=ns) + "/honest",
+            json={"spec": {"image": "attacker.example/miner:latest"}},
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        await until(lambda: condition(kube, ns, "honest", "Ready").get("status") == "False", what="honest refused")
+    assert (
+        "spec.image 'attacker.example/miner:latest' is not an image this operator runs"
+        in (condition(kube, ns, "miner", "Ready")["message"])
+    )
+    assert (
+        "spec.databaseSecretRef.name 'payments' is not a database Secret"
+        in (condition(kube, ns, "steal", "Ready")["message"])
+    )
+    assert get(kube, "cronjobs", ns, "miner") is None
+    assert get(kube, "cronjobs", ns, "steal") is None
+    kept = get(kube, "cronjobs", ns, "honest")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    assert kept["image"] == image  # the last good spec keeps running
+    assert "InvalidSpec" in reasons(kube, "honest")

@@ -18,6 +18,7 @@ from credit_operator.cronjob_manifest import (
     drift,
     manual_job_name,
     params_to_args,
+    refused_by_policy,
 )
 
 DEFAULTS = ManifestDefaults(image="registry.test/credit-jobs:1.0", pushgateway_url="http://pgw:9091")
@@ -264,3 +265,40 @@ def test_drift_ignores_server_defaults_but_sees_hand_edits() -> None:
     assert drift({"env": [{"a": 1}]}, {"env": [{"a": 1}, {"b": 2}]}) == ["env"]
     assert drift({"args": [], "x": {}}, {}) == []  # the API server omits empty lists and maps
     assert drift({"args": ["--dry-run"]}, {}) == ["args"]
+
+
+# --- who may run what: spec.image and spec.databaseSecretRef within the operator's allowlists ---------------------
+
+POLICY = ManifestDefaults(
+    image="ghcr.io/acme/credit-jobs:1.4.0",
+    allowed_images=("registry.acme.internal/billing/credit-jobs", "ghcr.io/acme/credit-jobs-fork:2.0.0"),
+    allowed_db_secrets=("billing-db-eu",),
+)
+
+
+@pytest.mark.parametrize(
+    ("spec", "problem"),
+    [
+        ({}, None),  # the defaults
+        ({"image": "ghcr.io/acme/credit-jobs:1.3.9"}, None),  # the default image's repository, another version
+        ({"image": "ghcr.io/acme/credit-jobs@sha256:" + "a" * 64}, None),
+        ({"image": "registry.acme.internal/billing/credit-jobs:7"}, None),  # an allowed repository
+        ({"image": "ghcr.io/acme/credit-jobs-fork:2.0.0"}, None),  # an allowed exact reference
+        ({"image": "ghcr.io/acme/credit-jobs-fork:2.0.1"}, "spec.image 'ghcr.io/acme/credit-jobs-fork:2.0.1'"),
+        ({"image": "attacker.example/miner:latest"}, "spec.image 'attacker.example/miner:latest'"),
+        ({"image": "ghcr.io/acme/credit-jobs-evil:1"}, "spec.image 'ghcr.io/acme/credit-jobs-evil:1'"),
+        ({"databaseSecretRef": {"name": "credit-jobs-db", "key": "url"}}, None),
+        ({"databaseSecretRef": {"name": "billing-db-eu", "key": "dsn"}}, None),
+        ({"databaseSecretRef": {"name": "payments-admin"}}, "spec.databaseSecretRef.name 'payments-admin'"),
+    ],
+)
+def test_an_image_or_database_secret_outside_the_allowlists_is_a_problem_of_the_spec(
+    spec: dict[str, Any], problem: str | None
+) -> None:
+    found = refused_by_policy(creditjob(**spec).spec, POLICY)
+    if problem is None:
+        assert found == []
+    else:
+        (line,) = found
+        assert line.startswith(problem), line
+        assert "allow" in line  # how to fix: the chart value to extend
