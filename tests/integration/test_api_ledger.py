@@ -194,11 +194,28 @@ def test_seed_route_get_and_post_with_the_seed_envelope(monkeypatch: pytest.Monk
         posted = client.post("/api/distribute-credits", headers=basic(BASIC_USER, BASIC_PASSWORD))
         got = client.get("/api/distribute-credits", headers=basic(BASIC_USER, BASIC_PASSWORD))
         refused = client.post("/api/distribute-credits")
-        _wait_for_run(engine)
+        started = client.post("/api/distribute-credits?async=true", headers=basic(BASIC_USER, BASIC_PASSWORD))
+        assert started.status_code == 202, started.text
+        status_url = started.json()["data"]["statusUrl"]
+        deadline = time.monotonic() + 60
+        while (later := client.get(status_url, headers=bearer(READ_TOKEN))).json()["data"]["status"] in (
+            "pending",
+            "running",
+        ):
+            assert time.monotonic() < deadline, later.text
+            time.sleep(0.1)
+    # the template's route answered with the run's result: its id and counts, once it had run
+    assert (posted.status_code, posted.json()["data"]["status"]) == (200, "succeeded"), posted.text
+    assert posted.json()["data"]["stats"]["granted"] == 1
+    assert scalar(engine, "SELECT status FROM job_runs WHERE run_id = :r", r=posted.json()["data"]["jobRunId"]) == (
+        "succeeded"
+    )
+    assert (got.status_code, got.json()["data"]["status"]) == (200, "succeeded")
+    assert got.json()["data"]["stats"]["already_granted"] == 1  # the period's second run: nothing left to grant
     for response in (posted, got):
-        assert response.status_code == 202
         assert response.json()["success"] is True
         assert response.json()["data"]["requestedBy"] == f"basic:{BASIC_USER}"
+    assert later.json()["data"]["status"] == "succeeded"
     assert refused.json() == {
         "success": False,
         "error": refused.json()["error"],

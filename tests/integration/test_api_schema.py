@@ -129,7 +129,13 @@ EDGE_JSON: tuple[Any, ...] = (
     {},
 )
 EDGE_BODIES: tuple[bytes, ...] = (b"null", b"[]", b'"x"', b"{", b"\xff", b"[" * 100_000 + b"]" * 100_000)
-VALID_PATH = {"user": "1", "namespace": "default", "name": "expire-credits", "run_id": str(uuid.UUID(int=0))}
+VALID_PATH = {
+    "user": "1",
+    "namespace": "default",
+    "name": "expire-credits",
+    "run_id": str(uuid.UUID(int=0)),
+    "token": "20261207T060000Z-0a1b2c3d",
+}
 VALID_BODY = {"ConsumeBody": {"amount": 1}, "GrantBody": {"amount": 1}, "RunBody": {}}
 
 

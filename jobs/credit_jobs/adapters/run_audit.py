@@ -173,6 +173,20 @@ def get_run(engine: sa.Engine, run_id: uuid.UUID) -> dict[str, Any] | None:
     return dict(row._mapping) if row is not None else None
 
 
+def runs_of_job_pods(engine: sa.Engine, *, job: str, pod_prefix: str, since: datetime) -> list[dict[str, Any]]:
+    """The audit rows of the runs a Kubernetes Job started since `since`: a pod is named `<job name>-<suffix>` and
+    records its name as `host` — how a run-now token (which names its Job) leads to its runs. One row per shard."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                f"SELECT {_COLUMNS} FROM job_runs WHERE job = :job AND started_at >= :since "
+                "AND starts_with(host, :prefix) ORDER BY shard, started_at"
+            ),
+            {"job": job, "since": since, "prefix": pod_prefix + "-"},
+        )
+        return [dict(row._mapping) for row in rows]
+
+
 def run_ids_with_prefix(engine: sa.Engine, hex_prefix: str, *, limit: int) -> list[uuid.UUID]:
     """Run ids starting with `hex_prefix` (lowercase hex digits, no hyphens) — for `runs show` prefixes. A range
     over the primary key (the prefix padded with 0s and with fs), so it is an index scan, not a text match."""

@@ -9,7 +9,7 @@ import uuid
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Path, Query, Request
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from credit_jobs.adapters import run_audit
@@ -17,7 +17,7 @@ from credit_jobs.entrypoints.api.app import require, state_of
 from credit_jobs.entrypoints.api.auth import Principal
 from credit_jobs.entrypoints.api.errors import ApiError, envelope_ok
 from credit_jobs.entrypoints.api.settings import SCOPE_READ, SCOPE_RUNS
-from credit_jobs.entrypoints.api.triggers import Accepted
+from credit_jobs.entrypoints.api.triggers import Accepted, RunResult, wait_for
 
 router = APIRouter(tags=["runs"])
 MAX_RUNS = 500
@@ -68,16 +68,79 @@ def trigger_run(
     return _accepted(accepted, principal)
 
 
-@router.get("/api/distribute-credits", status_code=202, operation_id="distribute_credits_get")
-@router.post("/api/distribute-credits", status_code=202, operation_id="distribute_credits_post")
-def distribute_credits(request: Request, principal: Principal = Depends(require(SCOPE_RUNS))) -> dict[str, Any]:
-    """The seed's route: triggers the configured default distribution job (CREDITJOBS_API_DEFAULT_JOB)."""
+def _status_url(accepted: Accepted) -> str:
+    return f"/api/v1/namespaces/{accepted.namespace}/creditjobs/{accepted.name}/runs/{accepted.token}"
+
+
+def _result(result: RunResult) -> dict[str, Any]:
+    runs = [_jsonable(run) for run in result.runs]
+    first = runs[0] if runs else {}
+    return {
+        "status": result.status,
+        "jobRunId": first.get("run_id"),
+        "jobRunIds": [run["run_id"] for run in runs],
+        "periodKey": first.get("period_key"),
+        "stats": first.get("stats") or {},
+        "runs": runs,
+    }
+
+
+_STILL_RUNNING: dict[int | str, dict[str, Any]] = {
+    202: {"description": "Started and not finished yet (or `?async=true`): follow `statusUrl`."}
+}
+
+
+@router.get("/api/distribute-credits", operation_id="distribute_credits_get", responses=_STILL_RUNNING)
+@router.post("/api/distribute-credits", operation_id="distribute_credits_post", responses=_STILL_RUNNING)
+def distribute_credits(
+    request: Request,
+    response: Response,
+    run_async: Annotated[bool, Query(alias="async")] = False,
+    principal: Principal = Depends(require(SCOPE_RUNS)),
+) -> dict[str, Any]:
+    """The seed's route: runs the configured default distribution job (CREDITJOBS_API_DEFAULT_JOB) and answers with
+    its result, as the template's route did — `200` with the run id and counts, `503 run_failed` (retryable) when it
+    failed — after at most CREDITJOBS_API_RUN_WAIT_SECONDS; `202` with a status URL when it is still running then,
+    or at once with `?async=true`."""
     state = state_of(request)
     settings = state.config.settings
     accepted = state.triggers.trigger(
         settings.creditjobs_api_default_namespace, settings.creditjobs_api_default_job, None, principal.name
     )
-    return _accepted(accepted, principal)
+    started = {"token": accepted.token, "statusUrl": _status_url(accepted), "requestedBy": principal.name}
+    if run_async:
+        response.status_code = 202
+        return envelope_ok({**started, "status": "pending"})
+    result = wait_for(state.triggers, accepted, state.engine, settings.creditjobs_api_run_wait_seconds)
+    if not result.finished:
+        response.status_code = 202
+        return envelope_ok({**started, **_result(result)})
+    if result.status == "failed":
+        errors = "; ".join(str(run.get("error")) for run in result.runs if run.get("error")) or "no reason recorded"
+        ids = ", ".join(str(run.get("run_id")) for run in result.runs)
+        raise ApiError(
+            503,
+            "run_failed",
+            f"run {ids} of {accepted.name} failed: {errors} (retry: a rerun grants only what is missing)",
+            retryable=True,
+        )
+    return envelope_ok({**started, **_result(result)})
+
+
+@router.get("/api/v1/namespaces/{namespace}/creditjobs/{name}/runs/{token}")
+def run_request(
+    namespace: Namespace,
+    name: CreditJobName,
+    token: Annotated[str, Path(max_length=64, pattern=r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$")],
+    request: Request,
+    _: Principal = Depends(require(SCOPE_READ)),
+) -> dict[str, Any]:
+    """Where a run request stands, by its token: pending, running, or its runs' results."""
+    state = state_of(request)
+    result = state.triggers.result(namespace, name, token, state.engine)
+    if result is None:
+        raise ApiError(404, "not_found", f"no run request {token} in this API process (local mode keeps the latest)")
+    return envelope_ok({"token": token, **_result(result)})
 
 
 @router.get("/api/v1/namespaces/{namespace}/creditjobs/{name}")

@@ -50,6 +50,7 @@ MIN_TIMEOUT_SECONDS = 0.001  # PostgreSQL counts milliseconds: less would round 
 # A request body: every body the API takes is a few dozen bytes of JSON; 64 KiB leaves room and bounds the memory
 # one request can cost. The limit is enforced before the body is read, and only for an authenticated request.
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
+MAX_RUN_WAIT_SECONDS = 300  # a request thread held for a run: bounded
 MAX_BODY_BYTES_RANGE = (1024, 16 * 1024 * 1024)
 
 
@@ -73,9 +74,23 @@ class ApiSettings(BaseSettings):
     creditjobs_api_statement_timeout_seconds: float = 30.0
     creditjobs_api_lock_timeout_seconds: float = 5.0
     creditjobs_api_max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    # The seed's route waits this long for the run it started, then answers where it stands (202 and a status URL).
+    creditjobs_api_run_wait_seconds: float = 25.0
     # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (a sidecar or an ingress), as IPs or CIDRs,
     # comma-separated. None by default: a client address is the TCP peer's, which no header can change.
     creditjobs_api_trusted_proxies: str = ""
+
+    @field_validator("creditjobs_api_run_wait_seconds", mode="before")
+    @classmethod
+    def _wait(cls, value: object) -> float:
+        text = str(value).strip()
+        try:
+            seconds = float(text)
+        except ValueError:
+            raise ValueError(f"{text[:40]!r} is not a number of seconds") from None
+        if not math.isfinite(seconds) or not 0 <= seconds <= MAX_RUN_WAIT_SECONDS:
+            raise ValueError(f"{text[:40]!r} is out of range: 0 to {MAX_RUN_WAIT_SECONDS} seconds")
+        return seconds
 
     @field_validator("creditjobs_api_max_body_bytes", mode="before")
     @classmethod
