@@ -97,3 +97,16 @@ def test_api_body_limit_and_trusted_proxies_reach_the_settings_the_api_reads(
     settings = ApiSettings()
     assert settings.creditjobs_api_max_body_bytes == int(body)
     assert settings.creditjobs_api_trusted_proxies == proxies
+
+
+def test_the_production_values_turn_the_api_docs_off(render) -> None:
+    import yaml
+    from chart_support import CHART
+
+    prod = yaml.safe_load((CHART / "values-prod.yaml").read_text())
+    values = {**prod, "api": {**prod["api"], **API["api"]}}  # production, with the API enabled
+    container = only(_api_objects(render(values)), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["CREDITJOBS_API_DOCS"] == "false"
+    default = only(_api_objects(render(API)), "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {e["name"]: e.get("value") for e in default}["CREDITJOBS_API_DOCS"] == "true"

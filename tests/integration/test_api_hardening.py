@@ -217,3 +217,15 @@ def test_an_idempotency_key_that_is_not_utf8_is_a_clear_422(
     head, _, payload = answer.partition(b"\r\n\r\n")
     assert head.split()[1] == b"422", answer
     assert json.loads(payload)["error"] == "the Idempotency-Key header is not valid UTF-8: send UTF-8 text"
+
+
+def test_the_api_docs_and_openapi_document_can_be_switched_off(
+    monkeypatch: pytest.MonkeyPatch, engine: sa.Engine
+) -> None:
+    with api_client(monkeypatch, engine, CREDITJOBS_API_DOCS="false") as (client, _):
+        for path in ("/docs", "/redoc", "/openapi.json"):
+            assert client.get(path).status_code == 404, path
+        assert client.get("/healthz").status_code == 200
+    monkeypatch.delenv("CREDITJOBS_API_DOCS")
+    with api_client(monkeypatch, engine) as (client, _):  # the default: on, for development
+        assert client.get("/openapi.json").status_code == 200

@@ -91,11 +91,15 @@ def require(scope: str) -> Callable[[Request], Principal]:
 def create_app(state: ApiState) -> FastAPI:
     from credit_jobs.entrypoints.api import routes_health, routes_ledger, routes_runs
 
+    docs = state.config.settings.creditjobs_api_docs
     app = FastAPI(
         title="credit-jobs",
         version=__version__,
         description="Trigger runs and use the credit ledger over HTTP (docs/api.md).",
         lifespan=_lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
     app.state.api = state
     for module in (routes_health, routes_ledger, routes_runs):

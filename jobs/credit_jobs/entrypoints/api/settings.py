@@ -74,6 +74,9 @@ class ApiSettings(BaseSettings):
     creditjobs_api_statement_timeout_seconds: float = 30.0
     creditjobs_api_lock_timeout_seconds: float = 5.0
     creditjobs_api_max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    # The interactive docs and the OpenAPI document (/docs, /redoc, /openapi.json): off where nobody should browse
+    # the API's surface (the production values), on for development.
+    creditjobs_api_docs: bool = True
     # The seed's route waits this long for the run it started, then answers where it stands (202 and a status URL).
     creditjobs_api_run_wait_seconds: float = 25.0
     # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (a sidecar or an ingress), as IPs or CIDRs,
