@@ -67,8 +67,10 @@ def require_tool(name: str) -> str:
 
 
 def monitoring_values(**alerts: dict[str, Any]) -> dict[str, Any]:
-    """Values with the ServiceMonitor, PrometheusRule and dashboard on, plus per-alert overrides."""
+    """Values with the ServiceMonitor, PrometheusRule and dashboard on, and the HTTP API (whose alerts come with it),
+    plus per-alert overrides."""
     return {
+        "api": {"enabled": True, "credentialsSecret": "api-creds"},
         "metrics": {"serviceMonitor": {"enabled": True}},
         "prometheusRule": {"enabled": True, "alerts": alerts},
         "dashboards": {"enabled": True},

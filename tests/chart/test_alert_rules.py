@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
-from chart_support import ENVIRONMENTS, REPO, env_values, monitoring_values, rule_groups
+from chart_support import ENVIRONMENTS, REPO, env_values, monitoring_values, of_kind, rule_groups
 
 RUNBOOKS = REPO / "docs" / "runbooks.md"
 RUNBOOK_BASE = "https://github.com/credit-jobs/credit-jobs/blob/main/docs/runbooks.md"
@@ -594,7 +594,11 @@ def test_the_operator_alerts_are_scoped_to_the_release_that_renders_them(chart) 
     for api_alert in ("CreditJobsTriggerAuthFailures", "CreditJobsApiServerErrors"):
         expr = rules[api_alert]["expr"]
         assert expr.count('namespace="staging"') == expr.count("creditjobs_api_requests_total") >= 1, api_alert
-    (monitor,) = [obj for obj in objects if obj["kind"] == "ServiceMonitor"]
+    (monitor,) = [
+        obj
+        for obj in objects
+        if obj["kind"] == "ServiceMonitor" and obj["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"
+    ]
     assert [endpoint["honorLabels"] for endpoint in monitor["spec"]["endpoints"]] == [True]
 
 
@@ -706,3 +710,25 @@ def test_every_alert_has_a_firing_case_a_healthy_case_and_both_sides_of_its_for(
 def _minutes(duration: str) -> int:
     number, unit = int(duration[:-1]), duration[-1]
     return number * {"m": 1, "h": 60}[unit]
+
+
+def test_the_api_alerts_come_with_the_api_and_its_servicemonitor(render) -> None:
+    """Before, both API alerts were rendered with the API off, and no render scraped the API: they could never fire."""
+    without_api = {**_values(), "api": {"enabled": False}}
+    assert {rule["alert"] for rule in _alert_rules(render, without_api)} == EXPECTED_ALERTS - {
+        "CreditJobsTriggerAuthFailures",
+        "CreditJobsApiServerErrors",
+    }
+    assert [
+        m["metadata"]["labels"]["app.kubernetes.io/component"] for m in of_kind(render(without_api), "ServiceMonitor")
+    ] == ["operator"]
+    objects = render(_values())
+    (api_monitor,) = [
+        m for m in of_kind(objects, "ServiceMonitor") if m["metadata"]["labels"]["app.kubernetes.io/component"] == "api"
+    ]
+    (api_service,) = [
+        s for s in of_kind(objects, "Service") if s["metadata"]["labels"]["app.kubernetes.io/component"] == "api"
+    ]
+    assert api_monitor["spec"]["selector"]["matchLabels"].items() <= api_service["metadata"]["labels"].items()
+    assert [(e["port"], e["path"]) for e in api_monitor["spec"]["endpoints"]] == [("http", "/metrics")]
+    assert [p["name"] for p in api_service["spec"]["ports"]] == ["http"]

@@ -110,3 +110,18 @@ def test_the_production_values_turn_the_api_docs_off(render) -> None:
     assert env["CREDITJOBS_API_DOCS"] == "false"
     default = only(_api_objects(render(API)), "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
     assert {e["name"]: e.get("value") for e in default}["CREDITJOBS_API_DOCS"] == "true"
+
+
+@pytest.mark.parametrize(("replicas", "budgets"), [(1, 0), (2, 1)])
+def test_api_replicas_beyond_one_get_a_disruption_budget(render, replicas: int, budgets: int) -> None:
+    objects = _api_objects(render({"api": {**API["api"], "replicas": replicas}}))
+    assert only(objects, "Deployment")["spec"]["replicas"] == replicas
+    found = of_kind(objects, "PodDisruptionBudget")
+    assert len(found) == budgets
+    for budget in found:
+        assert budget["spec"]["minAvailable"] == 1
+        assert (
+            budget["spec"]["selector"]["matchLabels"] == only(objects, "Deployment")["spec"]["selector"]["matchLabels"]
+        )
+        for version in KUBE_VERSIONS:
+            kubernetes_validate.validate(json.loads(json.dumps(budget)), version, strict=True)
