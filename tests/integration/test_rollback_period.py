@@ -100,6 +100,42 @@ def test_rollback_then_redo_never_gives_more_than_the_policy_amount_in_total(cli
     assert "granted=0" in out
 
 
+def test_check_names_a_redo_grant_that_did_not_subtract_what_the_user_kept(cli: Any, engine: sa.Engine) -> None:
+    """The over-grant a rollback racing a distribution used to leave (issue 20): the redo's grant written from a
+    snapshot taken before the rollback committed, so it subtracted nothing of the 300 the user kept — 300 + 400
+    for a period worth 400. The run-level exclusion prevents it now; `check` still names any such row."""
+    _wrong_amount_went_out(engine, cli)
+    code, _, err = cli("rollback", "distribute-credits", "--period-key", PERIOD, "--reason", "wrong amount")
+    assert code == 0, err
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE plan_credit_policies SET credits_per_period = 400"))
+    code, _, err = cli("run", "distribute-credits", "--period-key", PERIOD)  # the right redo: 100 for user 1
+    assert code == 0, err
+    report = check_invariants(engine, period_key=PERIOD)
+    assert report.ok, report.violations
+    assert (
+        scalar(engine, "SELECT kept_earlier FROM credit_grants WHERE user_id = '1' AND rolled_back_at IS NULL") == 300
+    )
+    with engine.begin() as conn:  # what the racing redo wrote instead: the whole 400, nothing subtracted
+        conn.execute(
+            sa.text(
+                "UPDATE credit_grants SET amount = 400, remaining = 400, kept_earlier = 0 "
+                "WHERE user_id = '1' AND rolled_back_at IS NULL"
+            )
+        )
+        conn.execute(sa.text("UPDATE credit_accounts SET balance = 400 WHERE user_id = '1'"))
+    report = check_invariants(engine)
+    assert not report.ok
+    (row,) = report.violations["redo_subtracts_what_was_kept"]
+    assert (row["user_id"], row["period_key"], row["subtracted"], row["kept"], row["over"]) == (
+        "1",
+        PERIOD,
+        0,
+        300,
+        300,
+    )
+
+
 def _ledger_snapshot(engine: sa.Engine) -> tuple[Any, ...]:
     return (
         [tuple(r) for r in rows(engine, "SELECT * FROM credit_grants ORDER BY grant_id")],

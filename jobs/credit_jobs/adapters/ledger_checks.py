@@ -69,6 +69,22 @@ CHECKS: dict[str, tuple[str, str]] = {
         GROUP BY g.user_id, g.period_key, g.grant_family HAVING count(*) > 1
         """,
     ),
+    # A redo after `credit-jobs rollback` grants the policy amount minus what the user kept of the rolled-back grants
+    # (0013 records that subtraction on the grant). A redo that read before a rollback committed subtracted less:
+    # the user got credits above the policy. Only tuples with rolled-back grants are read (a small partial index).
+    "redo_subtracts_what_was_kept": (
+        "2: a period's live grant subtracted exactly what the user kept of its rolled-back grants (never above the "
+        "policy after a rollback and redo)",
+        """
+        SELECT g.user_id, g.grant_family, g.period_key, g.grant_id, g.amount, g.kept_earlier AS subtracted,
+               r.kept, r.kept - g.kept_earlier AS over
+        FROM (SELECT user_id, grant_family, period_key, sum(rollback_kept) AS kept FROM credit_grants
+              WHERE rolled_back_at IS NOT NULL GROUP BY user_id, grant_family, period_key) r
+        JOIN credit_grants g ON g.user_id = r.user_id AND g.grant_family = r.grant_family
+             AND g.period_key = r.period_key AND g.rolled_back_at IS NULL AND NOT g.legacy_duplicate
+        WHERE g.kept_earlier IS NOT NULL AND g.kept_earlier <> r.kept
+        """,
+    ),
     "expired_once": (
         "3: a grant marked expired has exactly one expiry entry, and only expired grants have one",
         """

@@ -82,7 +82,8 @@ WITH chunk AS (
       AND r.grant_family = :grant_family AND r.period_key = :period_key
     GROUP BY r.user_id
 ), candidates AS (
-    SELECT e.user_id, p.grant_type, p.credits_per_period - coalesce(k.credits, 0) AS credits, p.expiry_days
+    SELECT e.user_id, p.grant_type, p.credits_per_period - coalesce(k.credits, 0) AS credits, p.expiry_days,
+           coalesce(k.credits, 0) AS kept
     FROM eligible e JOIN plan_credit_policies p ON p.plan_code = e.plan_code AND p.active
     LEFT JOIN kept k ON k.user_id = e.user_id
 ), {write}
@@ -106,7 +107,7 @@ SELECT
 _DISTRIBUTE_WRITE = """
 inserted AS (
     INSERT INTO credit_grants (user_id, grant_type, grant_family, period_key, amount, remaining, granted_at,
-                               expires_at, cause_run_id)
+                               expires_at, cause_run_id, kept_earlier)
     SELECT user_id, grant_type, :grant_family, :period_key, credits, credits, :now,
            -- late grant (its period's validity already over when written): valid expiry_days from now instead.
            -- Days of 24 hours: `interval '1 day'` would count calendar days in the session's TimeZone, an hour off
@@ -114,7 +115,7 @@ inserted AS (
            CASE WHEN CAST(:period_start AS timestamptz) + expiry_days * interval '24 hours' > CAST(:now AS timestamptz)
                 THEN CAST(:period_start AS timestamptz) + expiry_days * interval '24 hours'
                 ELSE CAST(:now AS timestamptz) + expiry_days * interval '24 hours' END,
-           :run_id
+           :run_id, kept
     FROM candidates
     WHERE credits > 0  -- a redo after a rollback: a user who kept the policy amount already gets nothing more
     ORDER BY user_id, grant_type  -- lock order: user id (see the module docstring)

@@ -193,6 +193,9 @@ class CreditGrant(Base):
     rolled_back_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     rollback_run_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     rollback_kept: Mapped[int | None] = mapped_column(BigInteger)
+    # A distribution's grant (0013): what its user had kept of the period's rolled-back grants when it was written
+    # (0 for a first distribution); `check` compares it with them. NULL before 0013 and for imported grants.
+    kept_earlier: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class CreditEntry(Base):
