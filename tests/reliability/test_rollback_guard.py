@@ -20,6 +20,7 @@ from credit_jobs.domain.sharding import shard_of
 from credit_jobs.usecases.check_invariants import check_invariants
 from tests import cli_process
 from tests.integration.ledger_helpers import add_policy, add_users, rows, scalar
+from tests.integration.saas_template import create_template_tables
 
 PERIOD = "2026-11"
 USERS = 50
@@ -196,4 +197,69 @@ def test_a_rollback_racing_a_distribution_of_the_period_never_over_grants(
     assert done.returncode == 0, done.stderr
     assert cli_process.run(["run", "distribute-credits", "--period-key", PERIOD], job_env).returncode == 0
     assert _received(engine, target) == 100
+    assert check_invariants(engine).ok
+
+
+# --- an import of the template and a distribution of its cut-over month exclude each other -----------------------
+
+AS_OF = "2026-11-20T12:00:00+00:00"  # the cut-over: November is the month the import holds
+
+
+def _template_with_one_live_grant(engine: sa.Engine) -> None:
+    """User 'a' holds 1000 of November in the template, and is one of the application's users."""
+    with engine.begin() as conn:
+        create_template_tables(conn)
+        conn.exec_driver_sql("INSERT INTO \"user\" (id, email) VALUES ('a', 'a@x')")
+        conn.exec_driver_sql(
+            "INSERT INTO credit_transaction (id, user_id, type, amount, remaining_amount, expiration_date, period_key) "
+            "VALUES ('t1', 'a', 'SUBSCRIPTION_RENEWAL', 1000, 1000, '2026-12-20', 202611)"
+        )
+        conn.exec_driver_sql("INSERT INTO credit_accounts (user_id, balance) VALUES ('a', 0), ('1', 0)")
+
+
+def test_an_import_is_refused_while_a_distribution_of_its_cut_over_month_runs(
+    database_url: str, engine: sa.Engine
+) -> None:
+    _seed(engine)
+    _template_with_one_live_grant(engine)
+    env = _env(database_url)
+    holder = _hold_account_lock(engine, "1")  # the distribution's chunk waits on user 1's balance row
+    distribution = cli_process.start(["run", "distribute-credits", "--period-key", PERIOD], env)
+    try:
+        _wait_until_blocked(engine, distribution, "distribute-credits")
+        refused = cli_process.run(["import", "saas-template", "--as-of", AS_OF], env)
+    finally:
+        holder.rollback()
+        holder.close()
+    _, err = distribution.communicate(timeout=DEADLINE_S)
+    assert distribution.returncode == 0, err
+    assert refused.returncode == 2, refused.stderr
+    (line,) = cli_process.error_lines(refused.stderr)
+    assert "import refused: a distribution of grant family plan, period 2026-11, is running (run " in line, line
+    assert scalar(engine, "SELECT count(*) FROM credit_grants WHERE user_id = 'a'") == 0  # nothing imported
+    assert cli_process.run(["import", "saas-template", "--as-of", AS_OF], env).returncode == 0  # after it: imports
+    assert scalar(engine, "SELECT count(*) FROM credit_grants WHERE user_id = 'a'") == 1
+    assert check_invariants(engine).ok
+
+
+def test_a_distribution_of_the_cut_over_month_is_skipped_while_the_import_runs(
+    database_url: str, engine: sa.Engine
+) -> None:
+    _seed(engine)
+    _template_with_one_live_grant(engine)
+    env = _env(database_url)
+    holder = _hold_account_lock(engine, "a")  # the import's chunk waits on user a's balance row
+    importing = cli_process.start(["import", "saas-template", "--as-of", AS_OF], env)
+    try:
+        _wait_until_blocked(engine, importing, "import-saas-template")
+        skipped = cli_process.run(["run", "distribute-credits", "--period-key", PERIOD], env)
+    finally:
+        holder.rollback()
+        holder.close()
+    _, err = importing.communicate(timeout=DEADLINE_S)
+    assert importing.returncode == 0, err
+    assert skipped.returncode == 0, skipped.stderr
+    (finished,) = [line for line in cli_process.log_lines(skipped.stderr) if line["event"] == "run.skipped"]
+    assert finished["error"].startswith("an import of grant family plan, period 2026-11, is running (run ")
+    assert scalar(engine, "SELECT count(*) FROM credit_grants WHERE period_key = :p", p=PERIOD) == 1  # a's, imported
     assert check_invariants(engine).ok

@@ -29,6 +29,8 @@ class Period(StrEnum):
 DISTRIBUTE_CREDITS: Final = "distribute-credits"
 # the usecase of the audit rows of `credit-jobs rollback distribute-credits`
 ROLLBACK_DISTRIBUTE: Final = f"rollback-{DISTRIBUTE_CREDITS}"
+# the job and usecase of the audit rows of `credit-jobs import saas-template`
+IMPORT_SAAS_TEMPLATE: Final = "import-saas-template"
 EXPIRE_CREDITS: Final = "expire-credits"
 CLEANUP_STORAGE: Final = "cleanup-storage"
 PURGE_RETENTION: Final = "purge-retention"

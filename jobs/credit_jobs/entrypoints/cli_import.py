@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from credit_jobs.domain.contract import Period, Trigger
+from credit_jobs.domain.contract import EXIT_CONFIG_ERROR, IMPORT_SAAS_TEMPLATE, Period, Trigger
 from credit_jobs.domain.errors import ConfigError
 from credit_jobs.domain.grant_rules import validate_grant_family
 from credit_jobs.domain.period_keys import format_key
@@ -64,7 +64,6 @@ def import_saas_template(
     from credit_jobs.entrypoints.run_command import print_outcome, with_progress
     from credit_jobs.lifecycle.run_lifecycle import RunRequest, execute_run
     from credit_jobs.usecases.import_saas_template import (
-        IMPORT_SAAS_TEMPLATE,
         ImportScope,
         import_usecase,
         verify_source,
@@ -111,6 +110,12 @@ def import_saas_template(
             request, lambda: engine_for(database_url, cli, verify=False, timeouts=timeouts), progress=progress
         ),
     )
+    if outcome.status == "skipped":  # a distribution of the cut-over month (or another import) is running
+        warn(
+            f"credit-jobs: error: import refused: {outcome.error}; nothing was imported — wait for that run to finish "
+            "(`credit-jobs runs list`), then import"
+        )
+        return EXIT_CONFIG_ERROR
     print_outcome(outcome, request.job, request.shard)
     if outcome.stats is not None:
         print_findings(outcome.stats.details, dry_run=dry_run)

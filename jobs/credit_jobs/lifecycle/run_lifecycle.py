@@ -39,6 +39,7 @@ from credit_jobs.domain.contract import (
     EXIT_CONFIG_ERROR,
     EXIT_FAILED,
     EXIT_OK,
+    IMPORT_SAAS_TEMPLATE,
     ROLLBACK_DISTRIBUTE,
     Trigger,
 )
@@ -251,14 +252,25 @@ def _running_elsewhere(engine: sa.Engine, identity: run_audit.RunIdentity) -> st
     return f"running elsewhere (run {holder})" if holder else "running elsewhere"
 
 
+# Who holds a (grant family, period) the other way: distributions share it; a rollback or an import holds it alone.
+_EXCLUSIVE_HOLDERS = {ROLLBACK_DISTRIBUTE: "a rollback", IMPORT_SAAS_TEMPLATE: "an import"}
+
+
 def _period_conflict(run: _Run, engine: sa.Engine) -> str:
-    """Why a distribution or a rollback could not take its (grant family, period): the other kind holds it."""
+    """Why a run could not take its (grant family, period): a run of the other kind holds it."""
     request = run.request
-    other = ROLLBACK_DISTRIBUTE if request.usecase.grant_period_lock == "shared" else DISTRIBUTE_CREDITS
-    kind = "rollback" if other == ROLLBACK_DISTRIBUTE else "distribution"
-    holders = run_audit.running_of_period(engine, run.period.key, other)
-    runs = f" (run {', '.join(map(str, holders))})" if holders else ""
-    return f"a {kind} of grant family {request.grant_family}, period {run.period.key}, is running{runs}"
+    where = f"of grant family {request.grant_family}, period {run.period.key}, is running"
+    if request.usecase.grant_period_lock == "exclusive":
+        holders = run_audit.running_of_period(engine, run.period.key, DISTRIBUTE_CREDITS)
+        return f"a distribution {where}{_named(holders)}"
+    for usecase, kind in _EXCLUSIVE_HOLDERS.items():
+        if holders := run_audit.running_of_period(engine, run.period.key, usecase):
+            return f"{kind} {where}{_named(holders)}"
+    return f"a rollback or an import {where}"
+
+
+def _named(runs: list[uuid.UUID]) -> str:
+    return f" (run {', '.join(map(str, runs))})" if runs else ""
 
 
 def _work(run: _Run, engine: sa.Engine, guard: RunGuard, progress: Progress | None) -> RunOutcome:

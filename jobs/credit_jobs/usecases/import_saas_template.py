@@ -27,7 +27,7 @@ import sqlalchemy as sa
 import structlog
 
 from credit_jobs.adapters import saas_template_sql
-from credit_jobs.domain.contract import Period
+from credit_jobs.domain.contract import IMPORT_SAAS_TEMPLATE, Period
 from credit_jobs.domain.errors import ConfigError
 from credit_jobs.domain.run_model import RunContext, RunStats, UsecaseSpec
 from credit_jobs.domain.saas_template import ImportPlan, plan_import
@@ -35,7 +35,6 @@ from credit_jobs.usecases.chunk_runner import ChunkedWork, run_chunks
 
 log = structlog.get_logger()
 
-IMPORT_SAAS_TEMPLATE = "import-saas-template"  # the audit row's job and usecase
 DOCS_HINT = "see docs/adopting.md"
 
 
@@ -216,4 +215,5 @@ def import_usecase(scope: ImportScope) -> UsecaseSpec:
         Period.MONTHLY,
         partial(import_saas_template, scope=scope),
         "Move the SaaS template's live credits into the ledger, once per source row.",
+        grant_period_lock="exclusive",  # the cut-over month: never beside a distribution of it (either way round)
     )
