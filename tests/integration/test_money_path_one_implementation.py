@@ -4,8 +4,8 @@ Each case of the issue's "Seen" list, tried as an application would (SQL inside 
 and the library do, against the real PostgreSQL: a webhook's retried grant with a relative validity, expiries past
 any calendar (`infinity`, year 10000), user ids the CLI refuses as unprintable, a user the eligibility source does
 not know, a key replayed across interfaces with another expiry. Then the proof that there is one implementation:
-PostgreSQL's own function statistics count the library's calls of `credit_consume`, `credit_grant` and `credit_void`,
-and every code point is judged the same by the database's user-id rule and by the CLI's.
+the functions, wrapped by ones that record each call, see every library consume, grant and void, and every code
+point is judged the same by the database's user-id rule and by the CLI's.
 """
 
 from __future__ import annotations
@@ -166,26 +166,44 @@ def test_a_key_replayed_across_interfaces_with_another_expiry_is_refused(known: 
     assert check_invariants(known).ok
 
 
+# Each function renamed and wrapped by one that records its call, then calls the original: what the library runs.
+RECORDING_WRAPPERS = """
+CREATE TABLE library_calls (function text NOT NULL);
+ALTER FUNCTION credit_consume(text, bigint, text) RENAME TO recorded_consume;
+CREATE FUNCTION credit_consume(p_user_id text, p_amount bigint, p_request_id text) RETURNS jsonb
+LANGUAGE plpgsql AS $$ BEGIN
+    INSERT INTO library_calls VALUES ('credit_consume');
+    RETURN recorded_consume(p_user_id, p_amount, p_request_id);
+END $$;
+ALTER FUNCTION credit_grant(text, bigint, text, text, timestamptz, integer, boolean) RENAME TO recorded_grant;
+CREATE FUNCTION credit_grant(p_user_id text, p_amount bigint, p_grant_type text, p_idempotency_key text,
+                             p_expires_at timestamptz DEFAULT NULL, p_expires_in_days integer DEFAULT NULL,
+                             p_allow_unknown_user boolean DEFAULT false) RETURNS bigint
+LANGUAGE plpgsql AS $$ BEGIN
+    INSERT INTO library_calls VALUES ('credit_grant');
+    RETURN recorded_grant(p_user_id, p_amount, p_grant_type, p_idempotency_key, p_expires_at, p_expires_in_days,
+                          p_allow_unknown_user);
+END $$;
+ALTER FUNCTION credit_void(bigint, text) RENAME TO recorded_void;
+CREATE FUNCTION credit_void(p_grant_id bigint, p_request_id text) RETURNS jsonb
+LANGUAGE plpgsql AS $$ BEGIN
+    INSERT INTO library_calls VALUES ('credit_void');
+    RETURN recorded_void(p_grant_id, p_request_id);
+END $$;
+"""
+
+
 def test_the_library_spends_grants_and_voids_through_the_sql_functions(known: sa.Engine) -> None:
-    """PostgreSQL counts each function's calls (track_functions): the library's consume, grant and void are calls of
+    """The SQL functions, wrapped by ones that record each call: the library's consume, grant and void are calls of
     credit_consume, credit_grant and credit_void — there is no second implementation left to call."""
-    counted = sa.create_engine(known.url, connect_args={"options": "-c track_functions=pl"})
-    try:
-        gid = grant(counted, "u1", 50, grant_type="gift", idempotency_key="lib-g").grant_id
-        grant(counted, "u1", 50, grant_type="gift", idempotency_key="lib-g")  # a replay: a call all the same
-        consume(counted, "u1", 20, request_id="lib-c")
-        void_grant(counted, gid, request_id="lib-v")
-    finally:
-        counted.dispose()  # a backend reports its function statistics when it ends
-    calls: dict[str, int] = {}
-    for _ in range(100):
-        calls = dict(
-            scalar_rows(known, "SELECT funcname, calls FROM pg_stat_user_functions WHERE funcname LIKE 'credit_%'")
-        )
-        if {"credit_grant", "credit_consume", "credit_void"} <= calls.keys():
-            break
-        time.sleep(0.1)
-    assert (calls.get("credit_grant"), calls.get("credit_consume"), calls.get("credit_void")) == (2, 1, 1), calls
+    with known.begin() as conn:
+        conn.exec_driver_sql(RECORDING_WRAPPERS)
+    gid = grant(known, "u1", 50, grant_type="gift", idempotency_key="lib-g").grant_id
+    grant(known, "u1", 50, grant_type="gift", idempotency_key="lib-g")  # a replay: a call all the same
+    consume(known, "u1", 20, request_id="lib-c")
+    void_grant(known, gid, request_id="lib-v")
+    calls = dict(scalar_rows(known, "SELECT function, count(*) FROM library_calls GROUP BY function"))
+    assert calls == {"credit_grant": 2, "credit_consume": 1, "credit_void": 1}
     assert scalar(known, "SELECT balance FROM credit_accounts WHERE user_id = 'u1'") == 0
     assert check_invariants(known).ok
 
