@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 
 import psycopg
@@ -164,7 +164,7 @@ def test_credit_consume_takes_exactly_the_amount_soonest_expiring_first(
     whether or not the expiry job has run), soonest-expiring first, never-expiring last, ties by grant id; every
     grant before the last one touched is emptied; too few credits take nothing (CJ001 with what is available)."""
     with engine.connect() as conn, conn.begin() as example:  # rolled back: each example starts empty
-        now = conn.execute(sa.text("SELECT now()")).scalar_one()
+        now = conn.execute(sa.text("SELECT now()")).scalar_one().astimezone(UTC)  # absolute arithmetic, not wall clock
         grants = []
         for n, (remaining, days) in enumerate(spec):
             expires = None if days is None else now + timedelta(days=days, minutes=1)
