@@ -36,7 +36,7 @@ def probe(
             seen.append(
                 {
                     name: conn.execute(sa.text(f"SHOW {name}")).scalar_one()
-                    for name in ("lock_timeout", "statement_timeout")
+                    for name in ("lock_timeout", "statement_timeout", "idle_in_transaction_session_timeout")
                 }
             )
             for statement in sql:
@@ -44,7 +44,12 @@ def probe(
         return RunStats(processed=1)
 
     monkeypatch.setitem(registry.USECASES, PROBE, UsecaseSpec(PROBE, Period.DAILY, run, "test probe"))
-    for var in ("CREDITJOBS_STATEMENT_TIMEOUT_SECONDS", "CREDITJOBS_LOCK_TIMEOUT_SECONDS", "CREDITJOB_NAME"):
+    for var in (
+        "CREDITJOBS_STATEMENT_TIMEOUT_SECONDS",
+        "CREDITJOBS_LOCK_TIMEOUT_SECONDS",
+        "CREDITJOBS_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS",
+        "CREDITJOB_NAME",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("LOG_FORMAT", "json")
@@ -62,7 +67,7 @@ def test_a_run_applies_the_default_timeouts(probe: tuple[list[dict[str, str]], A
     seen, call = probe
     code, _, err = call()
     assert code == 0, err
-    assert seen == [{"lock_timeout": "30s", "statement_timeout": "5min"}]
+    assert seen == [{"lock_timeout": "30s", "statement_timeout": "5min", "idle_in_transaction_session_timeout": "1min"}]
 
 
 def test_the_timeouts_come_from_the_environment(
@@ -71,9 +76,10 @@ def test_the_timeouts_come_from_the_environment(
     seen, call = probe
     monkeypatch.setenv("CREDITJOBS_LOCK_TIMEOUT_SECONDS", "2.5")
     monkeypatch.setenv("CREDITJOBS_STATEMENT_TIMEOUT_SECONDS", "0")
+    monkeypatch.setenv("CREDITJOBS_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS", "25")
     code, _, err = call()
     assert code == 0, err
-    assert seen == [{"lock_timeout": "2500ms", "statement_timeout": "0"}]
+    assert seen == [{"lock_timeout": "2500ms", "statement_timeout": "0", "idle_in_transaction_session_timeout": "25s"}]
 
 
 def test_a_statement_running_past_statement_timeout_fails_the_run_with_exit_1(
@@ -154,3 +160,26 @@ def test_a_connection_lost_between_transactions_surfaces_as_a_database_error_and
             assert conn.execute(sa.text("SHOW lock_timeout")).scalar_one() == "30s"
     finally:
         timed.dispose()
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        ({"CREDITJOBS_NETWORK_TIMEOUT_SECONDS": "1"}, "CREDITJOBS_NETWORK_TIMEOUT_SECONDS=1 is out of range"),
+        ({"CREDITJOBS_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS": "100000"}, "is out of range"),
+        (
+            {"CREDITJOBS_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS": "15", "CREDITJOBS_HEARTBEAT_SECONDS": "10"},
+            "would end the run guard's transaction between two heartbeats",
+        ),
+    ],
+)
+def test_a_connection_deadline_out_of_range_is_refused_with_exit_2_and_nothing_written(
+    engine: sa.Engine, database_url: str, variables: dict[str, str], message: str
+) -> None:
+    env = cli_process.cli_env(database_url, CREDITJOB_PERIOD_KEY="2026-11", **variables)
+    done = cli_process.run(["run", "distribute-credits"], env)
+    assert done.returncode == 2, done.stderr
+    errors = cli_process.error_lines(done.stderr)
+    assert len(errors) == 1, done.stderr
+    assert message in errors[0], done.stderr
+    assert scalar(engine, "SELECT count(*) FROM job_runs") == 0

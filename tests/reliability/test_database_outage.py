@@ -72,6 +72,11 @@ def test_database_stopped_mid_run_fails_the_run_cleanly_and_the_rerun_completes(
         # The interrupted run could not record its failure (the database was gone); the rerun took it over.
         assert scalar(engine, "SELECT count(*) FROM job_runs WHERE status = 'running'") == 0
         assert "taken over" in scalar(engine, "SELECT error FROM job_runs WHERE status = 'failed'")
+        # ... and its row kept the counts it wrote after its chunks: what it committed, to at most the last chunk
+        # (committed just before the database went, whose counts could not be written any more).
+        kept = scalar(engine, "SELECT stats FROM job_runs WHERE run_id = :r", r=end["job_run_id"])
+        assert committed - 100 <= kept["processed"] <= committed, (kept, committed)
+        assert kept["processed"] > 0, kept
         report = check_invariants(engine)
         assert report.ok, report.violations
     finally:

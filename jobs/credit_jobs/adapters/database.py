@@ -7,7 +7,14 @@ failure (`RunFailed`, exit 1, the Job's backoffLimit retries it); what only a pe
 unknown database or role, a failed authentication, a bad connection option — is a configuration error (exit 2, the
 podFailurePolicy fails the Job at once). Both are one line with the password hidden. The engine works through a
 transaction-pooling proxy (PgBouncer `pool_mode=transaction`): psycopg's automatic prepared statements are off and
-`statement_timeout` / `lock_timeout` are set with `SET LOCAL` in every transaction rather than per session.
+`statement_timeout` / `lock_timeout` / `idle_in_transaction_session_timeout` are set with `SET LOCAL` in every
+transaction rather than per session.
+
+Every connection has a deadline on the network too (`NetworkTimeout`): TCP keepalives and `tcp_user_timeout`, so a
+connection whose peer vanished (a partition, a node lost, a half-open socket) fails within
+CREDITJOBS_NETWORK_TIMEOUT_SECONDS (30 s) instead of the kernel's ~2 h 11 min; and on the server's side an
+`idle_in_transaction_session_timeout` ends the session of a client that went silent mid-transaction, releasing its
+row locks (CREDITJOBS_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS, 60 s).
 """
 
 from __future__ import annotations
@@ -33,6 +40,15 @@ CONNECT_TIMEOUT_SECONDS = 5
 # else holds it (a stuck transaction, a manual session) — fail the chunk, exit 1, let the Job's retry try again.
 DEFAULT_STATEMENT_TIMEOUT_SECONDS = 300.0
 DEFAULT_LOCK_TIMEOUT_SECONDS = 30.0
+# A transaction of this project is idle between two of its statements for milliseconds (a chunk's statements follow
+# each other; an API request's too); the run guard's transaction for one heartbeat (10 s) at most. A minute of
+# silence means the client is gone or stranded: the server ends the session and its row locks go with it.
+DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS = 60.0
+# A connection whose peer does not answer for this long is dead (keepalive probes while waiting for an answer,
+# tcp_user_timeout while data we sent is unacknowledged). Long statements are not affected: a server working on one
+# still answers the probes.
+DEFAULT_NETWORK_TIMEOUT_SECONDS = 30.0
+MAX_NETWORK_TIMEOUT_SECONDS = 3_600
 MAX_TIMEOUT_SECONDS = 86_400  # a day: anything longer is a typo (PostgreSQL's own limit is ~24.8 days)
 
 # SQLSTATEs (and, for failures during connection start-up, where libpq gives no SQLSTATE, the server's and
@@ -110,6 +126,12 @@ def first_line(error: BaseException) -> str:
         )
     if timeout == "statement":
         return f"{line}: a statement ran longer than statement_timeout (CREDITJOBS_STATEMENT_TIMEOUT_SECONDS)"
+    lowered = line.lower()
+    if "timed out" in lowered and ("receive data" in lowered or "send data" in lowered):
+        return (
+            f"{line}: the database did not answer within the network timeout (CREDITJOBS_NETWORK_TIMEOUT_SECONDS): "
+            "a partition or a half-open connection; the server ends the stranded session, a retry resumes"
+        )
     return line
 
 
@@ -140,20 +162,54 @@ def sqlstate(error: BaseException) -> str | None:
 
 @dataclass(frozen=True)
 class SessionTimeouts:
-    """statement_timeout / lock_timeout for every transaction of an engine (seconds; 0 disables, as in PostgreSQL)."""
+    """statement_timeout / lock_timeout / idle_in_transaction_session_timeout for every transaction of an engine
+    (seconds; 0 disables the first two, as in PostgreSQL, and leaves the third to the server's own setting)."""
 
     statement_seconds: float = DEFAULT_STATEMENT_TIMEOUT_SECONDS
     lock_seconds: float = DEFAULT_LOCK_TIMEOUT_SECONDS
+    idle_in_transaction_seconds: float = DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS
 
     def __post_init__(self) -> None:
         for name, value in (
             ("CREDITJOBS_STATEMENT_TIMEOUT_SECONDS", self.statement_seconds),
             ("CREDITJOBS_LOCK_TIMEOUT_SECONDS", self.lock_seconds),
+            ("CREDITJOBS_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS", self.idle_in_transaction_seconds),
         ):
             if not math.isfinite(value) or not 0 <= value <= MAX_TIMEOUT_SECONDS:
                 raise ConfigError(
                     f"{name}={value:g} is out of range: seconds from 0 (no timeout) to {MAX_TIMEOUT_SECONDS}"
                 )
+
+
+@dataclass(frozen=True)
+class NetworkTimeout:
+    """How long a connection may go without an answer from the server before it counts as dead (seconds; 0 leaves
+    the kernel's defaults). Set as libpq's `keepalives*` and `tcp_user_timeout` on every connection: keepalive probes
+    start after a third of it idle, every sixth, four unanswered end the connection (idle + 4 intervals ≈ the
+    timeout); `tcp_user_timeout` bounds sent-but-unacknowledged data (and, on Linux, the probes) by the same time.
+    A parameter written in DATABASE_URL (`?keepalives_idle=…`) wins over the one derived here."""
+
+    seconds: float = DEFAULT_NETWORK_TIMEOUT_SECONDS
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.seconds) or not (
+            self.seconds == 0 or 3 <= self.seconds <= MAX_NETWORK_TIMEOUT_SECONDS
+        ):
+            raise ConfigError(
+                f"CREDITJOBS_NETWORK_TIMEOUT_SECONDS={self.seconds:g} is out of range: 0 (the kernel's defaults) or "
+                f"3 to {MAX_NETWORK_TIMEOUT_SECONDS} seconds"
+            )
+
+    def libpq_parameters(self) -> dict[str, int]:
+        if not self.seconds:
+            return {}
+        return {
+            "keepalives": 1,
+            "keepalives_idle": max(1, round(self.seconds / 3)),
+            "keepalives_interval": max(1, round(self.seconds / 6)),
+            "keepalives_count": 4,
+            "tcp_user_timeout": round(self.seconds * 1000),
+        }
 
 
 @dataclass(frozen=True)
@@ -179,9 +235,16 @@ class PoolLimits:
         return cls(size=size, max_overflow=threads - size, timeout_seconds=timeout_seconds)
 
 
-def create_engine(url: str, *, pool: PoolLimits | None = None, timeouts: SessionTimeouts | None = None) -> sa.Engine:
+def create_engine(
+    url: str,
+    *,
+    pool: PoolLimits | None = None,
+    timeouts: SessionTimeouts | None = None,
+    network: NetworkTimeout | None = None,
+) -> sa.Engine:
     """The engine every command uses; `timeouts` (job runs, API requests) are applied to every transaction it
-    begins; `pool` sizes its connection pool (default: SQLAlchemy's).
+    begins; `pool` sizes its connection pool (default: SQLAlchemy's); `network` bounds how long any of its
+    connections waits for a silent server (default: 30 s).
 
     `prepare_threshold=None`: psycopg would otherwise prepare a statement after 5 executions, by a name that a
     transaction-pooling proxy hands to whichever server connection comes next (`prepared statement "_pg3_0"
@@ -189,6 +252,11 @@ def create_engine(url: str, *, pool: PoolLimits | None = None, timeouts: Session
     """
     parsed = normalize_url(url)
     pool = pool or PoolLimits()
+    network_parameters = {
+        name: value
+        for name, value in (network or NetworkTimeout()).libpq_parameters().items()
+        if name not in parsed.query  # the URL's own libpq parameters win
+    }
     engine = sa.create_engine(
         parsed,
         pool_size=pool.size,
@@ -199,6 +267,7 @@ def create_engine(url: str, *, pool: PoolLimits | None = None, timeouts: Session
             "connect_timeout": CONNECT_TIMEOUT_SECONDS,
             "application_name": "credit-jobs",
             "prepare_threshold": None,
+            **network_parameters,
         },
     )
     _SHOWN_URLS[engine] = redact(url)
@@ -215,9 +284,14 @@ def _apply_per_transaction(engine: sa.Engine, timeouts: SessionTimeouts) -> None
     transaction may run on another server connection, and the setting would leak to other clients of this one.
     `SET LOCAL` lives exactly as long as the transaction, wherever the proxy runs it.
     """
-    statement_ms, lock_ms = round(timeouts.statement_seconds * 1000), round(timeouts.lock_seconds * 1000)
-    sql = (
-        f"SELECT set_config('statement_timeout', '{statement_ms}', true), set_config('lock_timeout', '{lock_ms}', true)"
+    settings = {
+        "statement_timeout": timeouts.statement_seconds,
+        "lock_timeout": timeouts.lock_seconds,
+    }
+    if timeouts.idle_in_transaction_seconds:  # 0: not set here, the server's own setting applies
+        settings["idle_in_transaction_session_timeout"] = timeouts.idle_in_transaction_seconds
+    sql = "SELECT " + ", ".join(
+        f"set_config('{name}', '{round(seconds * 1000)}', true)" for name, seconds in settings.items()
     )
 
     dbapi_error: Any = engine.dialect.loaded_dbapi.Error

@@ -74,8 +74,8 @@ def start_running(engine: sa.Engine, run: RunIdentity) -> list[uuid.UUID]:
                     sa.text(
                         """
                     UPDATE job_runs SET status = 'failed', finished_at = now(),
-                        error = 'abandoned: its database session ended while running; taken over by run '
-                                || CAST(:run_id AS text)
+                        error = 'abandoned: its database session ended while running (its counts are those of '
+                                || 'its last committed chunk); taken over by run ' || CAST(:run_id AS text)
                     WHERE job = :job AND period_key = :period_key AND shard = :shard
                       AND status = 'running' AND NOT dry_run
                     RETURNING run_id
@@ -134,6 +134,15 @@ def running_of_period(engine: sa.Engine, period_key: str, usecase: str) -> list[
                 ),
                 {"u": usecase, "pk": period_key},
             ).scalars()
+        )
+
+
+def record_counts(engine: sa.Engine, run_id: uuid.UUID, stats: dict[str, Any]) -> None:
+    """A running run's counts so far (after each committed chunk): what its row keeps if the run never finishes."""
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE job_runs SET stats = CAST(:stats AS jsonb) WHERE run_id = :run_id AND status = 'running'"),
+            {"stats": json.dumps(stats, default=str), "run_id": run_id},
         )
 
 

@@ -121,9 +121,10 @@ class RunGuard:
             idle_limit = float(row.idle_s)
             if idle_limit and self._heartbeat_seconds * 2 > idle_limit:
                 raise ConfigError(
-                    f"the server's idle_in_transaction_session_timeout is {idle_limit:g} s and the run guard's "
-                    f"heartbeat is every {self._heartbeat_seconds:g} s: the guard's open transaction would be killed "
-                    f"mid-run; set CREDITJOBS_HEARTBEAT_SECONDS to at most {idle_limit / 2:g} (half the timeout)"
+                    f"idle_in_transaction_session_timeout is {idle_limit:g} s (the server's, or "
+                    f"CREDITJOBS_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS) and the run guard's heartbeat is every "
+                    f"{self._heartbeat_seconds:g} s: the guard's open transaction would be killed mid-run; set "
+                    f"CREDITJOBS_HEARTBEAT_SECONDS to at most {idle_limit / 2:g} (half the timeout)"
                 )
         except BaseException:
             conn.close()

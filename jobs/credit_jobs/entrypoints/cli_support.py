@@ -25,6 +25,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from credit_jobs.domain.errors import ConfigError
 from credit_jobs.entrypoints.data_dir import LEGACY_DATA_DIR, data_dir
 from credit_jobs.entrypoints.settings import Settings
 
@@ -98,7 +99,8 @@ def engine_for(
     from credit_jobs.adapters import database
 
     url, embedded = resolve_database_url(option, cli)
-    engine = database.create_engine(url, timeouts=timeouts, pool=pool)
+    network = database.NetworkTimeout(cli.settings.creditjobs_network_timeout_seconds)
+    engine = database.create_engine(url, timeouts=timeouts, pool=pool, network=network)
     if embedded:
         from credit_jobs.adapters import schema_migrations
 
@@ -111,11 +113,26 @@ def engine_for(
 
 
 def run_timeouts(settings: Settings) -> SessionTimeouts:
-    """A job run's per-transaction timeouts (CREDITJOBS_STATEMENT_TIMEOUT_SECONDS, CREDITJOBS_LOCK_TIMEOUT_SECONDS),
-    for `credit-jobs run` and the HTTP API's local-mode runs; out of range: ConfigError (exit 2)."""
-    from credit_jobs.adapters.database import SessionTimeouts
+    """A job run's per-transaction timeouts (CREDITJOBS_STATEMENT_TIMEOUT_SECONDS, CREDITJOBS_LOCK_TIMEOUT_SECONDS,
+    CREDITJOBS_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS), for `credit-jobs run` and the HTTP API's local-mode runs; out
+    of range, or an idle timeout that would end the run guard's transaction between two heartbeats: ConfigError
+    (exit 2)."""
+    from credit_jobs.adapters.database import NetworkTimeout, SessionTimeouts
 
-    return SessionTimeouts(settings.creditjobs_statement_timeout_seconds, settings.creditjobs_lock_timeout_seconds)
+    NetworkTimeout(settings.creditjobs_network_timeout_seconds)  # checked here too: before anything connects
+    timeouts = SessionTimeouts(
+        settings.creditjobs_statement_timeout_seconds,
+        settings.creditjobs_lock_timeout_seconds,
+        settings.creditjobs_idle_in_transaction_timeout_seconds,
+    )
+    idle, heartbeat = timeouts.idle_in_transaction_seconds, settings.creditjobs_heartbeat_seconds
+    if idle and heartbeat * 2 > idle:
+        raise ConfigError(
+            f"CREDITJOBS_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS={idle:g} would end the run guard's transaction between "
+            f"two heartbeats (CREDITJOBS_HEARTBEAT_SECONDS={heartbeat:g}): make it at least twice the heartbeat "
+            f"({heartbeat * 2:g}) or 0 (off)"
+        )
+    return timeouts
 
 
 # --- output -------------------------------------------------------------------------------------------------------

@@ -86,6 +86,8 @@ class Settings:
     creditjobs_batch_size: int = DEFAULT_BATCH_SIZE
     creditjobs_statement_timeout_seconds: float = 300.0  # job runs: SET LOCAL statement_timeout
     creditjobs_lock_timeout_seconds: float = 30.0  # job runs: SET LOCAL lock_timeout
+    creditjobs_idle_in_transaction_timeout_seconds: float = 60.0  # job runs: SET LOCAL idle_in_transaction_…
+    creditjobs_network_timeout_seconds: float = 30.0  # every connection: TCP keepalives and tcp_user_timeout
     creditjobs_retention_days: int = DEFAULT_RETENTION_DAYS  # purge-retention: job_runs, deleted stored_files rows
     creditjobs_request_replay_days: int = DEFAULT_REQUEST_REPLAY_DAYS  # purge-retention: processed request ids
 
@@ -207,6 +209,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "creditjobs_batch_size": _batch_size,
     "creditjobs_statement_timeout_seconds": _number("CREDITJOBS_STATEMENT_TIMEOUT_SECONDS"),
     "creditjobs_lock_timeout_seconds": _number("CREDITJOBS_LOCK_TIMEOUT_SECONDS"),
+    "creditjobs_idle_in_transaction_timeout_seconds": _number("CREDITJOBS_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS"),
+    "creditjobs_network_timeout_seconds": _number("CREDITJOBS_NETWORK_TIMEOUT_SECONDS"),
     "creditjobs_retention_days": _days("CREDITJOBS_RETENTION_DAYS"),
     "creditjobs_request_replay_days": _days("CREDITJOBS_REQUEST_REPLAY_DAYS"),
 }

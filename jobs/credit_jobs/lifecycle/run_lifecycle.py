@@ -276,7 +276,7 @@ def _named(runs: list[uuid.UUID]) -> str:
 def _work(run: _Run, engine: sa.Engine, guard: RunGuard, progress: Progress | None) -> RunOutcome:
     """5. The usecase, in chunks; 6. its result in the audit row. The run is recorded (its audit row exists)."""
     request = run.request
-    committed = _CountsSoFar()
+    committed = _CountsSoFar(engine, run.run_id)
     ctx = RunContext(
         run_id=run.run_id,
         job=request.job,
@@ -322,13 +322,18 @@ def _checkpoint(run: _Run, guard: RunGuard) -> Callable[[], None]:
 
 
 class _CountsSoFar:
-    """The latest counts a usecase handed over (`RunContext.record_counts`): what a failed run records."""
+    """The latest counts a usecase handed over (`RunContext.record_counts`, after every committed chunk): what a
+    failed run records. Also written to the run's audit row at once (one single-row UPDATE per chunk), so a run that
+    never reaches its own end — SIGKILL, its database or network gone — leaves what it committed in its row, to at
+    most the one chunk committed just before it died; the run that takes the row over keeps those counts."""
 
-    def __init__(self) -> None:
+    def __init__(self, engine: sa.Engine, run_id: uuid.UUID) -> None:
+        self._engine, self._run_id = engine, run_id
         self.stats: RunStats | None = None
 
     def record(self, stats: RunStats) -> None:
         self.stats = stats
+        run_audit.record_counts(self._engine, self._run_id, stats.as_dict())
 
 
 def _finish(
