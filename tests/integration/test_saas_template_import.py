@@ -578,3 +578,46 @@ def test_rolling_back_an_imported_month_counts_what_was_spent_in_the_template_as
     assert scalar(engine, "SELECT amount FROM credit_grants WHERE cause_run_id = :r", r=redo.run_id) == 600
     assert scalar(engine, "SELECT balance FROM credit_accounts WHERE user_id = 'a'") == 600
     assert check_invariants(engine).ok
+
+
+def test_a_spent_grant_of_the_cut_over_month_holds_the_month_so_the_distribution_does_not_grant_it_again(
+    engine: sa.Engine, database_url: str, run_usecase: RunUsecase
+) -> None:
+    """A user who had spent all of the cut-over month's template grant is granted that month once, not twice: the
+    spent grant arrives as a used-up grant (its usage recorded), holding the month; spent grants of earlier months
+    and spent purchases hold nothing a distribution could grant, and are not imported."""
+    now = datetime(2026, 11, 20, 12, tzinfo=UTC)
+    with engine.begin() as conn:
+        create_template_tables(conn)
+        conn.exec_driver_sql(
+            "INSERT INTO \"user\" (id, email) VALUES ('spent', 's@x'), ('kept', 'k@x'), ('october', 'o@x')"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO credit_transaction (id, user_id, type, amount, remaining_amount, expiration_date, "
+            "period_key) VALUES "
+            "('t1', 'spent', 'MONTHLY_REFRESH', 50, 0, '2026-12-20', 202611), "  # the whole month spent
+            "('t2', 'kept', 'MONTHLY_REFRESH', 50, 20, '2026-12-20', 202611), "
+            "('t3', 'october', 'MONTHLY_REFRESH', 50, 0, '2026-11-25', 202610), "  # an earlier month, spent
+            "('t4', 'october', 'PURCHASE_PACKAGE', 100, 0, NULL, 0)"  # a spent purchase
+        )
+    add_policy(engine, "free", "free_tier", 50, 30)
+    add_users(engine, [(u, "free", "active", False, False) for u in ("spent", "kept", "october")])
+
+    outcome = _import_in_process(database_url, ImportScope("public"), now=now)
+    assert outcome.exit_code == 0, outcome.error
+    held = rows(engine, "SELECT user_id, amount, remaining, period_key FROM credit_grants ORDER BY user_id")
+    assert [tuple(r) for r in held] == [("kept", 50, 20, "2026-11"), ("spent", 50, 0, "2026-11")]
+    (usage,) = rows(
+        engine, "SELECT e.amount FROM credit_entries e JOIN credit_grants g USING (grant_id) WHERE g.user_id = 'spent'"
+    )
+    assert usage.amount == 50
+
+    distributed = run_usecase("distribute-credits", job="monthly", pinned_key="2026-11", now=now)
+    assert distributed.exit_code == 0, distributed.error
+    per_user = dict(
+        rows(engine, "SELECT user_id, count(*) FROM credit_grants WHERE period_key = '2026-11' GROUP BY user_id")
+    )
+    assert per_user == {"spent": 1, "kept": 1, "october": 1}  # only the user without a November grant got one
+    assert dict(rows(engine, "SELECT user_id, balance FROM credit_accounts")) == {"spent": 0, "kept": 20, "october": 50}
+    report = check_invariants(engine)
+    assert report.ok, report.violations

@@ -10,6 +10,8 @@ postgres_fdw's `IMPORT FOREIGN SCHEMA`, docs/adopting.md). The schema name is qu
 - `profile_source`: one aggregate over the template's live grants (positive `amount` and `remaining_amount`, not
   expiry-processed, `expiration_date` NULL or after the cut-off): the types and period keys they carry, how many,
   how many credits. The usecase maps those (`domain.saas_template.plan_import`) and passes the mapping back as arrays.
+  Besides the live grants, the import carries over the *spent* periodic grants of the cut-over month (the month of
+  the cut-off): used up, they still hold that month for their user (`_HOLDING`).
 - `import_chunk`: one chunk of live grants in `credit_transaction.id` order (its primary key: the keyset walks the
   index, whatever the table's size), one statement of data-modifying CTEs:
   1. map each row's type and period key by joining the plan's arrays; a periodic row keeps its month only if it is
@@ -33,12 +35,12 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-from credit_jobs.domain.saas_template import IMPORT_KEY_PREFIX, ImportPlan
+from credit_jobs.domain.saas_template import IMPORT_KEY_PREFIX, PERIODIC_TYPES, ImportPlan
 
 SAMPLE = 20  # rows named in a report (counts are always exact)
 USED_BEFORE_IMPORT = "used in the SaaS template before the import"  # the reason on those usage entries
@@ -65,8 +67,26 @@ _LIVE = """{t}.amount > 0 AND {t}.remaining_amount > 0 AND {t}.expiration_date_p
     AND ({t}.expiration_date IS NULL OR {t}.expiration_date > (CAST(:cutoff AS timestamptz) AT TIME ZONE 'UTC'))"""
 
 
+# A spent grant of the cut-over month (the month of the cut-off, UTC): nothing left to carry, but it is the user's
+# grant of that month. It is imported too, as a used-up grant with a usage entry for all of it (so the grant is
+# conserved and `check` stays clean): it holds the month for its user, and distribute-credits does not grant the
+# month again. A spent grant of an earlier month holds nothing a distribution could still grant: not imported.
+_HOLDING = """({t}.amount > 0 AND {t}.remaining_amount = 0 AND {t}.expiration_date_processed_at IS NULL
+    AND {t}.period_key = :cutover_key AND {t}.type = ANY(:holding_types))"""
+
+
 def _live(alias: str) -> str:
     return _LIVE.format(t=alias)
+
+
+def _imported(alias: str) -> str:
+    """The template grants the import carries over: the live ones, and the spent ones of the cut-over month."""
+    return f"(({_live(alias)}) OR {_HOLDING.format(t=alias)})"
+
+
+def _cutoff_params(cutoff: datetime) -> dict[str, object]:
+    month = cutoff.astimezone(UTC)
+    return {"cutoff": cutoff, "cutover_key": month.year * 100 + month.month, "holding_types": sorted(PERIODIC_TYPES)}
 
 
 def quote_schema(conn: sa.Connection, schema: str) -> str:
@@ -111,12 +131,13 @@ class SourceProfile:
 def profile_source(conn: sa.Connection, schema: str, *, cutoff: datetime) -> SourceProfile:
     sql = (
         f"SELECT t.type, t.period_key, count(*) AS grants, sum(t.remaining_amount) AS credits "
-        f"FROM {quote_schema(conn, schema)}.credit_transaction t WHERE {_live('t')} GROUP BY t.type, t.period_key"
+        f"FROM {quote_schema(conn, schema)}.credit_transaction t WHERE {_imported('t')} "
+        "GROUP BY t.type, t.period_key"
     )
     types: Counter[str] = Counter()
     keys: set[int] = set()
     grants = credits = 0
-    for row in conn.execute(sa.text(sql), {"cutoff": cutoff}):
+    for row in conn.execute(sa.text(sql), _cutoff_params(cutoff)):
         types[row.type] += int(row.grants)
         keys.add(int(row.period_key or 0))
         grants += int(row.grants)
@@ -275,15 +296,15 @@ def import_chunk(
     """Import up to `batch` live grants whose id follows `after` ('' : from the first)."""
     sql = _CHUNK.format(
         src=quote_schema(conn, schema),
-        live_t=_live("t"),
-        live_o=_live("o"),
+        live_t=_imported("t"),
+        live_o=_imported("o"),
         write=_PREVIEW if dry_run else _WRITE,
         sample=SAMPLE,
     )
     params: dict[str, object] = {
         "after": after,
         "batch": batch,
-        "cutoff": cutoff,
+        **_cutoff_params(cutoff),
         "key_prefix": IMPORT_KEY_PREFIX,
         "grant_family": grant_family,
         **_plan_params(plan),
@@ -310,9 +331,9 @@ def first_grant_after(conn: sa.Connection, *, schema: str, after: str, cutoff: d
     """(credit_transaction id, user id) of the live grant a chunk of size 1 after `after` covers."""
     sql = (
         f"SELECT t.id, t.user_id FROM {quote_schema(conn, schema)}.credit_transaction t "
-        f"WHERE t.id > :after AND {_live('t')} ORDER BY t.id LIMIT 1"
+        f"WHERE t.id > :after AND {_imported('t')} ORDER BY t.id LIMIT 1"
     )
-    row = conn.execute(sa.text(sql), {"after": after, "cutoff": cutoff}).one_or_none()
+    row = conn.execute(sa.text(sql), {"after": after, **_cutoff_params(cutoff)}).one_or_none()
     return None if row is None else (str(row.id), str(row.user_id))
 
 
