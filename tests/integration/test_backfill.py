@@ -100,6 +100,18 @@ def test_a_dry_run_backfill_says_what_it_would_grant_and_grants_nothing(
     assert scalar(engine, "SELECT count(*) FROM credit_grants") == 0
 
 
+def test_a_dry_run_backfill_counts_the_users_the_real_run_would_skip(cli: Any, engine: sa.Engine) -> None:
+    _seed(engine)
+    add_users(engine, [(5, "pro", "active", False, True), (6, "pro", "cancelled", False, False)])  # banned, inactive
+    code, dry, err = cli("backfill", "distribute-credits", "--from", "2026-11", "--to", "2026-11", "--dry-run")
+    assert code == 0, err
+    code, real, err = cli("backfill", "distribute-credits", "--from", "2026-11", "--to", "2026-11")
+    assert code == 0, err
+    # period, status, granted / would grant, already granted, skipped: the same numbers, dry or not
+    assert [line.split("\t")[2:5] for line in dry.splitlines()[1:]] == [["4", "0", "2"]]
+    assert [line.split("\t")[2:5] for line in real.splitlines()[1:]] == [["4", "0", "2"]]
+
+
 def test_more_than_24_periods_run_with_yes(cli: Any, engine: sa.Engine) -> None:
     _seed(engine)
     code, _, err = cli("backfill", "distribute-credits", "--from", "2024-09", "--to", "2026-11", "--yes", "--dry-run")
@@ -143,6 +155,15 @@ def test_bad_ranges_exit_2_with_the_reason_and_write_nothing(
     assert message in line, line
     assert out == ""
     assert _counts(engine) == before
+
+
+@pytest.mark.parametrize("usecase", ["expire-credits", "cleanup-storage", "purge-retention"])
+def test_a_usecase_that_works_on_now_is_not_backfilled(cli: Any, engine: sa.Engine, usecase: str) -> None:
+    code, out, err = cli("backfill", usecase, "--from", "2026-11-01", "--to", "2026-11-03")
+    assert code == 2, out + err
+    assert f"{usecase} cannot be backfilled" in err
+    assert f"`credit-jobs run {usecase}`" in err
+    assert scalar(engine, "SELECT count(*) FROM job_runs") == 0
 
 
 def test_an_unknown_usecase_exits_2_and_writes_nothing(cli: Any, engine: sa.Engine) -> None:

@@ -209,6 +209,16 @@ def test_a_run_over_an_empty_eligibility_source_warns(database_url: str, engine:
     assert len(cli_process.error_lines(dry.stderr)) == 1
 
 
+def test_an_expiry_with_nothing_due_states_its_zero_counts_dry_or_not(database_url: str) -> None:
+    env = cli_process.cli_env(database_url)
+    dry = cli_process.run(["run", "expire-credits", "--dry-run"], env)
+    assert dry.returncode == 0, dry.stderr
+    assert "; would_expire_grants=0, would_expire_credits=0" in dry.stdout, dry.stdout
+    done = cli_process.run(["run", "expire-credits"], env)
+    assert done.returncode == 0, done.stderr
+    assert "; expired_grants=0" in done.stdout, done.stdout
+
+
 # --- §5 a run id only once its audit row exists --------------------------------------------------------------
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

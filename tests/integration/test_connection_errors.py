@@ -65,6 +65,10 @@ def test_a_database_a_retry_may_reach_exits_1(url: str, message: str) -> None:
     assert "cannot connect to the database at postgresql://billing:***@" in line  # as written (issue 13 §7)
     assert message in line
     assert "a retry may help" in line
+    # It never started, so it has no audit row: no log line names a run id `runs show` could not find.
+    logged = cli_process.log_lines(done.stderr)
+    assert [line["event"] for line in logged] == ["run.finished"], logged
+    assert all("job_run_id" not in line for line in logged), logged
 
 
 def test_a_server_that_never_answers_times_out_and_exits_1(silent_port: int) -> None:

@@ -81,7 +81,8 @@ def test_rollback_then_redo_never_gives_more_than_the_policy_amount_in_total(cli
         conn.execute(sa.text("UPDATE plan_credit_policies SET credits_per_period = 400"))
     code, out, err = cli("run", "distribute-credits", "--period-key", PERIOD)
     assert code == 0, err
-    assert "granted=3" in out
+    assert "granted=3, already_granted=0" in out, out
+    assert "covered_by_kept=1" in out, out  # user 2 kept more than the period's amount: not "already granted"
     new = rows(
         engine,
         "SELECT user_id, amount FROM credit_grants WHERE rolled_back_at IS NULL AND period_key = :k ORDER BY 1",
@@ -97,7 +98,8 @@ def test_rollback_then_redo_never_gives_more_than_the_policy_amount_in_total(cli
     # a rerun of the redo adds nothing
     code, out, _ = cli("run", "distribute-credits", "--period-key", PERIOD)
     assert code == 0
-    assert "granted=0" in out
+    assert "granted=0, already_granted=3" in out, out
+    assert "covered_by_kept=1" in out, out
 
 
 def test_check_names_a_redo_grant_that_did_not_subtract_what_the_user_kept(cli: Any, engine: sa.Engine) -> None:
@@ -198,6 +200,19 @@ def test_a_dry_run_reports_and_writes_nothing_to_the_ledger(cli: Any, engine: sa
     assert "would_void_credits=1700" in out
     assert "dry run" in out
     assert _ledger_snapshot(engine) == before
+
+
+def test_a_rollback_of_a_period_with_no_grants_says_there_was_nothing_to_roll_back(cli: Any, engine: sa.Engine) -> None:
+    _wrong_amount_went_out(engine, cli)
+    before = _ledger_snapshot(engine)
+    for dry in ([], ["--dry-run"]):
+        code, _, err = cli("rollback", "distribute-credits", "--period-key", "2027-05", "--reason", "r", *dry)
+        assert code == 0, err
+        assert "credit-jobs: warning: nothing to roll back: no grant of grant family plan for period 2027-05" in err
+    assert _ledger_snapshot(engine) == before
+    code, _, err = cli("rollback", "distribute-credits", "--period-key", PERIOD, "--reason", "r")
+    assert code == 0, err
+    assert "nothing to roll back" not in err
 
 
 def _counts(engine: sa.Engine) -> tuple[int, ...]:

@@ -54,6 +54,7 @@ class DistributeChunk:
     credits: int
     unconfigured_sample: list[str]
     unconfigured_plans: list[str]
+    covered_by_kept: int = 0  # a redo after a rollback: users who kept the period's amount already (nothing more)
 
     @property
     def unconfigured(self) -> int:
@@ -61,7 +62,7 @@ class DistributeChunk:
 
     @property
     def already_granted(self) -> int:
-        return self.configured - self.granted
+        return self.configured - self.granted - self.covered_by_kept
 
 
 _DISTRIBUTE_CHUNK = """
@@ -94,6 +95,7 @@ SELECT
     (SELECT count(*) FROM chunk WHERE NOT is_active AND NOT is_banned) AS inactive,
     (SELECT count(*) FROM eligible) AS eligible,
     (SELECT count(*) FROM candidates) AS configured,
+    (SELECT count(*) FROM candidates WHERE credits <= 0) AS covered_by_kept,
     (SELECT count(*) FROM inserted) AS granted,
     (SELECT coalesce(sum(amount), 0) FROM inserted) AS credits,
     (SELECT coalesce(array_agg(user_id ORDER BY user_id), '{{}}') FROM (
@@ -180,6 +182,7 @@ def distribute_chunk(
         eligible=row.eligible,
         configured=row.configured,
         granted=row.granted,
+        covered_by_kept=row.covered_by_kept,
         credits=int(row.credits),
         unconfigured_sample=list(row.unconfigured_sample),
         unconfigured_plans=sorted(row.unconfigured_plans),

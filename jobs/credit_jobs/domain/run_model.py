@@ -73,13 +73,17 @@ class UsecaseSpec:
 
     `grant_period_lock`: how a run holds its (grant family, period) besides its own guard — "shared" for the runs
     that write the period's grants (distributions: every job name and shard at once), "exclusive" for the run that
-    takes them back (a rollback: alone). The one that comes second is refused (run_guard.RunGuard)."""
+    takes them back (a rollback: alone). The one that comes second is refused (run_guard.RunGuard).
+
+    `works_on_its_period`: the work depends on the period key (distribute-credits grants *that* period), so a past
+    period can be run again (`backfill`). The others work on what is due at the database's now, whatever the key."""
 
     name: str
     default_period: Period
     run: Callable[..., RunStats]
     description: str
     grant_period_lock: Literal["shared", "exclusive"] | None = None
+    works_on_its_period: bool = False
 
 
 def validate_batch_size(value: int) -> int:

@@ -127,7 +127,14 @@ def rollback_distribute(
         )
         return EXIT_CONFIG_ERROR
     print_outcome(outcome, request.job, request.shard)
-    _print_not_voided(outcome.stats.details if outcome.stats else {})
+    details = outcome.stats.details if outcome.stats else {}
+    _print_not_voided(details)
+    if outcome.status == "succeeded" and not details.get("would_roll_back" if dry_run else "rolled_back"):
+        warn(
+            f"credit-jobs: warning: nothing to roll back: no grant of grant family {request.grant_family} for period "
+            f"{period_key}{' among the users given' if user else ''} — a period not distributed yet (a future one) "
+            "has none; check --period-key and --grant-family"
+        )
     return outcome.exit_code
 
 
@@ -235,6 +242,12 @@ def backfill(
     cli = state(ctx)
     settings = cli.settings
     spec = bind_settings(get_usecase(usecase), settings)
+    if not spec.works_on_its_period:
+        raise ConfigError(
+            f"{spec.name} cannot be backfilled: it works on what is due at the database's clock now, whatever the "
+            f"period key, so each past period would run the same work again; run it once instead: "
+            f"`credit-jobs run {spec.name}`"
+        )
     period, keys = period_range(from_key, to_key, now=datetime.now(UTC), yes=yes)
     check_jobs_period(from_key, period, *jobs_period(settings, spec.name), option="--from")
     template = _ops_request(

@@ -123,6 +123,8 @@ def with_progress(label: str, call: Callable[[Progress | None], RunOutcome]) -> 
 
 RUN_ALWAYS = ("granted", "already_granted", "skipped")
 DRY_RUN_ALWAYS = ("would_grant",)  # a dry run states only what would change (issue 13 §3)
+# expire-credits' headline counts: stated whenever it reports them, zeros included (nothing due says so)
+EXPIRE_ALWAYS = ("expired_grants", "would_expire_grants", "would_expire_credits")
 
 
 def print_outcome(outcome: RunOutcome, job: str, shard: Shard) -> None:
@@ -143,8 +145,9 @@ def print_outcome(outcome: RunOutcome, job: str, shard: Shard) -> None:
 def _print_success(outcome: RunOutcome, shard: Shard) -> None:
     counts = outcome.stats.as_dict() if outcome.stats else {}
     # distribute-credits (it counts users_seen): what was granted, what already was and what was skipped are
-    # always stated, zeros included (a no-op rerun says granted=0); other counts only when not zero.
+    # always stated, zeros included (a no-op rerun says granted=0); expire-credits' too; others only when not zero.
     always = (DRY_RUN_ALWAYS if outcome.dry_run else RUN_ALWAYS) if "users_seen" in counts else ()
+    always += tuple(key for key in EXPIRE_ALWAYS if key in counts)
     ordered = {**{k: counts.get(k, 0) for k in always}, **counts}
     summary = ", ".join(
         f"{k}={v}" for k, v in ordered.items() if isinstance(v, int) and not isinstance(v, bool) and (v or k in always)

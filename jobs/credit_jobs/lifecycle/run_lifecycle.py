@@ -117,6 +117,8 @@ def execute_run(
     with stop_on_sigterm() as stop:
         outcome = _resolve_and_run(request, engine_factory, clock, progress, ledger_clock, run_id, now, stop)
     outcome = dataclasses.replace(outcome, duration_s=time.monotonic() - started)
+    if not outcome.recorded:  # it never started: no audit row, so no line names a run id `runs show` cannot find
+        structlog.contextvars.unbind_contextvars("job_run_id")
     _report(request, outcome)
     return outcome
 

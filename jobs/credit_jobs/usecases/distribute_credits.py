@@ -31,6 +31,7 @@ class DistributeTotals:
     eligible: int = 0
     granted: int = 0
     already_granted: int = 0
+    covered_by_kept: int = 0  # a redo after a rollback: users who had kept the period's amount
     banned: int = 0
     inactive: int = 0
     unconfigured_plan_users: int = 0
@@ -80,6 +81,7 @@ class _Distribute(ChunkedWork[str, ledger_sql.DistributeChunk]):
         t.eligible += chunk.eligible
         t.granted += chunk.granted
         t.already_granted += chunk.already_granted
+        t.covered_by_kept += chunk.covered_by_kept
         t.banned += chunk.banned
         t.inactive += chunk.inactive
         t.unconfigured_plan_users += chunk.unconfigured
@@ -96,6 +98,7 @@ class _Distribute(ChunkedWork[str, ledger_sql.DistributeChunk]):
         details: dict[str, object] = {
             "eligible": t.eligible,
             "already_granted": t.already_granted,
+            **({"covered_by_kept": t.covered_by_kept} if t.covered_by_kept else {}),
             "banned": t.banned,
             "inactive": t.inactive,
             "unconfigured_plan_users": t.unconfigured_plan_users,
@@ -105,12 +108,13 @@ class _Distribute(ChunkedWork[str, ledger_sql.DistributeChunk]):
             "users_seen": t.users_seen,
         }
         skipped = t.banned + t.inactive + t.unconfigured_plan_users
-        if self.ctx.dry_run:  # nothing was granted: say only what would have been
+        if self.ctx.dry_run:  # nothing was granted: say what would have been (skipping writes nothing: as is)
             return RunStats(
+                skipped=skipped,
                 details={"would_grant": t.granted, "would_grant_credits": t.credits, **details},
             )
         return RunStats(
-            processed=t.granted + t.already_granted,
+            processed=t.granted + t.already_granted + t.covered_by_kept,
             skipped=skipped,
             credits={"granted": t.credits},
             details={"granted": t.granted, **details},

@@ -25,6 +25,7 @@ USECASES: dict[str, UsecaseSpec] = {
             distribute_credits,
             "Grant every eligible user their plan's credits for the period, exactly once.",
             grant_period_lock="shared",
+            works_on_its_period=True,
         ),
         UsecaseSpec(
             EXPIRE_CREDITS,
