@@ -146,7 +146,7 @@ def _print_success(outcome: RunOutcome, shard: Shard) -> None:
     counts = outcome.stats.as_dict() if outcome.stats else {}
     # distribute-credits (it counts users_seen): what was granted, what already was and what was skipped are
     # always stated, zeros included (a no-op rerun says granted=0); expire-credits' too; others only when not zero.
-    always = (DRY_RUN_ALWAYS if outcome.dry_run else RUN_ALWAYS) if "users_seen" in counts else ()
+    always: tuple[str, ...] = (DRY_RUN_ALWAYS if outcome.dry_run else RUN_ALWAYS) if "users_seen" in counts else ()
     always += tuple(key for key in EXPIRE_ALWAYS if key in counts)
     ordered = {**{k: counts.get(k, 0) for k in always}, **counts}
     summary = ", ".join(
