@@ -15,9 +15,8 @@ from credit_jobs.domain.period_keys import (
     parse_period,
     parse_time_zone,
     period_start,
-    resolve_period,
 )
-from credit_jobs.domain.schedule import Schedule, validate_schedule
+from credit_jobs.domain.schedule import Schedule, resolve_period, validate_schedule
 
 SHANGHAI = "Asia/Shanghai"
 

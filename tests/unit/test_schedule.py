@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from credit_jobs.domain.errors import ConfigError
-from credit_jobs.domain.period_keys import Period, format_key, period_start, resolve_period
-from credit_jobs.domain.schedule import Schedule
+from credit_jobs.domain.period_keys import Period, format_key, period_start
+from credit_jobs.domain.schedule import Schedule, resolve_period
 
 
 def utc(*args: int) -> datetime:

@@ -1,10 +1,11 @@
 """Period keys: which billing period a run belongs to, and the one canonical spelling of each key.
 
 Pure functions (no I/O), shared by the jobs' run lifecycle and the operator's planners (docs/period-keys.md). The key
-of a run is the period containing the latest fire time of the schedule (`domain.schedule.Schedule`) that is ≤ now,
-in the schedule's time zone — unless a key is pinned (`CREDITJOB_PERIOD_KEY` on manual / catch-up / backfill Jobs).
-So a pod that starts at 00:07 on 1 December for the 00:00 schedule grants December, and a retry that starts late on
-30 November for the November fire time still grants November (its latest fire time is still 1 November).
+of a run is the period containing the latest fire time of the schedule that is ≤ now, in the schedule's time zone
+(`domain.schedule.resolve_period`: schedules build on this module's key grammar, never the reverse) — unless a key
+is pinned (`CREDITJOB_PERIOD_KEY` on manual / catch-up / backfill Jobs). So a pod that starts at 00:07 on 1 December
+for the 00:00 schedule grants December, and a retry that starts late on 30 November for the November fire time still
+grants November (its latest fire time is still 1 November).
 
 Formats: `2026-11` (monthly), `2026-W48` (ISO week), `2026-11-28` (daily), `2026-11-28T13+01:00` (hourly: the local
 hour and its UTC offset, so the two 01:00 hours of a fall-back night are two keys). Keys are parsed as ASCII only and
@@ -18,14 +19,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from credit_jobs.domain.contract import Period as Period  # the granularities are part of the contract
 from credit_jobs.domain.errors import ConfigError
-
-if TYPE_CHECKING:
-    from credit_jobs.domain.schedule import Schedule
 
 # Periods a key may name: from the Unix epoch to well before year 9999, so a period's start plus the longest
 # validity a grant may have (a century, domain.limits.MAX_EXPIRY_DAYS) stays inside Python's and PostgreSQL's
@@ -193,35 +190,3 @@ def period_start(key: str, period: Period, tz: ZoneInfo) -> datetime:
     if format_key(start.astimezone(tz), period) != key:
         raise _malformed(key, period, "non-canonical")
     return start
-
-
-def resolve_period(
-    *,
-    period: Period,
-    time_zone: str,
-    now: datetime,
-    schedule: Schedule | str | None = None,
-    pinned_key: str | None = None,
-) -> ResolvedPeriod:
-    """The period a run belongs to: the pinned key when given (validated), else the schedule's latest fire time.
-
-    With neither a pinned key nor a schedule (an ad-hoc CLI run), the period containing `now` is used. `now` is the
-    caller's clock (the pod's, for a run: docs/period-keys.md says why that is safe).
-    """
-    # Imported here: schedule.py builds on this module's key grammar, so a module-level import would be circular.
-    from credit_jobs.domain.schedule import Schedule
-
-    tz = parse_time_zone(time_zone)
-    parsed = Schedule.parse(schedule, time_zone, period) if isinstance(schedule, str) and schedule else None
-    if isinstance(schedule, Schedule):
-        parsed = schedule
-    if pinned_key is not None and pinned_key != "":
-        return ResolvedPeriod(pinned_key, period, period_start(pinned_key, period, tz), None)
-    if parsed is None:
-        key = format_key(now.astimezone(tz), period)
-        return ResolvedPeriod(key, period, period_start(key, period, tz), None)
-    fire = parsed.latest_fire(now)
-    if fire is None:
-        raise ConfigError(f"schedule {parsed.expression!r} has no fire time before {now.isoformat()}")
-    key = parsed.period_key_of(fire)
-    return ResolvedPeriod(key, period, period_start(key, period, tz), fire)

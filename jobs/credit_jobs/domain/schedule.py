@@ -1,7 +1,7 @@
 """`Schedule`: a cron expression with its time zone and period, parsed once, and its exact fire times.
 
 Pure (no I/O). The one place fire times are computed: the run lifecycle resolves its period through it
-(`period_keys.resolve_period`), and the operator's planners (`missed_periods`, `status`, `spec_checks`) use the
+(`resolve_period`, below), and the operator's planners (`missed_periods`, `status`, `spec_checks`) use the
 `Schedule` that `creditjob.parse_spec` builds. `credit-jobs schedule` prints what it computes.
 
 Semantics (docs/period-keys.md): those of the Kubernetes CronJob controller with `spec.timeZone` (robfig/cron v3
@@ -27,7 +27,14 @@ from zoneinfo import ZoneInfo
 from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 
 from credit_jobs.domain.errors import ConfigError
-from credit_jobs.domain.period_keys import Period, format_key, parse_period, parse_time_zone
+from credit_jobs.domain.period_keys import (
+    Period,
+    ResolvedPeriod,
+    format_key,
+    parse_period,
+    parse_time_zone,
+    period_start,
+)
 
 # The largest UTC-offset change of any zone (one transition, or the spread of offsets across a few hours). The tz
 # database's largest in 2026-2030 is 2 h (Antarctica/Troll, +00 ↔ +02); the property test sweeps every transition
@@ -194,3 +201,32 @@ def _utc(moment: datetime) -> datetime:
     if moment.tzinfo is None:
         raise ValueError("datetimes given to a Schedule must be timezone-aware")
     return moment.astimezone(UTC)
+
+
+def resolve_period(
+    *,
+    period: Period,
+    time_zone: str,
+    now: datetime,
+    schedule: Schedule | str | None = None,
+    pinned_key: str | None = None,
+) -> ResolvedPeriod:
+    """The period a run belongs to: the pinned key when given (validated), else the schedule's latest fire time.
+
+    With neither a pinned key nor a schedule (an ad-hoc CLI run), the period containing `now` is used. `now` is the
+    caller's clock (the pod's, for a run: docs/period-keys.md says why that is safe).
+    """
+    tz = parse_time_zone(time_zone)
+    parsed = Schedule.parse(schedule, time_zone, period) if isinstance(schedule, str) and schedule else None
+    if isinstance(schedule, Schedule):
+        parsed = schedule
+    if pinned_key is not None and pinned_key != "":
+        return ResolvedPeriod(pinned_key, period, period_start(pinned_key, period, tz), None)
+    if parsed is None:
+        key = format_key(now.astimezone(tz), period)
+        return ResolvedPeriod(key, period, period_start(key, period, tz), None)
+    fire = parsed.latest_fire(now)
+    if fire is None:
+        raise ConfigError(f"schedule {parsed.expression!r} has no fire time before {now.isoformat()}")
+    key = parsed.period_key_of(fire)
+    return ResolvedPeriod(key, period, period_start(key, period, tz), fire)

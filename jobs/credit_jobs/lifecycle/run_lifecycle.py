@@ -45,8 +45,9 @@ from credit_jobs.domain.contract import (
 )
 from credit_jobs.domain.errors import ConfigError, CreditJobsError, RunFailed
 from credit_jobs.domain.grant_rules import DEFAULT_GRANT_FAMILY
-from credit_jobs.domain.period_keys import Period, ResolvedPeriod, resolve_period
+from credit_jobs.domain.period_keys import Period, ResolvedPeriod
 from credit_jobs.domain.run_model import RunContext, RunStats, UsecaseSpec
+from credit_jobs.domain.schedule import resolve_period
 from credit_jobs.domain.sharding import Shard
 from credit_jobs.lifecycle.termination import StopRequest, stop_on_sigterm
 
