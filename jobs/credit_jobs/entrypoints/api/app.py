@@ -2,7 +2,8 @@
 
 `create_app(state)` is called by `credit-jobs api` (`entrypoints.cli_api`) and by the tests, with an `ApiState`
 holding the configuration, the database engine and the run triggers. Routes live in `routes_health`,
-`routes_ledger` and `routes_runs`. Every protected request first passes the request gate (`gate.RequestGate`: the
+`routes_ledger` and `routes_runs`, which take what they share from `dependencies` (the routes never import this
+module). Every protected request first passes the request gate (`gate.RequestGate`: the
 global rate limit, the claimed principal's failed-authentication budget from this address, authentication — 401
 with `WWW-Authenticate` — and the body's size limit, all before the body is read); protected routes then depend on
 `require(scope)`: the principal's own rate limit (429 with `Retry-After`) and the scope (403). The audit middleware
@@ -19,11 +20,9 @@ import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import anyio.to_thread
-import sqlalchemy as sa
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -34,13 +33,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from credit_jobs import __version__
 from credit_jobs.adapters import database
-from credit_jobs.entrypoints.api.auth import Principal
+from credit_jobs.entrypoints.api import routes_health, routes_ledger, routes_runs
+from credit_jobs.entrypoints.api.dependencies import ApiState as ApiState  # create_app's argument, for its callers
+from credit_jobs.entrypoints.api.dependencies import state_of
 from credit_jobs.entrypoints.api.errors import ERROR_RESPONSES, ApiError, envelope_error
-from credit_jobs.entrypoints.api.gate import RequestGate, too_many
-from credit_jobs.entrypoints.api.rate_limits import RateLimits
+from credit_jobs.entrypoints.api.gate import RequestGate
 from credit_jobs.entrypoints.api.settings import WORKER_THREADS, ApiConfig
-from credit_jobs.entrypoints.api.triggers import Triggers
-from credit_jobs.observability.api_metrics import ApiMetrics, result_of
+from credit_jobs.observability.api_metrics import result_of
 
 log = structlog.get_logger()
 
@@ -48,49 +47,11 @@ log = structlog.get_logger()
 QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
-@dataclass
-class ApiState:
-    config: ApiConfig
-    engine: sa.Engine
-    triggers: Triggers
-    limits: RateLimits = field(init=False)
-    metrics: ApiMetrics = field(default_factory=ApiMetrics)
-
-    def __post_init__(self) -> None:
-        self.limits = RateLimits(self.config.rate_global, self.config.rate_client, self.config.rate_auth_failures)
-
-
-def state_of(request: Request) -> ApiState:
-    state: ApiState = request.app.state.api
-    return state
-
-
 def _client(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def require(scope: str) -> Callable[[Request], Principal]:
-    """A dependency: the principal the request gate authenticated (`gate.RequestGate`, before the body was read),
-    within its own rate limit and holding `scope` — or the refusal as an ApiError."""
-
-    def dependency(request: Request) -> Principal:
-        gate_refusal: ApiError | None = getattr(request.state, "refusal", None)
-        if gate_refusal is not None:  # the gate's: 401, 429 or 413, decided before the body was read
-            raise gate_refusal
-        found: Principal = request.state.authenticated
-        refusal = state_of(request).limits.hit_client(found.name)
-        if refusal is not None:
-            raise too_many(refusal)
-        if scope not in found.scopes:
-            raise ApiError(403, "forbidden", f"the credential {found.name} lacks the {scope!r} scope")
-        return found
-
-    return dependency
-
-
 def create_app(state: ApiState) -> FastAPI:
-    from credit_jobs.entrypoints.api import routes_health, routes_ledger, routes_runs
-
     docs = state.config.settings.creditjobs_api_docs
     app = FastAPI(
         title="credit-jobs",

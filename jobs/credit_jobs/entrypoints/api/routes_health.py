@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from credit_jobs.adapters import database
 from credit_jobs.domain.errors import CreditJobsError
-from credit_jobs.entrypoints.api.app import state_of
+from credit_jobs.entrypoints.api.dependencies import state_of
 from credit_jobs.entrypoints.api.errors import envelope_error, envelope_ok
 
 router = APIRouter(tags=["health"])

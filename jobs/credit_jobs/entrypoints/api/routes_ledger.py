@@ -25,8 +25,8 @@ from credit_jobs.domain.requests import (
     validate_expires_in_days,
     validate_request_id,
 )
-from credit_jobs.entrypoints.api.app import require, state_of
 from credit_jobs.entrypoints.api.auth import Principal
+from credit_jobs.entrypoints.api.dependencies import require, state_of
 from credit_jobs.entrypoints.api.errors import ApiError, envelope_ok
 from credit_jobs.entrypoints.api.settings import SCOPE_LEDGER, SCOPE_READ
 from credit_jobs.usecases.consume import consume

@@ -13,8 +13,8 @@ from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from credit_jobs.adapters import run_audit
-from credit_jobs.entrypoints.api.app import require, state_of
 from credit_jobs.entrypoints.api.auth import Principal
+from credit_jobs.entrypoints.api.dependencies import require, state_of
 from credit_jobs.entrypoints.api.errors import ApiError, envelope_ok
 from credit_jobs.entrypoints.api.settings import SCOPE_READ, SCOPE_RUNS
 from credit_jobs.entrypoints.api.triggers import Accepted, RunResult, wait_for
