@@ -103,6 +103,7 @@ def api_process(url: str, tokens: str, log: Path, **limits: str) -> Iterator[str
         "DATABASE_URL": url.replace("postgresql+psycopg://", "postgresql://", 1),
         "LOG_FORMAT": "json",
         "CREDITJOBS_API_TOKENS": tokens,
+        "CREDITJOBS_API_METRICS_PORT": str(free_port()),
         **limits,
     }
     with log.open("w") as stderr:

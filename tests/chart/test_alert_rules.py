@@ -730,5 +730,5 @@ def test_the_api_alerts_come_with_the_api_and_its_servicemonitor(render) -> None
         s for s in of_kind(objects, "Service") if s["metadata"]["labels"]["app.kubernetes.io/component"] == "api"
     ]
     assert api_monitor["spec"]["selector"]["matchLabels"].items() <= api_service["metadata"]["labels"].items()
-    assert [(e["port"], e["path"]) for e in api_monitor["spec"]["endpoints"]] == [("http", "/metrics")]
-    assert [p["name"] for p in api_service["spec"]["ports"]] == ["http"]
+    assert [(e["port"], e["path"]) for e in api_monitor["spec"]["endpoints"]] == [("metrics", "/metrics")]
+    assert [p["name"] for p in api_service["spec"]["ports"]] == ["http", "metrics"]

@@ -125,3 +125,42 @@ def test_api_replicas_beyond_one_get_a_disruption_budget(render, replicas: int, 
         )
         for version in KUBE_VERSIONS:
             kubernetes_validate.validate(json.loads(json.dumps(budget)), version, strict=True)
+
+
+def test_metrics_are_served_on_their_own_port_which_the_service_and_servicemonitor_name(render, monkeypatch) -> None:
+    from credit_jobs.entrypoints.api.settings import ApiSettings
+
+    objects = _api_objects(render({**API, "metrics": {"serviceMonitor": {"enabled": True}}}))
+    container = only(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": 8080, "metrics": 9095}
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    monkeypatch.setenv("CREDITJOBS_API_METRICS_PORT", env["CREDITJOBS_API_METRICS_PORT"])
+    assert ApiSettings().creditjobs_api_metrics_port == ports["metrics"]  # what the process reads is what is exposed
+    service_ports = {p["name"]: p["targetPort"] for p in only(objects, "Service")["spec"]["ports"]}
+    assert service_ports == {"http": "http", "metrics": "metrics"}
+    (endpoint,) = only(objects, "ServiceMonitor")["spec"]["endpoints"]
+    assert (endpoint["port"], endpoint["path"]) == ("metrics", "/metrics")
+
+
+def test_the_network_policy_lets_only_the_callers_reach_the_api_and_only_prometheus_its_metrics(render) -> None:
+    import yaml
+    from chart_support import CHART
+
+    assert of_kind(_api_objects(render(API)), "NetworkPolicy") == []  # off by default
+    prod = yaml.safe_load((CHART / "values-prod.yaml").read_text())
+    objects = _api_objects(render({**prod, "api": {**prod["api"], **API["api"]}}))
+    policy = only(objects, "NetworkPolicy")
+    for version in KUBE_VERSIONS:
+        kubernetes_validate.validate(json.loads(json.dumps(policy)), version, strict=True)
+    spec = policy["spec"]
+    assert spec["podSelector"]["matchLabels"] == only(objects, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert spec["policyTypes"] == ["Ingress"]
+    rules = {rule["ports"][0]["port"]: rule["from"] for rule in spec["ingress"]}
+    assert rules == {
+        "http": prod["api"]["networkPolicy"]["allowedCallers"],
+        "metrics": prod["api"]["networkPolicy"]["prometheus"],
+    }
+    # with no callers configured, nobody reaches the API port (the policy selects the pods and allows nothing there)
+    none = _api_objects(render({"api": {**API["api"], "networkPolicy": {"enabled": True}}}))
+    assert only(none, "NetworkPolicy")["spec"].get("ingress") in (None, [])

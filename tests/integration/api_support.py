@@ -16,6 +16,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from prometheus_client import generate_latest
 
 from credit_jobs.adapters import database
 from credit_jobs.adapters.database import PoolLimits
@@ -61,6 +62,7 @@ def api_env(**extra: str) -> dict[str, str]:
         "CRON_JOBS_USERNAME": BASIC_USER,
         "CRON_JOBS_PASSWORD": BASIC_PASSWORD,
         "CREDITJOBS_API_TOKENS": TOKENS,
+        "CREDITJOBS_API_METRICS_PORT": str(free_port()),  # each process its own: tests run API processes side by side
     }
     env.update(extra)
     return env
@@ -89,6 +91,11 @@ def api_client(
     finally:
         triggers.close()
         requests.dispose()
+
+
+def metrics_text(state: ApiState) -> str:
+    """What the API's metrics port serves (`credit-jobs api` serves this registry there, not on the API's port)."""
+    return generate_latest(state.metrics.registry).decode()
 
 
 def free_port() -> int:

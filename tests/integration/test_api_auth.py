@@ -24,6 +24,7 @@ from tests.integration.api_support import (
     api_client,
     basic,
     bearer,
+    metrics_text,
 )
 
 RUNS = "/api/v1/runs"
@@ -161,14 +162,14 @@ def test_probes_need_no_credentials_and_are_not_limited(monkeypatch: pytest.Monk
     with api_client(monkeypatch, engine, CREDITJOBS_API_RATE_LIMIT_GLOBAL="1/minute") as (client, _):
         assert [client.get("/healthz").status_code for _ in range(3)] == [200, 200, 200]
         assert client.get("/readyz").json() == {"success": True, "data": {"status": "ready"}}
-        assert client.get("/metrics").status_code == 200
+        assert client.get("/metrics").status_code == 404  # not here: on the metrics port (test_api_process.py)
         assert client.get("/openapi.json").json()["paths"]["/api/v1/users/{user}/consume"]
 
 
 def test_every_attempt_is_counted_and_logged_without_secrets(
     monkeypatch: pytest.MonkeyPatch, engine: sa.Engine, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with api_client(monkeypatch, engine) as (client, _):
+    with api_client(monkeypatch, engine) as (client, state):
         client.get(RUNS, headers=basic(BASIC_USER, BASIC_PASSWORD))
         client.get(RUNS, headers=basic(BASIC_USER, BASIC_PASSWORD + "x"))
         client.get(RUNS, headers=bearer(LEDGER_TOKEN_NEXT[:-2]))
@@ -178,7 +179,7 @@ def test_every_attempt_is_counted_and_logged_without_secrets(
         client.post(
             "/api/v1/users/7/consume", headers={**bearer(LEDGER_TOKEN), "Idempotency-Key": "o-1"}, json={"amount": 1}
         )
-        metrics = client.get("/metrics").text
+        metrics = metrics_text(state)
     assert 'creditjobs_api_requests_total{result="ok",route="/api/v1/runs"} 4.0' in metrics
     assert 'creditjobs_api_requests_total{result="unauthorized",route="/api/v1/runs"} 2.0' in metrics
     assert 'creditjobs_api_requests_total{result="forbidden",route="/api/v1/runs"} 1.0' in metrics

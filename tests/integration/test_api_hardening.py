@@ -22,6 +22,7 @@ from tests.integration.api_support import (
     BASIC_PASSWORD,
     BASIC_USER,
     LEDGER_TOKEN,
+    READ_TOKEN,
     api_client,
     api_env,
     basic,
@@ -217,6 +218,33 @@ def test_an_idempotency_key_that_is_not_utf8_is_a_clear_422(
     head, _, payload = answer.partition(b"\r\n\r\n")
     assert head.split()[1] == b"422", answer
     assert json.loads(payload)["error"] == "the Idempotency-Key header is not valid UTF-8: send UTF-8 text"
+
+
+@pytest.mark.parametrize("path", ["/api/v1/users/%FF/balance", "/api/v1/users/ab%E2%82/balance"])
+def test_a_path_that_is_not_utf8_is_a_clear_400_never_a_replacement_character(
+    monkeypatch: pytest.MonkeyPatch, engine: sa.Engine, path: str
+) -> None:
+    """The Seen: `%FF` in a path became `�` silently (here: "no user �")."""
+    with api_client(monkeypatch, engine) as (client, _):
+        answer = client.get(path, headers=bearer(READ_TOKEN))
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["code"] == "invalid_path"
+        assert "not UTF-8 once percent-decoded" in answer.json()["error"]
+        assert "\ufffd" not in answer.text
+        assert client.get("/api/v1/users/%D0%B7/balance", headers=bearer(READ_TOKEN)).json()["code"] == "unknown_user"
+
+
+def test_an_amount_of_thousands_of_digits_is_a_400_that_says_what_and_how_to_fix(
+    monkeypatch: pytest.MonkeyPatch, engine: sa.Engine
+) -> None:
+    headers = {**bearer(LEDGER_TOKEN), "Idempotency-Key": "k-1", "Content-Type": "application/json"}
+    with api_client(monkeypatch, engine) as (client, _):
+        answer = client.post("/api/v1/users/u1/consume", headers=headers, content=b'{"amount": ' + b"9" * 5000 + b"}")
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["code"] == "invalid_request"
+    assert "a number of more than 4300 digits" in answer.json()["error"]
+    assert 'send e.g. {"amount": 25}' in answer.json()["error"]
+    assert scalar(engine, "SELECT count(*) FROM credit_requests") == 0
 
 
 def test_the_api_docs_and_openapi_document_can_be_switched_off(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -27,19 +28,22 @@ from tests.integration.api_support import (
     basic,
     bearer,
     free_port,
+    served_api,
     wait_until_serving,
 )
 from tests.integration.ledger_helpers import add_policy, add_users, scalar
 
 
 @pytest.fixture
-def served(database_url: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    port = free_port()
-    process = cli_process.start(["api", "--port", str(port)], cli_env(database_url, **api_env()))
+def served(database_url: str) -> Iterator[tuple[str, subprocess.Popen[str], str]]:
+    """The API's base URL, its process, and the base URL of its metrics port."""
+    port, metrics_port = free_port(), free_port()
+    env = cli_env(database_url, **api_env(CREDITJOBS_API_METRICS_PORT=str(metrics_port)))
+    process = cli_process.start(["api", "--port", str(port)], env)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_serving(base, process)
-        yield base, process
+        yield base, process, f"http://127.0.0.1:{metrics_port}"
     finally:
         if process.poll() is None:
             process.kill()
@@ -74,8 +78,8 @@ def test_refuses_to_start_with_one_line_and_writes_nothing(database_url: str, en
         engine.dispose()
 
 
-def test_serves_the_api_and_stops_on_sigterm(served: tuple[str, subprocess.Popen[str]], database_url: str) -> None:
-    base, process = served
+def test_serves_the_api_and_stops_on_sigterm(served: tuple[str, subprocess.Popen[str], str], database_url: str) -> None:
+    base, process, metrics_base = served
     engine = sa.create_engine(database_url)
     try:
         add_policy(engine, "pro", "free_tier", 100, None)
@@ -97,7 +101,9 @@ def test_serves_the_api_and_stops_on_sigterm(served: tuple[str, subprocess.Popen
                 )
                 assert consumed.status_code == 200, consumed.text
             assert consumed.json()["data"]["replayed"] is True
-            metrics = client.get("/metrics").text
+            # metrics on their own port (what Prometheus scrapes), not on the API's
+            assert client.get("/metrics").status_code == 404
+            metrics = httpx.get(metrics_base + "/metrics", timeout=10).text
         assert 'creditjobs_api_requests_total{result="unauthorized",route="/api/v1/runs"} 1.0' in metrics
         assert scalar(engine, "SELECT requested_by FROM job_runs") == f"basic:{BASIC_USER}"
         assert scalar(engine, "SELECT balance FROM credit_accounts WHERE user_id = '5'") == 75
@@ -108,7 +114,7 @@ def test_serves_the_api_and_stops_on_sigterm(served: tuple[str, subprocess.Popen
     assert process.returncode == 0, stderr[-2000:]
     events = [line.get("event") for line in cli_process.log_lines(stderr)]
     assert "api.starting" in events
-    assert events.count("api.request") == 4  # 401, the seed's route, two consumes (probes log at debug)
+    assert events.count("api.request") == 5  # 401, the seed's route, two consumes, the 404 (probes log at debug)
     for secret in (*SECRETS, RUNS_TOKEN, "nope"):
         assert secret not in stderr
 
@@ -128,3 +134,21 @@ def test_a_run_now_job_records_its_requester_from_the_environment(database_url: 
         assert scalar(engine, "SELECT count(*) FROM job_runs") == 1  # the refused run wrote nothing
     finally:
         engine.dispose()
+
+
+def test_a_guessable_basic_password_is_warned_about_at_start_never_shown(database_url: str, tmp_path: Path) -> None:
+    """The Seen: the Basic password `pass` was accepted without a word. It still is (the seed's password moves over
+    as it is), with a warning line that says how to make one, and never the password itself."""
+    for password, warned in (("pass", True), (BASIC_PASSWORD, False)):
+        log = tmp_path / f"api-{warned}.log"
+        with served_api(database_url, log, CRON_JOBS_PASSWORD=password) as base:
+            assert httpx.get(base + "/api/v1/runs", auth=(BASIC_USER, password), timeout=30).status_code == 200
+        lines = cli_process.log_lines(log.read_text())
+        found = [line for line in lines if line["event"] == "api.weak_password"]
+        assert len(found) == int(warned), lines
+        if warned:
+            assert found[0]["level"] == "warning"
+            assert "CRON_JOBS_PASSWORD is 4 characters long" in found[0]["warning"]
+            assert "openssl rand" in found[0]["warning"]
+        assert f'"{password}"' not in log.read_text()
+        assert f" {password} " not in log.read_text()

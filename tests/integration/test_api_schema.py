@@ -39,7 +39,7 @@ from schemathesis.specs.openapi.checks import (
 
 from credit_jobs.adapters import database, run_audit
 from tests import cli_process
-from tests.integration.api_support import READ_TOKEN, TOKENS, api_client, bearer, served_api
+from tests.integration.api_support import READ_TOKEN, TOKENS, api_client, bearer, metrics_text, served_api
 from tests.integration.ledger_helpers import add_policy, add_users
 
 FUZZ_TOKEN = "fuzz-token-0123456789abcdef0123456789"
@@ -235,9 +235,9 @@ def test_a_data_error_is_an_internal_error_logged_and_counted_not_an_outage(
     monkeypatch: pytest.MonkeyPatch, engine: sa.Engine, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(run_audit, "list_runs", _divide_by_zero)
-    with api_client(monkeypatch, engine) as (client, _):
+    with api_client(monkeypatch, engine) as (client, state):
         response = client.get("/api/v1/runs", headers=bearer(READ_TOKEN))
-        metrics = client.get("/metrics").text
+        metrics = metrics_text(state)
     assert response.status_code == 500, response.text
     assert response.json() == {
         "success": False,
@@ -255,9 +255,9 @@ def test_a_data_error_is_an_internal_error_logged_and_counted_not_an_outage(
 def test_an_unreachable_database_is_503_database_unavailable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     nowhere = database.create_engine(f"postgresql+psycopg:///nowhere?host={tmp_path}&connect_timeout=2")
     try:
-        with api_client(monkeypatch, nowhere) as (client, _):
+        with api_client(monkeypatch, nowhere) as (client, state):
             response = client.get("/api/v1/runs", headers=bearer(READ_TOKEN))
-            metrics = client.get("/metrics").text
+            metrics = metrics_text(state)
     finally:
         nowhere.dispose()
     assert response.status_code == 503, response.text

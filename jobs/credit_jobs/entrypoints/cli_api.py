@@ -9,10 +9,11 @@ Kubernetes configuration.
 from __future__ import annotations
 
 import signal
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from credit_jobs.domain.errors import ConfigError
 from credit_jobs.entrypoints.cli_options import DatabaseUrlOption
 from credit_jobs.entrypoints.cli_support import CliState, engine_for, run_timeouts, state
 
@@ -55,13 +56,24 @@ def serve(cli: CliState, host: str | None, port: int | None, database_url: str |
         # an out-of-range value stops the start, exit 2, not the first triggered run).
         timeouts = run_timeouts(settings)
         triggers = LocalTriggers(lambda: engine_for(database_url, cli, verify=False, timeouts=timeouts), settings)
-    app = create_app(ApiState(config=config, engine=engine, triggers=triggers))
+    api_state = ApiState(config=config, engine=engine, triggers=triggers)
+    app = create_app(api_state)
     bind_host = host or config.settings.creditjobs_api_host
     bind_port = port if port is not None else config.settings.creditjobs_api_port
+    metrics_port = config.settings.creditjobs_api_metrics_port
+    if metrics_port == bind_port:
+        raise ConfigError(
+            f"CREDITJOBS_API_METRICS_PORT={metrics_port} is the API's own port: metrics are served on a port of "
+            "their own (what Prometheus scrapes; callers of the API need not reach it)"
+        )
+    metrics_server = _serve_metrics(api_state, bind_host, metrics_port)
+    for warning in config.warnings:
+        structlog.get_logger().warning("api.weak_password", warning=warning)
     structlog.get_logger().info(
         "api.starting",
         host=bind_host,
         port=bind_port,
+        metrics_port=metrics_port,
         mode=config.settings.creditjobs_api_mode,
         credentials=[c.principal for c in config.credentials],
     )
@@ -83,5 +95,19 @@ def serve(cli: CliState, host: str | None, port: int | None, database_url: str |
             forwarded_allow_ips=config.trusted_proxies or None,
         )
     finally:
+        metrics_server.shutdown()
         triggers.close()
         engine.dispose()
+
+
+def _serve_metrics(api_state: Any, host: str, port: int) -> Any:
+    """`GET /metrics` (Prometheus text) on its own port, in a thread: prometheus-client's own server."""
+    from prometheus_client import start_http_server
+
+    try:
+        server, _ = start_http_server(port, addr=host, registry=api_state.metrics.registry)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot serve metrics on {host}:{port} (CREDITJOBS_API_METRICS_PORT): {exc.strerror or exc}"
+        ) from None
+    return server

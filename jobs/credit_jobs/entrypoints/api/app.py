@@ -33,6 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from credit_jobs import __version__
 from credit_jobs.adapters import database
+from credit_jobs.domain.limits import MAX_CREDITS
 from credit_jobs.entrypoints.api import routes_health, routes_ledger, routes_runs
 from credit_jobs.entrypoints.api.dependencies import ApiState as ApiState  # create_app's argument, for its callers
 from credit_jobs.entrypoints.api.dependencies import state_of
@@ -43,8 +44,10 @@ from credit_jobs.observability.api_metrics import result_of
 
 log = structlog.get_logger()
 
-# Probes and metrics: unauthenticated, not rate limited, audited at debug level only (a probe every few seconds).
-QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+_UNPARSED_BODY = "There was an error parsing the body"  # FastAPI's 400 for a body json.loads refuses
+
+# Probes: unauthenticated, not rate limited, audited at debug level only (a probe every few seconds).
+QUIET_ROUTES = frozenset({"/healthz", "/readyz"})
 
 
 def _client(request: Request) -> str:
@@ -123,8 +126,14 @@ def _add_error_handlers(app: FastAPI) -> None:
         code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
             exc.status_code, "invalid_request"
         )
+        detail = str(exc.detail)
+        if exc.status_code == 400 and detail == _UNPARSED_BODY:  # FastAPI's words: say what and how to fix it
+            detail = (
+                "the body is not JSON this API can read: malformed, or a number of more than 4300 digits (amounts "
+                f'are whole numbers from 1 to {MAX_CREDITS}); send e.g. {{"amount": 25}}'
+            )
         return JSONResponse(
-            envelope_error(code, str(exc.detail), retryable=False),
+            envelope_error(code, detail, retryable=False),
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )

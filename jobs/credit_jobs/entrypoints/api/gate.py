@@ -18,6 +18,7 @@ bearer token, another user — goes through. Open paths (probes, metrics, the AP
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,7 +28,7 @@ from credit_jobs.entrypoints.api.errors import ApiError
 from credit_jobs.entrypoints.api.rate_limits import RateLimits, Refusal
 from credit_jobs.entrypoints.api.settings import ApiConfig
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 
 
 def too_many(refusal: Refusal) -> ApiError:
@@ -83,6 +84,10 @@ class RequestGate:
             await self._refuse(found, scope, send)
             return
         state["principal"], state["authenticated"] = found.name, found
+        bad_path = _path_problem(scope.get("raw_path") or scope["path"].encode("utf-8"))
+        if bad_path is not None:
+            await self._refuse(bad_path, scope, send)
+            return
         limit = api.config.max_body_bytes
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > limit:
@@ -95,6 +100,21 @@ class RequestGate:
         the route's `app.require` raises the refusal: what the client sends is never read."""
         scope["state"]["refusal"] = refusal
         await self.app(scope, _no_body(), send)
+
+
+def _path_problem(raw_path: bytes) -> ApiError | None:
+    """A path whose percent-decoded bytes are not UTF-8 (`/users/%FF/balance`): refused, never read as `�`."""
+    decoded = unquote_to_bytes(raw_path)
+    try:
+        decoded.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return ApiError(
+            400,
+            "invalid_path",
+            f"the request path is not UTF-8 once percent-decoded (byte 0x{decoded[exc.start]:02x} at byte "
+            f"{exc.start}): percent-encode UTF-8 text, e.g. encodeURIComponent(userId)",
+        )
+    return None
 
 
 def _too_large(limit: int) -> ApiError:

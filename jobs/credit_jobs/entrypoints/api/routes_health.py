@@ -1,5 +1,6 @@
-"""Probes and metrics: `GET /healthz` (the process serves), `GET /readyz` (database reachable, schema current),
-`GET /metrics` (Prometheus text). Unauthenticated, for the kubelet and Prometheus; included by `app.create_app`.
+"""Probes: `GET /healthz` (the process serves), `GET /readyz` (database reachable, schema current). Unauthenticated,
+for the kubelet; included by `app.create_app`. Metrics are not here: `credit-jobs api` serves them on a port of their
+own (CREDITJOBS_API_METRICS_PORT), which Prometheus scrapes and callers of the API need not reach.
 A failed readiness check answers a fixed line: the cause, which names the database's user, host and name, is logged
 (`api.not_ready`), never sent."""
 
@@ -9,8 +10,7 @@ from typing import Any
 
 import structlog
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi.responses import JSONResponse
 
 from credit_jobs.adapters import database
 from credit_jobs.domain.errors import CreditJobsError
@@ -38,14 +38,3 @@ def readyz(request: Request) -> dict[str, Any] | JSONResponse:
         log.warning("api.not_ready", reason=str(exc))
         return JSONResponse(envelope_error("not_ready", _NOT_READY, retryable=True), status_code=503)
     return envelope_ok({"status": "ready"})
-
-
-@router.get(
-    "/metrics",
-    response_class=Response,
-    responses={
-        200: {"description": "Prometheus text format.", "content": {"text/plain": {"schema": {"type": "string"}}}}
-    },
-)
-def metrics(request: Request) -> Response:
-    return Response(generate_latest(state_of(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -31,6 +31,9 @@ SCOPES = (SCOPE_READ, SCOPE_RUNS, SCOPE_LEDGER)
 # The seed's Basic pair was the scheduler's: it may trigger runs and read, never write the ledger.
 BASIC_SCOPES = frozenset({SCOPE_READ, SCOPE_RUNS})
 MIN_TOKEN_LENGTH = 24  # a bearer token is a random secret: refuse anything a person could have typed
+# A Basic password shorter than this is warned about at start, not refused: the seed's CRON_JOBS_PASSWORD moves over
+# as it is, and the failed-auth limit holds a guesser to a few guesses a minute per address.
+MIN_BASIC_PASSWORD_LENGTH = 16
 _TOKEN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 MODES = ("local", "cluster")
 
@@ -63,6 +66,7 @@ class ApiSettings(BaseSettings):
     creditjobs_api_tokens_file: Path | None = None
     creditjobs_api_host: str = "127.0.0.1"
     creditjobs_api_port: int = 8080
+    creditjobs_api_metrics_port: int = 9095  # GET /metrics, on a port of its own (Prometheus scrapes it)
     creditjobs_api_mode: str = "local"
     creditjobs_api_default_job: str = "distribute-credits"
     creditjobs_api_default_namespace: str = "default"
@@ -177,6 +181,7 @@ class ApiConfig:
     request_timeouts: SessionTimeouts  # every transaction of a request (never a local-mode run's: those are a run's)
     request_pool: PoolLimits = REQUEST_POOL
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    warnings: tuple[str, ...] = ()  # what the start logs as warnings (never a secret)
 
     @property
     def trusted_proxies(self) -> list[str]:
@@ -209,6 +214,18 @@ def load_api_config() -> ApiConfig:
             lock_seconds=settings.creditjobs_api_lock_timeout_seconds,
         ),
         max_body_bytes=settings.creditjobs_api_max_body_bytes,
+        warnings=_weak_password(settings),
+    )
+
+
+def _weak_password(settings: ApiSettings) -> tuple[str, ...]:
+    password = settings.cron_jobs_password
+    if password is None or len(password) >= MIN_BASIC_PASSWORD_LENGTH:
+        return ()
+    return (
+        f"CRON_JOBS_PASSWORD is {len(password)} characters long: a password a person could guess; use at least "
+        f"{MIN_BASIC_PASSWORD_LENGTH} random characters (e.g. `openssl rand -base64 24`) — the API starts anyway, and "
+        "the failed-authentication limit (CREDITJOBS_API_RATE_LIMIT_AUTH_FAILURES) holds a guesser to its budget",
     )
 
 
