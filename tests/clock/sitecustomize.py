@@ -9,6 +9,11 @@ each `credit-jobs` process a test starts). Without that variable this module doe
   move with Python's clock. Only those: in a Python process libfaketime 0.9.10 fakes the monotonic clock without
   intercepting `sem_clockwait` (every lock or `Event.wait` with a timeout hangs), and with the monotonic clock left
   real its `clock_nanosleep` wrapper makes `time.sleep` fail with EINVAL.
+- Under libfaketime, PostgreSQL's timeout timer fires early: a session idle in a transaction for ~10 s was ended by a
+  60 s `idle_in_transaction_session_timeout` (a probe: 9 s idle ended, never without libfaketime). These sessions
+  test dates, not timeouts, so the runs' idle-in-transaction timeout is left to the server (off) here:
+  `CREDITJOBS_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS=0` in every process. The timeout itself is tested at the real
+  clock (tests/reliability/test_network_partition.py, tests/integration/test_statement_timeouts.py).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ if _offset:
     import time_machine
 
     time_machine.travel(time.time() + float(_offset), tick=True).start()
+    os.environ["CREDITJOBS_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS"] = "0"  # see above: libfaketime's early timer
     _faked = {
         "LD_PRELOAD": os.environ["TEST_CLOCK_FAKETIME_LIB"],
         "FAKETIME": f"{int(_offset):+d}",

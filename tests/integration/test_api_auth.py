@@ -158,6 +158,18 @@ def test_global_limit(monkeypatch: pytest.MonkeyPatch, engine: sa.Engine) -> Non
     assert statuses == [200, 200, 200, 200, 429, 429]
 
 
+def test_bad_credentials_never_spend_the_global_budget_the_good_callers_share(
+    monkeypatch: pytest.MonkeyPatch, engine: sa.Engine
+) -> None:
+    """bench_api (a1): a flood of wrong tokens at the global rate got good requests 429. The global limit counts
+    what reaches the database — authenticated requests — and a bad-credential flood is held by its own budget."""
+    with api_client(monkeypatch, engine, CREDITJOBS_API_RATE_LIMIT_GLOBAL="4/minute") as (client, _):
+        bad = [client.get(RUNS, headers=bearer("x" * 40 + str(i))).status_code for i in range(10)]
+        good = [client.get(RUNS, headers=bearer(READ_TOKEN)).status_code for _ in range(5)]
+    assert set(bad) <= {401, 429}
+    assert good == [200, 200, 200, 200, 429]
+
+
 def test_probes_need_no_credentials_and_are_not_limited(monkeypatch: pytest.MonkeyPatch, engine: sa.Engine) -> None:
     with api_client(monkeypatch, engine, CREDITJOBS_API_RATE_LIMIT_GLOBAL="1/minute") as (client, _):
         assert [client.get("/healthz").status_code for _ in range(3)] == [200, 200, 200]

@@ -42,11 +42,11 @@ def too_many(refusal: Refusal) -> ApiError:
 
 
 def admit(config: ApiConfig, limits: RateLimits, headers: dict[str, str], client: str) -> Principal | ApiError:
-    """The principal a request proves to be, or the refusal: 429 (global limit, or the claimed principal's failure
-    budget from this address — checked before the credentials are), 401 (no valid credentials)."""
-    refusal = limits.hit_global()
-    if refusal is not None:
-        return too_many(refusal)
+    """The principal a request proves to be, or the refusal: 429 (the claimed principal's failure budget from this
+    address — checked before the credentials are — or the global limit), 401 (no valid credentials).
+
+    The global limit counts authenticated requests only (what reaches the database): a flood of bad credentials is
+    held by its own failure budget and can never spend the budget the good callers share (bench/bench_api.py (a1))."""
     header = headers.get("authorization")
     budget = f"{client} {attempted_principal(header)}"
     refusal = limits.auth_failures_exhausted(budget)
@@ -62,6 +62,9 @@ def admit(config: ApiConfig, limits: RateLimits, headers: dict[str, str], client
             headers={"WWW-Authenticate": CHALLENGE},
             auth_reason=found.reason,
         )
+    refusal = limits.hit_global()
+    if refusal is not None:
+        return too_many(refusal)
     return found
 
 
