@@ -1,7 +1,9 @@
 """Leader election on a `coordination.k8s.io/v1` Lease: exactly one operator replica acts at a time (issue 8).
 
 The same protocol as controller-runtime / client-go: a candidate takes the Lease when it is free, released or
-expired (`renewTime + leaseDurationSeconds` in the past), the holder renews it every retry period, and a holder
+expired — unchanged for `leaseDurationSeconds` as this candidate has watched it, on its own monotonic clock (never the
+holder's `renewTime` against this candidate's wall clock: replicas' clocks may be seconds apart) — the holder renews
+it every retry period, and a holder
 that could not renew within the renew deadline stops (the process exits, its supervisor restarts it as a
 candidate) — well before the lease expires for the others, so two replicas never act at once. A clean stop
 releases the lease, so a standby takes over at its next poll instead of after the lease duration.
@@ -118,8 +120,22 @@ def identity_for(pod_name: str, suffix: str) -> str:
 IDENTITY_SEPARATOR = "_"
 
 
-def plan(record: LeaseRecord | None, me: str, now: datetime, timing: Timing, predecessor_of: str | None = None) -> Plan:
-    """Decide what candidate `me` does with the Lease as read at `now` (pure: the caller does the I/O).
+def plan(
+    record: LeaseRecord | None,
+    me: str,
+    now: datetime,
+    timing: Timing,
+    predecessor_of: str | None = None,
+    unchanged_for: float = 0.0,
+) -> Plan:
+    """Decide what candidate `me` does with the Lease as read at `now` (pure: the caller does the I/O). `now` only
+    stamps what this candidate writes.
+
+    `unchanged_for`: how long this candidate has seen the record exactly as it is now, on its monotonic clock (0: just
+    read it for the first time). Another holder's claim expires once it stayed unchanged for its
+    `leaseDurationSeconds` — as client-go measures it, from when the candidate *observed* the last change. A healthy
+    holder changes the record every retry period, so no clock skew between replicas makes its claim look expired;
+    a candidate that has only just started waits one full lease duration.
 
     `predecessor_of`: this candidate's pod name when it is known to be unique (the downward API's, not a host
     name). A holder `<that pod>_<other suffix>` is then an earlier process of this very pod — a container runs
@@ -139,11 +155,12 @@ def plan(record: LeaseRecord | None, me: str, now: datetime, timing: Timing, pre
         return Plan(Action.CREATE, spec=spec)
     if record.holder == me:
         return Plan(Action.RENEW, spec={"holderIdentity": me, "leaseDurationSeconds": duration, "renewTime": stamp})
-    expires = record.expires()
+    claim = record.duration_seconds if record.expires() is not None else None  # None: released or unreadable
+    expires = None if claim is None else now + timedelta(seconds=float(claim) - unchanged_for)
     dead_predecessor = bool(
         predecessor_of and record.holder and record.holder.startswith(predecessor_of + IDENTITY_SEPARATOR)
     )
-    if expires is not None and expires > now and not dead_predecessor:
+    if claim is not None and unchanged_for < float(claim) and not dead_predecessor:
         return Plan(Action.WAIT, holder=record.holder, expires=expires)
     spec = {
         "holderIdentity": me,
@@ -176,6 +193,7 @@ class LeaseElector:
         timing: Timing | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         predecessor_of: str | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.api = api
         self.namespace = namespace
@@ -185,6 +203,10 @@ class LeaseElector:
         self.clock = clock
         self.last: Plan | None = None
         self.predecessor_of = predecessor_of
+        self.monotonic = monotonic
+        # The record as last seen and since when (monotonic): what a claim's expiry is measured from (see plan()).
+        self._observed: tuple[Any, ...] | None = None
+        self._observed_at = 0.0
         self.stop_renewing = threading.Event()  # set once Kopf has stopped: keep_leading returns
         # keep_leading's state, shared with its renewal thread (plain assignments: atomic under the GIL).
         self._renewed_at = 0.0
@@ -207,7 +229,9 @@ class LeaseElector:
                 raise LeaseUnavailable(f"cannot read the {self.where}: {exc}") from exc
             raise
         record = None if lease is None else LeaseRecord.from_lease(lease)
-        decision = plan(record, self.identity, self.clock(), self.timing, self.predecessor_of)
+        decision = plan(
+            record, self.identity, self.clock(), self.timing, self.predecessor_of, self._unchanged_for(record)
+        )
         self.last = decision
         if decision.action is Action.WAIT:
             return False
@@ -226,6 +250,14 @@ class LeaseElector:
                 raise LeaseUnavailable(f"cannot write the {self.where}: {exc}") from exc
             raise
         return True
+
+    def _unchanged_for(self, record: LeaseRecord | None) -> float:
+        """Seconds (monotonic) this candidate has seen `record` as it is; 0 when it just changed (or was first read)."""
+        seen = None if record is None else (record.holder, record.renew_time, record.duration_seconds)
+        now = self.monotonic()
+        if seen != self._observed:
+            self._observed, self._observed_at = seen, now
+        return now - self._observed_at
 
     def release(self) -> None:
         """Give the lease up (clean stop) if this candidate still holds it; best effort."""

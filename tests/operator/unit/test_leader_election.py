@@ -47,7 +47,7 @@ def test_the_holder_renews_without_touching_acquire_time_or_transitions() -> Non
 
 @pytest.mark.parametrize("renewed_ago", [0.0, 2.0, 14.9])
 def test_another_holders_valid_claim_makes_a_standby(renewed_ago: float) -> None:
-    p = plan(held("b_2", renewed_ago), "a_1", NOW, T)
+    p = plan(held("b_2", renewed_ago), "a_1", NOW, T, unchanged_for=renewed_ago)
     assert p.action is Action.WAIT
     assert p.holder == "b_2"
     assert p.expires == NOW + timedelta(seconds=15 - renewed_ago)
@@ -55,10 +55,20 @@ def test_another_holders_valid_claim_makes_a_standby(renewed_ago: float) -> None
 
 @pytest.mark.parametrize("renewed_ago", [15.0, 60.0])
 def test_an_expired_claim_is_taken_and_counted_as_a_transition(renewed_ago: float) -> None:
-    p = plan(held("b_2", renewed_ago), "a_1", NOW, T)
+    p = plan(held("b_2", renewed_ago), "a_1", NOW, T, unchanged_for=renewed_ago)
     assert p.action is Action.TAKE
     assert p.spec is not None
     assert (p.spec["holderIdentity"], p.spec["leaseTransitions"], p.holder) == ("a_1", 4, "b_2")
+
+
+@pytest.mark.parametrize("skew", [-20.0, 20.0, -3600.0])
+def test_expiry_is_what_this_candidate_watched_not_the_holders_renew_time_against_its_clock(skew: float) -> None:
+    """A renewTime that looks 20 s old (or new, or an hour off) to this candidate's clock decides nothing: a claim the
+    candidate has watched change within the lease duration is valid; one unchanged for the duration has expired."""
+    record = held("b_2", renewed_ago=-skew)
+    assert plan(record, "a_1", NOW, T, unchanged_for=1.0).action is Action.WAIT
+    assert plan(record, "a_1", NOW, T).action is Action.WAIT  # first read: wait a whole lease duration
+    assert plan(record, "a_1", NOW, T, unchanged_for=15.0).action is Action.TAKE
 
 
 def test_a_released_lease_is_taken_at_once() -> None:
