@@ -45,6 +45,10 @@ ANNOTATION_RUN_NOW_TOKEN = "credits.dev/run-now-token"
 # On a finished Job once its RunSucceeded / RunFailed Event was posted (value: the outcome): exactly one Event per run,
 # across passes and operator restarts.
 ANNOTATION_RUN_REPORTED = "credits.dev/run-reported"
+# On every catch-up Job of a pass that gave periods up (beyond catchUp.maxPeriods): those keys, comma-separated. The
+# decision travels with the Job it came with, so a crash before the status write loses nothing: the next pass (which
+# plans from the newest catch-up Job and so no longer sees those periods) reads them back (status.build_status).
+ANNOTATION_GIVEN_UP = "credits.dev/given-up-periods"
 # Written by the Kubernetes CronJob controller (1.28+) on every Job it creates: the fire time it ran for.
 ANNOTATION_CRONJOB_SCHEDULED = "batch.kubernetes.io/cronjob-scheduled-timestamp"
 

@@ -22,6 +22,7 @@ from credit_jobs.domain.errors import ConfigError
 from credit_jobs.domain.period_keys import period_start
 from credit_operator import cronjob_manifest as manifests
 from credit_operator.creditjob import (
+    ANNOTATION_GIVEN_UP,
     ANNOTATION_REQUESTED_BY,
     ANNOTATION_RUN_NOW,
     ANNOTATION_RUN_PERIOD,
@@ -40,6 +41,7 @@ from credit_operator.status import (
     anchor_time,
     build_status,
     child_jobs,
+    recorded_given_up,
     runs_to_report,
     schedule_adoption,
     schedule_interval,
@@ -324,6 +326,14 @@ def _outcome(step: _Pass, status: dict[str, Any], plan: CatchUpPlan | None) -> O
         failed_periods=len(status["failedPeriods"]),
     )
     missed_keys = [m.key for m in plan.missed] if plan else []
+    # Given-up periods read back from catch-up Jobs that the previous status never recorded (its pass died first):
+    # counted now, once; ones the status already had were counted by the pass that wrote it.
+    reported_before = set(creditjob.status.get("missedPeriods") or [])
+    missed_keys += [
+        key
+        for key in recorded_given_up(child_jobs(step.jobs, creditjob))
+        if key not in reported_before and key not in missed_keys
+    ]
     return Outcome("invalid" if problems else "ok", status, sample, step.decisions, missed_keys)
 
 
@@ -408,8 +418,11 @@ def _catch_up(
         )
     _report_owed(creditjob, failed, decide)
     state = "queued" if spec.concurrency_policy != "Allow" else "started"
+    given_up = ",".join(m.key for m in plan.given_up)
     for missed in plan.to_run:
-        name, created = _create_catch_up_job(api, creditjob, cronjob, missed.key, missed.fire_time, missed.key)
+        name, created = _create_catch_up_job(
+            api, creditjob, cronjob, missed.key, missed.fire_time, missed.key, given_up=given_up
+        )
         if created is not None:
             created_jobs.append(created)
             decide(
@@ -438,8 +451,11 @@ def _create_catch_up_job(
     period_key: str,
     fire_time: datetime | None,
     name_seed: str,
+    *,
+    given_up: str = "",
 ) -> tuple[str, dict[str, Any] | None]:
-    """One catch-up Job, pinned to the period (queued under Forbid / Replace); (name, None) if it existed."""
+    """One catch-up Job, pinned to the period (queued under Forbid / Replace); (name, None) if it existed. `given_up`:
+    the periods its pass gave up, recorded on it (ANNOTATION_GIVEN_UP) so a crash before the status write loses none."""
     job = manifests.build_job_from_cronjob(
         cronjob,
         name=manifests.catch_up_job_name(creditjob.name, name_seed),
@@ -448,6 +464,8 @@ def _create_catch_up_job(
         scheduled_time=fire_time,
         suspend=creditjob.spec.concurrency_policy != "Allow",
     )
+    if given_up:
+        job["metadata"].setdefault("annotations", {})[ANNOTATION_GIVEN_UP] = given_up
     kopf.adopt(job, owner=dict(cronjob))  # type: ignore[arg-type]
     created, fresh = _create_job(api, job)
     return job["metadata"]["name"], created if fresh else None

@@ -25,6 +25,7 @@ from credit_jobs.domain.errors import ConfigError
 from credit_jobs.domain.schedule import Schedule
 from credit_operator.creditjob import (
     ANNOTATION_CRONJOB_SCHEDULED,
+    ANNOTATION_GIVEN_UP,
     ANNOTATION_PERIOD_KEY,
     ANNOTATION_RUN_REPORTED,
     ANNOTATION_SCHEDULED_TIME,
@@ -60,6 +61,7 @@ class JobView:
     reason: str = ""  # the failure condition's reason (BackoffLimitExceeded, DeadlineExceeded, PodFailurePolicy…)
     permanent: bool = False  # failed by the podFailurePolicy's exit-code-2 rule: retrying cannot help
     reported: bool = False  # its RunSucceeded / RunFailed Event was posted (annotation on the Job)
+    given_up: tuple[str, ...] = ()  # the periods the pass that created it gave up (ANNOTATION_GIVEN_UP)
 
     @property
     def failure(self) -> str:
@@ -119,6 +121,7 @@ def view_job(job: Mapping[str, Any], creditjob: CreditJob) -> JobView:
         # The Job controller's reason when a podFailurePolicy FailJob rule matched; ours matches exit code 2 only.
         permanent=reason == "PodFailurePolicy",
         reported=bool(annotations.get(ANNOTATION_RUN_REPORTED)),
+        given_up=tuple(k for k in str(annotations.get(ANNOTATION_GIVEN_UP) or "").split(",") if k),
     )
 
 
@@ -217,6 +220,22 @@ def track_failed_periods(creditjob: CreditJob, views: Sequence[JobView], now: da
         owed.append(_merge_failed(previous.get(key), key, runs, failed))
     owed.sort(key=lambda f: (f.fire_time or f.last_failed or _LATEST, f.key))
     return tuple(owed[-MAX_FAILED_PERIODS:])
+
+
+def recorded_given_up(views: Sequence[JobView]) -> list[str]:
+    """Given-up periods that catch-up Jobs carry (ANNOTATION_GIVEN_UP) and no later scheduled run has cleared: a
+    scheduled run that succeeded for a fire time after the catch-up Job's ends the report, as for the status."""
+    cleared_through = _latest(
+        [v.scheduled_time for v in views if v.trigger == Trigger.SCHEDULE and v.state == "succeeded"]
+    )
+    keys: list[str] = []
+    for view in views:
+        if not view.given_up:
+            continue
+        if cleared_through is not None and view.scheduled_time is not None and cleared_through > view.scheduled_time:
+            continue
+        keys += [key for key in view.given_up if key not in keys]
+    return keys
 
 
 def _is_news(view: JobView, now: datetime) -> bool:
@@ -336,6 +355,10 @@ def build_status(
     if observed.plan and observed.plan.given_up:
         missed_keys += [m.key for m in observed.plan.given_up if m.key not in missed_keys]
         missed_since = missed_since or now
+    recovered = recorded_given_up(views)
+    if recovered:  # a pass that gave them up died before its status write: its catch-up Jobs carry the decision
+        missed_keys += [key for key in recovered if key not in missed_keys]
+        missed_since = missed_since or now
 
     catch_up_running = sorted(
         v.period_key or v.name for v in views if v.trigger == Trigger.CATCH_UP and v.state in ("active", "queued")
@@ -351,7 +374,11 @@ def build_status(
         missed_keys=missed_keys,
         failed=failed,
     )
-    through = _latest([parse_time(previous.get("catchUpThrough")), observed.plan.through if observed.plan else None])
+    # Also the catch-up Jobs' own fire times: a pass that created them and died before this write is not forgotten.
+    through = _latest(
+        [parse_time(previous.get("catchUpThrough")), observed.plan.through if observed.plan else None]
+        + [v.scheduled_time for v in views if v.trigger == Trigger.CATCH_UP]
+    )
     return {
         "observedGeneration": creditjob.generation,
         "cronJobName": creditjob.name if observed.cronjob is not None else None,
