@@ -2,7 +2,8 @@
 
 Kopf already streams every change of these three kinds to `handlers.py`; its event handlers feed this cache
 (`observe`), every write the operator makes feeds it with the API server's answer (`KubeApi` calls `store`), and
-the periodic resync refreshes the CreditJobs with one LIST per watched namespace (`replace_creditjobs`). A pass
+the periodic resync refreshes all three kinds with one LIST each per watched namespace (`replace`: a deletion a
+broken watch never delivered is noticed within one resync). A pass
 (`reconcile.py`) then needs no request to read the world, so reads do not grow with the number of CreditJobs
 (issue 8, item 9). Until `prime` has run (one LIST per kind and namespace at start-up), the cache is not `ready`
 and `KubeApi` reads from the API server as before. Thread-safe: handlers run in Kopf's worker threads.
@@ -38,6 +39,14 @@ def is_newer(candidate: Mapping[str, Any], cached: Mapping[str, Any] | None) -> 
         return int(str(new)) >= int(str(old))
     except ValueError:
         return True  # opaque versions (an emulator's): the latest arrival wins
+
+
+def _after(obj: Mapping[str, Any], version: str | None) -> bool:
+    """Whether `obj` was written after a LIST at `version` (both etcd revisions; False when either is opaque)."""
+    try:
+        return int(str(_meta(obj).get("resourceVersion"))) > int(str(version))
+    except ValueError:
+        return False
 
 
 class WorldCache:
@@ -101,16 +110,27 @@ class WorldCache:
             self._gone.clear()
         self.ready.set()
 
-    def replace_creditjobs(self, namespace: str | None, bodies: Iterable[Mapping[str, Any]]) -> None:
-        """The resync's LIST of one scope (a namespace, or None = all): newer bodies win, vanished ones go (a
-        DELETED event a broken watch lost). One created during the LIST is read again from the API if dropped."""
+    def replace(
+        self, kind: str, namespace: str | None, bodies: Iterable[Mapping[str, Any]], version: str | None = None
+    ) -> list[Key]:
+        """The resync's LIST of one kind and scope (a namespace, or None = all): newer bodies win, and what the cache
+        holds but the LIST does not is gone — a DELETED event a broken watch lost (a reconnect, a resume answered
+        410 Gone). `version`: the LIST's resourceVersion; an object the cache got after it (its own resourceVersion
+        is newer) was created during the LIST and stays. Returns the keys dropped."""
         listed = {_key(body): body for body in bodies}
         for body in listed.values():
-            self.store("creditjobs", body)
+            self.store(kind, body)
+        dropped: list[Key] = []
         with self._lock:
-            table = self._objects["creditjobs"]
+            table = self._objects[kind]
             for key in [k for k in table if (namespace is None or k[0] == namespace) and k not in listed]:
+                if _after(table[key], version):
+                    continue  # written after the LIST's snapshot: not a deletion we missed
+                if kind == "jobs":
+                    self._unlink_job(key)
                 del table[key]
+                dropped.append(key)
+        return dropped
 
     # Reading (copies are not needed: passes only read these dicts and build new ones)
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:

@@ -6,7 +6,8 @@ the watch cache (cache.py, fed by the event handlers below and by the operator's
 pass from the resync task reports exactly like one from a Kopf handler) and sets the metrics. Triggers: CreditJob
 create / update / resume (operator start), a child Job changing (status, catch-up queue), the owned CronJob
 changing or disappearing (drift), and a resync task that revisits every CreditJob each `CREDITJOBS_RESYNC_SECONDS`
-(next run time, missed fire times) with one LIST per watched namespace. No timers or daemons on CreditJobs: Kopf
+(next run time, missed fire times) with one LIST per kind (CreditJobs, CronJobs, child Jobs) per watched namespace
+— which also notices what was deleted while a watch was down. No timers or daemons on CreditJobs: Kopf
 puts a finalizer on objects with those, and deletion must never wait for the operator (owner references
 clean up).
 
@@ -223,9 +224,14 @@ def creditjob_changed(meta: Mapping[str, Any], memo: kopf.Memo, **_: Any) -> Non
 async def creditjob_deleted(event: Mapping[str, Any], meta: Mapping[str, Any], memo: kopf.Memo, **_: Any) -> None:
     """Deleted: owner references remove the CronJob and Jobs; the metric series and pushed groups are ours to drop."""
     if event.get("type") == "DELETED":
-        metrics.forget_creditjob(meta["name"], meta["namespace"])
-        url = memo["config"].pushgateway_url if "config" in memo else ""
-        await asyncio.to_thread(pushgateway.forget_creditjob_groups, url, meta["namespace"], meta["name"])
+        await _forget_creditjob(memo, meta["namespace"], meta["name"])
+
+
+async def _forget_creditjob(memo: kopf.Memo, namespace: str, name: str) -> None:
+    """A deleted CreditJob's metric series and pushed groups (its DELETED event, or the resync's LIST without it)."""
+    metrics.forget_creditjob(name, namespace)
+    url = memo["config"].pushgateway_url if "config" in memo else ""
+    await asyncio.to_thread(pushgateway.forget_creditjob_groups, url, namespace, name)
 
 
 # Cache feeding (cache.py): every event of the three kinds a pass reads, before any handler below acts on it
@@ -303,11 +309,16 @@ async def _resync_forever(memo: kopf.Memo) -> None:
         await asyncio.sleep(config.resync_seconds)
         for namespace in scopes:
             try:
-                bodies = await asyncio.to_thread(api.list_creditjobs, namespace)
+                # Children first: a pass below must not act on a CronJob or Job a lost DELETED event left behind.
+                for kind in ("cronjobs", "jobs"):
+                    api.cache.replace(kind, namespace, *await asyncio.to_thread(api.relist, kind, namespace))
+                bodies, version = await asyncio.to_thread(api.relist, "creditjobs", namespace)
             except ApiError as exc:
-                log.warning("resync: cannot list CreditJobs: %s", exc)
+                log.warning("resync: cannot list CreditJobs, CronJobs or Jobs: %s", exc)
                 continue
-            api.cache.replace_creditjobs(namespace, bodies)
+            for gone_namespace, gone_name in api.cache.replace("creditjobs", namespace, bodies, version):
+                log.info("resync: CreditJob %s/%s was deleted while a watch was down", gone_namespace, gone_name)
+                await _forget_creditjob(memo, gone_namespace, gone_name)
             for body in bodies:
                 meta = body.get("metadata") or {}
                 try:

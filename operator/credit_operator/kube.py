@@ -122,8 +122,22 @@ class KubeApi:
         return self.request("GET", _cj_path(namespace, name))
 
     def list_creditjobs(self, namespace: str | None) -> list[dict[str, Any]]:
-        path = _cj_path(namespace) if namespace else f"/apis/{GROUP}/{VERSION}/{PLURAL}"
-        return list(self.request("GET", path).get("items") or [])
+        return self.relist("creditjobs", namespace)[0]
+
+    def relist(self, kind: str, namespace: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        """One LIST of `kind` (creditjobs, cronjobs, or the child jobs) in a namespace or all: (items, the LIST's
+        resourceVersion) — what the resync replaces the cache's view of that kind with."""
+        query: dict[str, str] | None = None
+        if kind == "creditjobs":
+            path = _cj_path(namespace) if namespace else f"/apis/{GROUP}/{VERSION}/{PLURAL}"
+        elif kind == "cronjobs":
+            path = _batch_path("cronjobs", namespace) if namespace else "/apis/batch/v1/cronjobs"
+        else:
+            path = _batch_path("jobs", namespace) if namespace else "/apis/batch/v1/jobs"
+            query = {"labelSelector": LABEL_CREDITJOB}
+        listing = self.request("GET", path, query=query)
+        version = (listing.get("metadata") or {}).get("resourceVersion")
+        return list(listing.get("items") or []), str(version) if version else None
 
     def patch_creditjob(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
         patched = self.request("PATCH", _cj_path(namespace, name), patch, content_type=MERGE_PATCH)
@@ -222,13 +236,11 @@ class KubeApi:
         return self.list_jobs(namespace, f"{LABEL_CREDITJOB}={creditjob}")
 
     def list_cronjobs(self, namespace: str | None) -> list[dict[str, Any]]:
-        path = _batch_path("cronjobs", namespace) if namespace else "/apis/batch/v1/cronjobs"
-        return list(self.request("GET", path).get("items") or [])
+        return self.relist("cronjobs", namespace)[0]
 
     def list_child_jobs(self, namespace: str | None) -> list[dict[str, Any]]:
         """Every Job carrying the CreditJob label, in one namespace or all of them."""
-        path = _batch_path("jobs", namespace) if namespace else "/apis/batch/v1/jobs"
-        return list(self.request("GET", path, query={"labelSelector": LABEL_CREDITJOB}).get("items") or [])
+        return self.relist("jobs", namespace)[0]
 
     # Leases (leader election, leader_election.py)
     def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:

@@ -288,7 +288,7 @@ class LeaseElector:
         while not stop.wait(min(0.5, self.timing.retry_period)):
             why = self._lost
             if why is None and time.monotonic() - self._renewed_at >= self.timing.renew_deadline:
-                why = f"could not renew the {self.where} for {self.timing.renew_deadline:g}s: {self._error}"
+                why = not_renewed(self.where, self.timing.renew_deadline, self._error)
             if why is not None and not stop.is_set():
                 on_lost(why)
                 return
@@ -307,6 +307,12 @@ class LeaseElector:
             except Exception as exc:  # ApiError, LeaseUnavailable, urllib3's connection errors: all "not renewed"
                 self._error = exc
                 log.warning("cannot renew the %s, retrying: %s", self.where, exc)
+
+
+def not_renewed(where: str, deadline: float, error: Exception | None) -> str:
+    """Why a leader stops: the last renewal's error, or — when every attempt is still waiting — that none answered."""
+    cause = str(error) if error is not None else "no answer from the API server (the renewal request is still waiting)"
+    return f"could not renew the {where} for {deadline:g}s: {cause}"
 
 
 # How often a standby says so (info), and how often a paused candidate warns (it cannot take part at all).

@@ -164,3 +164,30 @@ def test_the_network_policy_lets_only_the_callers_reach_the_api_and_only_prometh
     # with no callers configured, nobody reaches the API port (the policy selects the pods and allows nothing there)
     none = _api_objects(render({"api": {**API["api"], "networkPolicy": {"enabled": True}}}))
     assert only(none, "NetworkPolicy")["spec"].get("ingress") in (None, [])
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_operator_replicas_beyond_one_spread_over_nodes_and_keep_one_through_a_drain(render, replicas: int) -> None:
+    objects = [
+        o
+        for o in render({"operator": {"replicas": replicas}})
+        if o["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "operator"
+    ]
+    deployment = only(objects, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    budgets = of_kind(objects, "PodDisruptionBudget")
+    if replicas == 1:
+        assert budgets == []
+        assert "affinity" not in pod
+        return
+    (budget,) = budgets
+    assert budget["spec"]["minAvailable"] == 1
+    assert budget["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    (term,) = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    for obj in (budget, deployment):
+        for version in KUBE_VERSIONS:
+            kubernetes_validate.validate(json.loads(json.dumps(obj)), version, strict=True)

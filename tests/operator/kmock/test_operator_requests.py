@@ -2,8 +2,9 @@
 
 The real `credit-jobs operator --standalone` process runs against kmock; every request it makes lands in the
 emulator's log (told apart from the test's own requests by the User-Agent: the test's client is aiohttp). Steady
-state at the production resync (60 s) and at a short one: at most one LIST per resync and watched namespace, and
-nothing per CreditJob. A burst of new CreditJobs: at most 4 requests each, and no "Connection pool is full".
+state at the production resync (60 s) and at a short one: at most one LIST of each kind (CreditJobs, CronJobs,
+child Jobs) per resync and watched namespace, and nothing per CreditJob. A burst of new CreditJobs: at most 4
+requests each, and no "Connection pool is full".
 """
 
 from __future__ import annotations
@@ -75,8 +76,12 @@ def operator_requests(kube: Any, since: int = 0) -> list[Any]:
     return found
 
 
-def _lists_since(kube: Any, start: int) -> list[Any]:
-    return [r for r in operator_requests(kube, start) if r.action is not None and r.action.name == "LIST"]
+def _lists_since(kube: Any, start: int, plural: str = "creditjobs") -> list[Any]:
+    return [
+        r
+        for r in operator_requests(kube, start)
+        if r.action is not None and r.action.name == "LIST" and r.resource is not None and r.resource.plural == plural
+    ]
 
 
 def _operator_lists(kube: Any, plural: str) -> list[Any]:
@@ -147,9 +152,10 @@ async def test_steady_state_reads_do_not_grow_with_the_number_of_creditjobs(
     lists = [r for r in seen if r.action is not None and r.action.name == "LIST"]
     print(f"{len(names)} CreditJobs, {window:.0f} s at resync {period:.0f} s: {dict(describe(seen))}")
     assert lists, "no resync in the window: the test proves nothing"
-    assert all(r.resource is not None and r.resource.plural == "creditjobs" for r in lists)
-    assert len(lists) <= window / period + 1  # one LIST per resync (clusterwide: one scope)
-    assert seen == lists, describe(seen)  # nothing per CreditJob: no GET, no Job LIST, no status write
+    by_kind = collections.Counter(r.resource.plural for r in lists if r.resource is not None)
+    assert set(by_kind) == {"creditjobs", "cronjobs", "jobs"}, by_kind  # deletions a watch missed are noticed
+    assert all(n <= window / period + 1 for n in by_kind.values()), by_kind  # one LIST of each per resync
+    assert seen == lists, describe(seen)  # nothing per CreditJob: no GET, no per-CreditJob Job LIST, no status write
 
 
 async def test_a_new_creditjob_costs_at_most_four_requests_and_bursts_keep_their_connections(

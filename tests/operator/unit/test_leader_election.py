@@ -13,6 +13,7 @@ from credit_operator.leader_election import (
     Timing,
     format_micro_time,
     identity_for,
+    not_renewed,
     parse_micro_time,
     plan,
     released_spec,
@@ -126,3 +127,11 @@ def test_log_fields_and_kopfs_object_reference_use_the_shared_names() -> None:
     }
     job_line = {"event": "x", "k8s_ref": {"kind": "Job", "name": "m-1", "namespace": "b"}, "k8s_skip": False}
     assert _kopf_reference(None, "info", job_line) == {"event": "x", "object": "Job/m-1", "namespace": "b"}
+
+
+def test_a_leader_that_gets_no_answer_says_so_instead_of_none() -> None:
+    """Seen: "could not renew … for 10s: None" when every renewal was still waiting for the API server."""
+    assert not_renewed("Lease ns/op", 10, None) == (
+        "could not renew the Lease ns/op for 10s: no answer from the API server (the renewal request is still waiting)"
+    )
+    assert not_renewed("Lease ns/op", 10, RuntimeError("409")).endswith("for 10s: 409")
