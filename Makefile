@@ -31,10 +31,10 @@ $(VENV)/.installed-demo: pyproject.toml
 # tests through a pooling proxy; libfaketime for the date tests (Debian packages).
 system-deps:
 	@command -v promtool >/dev/null && command -v prometheus-pushgateway >/dev/null && command -v pgbouncer >/dev/null \
-	  && command -v faketime >/dev/null && command -v ip >/dev/null && command -v tc >/dev/null || { \
+	  && command -v faketime >/dev/null && command -v ip >/dev/null && command -v tc >/dev/null && command -v bwrap >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus prometheus-pushgateway pgbouncer faketime iproute2 >/dev/null; }
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus prometheus-pushgateway pgbouncer faketime iproute2 bubblewrap >/dev/null; }
 
 demo: setup-demo
 	$(BIN)/credit-jobs demo --users 2000

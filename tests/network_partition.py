@@ -14,16 +14,14 @@ run `make test` (and CI) run as root. Nothing is mocked: kernel TCP on both side
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
 import subprocess
 import threading
-from pathlib import Path
 from typing import Literal
 
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
+
+from tests.socket_forwarder import UnixSocketForwarder
 
 Direction = Literal["both", "to_client", "to_server"]
 
@@ -43,12 +41,8 @@ class Partition:
         self._host_link, self._inner_link = f"cjh{tag}"[:15], f"cjn{tag}"[:15]
         subnet = 16 + os.getpid() % 200
         self.host_address, self._inner_address = f"10.213.{subnet}.1", f"10.213.{subnet}.2"
-        self._database_url = make_url(database_url)
-        socket_dir = Path(str(self._database_url.query["host"]))
-        self._target = str(next(p for p in socket_dir.glob(".s.PGSQL.*") if p.suffix != ".lock"))
-        self._listener: socket.socket | None = None
-        self._sockets: list[socket.socket] = []
-        self._closing = threading.Event()
+        self._database_url = database_url
+        self._forwarder: UnixSocketForwarder | None = None
 
     def __enter__(self) -> Partition:
         _ip("ip", "netns", "add", self.namespace)
@@ -60,27 +54,22 @@ class Partition:
             _ip("ip", "addr", "add", f"{self._inner_address}/30", "dev", self._inner_link, namespace=self.namespace)
             _ip("ip", "link", "set", self._inner_link, "up", namespace=self.namespace)
             _ip("ip", "link", "set", "lo", "up", namespace=self.namespace)
-            self._listener = socket.create_server((self.host_address, 0))
-            threading.Thread(target=self._accept, daemon=True).start()
+            self._forwarder = UnixSocketForwarder(self._database_url, self.host_address).__enter__()
         except BaseException:
             self.__exit__()
             raise
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._closing.set()
-        for sock in [*self._sockets, *([self._listener] if self._listener else [])]:
-            with contextlib.suppress(OSError):
-                sock.close()
+        if self._forwarder is not None:
+            self._forwarder.__exit__()
         subprocess.run(["ip", "link", "del", self._host_link], capture_output=True, check=False)
         subprocess.run(["ip", "netns", "del", self.namespace], capture_output=True, check=False)
 
     def url(self) -> str:
         """The database's URL as the namespaced process reaches it: TCP, through the forwarder."""
-        assert self._listener is not None
-        port = self._listener.getsockname()[1]
-        url = self._database_url.difference_update_query(["host", "port"]).set(host=self.host_address, port=port)
-        return url.render_as_string(hide_password=False)
+        assert self._forwarder is not None
+        return self._forwarder.url()
 
     def command(self, *argv: str) -> list[str]:
         """`argv` run inside the namespace (its only route is to the forwarder)."""
@@ -93,27 +82,6 @@ class Partition:
             _ip("tc", "qdisc", "add", "dev", self._host_link, "root", "blackhole")
         if direction in ("both", "to_server"):
             _ip("tc", "qdisc", "add", "dev", self._inner_link, "root", "blackhole", namespace=self.namespace)
-
-    def _accept(self) -> None:
-        assert self._listener is not None
-        while not self._closing.is_set():
-            try:
-                client, _ = self._listener.accept()
-                server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                server.connect(self._target)
-            except OSError:
-                return
-            self._sockets += [client, server]
-            for source, sink in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := source.recv(65536):
-                sink.sendall(data)
-        with contextlib.suppress(OSError):
-            sink.shutdown(socket.SHUT_WR)
 
 
 def stranded_sessions(engine: sa.Engine, database: str) -> int:
