@@ -132,6 +132,11 @@ def first_line(error: BaseException) -> str:
             f"{line}: the database did not answer within the network timeout (CREDITJOBS_NETWORK_TIMEOUT_SECONDS): "
             "a partition or a half-open connection; the server ends the stranded session, a retry resumes"
         )
+    if lowered == "connection timeout expired":  # a new connection mid-run (the pool replacing a dead one)
+        return (
+            f"{line}: the database accepted no connection within {CONNECT_TIMEOUT_SECONDS} s (a partition, or the "
+            "server down); a retry resumes"
+        )
     return line
 
 
@@ -320,7 +325,7 @@ def verify_connection(engine: sa.Engine) -> None:
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
     except DBAPIError as exc:
-        target = f"cannot connect to the database at {shown_url(engine)}: {first_line(exc)}"
+        target = f"cannot connect to the database at {shown_url(engine)}: {error_line(exc)}"
         if is_config_error(exc):
             raise ConfigError(f"{target} (check DATABASE_URL: database, user, password, options)") from None
         raise RunFailed(f"{target} (the server may be down or unreachable; a retry may help)") from None
