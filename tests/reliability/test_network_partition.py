@@ -68,10 +68,11 @@ def test_a_partition_mid_run_fails_the_run_within_the_network_timeout_and_frees_
         errors = cli_process.error_lines(stderr)
         assert len(errors) == 1, stderr
         assert errors[0].startswith("credit-jobs: error: run "), stderr
-        # What fired: the network timeout on a connection in use, or the connect timeout of one the pool opened
-        # to replace a dead one — either way bounded, named, and retryable.
-        assert "CREDITJOBS_NETWORK_TIMEOUT_SECONDS" in errors[0] or "accepted no connection within" in errors[0]
-        assert "a retry resumes" in errors[0], errors[0]
+        # What fired, whichever the cut met first — the network timeout on the chunk's connection, the connect
+        # timeout of a connection the pool opened to replace a dead one, or the guard's check before a chunk — is
+        # named, and each is a retryable failure (exit 1).
+        named = ("CREDITJOBS_NETWORK_TIMEOUT_SECONDS", "accepted no connection within", "lost the run guard")
+        assert any(phrase in errors[0] for phrase in named), errors[0]
         assert "Traceback" not in stderr
 
         # The server ends the stranded sessions (the chunk's transaction, the guard's): their locks go with them.
