@@ -84,14 +84,21 @@ class Partition:
             _ip("tc", "qdisc", "add", "dev", self._inner_link, "root", "blackhole", namespace=self.namespace)
 
 
-def stranded_sessions(engine: sa.Engine, database: str) -> int:
-    """The project's sessions on `database` that sit in an open transaction (each may hold row locks)."""
+def stranded_lock_holders(engine: sa.Engine, database: str) -> int:
+    """The project's sessions on `database` sitting in an open transaction that holds something: an xid, or any lock
+    but its own virtual transaction id (row, relation or advisory locks). A session stranded right after its BEGIN —
+    before the transaction's first statement, which sets its idle timeout — holds nothing and is not counted."""
     with engine.connect() as conn:
         return int(
             conn.execute(
                 sa.text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = :db AND application_name = 'credit-jobs' "
-                    "AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()"
+                    """
+                    SELECT count(*) FROM pg_stat_activity a
+                    WHERE a.datname = :db AND a.application_name = 'credit-jobs' AND a.pid <> pg_backend_pid()
+                      AND a.state LIKE 'idle in transaction%'
+                      AND (a.backend_xid IS NOT NULL OR EXISTS (
+                          SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype <> 'virtualxid'))
+                    """
                 ),
                 {"db": database},
             ).scalar_one()
