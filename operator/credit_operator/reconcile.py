@@ -41,7 +41,6 @@ from credit_operator.status import (
     anchor_time,
     build_status,
     child_jobs,
-    recorded_given_up,
     runs_to_report,
     schedule_adoption,
     schedule_interval,
@@ -326,14 +325,10 @@ def _outcome(step: _Pass, status: dict[str, Any], plan: CatchUpPlan | None) -> O
         failed_periods=len(status["failedPeriods"]),
     )
     missed_keys = [m.key for m in plan.missed] if plan else []
-    # Given-up periods read back from catch-up Jobs that the previous status never recorded (its pass died first):
-    # counted now, once; ones the status already had were counted by the pass that wrote it.
+    # Given-up periods the new status has and the previous one lacked: this pass's, or ones read back from catch-up
+    # Jobs whose pass died before its status write (counted now, once).
     reported_before = set(creditjob.status.get("missedPeriods") or [])
-    missed_keys += [
-        key
-        for key in recorded_given_up(child_jobs(step.jobs, creditjob))
-        if key not in reported_before and key not in missed_keys
-    ]
+    missed_keys += [k for k in status["missedPeriods"] if k not in reported_before and k not in missed_keys]
     return Outcome("invalid" if problems else "ok", status, sample, step.decisions, missed_keys)
 
 

@@ -121,8 +121,16 @@ def wait_until_serving(base: str, process: subprocess.Popen[str], deadline_s: fl
 
 @contextmanager
 def served_api(database_url: str, log: Path, **env: str) -> Iterator[str]:
-    """A real `credit-jobs api` process on a free loopback port; yields its base URL. Its JSON log lines go to the
-    file `log` (a pipe nobody reads would fill up and stall a busy server); it is killed on the way out."""
+    """A real `credit-jobs api` process on a free loopback port; yields its base URL (see `served_api_process`)."""
+    with served_api_process(database_url, log, **env) as (base, _):
+        yield base
+
+
+@contextmanager
+def served_api_process(database_url: str, log: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """A real `credit-jobs api` process on a free loopback port, serving /healthz (its database may be down);
+    yields (base URL, process). Its JSON log lines go to the file `log` (a pipe nobody reads would fill up and stall
+    a busy server); it is killed on the way out."""
     port = free_port()
     with log.open("w") as stderr:
         process = subprocess.Popen(
@@ -138,7 +146,7 @@ def served_api(database_url: str, log: Path, **env: str) -> Iterator[str]:
             wait_until_serving(base, process)
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{log.read_text()[-2000:]}") from None
-        yield base
+        yield base, process
     finally:
         if process.poll() is None:
             process.kill()

@@ -51,3 +51,13 @@ def create_template_tables(conn: sa.Connection, schema: str | None = None) -> No
         conn.execute(sa.text(statement))
     if schema is not None:
         conn.exec_driver_sql("SET LOCAL search_path TO DEFAULT")
+
+
+def create_template_with_one_live_grant(conn: sa.Connection) -> None:
+    """The template's tables holding one user, 'a', with a live November 2026 renewal of 1000 credits."""
+    create_template_tables(conn)
+    conn.exec_driver_sql("INSERT INTO \"user\" (id, email) VALUES ('a', 'a@x')")
+    conn.exec_driver_sql(
+        "INSERT INTO credit_transaction (id, user_id, type, amount, remaining_amount, expiration_date, period_key) "
+        "VALUES ('t1', 'a', 'SUBSCRIPTION_RENEWAL', 1000, 1000, '2026-12-20', 202611)"
+    )

@@ -16,19 +16,15 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests import cli_process
-from tests.cli_process import cli_env
 from tests.integration.api_support import (
     BASIC_PASSWORD,
     BASIC_USER,
     LEDGER_TOKEN,
     READ_TOKEN,
     api_client,
-    api_env,
     basic,
     bearer,
-    free_port,
-    wait_until_serving,
+    served_api_process,
 )
 from tests.integration.ledger_helpers import add_users, scalar
 
@@ -40,23 +36,9 @@ CONSUME = "/api/v1/users/u1/consume"
 @pytest.fixture
 def api_process(database_url: str, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str], Path]]:
     """`credit-jobs api` on a free loopback port; its JSON log lines go to a file."""
-    port, log = free_port(), tmp_path / "api.log"
-    with log.open("w") as stderr:
-        process = subprocess.Popen(
-            [cli_process.CLI, "api", "--port", str(port)],
-            env=cli_env(database_url, **api_env()),
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            text=True,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_serving(base, process)
+    log = tmp_path / "api.log"
+    with served_api_process(database_url, log) as (base, process):
         yield base, process, log
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=30)
 
 
 def _rss(pid: int) -> int:

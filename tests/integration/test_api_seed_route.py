@@ -5,7 +5,6 @@ A token leads to its run in either mode (in a cluster: the audit rows of the pod
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,9 +17,7 @@ import sqlalchemy as sa
 from credit_jobs.adapters import run_audit
 from credit_jobs.entrypoints.api.triggers import ClusterTriggers
 from credit_operator.cronjob_manifest import manual_job_name
-from tests import cli_process
-from tests.cli_process import cli_env
-from tests.integration.api_support import BASIC_PASSWORD, BASIC_USER, api_env, basic, free_port, wait_until_serving
+from tests.integration.api_support import BASIC_PASSWORD, BASIC_USER, basic, served_api
 
 UNREACHABLE = "postgresql://credit:secret@127.0.0.1:1/ledger"
 
@@ -28,22 +25,8 @@ UNREACHABLE = "postgresql://credit:secret@127.0.0.1:1/ledger"
 @pytest.fixture
 def api_without_database(tmp_path: Path) -> Iterator[str]:
     """`credit-jobs api` whose database is down (nothing listens on its port): it serves, /readyz says not ready."""
-    port, log = free_port(), tmp_path / "api.log"
-    with log.open("w") as stderr:
-        process = subprocess.Popen(
-            [cli_process.CLI, "api", "--port", str(port)],
-            env=cli_env(UNREACHABLE, **api_env()),
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            text=True,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_serving(base, process)
+    with served_api(UNREACHABLE, tmp_path / "api.log") as base:
         yield base
-    finally:
-        process.kill()
-        process.wait(timeout=30)
 
 
 def test_with_the_database_down_the_seed_route_answers_a_retryable_failure(api_without_database: str) -> None:

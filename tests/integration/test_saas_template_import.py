@@ -37,7 +37,11 @@ from tests import cli_process
 from tests.cli_process import cli_env, error_lines
 from tests.integration.ledger_helpers import add_policy, add_users, rows, scalar
 from tests.integration.run_support import RunUsecase
-from tests.integration.saas_template import ELIGIBILITY_SQL, create_template_tables
+from tests.integration.saas_template import (
+    ELIGIBILITY_SQL,
+    create_template_tables,
+    create_template_with_one_live_grant,
+)
 
 USERS = 3000
 # The test's own statement of the mapping (docs/adopting.md): template type -> ledger grant type, periodic?
@@ -511,12 +515,7 @@ def test_an_import_racing_a_distribution_of_the_same_month_waits_on_the_unique_i
 ) -> None:
     now = datetime(2026, 11, 20, 12, tzinfo=UTC)
     with engine.begin() as conn:
-        create_template_tables(conn)
-        conn.exec_driver_sql("INSERT INTO \"user\" (id, email) VALUES ('a', 'a@x')")
-        conn.exec_driver_sql(
-            "INSERT INTO credit_transaction (id, user_id, type, amount, remaining_amount, expiration_date, period_key) "
-            "VALUES ('t1', 'a', 'SUBSCRIPTION_RENEWAL', 1000, 1000, '2026-12-20', 202611)"
-        )
+        create_template_with_one_live_grant(conn)
     box: list[Any] = []
     with engine.connect() as distribution:  # a distribution's chunk that granted user a November, not committed yet
         pending = distribution.begin()

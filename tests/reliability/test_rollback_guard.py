@@ -20,7 +20,7 @@ from credit_jobs.domain.sharding import shard_of
 from credit_jobs.usecases.check_invariants import check_invariants
 from tests import cli_process
 from tests.integration.ledger_helpers import add_policy, add_users, rows, scalar
-from tests.integration.saas_template import create_template_tables
+from tests.integration.saas_template import create_template_with_one_live_grant
 
 PERIOD = "2026-11"
 USERS = 50
@@ -32,6 +32,9 @@ def engine(database_url: str) -> Iterator[sa.Engine]:
     eng = database.create_engine(database_url)
     yield eng
     eng.dispose()
+
+
+DISTRIBUTE = ["run", "distribute-credits", "--period-key", PERIOD]
 
 
 def _env(database_url: str) -> dict[str, str]:
@@ -66,33 +69,41 @@ def _hold_account_lock(engine: sa.Engine, user_id: str) -> Any:
     return conn
 
 
+def _beside(
+    engine: sa.Engine, env: dict[str, str], lock_user: str, first: list[str], usecase: str, second: list[str]
+) -> subprocess.CompletedProcess[str]:
+    """Run `second` while `first` (a real process of `usecase`) holds its guard and waits on `lock_user`'s account
+    row, which we hold; then let `first` finish (it must succeed). Returns what `second` did."""
+    holder = _hold_account_lock(engine, lock_user)
+    running = cli_process.start(first, env)
+    try:
+        _wait_until_blocked(engine, running, usecase)
+        beside = cli_process.run(second, env)
+    finally:
+        holder.rollback()
+        holder.close()
+    _, err = running.communicate(timeout=DEADLINE_S)
+    assert running.returncode == 0, err
+    return beside
+
+
 def test_a_rollback_is_refused_while_a_distribution_of_the_period_runs(database_url: str, engine: sa.Engine) -> None:
     _seed(engine)
     with engine.begin() as conn:  # user 1's account exists, so the distribution's balance upsert waits on it
         conn.execute(sa.text("INSERT INTO credit_accounts (user_id, balance) VALUES ('1', 0)"))
     env = _env(database_url)
-    holder = _hold_account_lock(engine, "1")
-    distribution = cli_process.start(["run", "distribute-credits", "--period-key", PERIOD], env)
-    try:
-        _wait_until_blocked(engine, distribution, "distribute-credits")
-        refused = cli_process.run(
-            ["rollback", "distribute-credits", "--period-key", PERIOD, "--reason", "wrong amount"], env
-        )
-        assert refused.returncode == 2, refused.stderr
-        (line,) = cli_process.error_lines(refused.stderr)
-        assert "rollback of distribute-credits period 2026-11 refused: running elsewhere (run" in line
-    finally:
-        holder.rollback()
-        holder.close()
-    _, err = distribution.communicate(timeout=DEADLINE_S)
-    assert distribution.returncode == 0, err
+    rollback = ["rollback", "distribute-credits", "--period-key", PERIOD, "--reason", "wrong amount"]
+    refused = _beside(engine, env, "1", DISTRIBUTE, "distribute-credits", rollback)
+    assert refused.returncode == 2, refused.stderr
+    (line,) = cli_process.error_lines(refused.stderr)
+    assert "rollback of distribute-credits period 2026-11 refused: running elsewhere (run" in line
     # nothing was rolled back: every grant is live and whole
     assert (
         scalar(engine, "SELECT count(*) FROM credit_grants WHERE rolled_back_at IS NULL AND remaining = 100") == USERS
     )
     assert scalar(engine, "SELECT count(*) FROM credit_entries") == 0
     # once the distribution is done, the rollback goes through
-    done = cli_process.run(["rollback", "distribute-credits", "--period-key", PERIOD, "--reason", "wrong amount"], env)
+    done = cli_process.run(rollback, env)
     assert done.returncode == 0, done.stderr
     assert scalar(engine, "SELECT count(*) FROM credit_grants WHERE rolled_back_at IS NOT NULL") == USERS
     assert check_invariants(engine).ok
@@ -101,20 +112,13 @@ def test_a_rollback_is_refused_while_a_distribution_of_the_period_runs(database_
 def test_a_distribution_cannot_start_while_a_rollback_of_its_period_runs(database_url: str, engine: sa.Engine) -> None:
     _seed(engine)
     env = _env(database_url)
-    assert cli_process.run(["run", "distribute-credits", "--period-key", PERIOD], env).returncode == 0
-    holder = _hold_account_lock(engine, str(USERS))  # the rollback's chunk locks grants, then waits on this account
-    rollback = cli_process.start(["rollback", "distribute-credits", "--period-key", PERIOD, "--reason", "r"], env)
-    try:
-        _wait_until_blocked(engine, rollback, "rollback-distribute-credits")
-        skipped = cli_process.run(["run", "distribute-credits", "--period-key", PERIOD], env)
-        assert skipped.returncode == 0, skipped.stderr
-        (finished,) = [line for line in cli_process.log_lines(skipped.stderr) if line["event"] == "run.skipped"]
-        assert finished["error"].startswith("running elsewhere (run ")
-    finally:
-        holder.rollback()
-        holder.close()
-    _, err = rollback.communicate(timeout=DEADLINE_S)
-    assert rollback.returncode == 0, err
+    assert cli_process.run(DISTRIBUTE, env).returncode == 0
+    # the rollback's chunk locks grants, then waits on the last user's account
+    rollback = ["rollback", "distribute-credits", "--period-key", PERIOD, "--reason", "r"]
+    skipped = _beside(engine, env, str(USERS), rollback, "rollback-distribute-credits", DISTRIBUTE)
+    assert skipped.returncode == 0, skipped.stderr
+    (finished,) = [line for line in cli_process.log_lines(skipped.stderr) if line["event"] == "run.skipped"]
+    assert finished["error"].startswith("running elsewhere (run ")
     # the rollback was whole, and the skipped distribution granted nothing on top of it
     assert scalar(engine, "SELECT count(*) FROM credit_grants") == USERS
     assert scalar(engine, "SELECT count(*) FROM credit_grants WHERE rolled_back_at IS NOT NULL") == USERS
@@ -208,12 +212,7 @@ AS_OF = "2026-11-20T12:00:00+00:00"  # the cut-over: November is the month the i
 def _template_with_one_live_grant(engine: sa.Engine) -> None:
     """User 'a' holds 1000 of November in the template, and is one of the application's users."""
     with engine.begin() as conn:
-        create_template_tables(conn)
-        conn.exec_driver_sql("INSERT INTO \"user\" (id, email) VALUES ('a', 'a@x')")
-        conn.exec_driver_sql(
-            "INSERT INTO credit_transaction (id, user_id, type, amount, remaining_amount, expiration_date, period_key) "
-            "VALUES ('t1', 'a', 'SUBSCRIPTION_RENEWAL', 1000, 1000, '2026-12-20', 202611)"
-        )
+        create_template_with_one_live_grant(conn)
         conn.exec_driver_sql("INSERT INTO credit_accounts (user_id, balance) VALUES ('a', 0), ('1', 0)")
 
 
@@ -223,16 +222,8 @@ def test_an_import_is_refused_while_a_distribution_of_its_cut_over_month_runs(
     _seed(engine)
     _template_with_one_live_grant(engine)
     env = _env(database_url)
-    holder = _hold_account_lock(engine, "1")  # the distribution's chunk waits on user 1's balance row
-    distribution = cli_process.start(["run", "distribute-credits", "--period-key", PERIOD], env)
-    try:
-        _wait_until_blocked(engine, distribution, "distribute-credits")
-        refused = cli_process.run(["import", "saas-template", "--as-of", AS_OF], env)
-    finally:
-        holder.rollback()
-        holder.close()
-    _, err = distribution.communicate(timeout=DEADLINE_S)
-    assert distribution.returncode == 0, err
+    # the distribution's chunk waits on user 1's balance row
+    refused = _beside(engine, env, "1", DISTRIBUTE, "distribute-credits", ["import", "saas-template", "--as-of", AS_OF])
     assert refused.returncode == 2, refused.stderr
     (line,) = cli_process.error_lines(refused.stderr)
     assert "import refused: a distribution of grant family plan, period 2026-11, is running (run " in line, line
@@ -248,16 +239,9 @@ def test_a_distribution_of_the_cut_over_month_is_skipped_while_the_import_runs(
     _seed(engine)
     _template_with_one_live_grant(engine)
     env = _env(database_url)
-    holder = _hold_account_lock(engine, "a")  # the import's chunk waits on user a's balance row
-    importing = cli_process.start(["import", "saas-template", "--as-of", AS_OF], env)
-    try:
-        _wait_until_blocked(engine, importing, "import-saas-template")
-        skipped = cli_process.run(["run", "distribute-credits", "--period-key", PERIOD], env)
-    finally:
-        holder.rollback()
-        holder.close()
-    _, err = importing.communicate(timeout=DEADLINE_S)
-    assert importing.returncode == 0, err
+    # the import's chunk waits on user a's balance row
+    importing = ["import", "saas-template", "--as-of", AS_OF]
+    skipped = _beside(engine, env, "a", importing, "import-saas-template", DISTRIBUTE)
     assert skipped.returncode == 0, skipped.stderr
     (finished,) = [line for line in cli_process.log_lines(skipped.stderr) if line["event"] == "run.skipped"]
     assert finished["error"].startswith("an import of grant family plan, period 2026-11, is running (run ")
