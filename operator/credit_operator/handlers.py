@@ -89,6 +89,10 @@ def configure(settings: kopf.OperatorSettings, config: OperatorSettings) -> None
     # second time (and patched the diff base again), a request the cost per CreditJob does not need.
     settings.persistence.consistency_timeout = max(settings.persistence.consistency_timeout, 30.0)
     settings.posting.level = logging.INFO
+    # The chart installs the CRD before the operator starts, so Kopf's start-up scan (the API's discovery documents,
+    # readable by any account) finds it; watching CRDs and namespaces at runtime would need cluster-wide RBAC that
+    # serves nothing else (least privilege: rbac.discovery, off by default, switches it back on).
+    settings.scanning.disabled = not config.watch_crds
 
 
 # HTTP connections beyond Kopf's worker threads: the resync task, the peering check, a leader-election renewal.

@@ -385,10 +385,26 @@ def _run_now(
     )
     kopf.adopt(job, owner=dict(cronjob))  # type: ignore[arg-type]
     created, fresh = _create_job(api, job)
-    if fresh:
-        what = f"period {period_key}" if period_key else "the current period"
-        decide("Normal", "RunNow", f"created Job {job['metadata']['name']} for {what} (token {token})")
+    if not fresh and _token_recorded(api, creditjob, token):
+        return created  # a pass read a CreditJob older than the status write that finished this request
+    # A taken name with the token not in status: a pass that died after the create made this Job, maybe before
+    # its Event. The request is finished (and reported) here; an Event twice beats a run nobody was told about.
+    what = f"period {period_key}" if period_key else "the current period"
+    how = "created" if fresh else "found (created by a pass that did not finish)"
+    decide("Normal", "RunNow", f"{how} Job {job['metadata']['name']} for {what} (token {token})")
     return created
+
+
+def _token_recorded(api: KubeApi, creditjob: CreditJob, token: str) -> bool:
+    """Whether the API server's CreditJob (not the watch cache's, which may lag) has handled `token`; one GET,
+    only when a run-now Job's name was taken."""
+    try:
+        current = api.get_creditjob(creditjob.namespace, creditjob.name)
+    except ApiError as exc:
+        if exc.status == 404:
+            return True  # deleted meanwhile: nobody to report to
+        raise
+    return bool((current.get("status") or {}).get("lastManualRunToken") == token)
 
 
 def _catch_up(

@@ -53,6 +53,11 @@ class OperatorSettings(BaseSettings):
         default="",
         description="Comma-separated Secret names a CreditJob's spec.databaseSecretRef may name besides the default.",
     )
+    watch_crds: bool = Field(
+        default=False,
+        description="Let Kopf watch CustomResourceDefinitions (and namespaces) at runtime; needs cluster-wide "
+        "list/watch on them (chart: rbac.discovery). Off: the CRD the chart installs is found at start-up.",
+    )
     pushgateway_url: str = Field(default="", validation_alias=AliasChoices("PUSHGATEWAY_URL", "pushgateway_url"))
     log_format: Literal["json", "console"] = Field(
         default="json", validation_alias=AliasChoices("LOG_FORMAT", "log_format")

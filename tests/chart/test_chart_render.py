@@ -355,11 +355,10 @@ APPLICATION = _expand(
     }
 )
 CRD_DISCOVERY = _expand({("apiextensions.k8s.io", "customresourcedefinitions"): ("list", "watch")})
-NAMESPACE_DISCOVERY = _expand({("", "namespaces"): ("list", "watch")})
 
 
 @pytest.mark.parametrize("namespaces", [[], ["billing", "billing-eu", "tenant-a"]])
-def test_namespaced_mode_grants_a_role_per_watched_namespace_and_nothing_cluster_wide_but_crd_discovery(
+def test_namespaced_mode_grants_a_role_per_watched_namespace_and_nothing_cluster_wide(
     render, namespaces: list[str]
 ) -> None:
     objects = render({"operator": {"watch": {"clusterWide": False, "namespaces": namespaces}}})
@@ -377,27 +376,40 @@ def test_namespaced_mode_grants_a_role_per_watched_namespace_and_nothing_cluster
             "name": roles[namespace]["metadata"]["name"],
         }
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["name"], "namespace": NAMESPACE}]
-    cluster_role = only(objects, "ClusterRole")
-    assert _grants(cluster_role) == CRD_DISCOVERY
-    assert only(objects, "ClusterRoleBinding")["roleRef"]["name"] == cluster_role["metadata"]["name"]
+    operator_cluster_roles = [r for r in of_kind(objects, "ClusterRole") if not _is_trigger_role(r)]
+    assert not operator_cluster_roles, "namespaced mode needs nothing cluster-scoped"
+    assert not of_kind(objects, "ClusterRoleBinding")
+    assert _operator_env(objects)["CREDITJOBS_WATCH_CRDS"] == "false"
     _assert_lease_rbac(objects)
 
 
-def test_namespaced_mode_without_discovery_has_no_cluster_scoped_rbac(render) -> None:
-    objects = render({"rbac": {"discovery": False}})
-    assert not of_kind(objects, "ClusterRole")
-    assert not of_kind(objects, "ClusterRoleBinding")
+def test_namespaced_mode_with_discovery_may_only_list_and_watch_crds(render) -> None:
+    objects = render({"rbac": {"discovery": True}})
+    (cluster_role,) = [r for r in of_kind(objects, "ClusterRole") if not _is_trigger_role(r)]
+    assert _grants(cluster_role) == CRD_DISCOVERY
+    assert only(objects, "ClusterRoleBinding")["roleRef"]["name"] == cluster_role["metadata"]["name"]
+    assert _operator_env(objects)["CREDITJOBS_WATCH_CRDS"] == "true"
 
 
-def test_cluster_wide_mode_grants_one_cluster_role_with_discovery(render) -> None:
-    objects = render(_set(*WATCH_MODES["cluster-wide"]))
+@pytest.mark.parametrize("discovery", [False, True])
+def test_cluster_wide_mode_grants_one_cluster_role_and_never_namespaces(render, discovery: bool) -> None:
+    objects = render({**_set(*WATCH_MODES["cluster-wide"]), "rbac": {"discovery": discovery}})
     assert not [r for r in of_kind(objects, "Role") if not _is_lease_rbac(r)]
     assert not [b for b in of_kind(objects, "RoleBinding") if not _is_lease_rbac(b)]
-    cluster_role = only(objects, "ClusterRole")
-    assert _grants(cluster_role) == APPLICATION | CRD_DISCOVERY | NAMESPACE_DISCOVERY
+    (cluster_role,) = [r for r in of_kind(objects, "ClusterRole") if not _is_trigger_role(r)]
+    assert _grants(cluster_role) == APPLICATION | (CRD_DISCOVERY if discovery else set())
     binding = only(objects, "ClusterRoleBinding")
     assert binding["subjects"][0]["namespace"] == NAMESPACE
     _assert_lease_rbac(objects)
+
+
+def _is_trigger_role(obj: Manifest) -> bool:
+    return str(obj["metadata"]["name"]).endswith("-trigger")
+
+
+def _operator_env(objects: list[Manifest]) -> dict[str, str]:
+    (deployment,) = [d for d in of_kind(objects, "Deployment") if "operator" in d["metadata"]["name"]]
+    return {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
 
 
 def _is_lease_rbac(obj: Manifest) -> bool:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from operator_kmock_support import CJ_PATH, NOW, creditjob, creditjob_status, jobs_of
 
 from credit_operator import metrics
@@ -96,3 +97,44 @@ async def test_a_crash_between_any_two_writes_of_a_catch_up_pass_loses_no_decisi
         assert _state(kube, ns, name) == expected, f"died after write {died_after} of {writes}"
         if not recorded:  # the dead pass never wrote them down: the next one counts them (missed_periods_total)
             assert set(expected["missedPeriods"]) <= set(after.missed_keys), died_after
+
+
+async def test_a_run_now_job_created_just_before_a_crash_still_gets_its_run_now_event(kube: Any) -> None:
+    """Seen: 3 of 30 run-now Jobs created just before a SIGKILL never got a RunNow Event — the next pass found the
+    Job's name taken (409) and took that for "already reported". The token is not in status yet, so the request
+    was not finished: the next pass reports the Job it finds."""
+    client = await asyncio.to_thread(connect)
+    ns, name = "run-now-crash", "grant"
+    await kube.post(CJ_PATH.format(ns=ns), json=creditjob(name, ns, created="2026-11-27T12:00:00Z"))
+    await asyncio.to_thread(_pass, DyingApi(client, None), ns, name)  # the CronJob, nothing owed
+    await kube.patch(
+        f"{CJ_PATH.format(ns=ns)}/{name}",
+        json={"metadata": {"annotations": {"credits.dev/run-now": "tok-1"}}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    # As in production, the pass posts its Events through the same client: the crash lands after the Job's create.
+    with pytest.raises(Crashed, match="/events"):
+        await asyncio.to_thread(_reporting_pass, DyingApi(client, 1), ns, name, [])
+    assert len(jobs_of(kube, ns, name)) == 1
+    assert not creditjob_status(kube, ns, name).get("lastManualRunToken")
+
+    reported: list[tuple[str, str, str]] = []
+    await asyncio.to_thread(_reporting_pass, DyingApi(client, None), ns, name, reported)
+    (job,) = jobs_of(kube, ns, name)
+    assert [r for _, r, _ in reported] == ["RunNow"], reported
+    assert job["metadata"]["name"] in reported[0][2], reported
+    assert "tok-1" in reported[0][2], reported
+    assert creditjob_status(kube, ns, name).get("lastManualRunToken") == "tok-1"
+    reported.clear()
+    await asyncio.to_thread(_reporting_pass, DyingApi(client, None), ns, name, reported)
+    assert reported == [], "a recorded token is never reported again"
+
+
+def _reporting_pass(api: KubeApi, ns: str, name: str, reported: list[tuple[str, str, str]]) -> Any:
+    body = api.get_creditjob(ns, name)
+
+    def emit(kind: str, reason: str, message: str) -> None:
+        reported.append((kind, reason, message))
+        api.post_event(body, kind, reason, message, "2026-12-01T12:00:00Z")
+
+    return reconcile(api, body, now=NOW, defaults=DEFAULTS, emit=emit)

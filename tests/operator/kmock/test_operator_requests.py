@@ -31,8 +31,11 @@ MAX_REQUESTS_PER_NEW_CREDITJOB = 4
 
 
 @asynccontextmanager
-async def operator_process(kube: Any, log_path: Path, resync: float | None) -> AsyncIterator[None]:
-    """`credit-jobs operator --standalone` against kmock, clusterwide; `resync=None` keeps the default."""
+async def operator_process(
+    kube: Any, log_path: Path, resync: float | None, namespaces: str = ""
+) -> AsyncIterator[None]:
+    """`credit-jobs operator --standalone` against kmock, clusterwide unless `namespaces` names some;
+    `resync=None` keeps the default."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CREDITJOBS_", "KUBERNETES_"))}
     health_port = free_port()
     env.update(
@@ -44,6 +47,8 @@ async def operator_process(kube: Any, log_path: Path, resync: float | None) -> A
     )
     if resync is not None:
         env["CREDITJOBS_RESYNC_SECONDS"] = str(resync)
+    if namespaces:
+        env["CREDITJOBS_NAMESPACES"] = namespaces
     cli = str(Path(sys.executable).with_name("credit-jobs"))
     with log_path.open("w") as log:
         process = await asyncio.create_subprocess_exec(
@@ -65,12 +70,12 @@ async def operator_process(kube: Any, log_path: Path, resync: float | None) -> A
             await process.wait()
 
 
-def operator_requests(kube: Any, since: int = 0) -> list[Any]:
-    """The operator's requests (not the test's, not long-lived WATCH streams) from position `since` on."""
+def operator_requests(kube: Any, since: int = 0, *, watches: bool = False) -> list[Any]:
+    """The operator's requests (not the test's; long-lived WATCH streams only with `watches`) from `since` on."""
     found = []
     for request in list(kube)[since:]:
         agent = str(request.headers.get("User-Agent", ""))
-        if "aiohttp" in agent or (request.action is not None and request.action.name == "WATCH"):
+        if "aiohttp" in agent or (not watches and request.action is not None and request.action.name == "WATCH"):
             continue
         found.append(request)
     return found
@@ -173,3 +178,24 @@ async def test_a_new_creditjob_costs_at_most_four_requests_and_bursts_keep_their
     print(f"{len(names)} new CreditJobs: {len(seen)} requests, {dict(describe(seen))}")
     assert len(seen) <= MAX_REQUESTS_PER_NEW_CREDITJOB * len(names), describe(seen)
     assert "Connection pool is full" not in log_path.read_text()
+
+
+@pytest.mark.parametrize("namespaces", ["", "billing,billing-eu"], ids=["cluster-wide", "namespaced"])
+async def test_at_the_defaults_the_operator_never_reads_crds_or_namespaces(
+    kube: Any, tmp_path: Path, namespaces: str
+) -> None:
+    """What the chart no longer grants by default (rbac.discovery: false) the operator never asks for: the CRD is
+    installed by the chart before the operator starts, so Kopf's runtime observation of CRDs and namespaces is
+    switched off (CREDITJOBS_WATCH_CRDS) and its one start-up scan reads only the API discovery documents."""
+    names = [(ns, "grant") for ns in (namespaces.split(",") if namespaces else ["anywhere"])]
+    async with operator_process(kube, tmp_path / "operator.log", None, namespaces=namespaces):
+        await create_all(kube, names)
+        await until(lambda: settled(kube, names), timeout=30, what="every CreditJob settled")
+        await quiet(kube)
+        seen = operator_requests(kube, watches=True)
+    touched = collections.Counter(r.resource.plural for r in seen if r.resource is not None)
+    print(f"{namespaces or 'cluster-wide'}: {dict(describe(seen))}")
+    assert touched["creditjobs"], touched  # the test saw the operator at work
+    assert touched["cronjobs"], touched
+    assert not touched["customresourcedefinitions"], describe(seen)
+    assert not touched["namespaces"], describe(seen)
