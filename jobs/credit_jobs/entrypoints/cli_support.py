@@ -5,8 +5,10 @@ the two output streams. Typer-free (the shared Typer options are in `cli_options
 `cli_app.py` (the composition root) reads the settings once, in its root callback, into a `CliState` it stores on
 Click's context (`run_line` builds its own); the command modules (`cli_runs.py`, `cli_ledger.py`, `cli_schedule.py`,
 `cli_demo.py`, `cli_db.py`) take it from there with `state(ctx)` and open their engine with `engine_for`. With no
-DATABASE_URL (and no --database-url) the embedded PostgreSQL in the per-user data directory is started, once per
-process (`entrypoints/data_dir.py`; CREDITJOBS_DATA_DIR overrides it).
+DATABASE_URL (and no --database-url) the command uses the embedded PostgreSQL of the per-user data directory
+(`entrypoints/data_dir.py`; CREDITJOBS_DATA_DIR overrides it): the running server when there is one, else it starts
+it and leaves it running for the next command until CREDITJOBS_EMBEDDED_IDLE_SECONDS pass unused
+(`adapters/embedded_idle.py`) or `credit-jobs db stop`.
 
 Output: one-line messages go through `say` / `warn` (plain writes: a line stays one line on a pipe or in a pod
 log); Rich is imported only by the commands that draw tables or a progress bar (`rich_out`), so that
@@ -35,16 +37,15 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from credit_jobs.adapters.database import PoolLimits, SessionTimeouts
-    from credit_jobs.adapters.embedded_database import EmbeddedPostgres
     from credit_jobs.domain.period_keys import Period
 
 
 @dataclass
 class CliState:
-    """One invocation's settings (read once, by the root callback) and the embedded server it started, if any."""
+    """One invocation's settings (read once, by the root callback) and the embedded server's URL once used."""
 
     settings: Settings
-    embedded: EmbeddedPostgres | None = None
+    embedded_url: str | None = None
 
 
 def state(ctx: typer.Context) -> CliState:
@@ -61,28 +62,40 @@ def resolve_database_url(option: str | None, cli: CliState) -> tuple[str, bool]:
         return option, False
     if cli.settings.database_url:
         return cli.settings.database_url, False
-    if cli.embedded is None:
-        cli.embedded = _start_embedded(cli.settings)
-    return cli.embedded.url("postgres"), True
+    if cli.embedded_url is None:
+        cli.embedded_url = _embedded_server(cli.settings)
+    return cli.embedded_url, True
 
 
-def _start_embedded(settings: Settings) -> EmbeddedPostgres:
-    from credit_jobs.adapters.embedded_database import start_embedded
+def embedded_home(settings: Settings) -> Path:
+    """The data home of the embedded default (its server's data directory is `<home>/postgres`)."""
+    return data_dir(settings.creditjobs_data_dir, os.environ, uid=os.getuid(), home=Path.home())
 
-    home = data_dir(settings.creditjobs_data_dir, os.environ, uid=os.getuid(), home=Path.home())
+
+def _embedded_server(settings: Settings) -> str:
+    """The embedded server's URL: the running one, else started and left running (see the module docstring)."""
+    from credit_jobs.adapters import embedded_database, embedded_idle
+
+    home = embedded_home(settings)
     datadir = home / "postgres"
-    fresh = not (datadir / "PG_VERSION").exists()
-    warn(
-        f"credit-jobs: no DATABASE_URL set: {'creating a new' if fresh else 'using the'} embedded PostgreSQL in "
-        f"{datadir}" + (" (CREDITJOBS_DATA_DIR moves it)" if fresh else "")
-    )
-    legacy = LEGACY_DATA_DIR / "postgres"
-    if settings.creditjobs_data_dir is None and (legacy / "PG_VERSION").exists():
+    embedded_idle.hold_in_use(home)
+    url = embedded_database.running_server_url(datadir)
+    if url is None:
+        fresh = not (datadir / "PG_VERSION").exists()
         warn(
-            f"credit-jobs: note: {legacy.resolve()} (the earlier default) is not used: set "
-            f"CREDITJOBS_DATA_DIR={LEGACY_DATA_DIR.resolve()} to keep using it"
+            f"credit-jobs: no DATABASE_URL set: {'creating a new' if fresh else 'starting the'} embedded PostgreSQL "
+            f"in {datadir}" + (" (CREDITJOBS_DATA_DIR moves it)" if fresh else "")
         )
-    return start_embedded(datadir)
+        legacy = LEGACY_DATA_DIR / "postgres"
+        if settings.creditjobs_data_dir is None and (legacy / "PG_VERSION").exists():
+            warn(
+                f"credit-jobs: note: {legacy.resolve()} (the earlier default) is not used: set "
+                f"CREDITJOBS_DATA_DIR={LEGACY_DATA_DIR.resolve()} to keep using it"
+            )
+        url = embedded_database.start_persistent(datadir)
+    # Idle time 0: stopped as soon as this command has ended.
+    embedded_idle.ensure_watcher(home, settings.creditjobs_embedded_idle_seconds)
+    return embedded_database.sqlalchemy_url(url)
 
 
 def engine_for(
@@ -101,10 +114,11 @@ def engine_for(
     url, embedded = resolve_database_url(option, cli)
     network = database.NetworkTimeout(cli.settings.creditjobs_network_timeout_seconds)
     engine = database.create_engine(url, timeouts=timeouts, pool=pool, network=network)
-    if embedded:
+    if embedded:  # migrated when behind (one query when current: no Alembic import)
         from credit_jobs.adapters import schema_migrations
 
-        schema_migrations.upgrade_schema(engine)
+        if schema_migrations.current_revision(engine) != schema_migrations.head_revision():
+            schema_migrations.upgrade_schema(engine)
     elif verify:
         database.verify_connection(engine)
         if check_schema:

@@ -82,6 +82,7 @@ class Settings:
     creditjob_requested_by: str | None = None  # set by the operator on run-now Jobs the HTTP API asked for
 
     creditjobs_data_dir: Path | None = None  # None: the per-user default (entrypoints/data_dir.py)
+    creditjobs_embedded_idle_seconds: float = 1800.0  # the CLI's embedded server stops after this long unused
     creditjobs_heartbeat_seconds: float = 10.0
     creditjobs_batch_size: int = DEFAULT_BATCH_SIZE
     creditjobs_statement_timeout_seconds: float = 300.0  # job runs: SET LOCAL statement_timeout
@@ -197,6 +198,19 @@ def _number(variable: str) -> Callable[[str], float]:
     return parse
 
 
+MAX_EMBEDDED_IDLE_SECONDS = 7 * 86400.0
+
+
+def _idle_seconds(value: str) -> float:
+    seconds = _number("CREDITJOBS_EMBEDDED_IDLE_SECONDS")(value)
+    if not 0 <= seconds <= MAX_EMBEDDED_IDLE_SECONDS or math.isnan(seconds):
+        raise ConfigError(
+            f"CREDITJOBS_EMBEDDED_IDLE_SECONDS={value.strip()} is out of range: use 0 (stop after each command).."
+            f"{MAX_EMBEDDED_IDLE_SECONDS:g} seconds (default 1800)"
+        )
+    return seconds
+
+
 # How each checked variable is read; the others are taken as text.
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "log_format": _log_format,
@@ -205,6 +219,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "creditjob_grant_family": _grant_family,
     "creditjob_requested_by": _requested_by,
     "creditjobs_data_dir": Path,
+    "creditjobs_embedded_idle_seconds": _idle_seconds,
     "creditjobs_heartbeat_seconds": _heartbeat,
     "creditjobs_batch_size": _batch_size,
     "creditjobs_statement_timeout_seconds": _number("CREDITJOBS_STATEMENT_TIMEOUT_SECONDS"),
