@@ -13,6 +13,7 @@ import select
 import struct
 import subprocess
 import termios
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,15 @@ def test_runs_list_in_an_80_column_terminal_never_cuts_a_run_id(database_url: st
     assert all(len(line) <= 80 for line in screen.splitlines()), screen
     for run_id in run_ids:
         assert run_id in screen, screen
+    # Seen: words broken inside cells ("succeede d") and columns dropped silently. Whole columns go, in the
+    # documented order, and a note says which (the 43-character job name leaves room for the shorter period).
+    assert screen.count("succeeded") == 2, screen
+    assert "…" not in screen, screen
+    assert "2026-10" in screen, screen
+    assert "not shown at 80 columns: job, started, finished" in " ".join(screen.split()), screen
+    code, screen = run_in_terminal(["runs", "list"], env, columns=200)
+    assert "monthly-credits-for-the-enterprise-customers" in screen, screen
+    assert "not shown" not in screen, screen
     code, screen = run_in_terminal(["runs", "show", run_ids[0]], env, columns=80)
     assert code == 0, screen
     assert run_ids[0] in screen, screen
@@ -328,12 +338,24 @@ def test_balance_and_grants_show_a_users_spendable_credits_and_grants(database_u
     done = cli_process.run(["grants", "1", "--json"], env)
     everything = json.loads(done.stdout)
     assert len(everything["grants"]) == 3
-    assert {g["grant_id"]: g["state"] for g in everything["grants"]}[gift] == "used up or voided"
+    assert {g["grant_id"]: g["state"] for g in everything["grants"]}[gift] == "voided"
     assert json.loads(cli_process.run(["balance", "1", "--json"], env).stdout)["spendable"] == 110
+    assert cli_process.run(["consume", "1", "70", "--request-id", "c2"], env).returncode == 0  # the month's grant
+    states = [g["state"] for g in json.loads(cli_process.run(["grants", "1", "--json"], env).stdout)["grants"]]
+    assert sorted(states) == ["live", "used up", "voided"]  # Seen: one state, "used up or voided", for both
 
     code, screen = run_in_terminal(["balance", "1"], env, columns=80)
     assert code == 0, screen
-    assert "110 credits spendable" in screen
+    assert "user 1: 40 credits spendable in 1 live grant\n" in screen  # Seen: "1 grants"
+    code, screen = run_in_terminal(["grants", "1"], env, columns=80)
+    assert code == 0, screen
+    assert "user 1: 3 grants" in screen
+    assert all(len(line) <= 80 for line in screen.splitlines()), screen
+    # Seen: microsecond timestamps wrapped over three lines. Now to the second with the zone, each on one line.
+    live_gift = next(g for g in everything["grants"] if g["grant_id"] not in (gift,) and g["grant_type"] == "gift")
+    expires = datetime.fromisoformat(live_gift["expires_at"])
+    assert re.search(re.escape(f"{expires:%Y-%m-%d %H:%M:%S}") + r" [A-Z][A-Za-z0-9+:_/-]*\b", screen), screen
+    assert "." not in screen.split("user 1: 3 grants", 1)[1].replace("...", ""), screen  # no fractions of seconds
 
     done = cli_process.run(["balance", "424242"], env)
     assert done.returncode == 2

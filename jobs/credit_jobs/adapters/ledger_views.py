@@ -27,10 +27,15 @@ class UserLedger:
 
 _GRANT_COLUMNS = """
     grant_id, grant_type, period_key, grant_family, amount, remaining, granted_at, expires_at, expired_at,
-    CASE WHEN expired_at IS NOT NULL OR (expires_at IS NOT NULL AND expires_at <= :now) THEN 'expired'
-         WHEN remaining = 0 THEN 'used up or voided'
-         ELSE 'live' END AS state
+    CASE WHEN rolled_back_at IS NOT NULL THEN 'rolled back'
+         WHEN remaining > 0 AND expired_at IS NULL AND (expires_at IS NULL OR expires_at > :now) THEN 'live'
+         WHEN EXISTS (SELECT 1 FROM credit_entries e WHERE e.grant_id = credit_grants.grant_id AND e.kind = 'void')
+              THEN 'voided'
+         WHEN remaining = 0 AND expired_at IS NULL THEN 'used up'
+         ELSE 'expired' END AS state
 """
+# Every state a grant can be in (`state` above), for people and the JSON of `balance`/`grants` (docs/contract.md).
+GRANT_STATES = ("live", "used up", "voided", "expired", "rolled back")
 _LIVE = "expired_at IS NULL AND remaining > 0 AND (expires_at IS NULL OR expires_at > :now)"
 
 

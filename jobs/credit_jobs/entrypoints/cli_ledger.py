@@ -33,8 +33,11 @@ from credit_jobs.entrypoints.cli_options import DatabaseUrlOption, JsonOption
 from credit_jobs.entrypoints.cli_support import (
     CliState,
     engine_for,
+    human_time,
     jobs_period,
     jsonable,
+    plural,
+    print_fitted_table,
     print_tab_separated,
     rich_out,
     say,
@@ -239,6 +242,8 @@ def void(
 # --- balance, grants ----------------------------------------------------------------------------------------------
 
 GRANT_HEADERS = ("grant id", "type", "period", "remaining", "of", "expires", "state")
+# In a narrow terminal, columns go in this order (the grant id, what `void` takes, never): README, Output.
+GRANT_COLUMNS_DROPPED_FIRST = ("of", "period", "type", "state", "expires", "remaining")
 
 
 def _ledger_of(user_id: str, database_url: str | None, cli: CliState, *, all_grants: bool) -> UserLedger:
@@ -259,7 +264,7 @@ def _grant_rows(ledger: UserLedger) -> list[tuple[str, ...]]:
             g["period_key"] or "-",
             str(g["remaining"]),
             str(g["amount"]),
-            g["expires_at"].isoformat() if g["expires_at"] else "never",
+            human_time(g["expires_at"]) if g["expires_at"] else "never",
             g["state"],
         )
         for g in ledger.grants
@@ -274,15 +279,7 @@ def _print_grants(ledger: UserLedger) -> None:
     if not out.is_terminal:
         print_tab_separated([GRANT_HEADERS, *rows])
         return
-    from rich import box
-    from rich.table import Table
-
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for header in GRANT_HEADERS:  # the grant id is what `void` takes: never cut
-        table.add_column(header, no_wrap=header == "grant id", overflow="fold")
-    for row in rows:
-        table.add_row(*row)
-    out.print(table)
+    print_fitted_table(GRANT_HEADERS, rows, GRANT_COLUMNS_DROPPED_FIRST)
 
 
 def _ledger_json(ledger: UserLedger) -> str:
@@ -312,7 +309,8 @@ def balance(
         return 0
     past_expiry = ledger.balance - ledger.spendable
     say(
-        f"user {ledger.user_id}: {ledger.spendable} credits spendable in {len(ledger.grants)} live grants"
+        f"user {ledger.user_id}: {plural(ledger.spendable, 'credit')} spendable in "
+        f"{plural(len(ledger.grants), 'live grant')}"
         + (f" ({past_expiry} more past expiry, removed by the next expire-credits run)" if past_expiry > 0 else "")
         + ("" if ledger.known else "; not in credit_eligibility")
     )
@@ -326,11 +324,11 @@ def grants(
     json_output: JsonOption = False,
     database_url: DatabaseUrlOption = None,
 ) -> int:
-    """Every grant of a user, newest first: live, used up or voided, expired."""
+    """Every grant of a user, newest first: live, used up, voided, expired or rolled back."""
     ledger = _ledger_of(user_id, database_url, state(ctx), all_grants=True)
     if json_output:
         typer.echo(_ledger_json(ledger))
         return 0
-    say(f"user {ledger.user_id}: {len(ledger.grants)} grants")
+    say(f"user {ledger.user_id}: {plural(len(ledger.grants), 'grant')}")
     _print_grants(ledger)
     return 0

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -20,10 +19,20 @@ from credit_jobs.domain.contract import USECASES
 from credit_jobs.domain.errors import ConfigError
 from credit_jobs.entrypoints import run_command
 from credit_jobs.entrypoints.cli_options import DatabaseUrlOption, JsonOption
-from credit_jobs.entrypoints.cli_support import engine_for, jsonable, print_tab_separated, rich_out, state
+from credit_jobs.entrypoints.cli_support import (
+    engine_for,
+    human_time,
+    jsonable,
+    print_fitted_table,
+    print_tab_separated,
+    rich_out,
+    state,
+)
 from credit_jobs.entrypoints.run_command import RunOptions
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     import sqlalchemy as sa
 
 runs_app = typer.Typer(no_args_is_help=True, help="The run audit trail.")
@@ -63,8 +72,8 @@ def run(
 # --- runs ---------------------------------------------------------------------------------------------------------
 
 RUN_HEADERS = ("run id", "job", "period", "shard", "trigger", "status", "started", "finished", "error")
-WIDE_TERMINAL = 140
-NARROW_RUN_COLUMNS = ("run id", "job", "period", "status", "started")
+# In a narrow terminal, columns go in this order (the run id, what `runs show` takes, never): README, Output.
+RUN_COLUMNS_DROPPED_FIRST = ("error", "finished", "trigger", "shard", "started", "period", "job", "status")
 
 
 @runs_app.command("list")
@@ -91,8 +100,8 @@ def runs_list(
             f"{r['shard']}/{r['shards']}",
             r["trigger"],
             r["status"] + (" (dry run)" if r["dry_run"] else ""),
-            f"{r['started_at']:%Y-%m-%d %H:%M:%S}",
-            f"{r['finished_at']:%H:%M:%S}" if r["finished_at"] else "",
+            human_time(r["started_at"]),
+            _finished(r["started_at"], r["finished_at"]),
             r["error"] or "",
         )
         for r in rows
@@ -100,26 +109,14 @@ def runs_list(
     if not out.is_terminal:  # piped: one tab-separated line per run, nothing truncated or wrapped
         print_tab_separated([RUN_HEADERS, *lines])
         return 0
-    _print_runs_table(lines)
+    print_fitted_table(RUN_HEADERS, lines, RUN_COLUMNS_DROPPED_FIRST, shortenable="error")
     return 0
 
 
-def _print_runs_table(lines: Sequence[Sequence[str]]) -> None:
-    """A terminal: the table fits the width, but the run id (what a person copies into `runs show`) is never cut.
-    Narrower than WIDE_TERMINAL, only the columns that identify a run are shown (all of them: --json or a pipe)."""
-    from rich import box
-    from rich.table import Table
-
-    out = rich_out()
-    headers = RUN_HEADERS
-    shown = range(len(headers)) if out.width >= WIDE_TERMINAL else [headers.index(h) for h in NARROW_RUN_COLUMNS]
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for index in shown:
-        copyable = headers[index] == "run id"
-        table.add_column(headers[index], no_wrap=copyable, min_width=36 if copyable else None, overflow="fold")
-    for line in lines:
-        table.add_row(*(line[index] for index in shown))
-    out.print(table)
+def _finished(started: datetime, finished: datetime | None) -> str:
+    """The finish time; its date only when it is not the start's."""
+    same_day = finished is not None and finished.date() == started.date()
+    return human_time(finished, time_only=same_day)
 
 
 @runs_app.command("show")

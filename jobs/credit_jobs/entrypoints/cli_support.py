@@ -23,6 +23,7 @@ import sys
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -209,6 +210,45 @@ def jsonable(row: dict[str, Any]) -> dict[str, Any]:
         return value
 
     return {k: convert(v) for k, v in row.items()}
+
+
+def print_fitted_table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], drop_first: Sequence[str], shortenable: str | None = None
+) -> None:
+    """A terminal: the table at the terminal's width, whole columns dropped in `drop_first` order (never a word or
+    an id broken across lines, `table_fit`), and a note naming what was left out."""
+    from rich import box
+    from rich.table import Table
+
+    from credit_jobs.entrypoints.table_fit import fit
+
+    out = rich_out()
+    fitted = fit(headers, rows, out.width, drop_first, shortenable)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    for index in fitted.shown:
+        short = headers[index] == shortenable and fitted.shortened_to is not None
+        table.add_column(
+            headers[index], no_wrap=True, overflow="ellipsis", max_width=fitted.shortened_to if short else None
+        )
+    for row in rows:
+        table.add_row(*(row[index] for index in fitted.shown))
+    out.print(table)
+    note = fitted.note(out.width)
+    if note:
+        out.print(note, style="dim", highlight=False, soft_wrap=False)  # wrapped between words at the width
+
+
+def human_time(value: datetime | None, *, time_only: bool = False) -> str:
+    """A timestamp for people: to the second, with its zone (`2026-12-07 11:22:42 UTC`); empty for None."""
+    if value is None:
+        return ""
+    shown = f"{value:%H:%M:%S}" if time_only else f"{value:%Y-%m-%d %H:%M:%S}"
+    return f"{shown} {value.tzname() or ''}".rstrip()
+
+
+def plural(count: int, noun: str) -> str:
+    """`1 grant`, `2 grants`."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def print_tab_separated(rows: Sequence[Sequence[str]]) -> None:
