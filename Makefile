@@ -81,7 +81,7 @@ bench-api: setup
 	$(PY) bench/bench_api.py
 
 bench-online: setup
-	$(PY) bench/bench_online.py
+	$(PY) bench/bench_online.py --sizes 10000,1000000 --months 12 --clients 8,32
 
 clean:
 	rm -rf .data .pytest_cache .mypy_cache .ruff_cache

@@ -18,7 +18,7 @@ and consume with CLIENTS clients all on one user (serialized on that user's rows
 `--upgrade-from 0010` builds it there, then upgrades it to head while the clients consume: how long the upgrade
 took and the longest a consume waited, beside the longest without an upgrade.
 
-Usage: python bench/bench_online.py [--sizes 10000,200000] [--months 12] [--clients 8] [--seconds 10]
+Usage: python bench/bench_online.py [--sizes 10000,200000] [--months 12] [--clients 8,32] [--seconds 10]
 """
 
 from __future__ import annotations
@@ -150,41 +150,43 @@ def upgrade_under_load(server: Any, users: int, months: int, clients: int, secon
     )
 
 
-def measure(server: Any, users: int, months: int, clients: int, seconds: int, revision: str) -> None:
+def measure(server: Any, users: int, months: int, client_counts: list[int], seconds: int, revision: str) -> None:
     url = new_database(server, f"online_{users}")
     took = build(url, users, months, revision)
-    print(f"{users}\t(ledger of {users * months} grants built in {took:.0f} s)", flush=True)
-    floor, _ = pgbench(url, "floor", users, clients, seconds)  # warm-up; the floor is measured again below
-    for name in ("floor", "consume", "balance", "grant"):
-        tps, latency = pgbench(url, name, users, clients, seconds)
-        floor = tps if name == "floor" else floor
-        print(f"{users}\t{name}\t{tps:.0f}\t{latency:.2f}\t{tps / floor:.2f}", flush=True)
+    print(f"{users}\t\t(ledger of {users * months} grants built in {took:.0f} s)", flush=True)
     with sa.create_engine(url).begin() as conn:  # enough for every call on the hot user
         conn.execute(sa.text("SELECT credit_grant('1', 100000000, 'gift', 'hot-user')"))
-    tps, latency = pgbench(url, "consume", users, clients, seconds, hot=True)
-    print(f"{users}\tconsume, one hot user\t{tps:.0f}\t{latency:.2f}\t{tps / floor:.2f}", flush=True)
+    for clients in client_counts:
+        floor, _ = pgbench(url, "floor", users, clients, seconds)  # warm-up; the floor is measured again below
+        for name in ("floor", "consume", "balance", "grant"):
+            tps, latency = pgbench(url, name, users, clients, seconds)
+            floor = tps if name == "floor" else floor
+            print(f"{users}\t{clients}\t{name}\t{tps:.0f}\t{latency:.2f}\t{tps / floor:.2f}", flush=True)
+        tps, latency = pgbench(url, "consume", users, clients, seconds, hot=True)
+        print(f"{users}\t{clients}\tconsume, one hot user\t{tps:.0f}\t{latency:.2f}\t{tps / floor:.2f}", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="10000,200000")
     parser.add_argument("--months", type=int, default=12)
-    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--clients", default="8", help="client counts, comma-separated (e.g. 8,32)")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--revision", default="head")
     parser.add_argument("--upgrade-from", metavar="REVISION", help="measure the upgrade to head under load instead")
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
+    client_counts = [int(count) for count in args.clients.split(",")]
     server = start_embedded()
     try:
         if args.upgrade_from:
             for users in sizes:
-                upgrade_under_load(server, users, args.months, args.clients, args.seconds, args.upgrade_from)
+                upgrade_under_load(server, users, args.months, client_counts[0], args.seconds, args.upgrade_from)
             return
-        print(f"{args.clients} clients, {args.seconds} s each, schema {args.revision}, {args.months} months of ledger")
-        print("users\tcall\ttps\tavg ms\tx floor")
+        print(f"{args.seconds} s each, schema {args.revision}, {args.months} months of ledger")
+        print("users\tclients\tcall\ttps\tavg ms\tx floor (same clients)")
         for users in sizes:
-            measure(server, users, args.months, args.clients, args.seconds, args.revision)
+            measure(server, users, args.months, client_counts, args.seconds, args.revision)
     finally:
         server.stop()
 
