@@ -180,9 +180,9 @@ def test_local_trigger_records_a_run_with_its_requester(monkeypatch: pytest.Monk
         assert data["requestedBy"] == "token:cron"
         row = _wait_for_run(engine)
         runs = client.get("/api/v1/runs?job=distribute-credits", headers=bearer(READ_TOKEN)).json()["data"]
-        one = client.get(f"/api/v1/runs/{runs[0]['run_id']}", headers=bearer(READ_TOKEN)).json()["data"]
+        one = client.get(f"/api/v1/runs/{runs[0]['jobRunId']}", headers=bearer(READ_TOKEN)).json()["data"]
     assert tuple(row) == ("distribute-credits", "manual", "succeeded", "2026-10", "token:cron")
-    assert one["requested_by"] == "token:cron"
+    assert one["requestedBy"] == "token:cron"
     assert one["stats"]["granted"] == 2
     assert scalar(engine, "SELECT count(*) FROM credit_grants WHERE period_key = '2026-10'") == 2
 

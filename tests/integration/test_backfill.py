@@ -52,7 +52,7 @@ def test_a_range_with_a_done_and_a_failing_period_stops_there_with_earlier_perio
     assert "failed: 1 items failed" in line
     assert "rerun `--from 2026-09 --to 2026-11`" in line
     table = json.loads(out)
-    assert [(r["period"], r["status"], r["granted"], r["already_granted"]) for r in table] == [
+    assert [(r["period"], r["status"], r["granted"], r["alreadyGranted"]) for r in table] == [
         ("2026-08", "succeeded", 0, 4),  # the done period re-ran cheaply and added nothing
         ("2026-09", "failed", 3, 0),
         ("2026-10", "not run", 0, 0),

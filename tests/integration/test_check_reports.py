@@ -87,9 +87,9 @@ def test_two_periodic_grants_for_one_user_and_period_under_different_types(
     code, report, _ = check()
     assert code == 1
     (row,) = report["violations"]["one_periodic_grant_per_family_period"]
-    assert (row["user_id"], row["period_key"], row["grants"]) == ("1", month, 2)
-    assert row["grant_types"] == ["free_tier", "subscription"]
-    assert len(row["grant_ids"]) == 2
+    assert (row["userId"], row["periodKey"], row["grants"]) == ("1", month, 2)
+    assert row["grantTypes"] == ["free_tier", "subscription"]
+    assert len(row["grantIds"]) == 2
 
 
 def test_a_running_row_whose_holder_is_dead_is_reported_and_a_live_one_is_not(engine: sa.Engine, check: Cli) -> None:
@@ -105,11 +105,11 @@ def test_a_running_row_whose_holder_is_dead_is_reported_and_a_live_one_is_not(en
         guard.release()
     assert code == 1
     (row,) = report["violations"]["running_run_has_live_holder"]
-    assert row["run_id"] == str(dead)
-    assert row["run_id"] != str(live)
+    assert row["jobRunId"] == str(dead)
+    assert row["jobRunId"] != str(live)
     # once the live holder is gone too, both are reported
     code, report, _ = check()
-    assert sorted(r["run_id"] for r in report["violations"]["running_run_has_live_holder"]) == sorted(
+    assert sorted(r["jobRunId"] for r in report["violations"]["running_run_has_live_holder"]) == sorted(
         [str(dead), str(live)]
     )
 
@@ -124,7 +124,7 @@ def test_a_grant_marked_expired_without_an_expiry_entry(engine: sa.Engine, run_u
     assert code == 1
     assert list(report["violations"]) == ["expired_once"]
     (row,) = report["violations"]["expired_once"]
-    assert (row["grant_id"], row["expiry_entries"]) == (grant_id, 0)
+    assert (row["grantId"], row["expiryEntries"]) == (str(grant_id), 0)
 
 
 def test_a_usage_entry_against_another_users_grant(engine: sa.Engine, run_usecase: RunUsecase, check: Cli) -> None:
@@ -143,7 +143,7 @@ def test_a_usage_entry_against_another_users_grant(engine: sa.Engine, run_usecas
     assert code == 1
     assert list(report["violations"]) == ["entry_user_is_grant_user"]
     (row,) = report["violations"]["entry_user_is_grant_user"]
-    assert (row["grant_id"], row["entry_user_id"], row["grant_user_id"]) == (grant_id, "2", "1")
+    assert (row["grantId"], row["entryUserId"], row["grantUserId"]) == (str(grant_id), "2", "1")
 
 
 def test_rows_breaking_the_ledger_bounds(engine: sa.Engine, run_usecase: RunUsecase, check: Cli) -> None:
@@ -160,7 +160,7 @@ def test_rows_breaking_the_ledger_bounds(engine: sa.Engine, run_usecase: RunUsec
     code, report, _ = check()
     assert code == 1
     assert list(report["violations"]) == ["within_bounds"]
-    found = {(r["table_name"], r["row_id"]) for r in report["violations"]["within_bounds"]}
+    found = {(r["tableName"], r["rowId"]) for r in report["violations"]["within_bounds"]}
     assert ("credit_accounts", "7") in found
     assert any(table == "credit_grants" for table, _ in found)
 
@@ -173,8 +173,8 @@ def test_period_coverage_names_eligible_users_without_the_periods_grant(
     code, report, _ = check("--period-key", month, "--job", "distribute-credits")
     assert code == 0  # coverage informs; eligibility moves on after a run, so a gap is not a broken invariant
     coverage = report["coverage"]
-    assert (coverage["period_key"], coverage["grant_family"]) == (month, "plan")
-    assert (coverage["eligible"], coverage["missing"], coverage["missing_sample"]) == (3, 1, ["3"])
+    assert (coverage["periodKey"], coverage["grantFamily"]) == (month, "plan")
+    assert (coverage["eligible"], coverage["missing"], coverage["missingSample"]) == (3, 1, ["3"])
     assert coverage["runs"] == {"succeeded": 1}
 
 
@@ -198,7 +198,7 @@ def test_check_period_key_must_be_of_the_jobs_period(
     monkeypatch.setenv("CREDITJOB_PERIOD", kind)  # the job's own period: accepted
     code, report, _ = check("--period-key", key)
     assert code == 0, report
-    assert report["coverage"]["period_key"] == key
+    assert report["coverage"]["periodKey"] == key
 
 
 def test_period_coverage_names_the_periods_runs_stuck_in_running_with_no_live_holder(
@@ -211,7 +211,7 @@ def test_period_coverage_names_the_periods_runs_stuck_in_running_with_no_live_ho
     )  # another period: not named
     code, report, _ = check("--period-key", month, "--job", "distribute-credits")
     assert code == 1  # a dead holder is also an invariant violation
-    assert report["coverage"]["stuck_runs"] == [str(stuck)]
+    assert report["coverage"]["stuckRuns"] == [str(stuck)]
     assert report["coverage"]["runs"] == {"running": 1, "succeeded": 1}
     assert main(["check", "--period-key", month]) == 1
     assert f"1 runs stuck in running with no live holder: {stuck}" in capsys.readouterr().out

@@ -26,8 +26,8 @@ def test_run_then_list_and_show_the_run(cli: Any, engine: sa.Engine) -> None:
     code, out, _ = cli("runs", "list", "--json")
     assert code == 0
     (listed,) = json.loads(out)
-    assert (listed["job"], listed["status"], listed["period_key"]) == ("distribute-credits", "succeeded", "2026-11")
-    code, out, _ = cli("runs", "show", listed["run_id"], "--json")
+    assert (listed["job"], listed["status"], listed["periodKey"]) == ("distribute-credits", "succeeded", "2026-11")
+    code, out, _ = cli("runs", "show", listed["jobRunId"], "--json")
     assert code == 0
     shown = json.loads(out)
     assert shown["stats"]["granted"] == 1
@@ -54,7 +54,7 @@ def test_check_passes_on_a_sound_ledger_and_exits_1_listing_violations(cli: Any,
     code, out, _ = cli("check", "--json")
     assert code == 1
     report = json.loads(out)
-    assert report["violations"]["balance_equals_grants"][0]["user_id"] == "1"
+    assert report["violations"]["balance_equals_grants"][0]["userId"] == "1"
 
 
 def test_consume_and_grant_from_the_command_line(cli: Any, engine: sa.Engine) -> None:
@@ -137,7 +137,7 @@ def test_the_human_output_of_runs_list_and_check(cli: Any, engine: sa.Engine) ->
     cli("run", "distribute-credits", "--period-key", "2026-11")
     code, out, _ = cli("runs", "list")
     assert code == 0
-    run_id = json.loads(cli("runs", "list", "--json")[1])[0]["run_id"]
+    run_id = json.loads(cli("runs", "list", "--json")[1])[0]["jobRunId"]
     header, line = out.splitlines()  # piped: tab-separated, nothing truncated
     assert header.split("\t")[:2] == ["run id", "job"]
     fields = line.split("\t")

@@ -104,7 +104,7 @@ def test_piped_output_is_one_line_per_event_without_trailing_spaces(database_url
     done = cli_process.run(["consume", "1", "10", "--request-id", request_id], env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [f"consumed 10 credits of user 1 (request {request_id})"]
-    run_id = json.loads(cli_process.run(["runs", "list", "--json"], env).stdout)[0]["run_id"]
+    run_id = json.loads(cli_process.run(["runs", "list", "--json"], env).stdout)[0]["jobRunId"]
     for args in (["runs", "list"], ["runs", "show", run_id], ["check"], ["db", "upgrade"]):
         done = cli_process.run(args, env)
         assert done.returncode == 0, (args, done.stderr)
@@ -131,7 +131,7 @@ def test_runs_list_in_an_80_column_terminal_never_cuts_a_run_id(database_url: st
     env = cli_process.cli_env(database_url, CREDITJOB_NAME="monthly-credits-for-the-enterprise-customers")
     for key in ("2026-10", "2026-11"):
         assert cli_process.run(["run", "distribute-credits", "--period-key", key], env).returncode == 0
-    run_ids = [r["run_id"] for r in json.loads(cli_process.run(["runs", "list", "--json"], env).stdout)]
+    run_ids = [r["jobRunId"] for r in json.loads(cli_process.run(["runs", "list", "--json"], env).stdout)]
     code, screen = run_in_terminal(["runs", "list"], env, columns=80)
     assert code == 0, screen
     assert all(len(line) <= 80 for line in screen.splitlines()), screen
@@ -163,7 +163,7 @@ def test_runs_show_accepts_an_unambiguous_prefix(database_url: str, engine: sa.E
 
     done = cli_process.run(["runs", "show", third[:8], "--json"], env)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["run_id"] == third
+    assert json.loads(done.stdout)["jobRunId"] == third
     done = cli_process.run(["runs", "show", "ABCD1234-0000-4000-8000-00000000000", "--json"], env)
     assert done.returncode == 2
     (line,) = cli_process.error_lines(done.stderr)
@@ -315,14 +315,14 @@ def test_balance_and_grants_show_a_users_spendable_credits_and_grants(database_u
     assert done.returncode == 0, done.stderr
     view = json.loads(done.stdout)
     assert (view["spendable"], view["balance"]) == (115, 115)
-    assert [(g["grant_type"], g["remaining"]) for g in view["grants"]] == [
+    assert [(g["type"], g["remaining"]) for g in view["grants"]] == [
         ("free_tier", 70),
         ("gift", 40),
         ("gift", 5),
     ]
-    assert view["grants"][0]["period_key"] == month
-    assert view["grants"][0]["expires_at"] < view["grants"][1]["expires_at"]
-    assert view["grants"][2]["expires_at"] is None
+    assert view["grants"][0]["periodKey"] == month
+    assert view["grants"][0]["expiresAt"] < view["grants"][1]["expiresAt"]
+    assert view["grants"][2]["expiresAt"] is None
 
     done = cli_process.run(["balance", "1"], env)
     lines = done.stdout.splitlines()
@@ -333,12 +333,12 @@ def test_balance_and_grants_show_a_users_spendable_credits_and_grants(database_u
         ["gift", "-", "40", "40"],
         ["gift", "-", "5", "5"],
     ]
-    gift = view["grants"][2]["grant_id"]
+    gift = view["grants"][2]["grantId"]
     assert cli_process.run(["void", str(gift), "--request-id", "v1"], env).returncode == 0
     done = cli_process.run(["grants", "1", "--json"], env)
     everything = json.loads(done.stdout)
     assert len(everything["grants"]) == 3
-    assert {g["grant_id"]: g["state"] for g in everything["grants"]}[gift] == "voided"
+    assert {g["grantId"]: g["state"] for g in everything["grants"]}[gift] == "voided"
     assert json.loads(cli_process.run(["balance", "1", "--json"], env).stdout)["spendable"] == 110
     assert cli_process.run(["consume", "1", "70", "--request-id", "c2"], env).returncode == 0  # the month's grant
     states = [g["state"] for g in json.loads(cli_process.run(["grants", "1", "--json"], env).stdout)["grants"]]
@@ -352,8 +352,8 @@ def test_balance_and_grants_show_a_users_spendable_credits_and_grants(database_u
     assert "user 1: 3 grants" in screen
     assert all(len(line) <= 80 for line in screen.splitlines()), screen
     # Seen: microsecond timestamps wrapped over three lines. Now to the second with the zone, each on one line.
-    live_gift = next(g for g in everything["grants"] if g["grant_id"] not in (gift,) and g["grant_type"] == "gift")
-    expires = datetime.fromisoformat(live_gift["expires_at"])
+    live_gift = next(g for g in everything["grants"] if g["grantId"] not in (gift,) and g["type"] == "gift")
+    expires = datetime.fromisoformat(live_gift["expiresAt"])
     assert re.search(re.escape(f"{expires:%Y-%m-%d %H:%M:%S}") + r" [A-Z][A-Za-z0-9+:_/-]*\b", screen), screen
     assert "." not in screen.split("user 1: 3 grants", 1)[1].replace("...", ""), screen  # no fractions of seconds
 
@@ -389,7 +389,7 @@ def test_grant_to_a_user_the_eligibility_source_does_not_know_needs_allow_unknow
     assert done.returncode == 0, done.stderr
     assert scalar(engine, "SELECT balance FROM credit_accounts WHERE user_id = '88'") == 10
     view = json.loads(cli_process.run(["balance", "88", "--json"], env).stdout)
-    assert (view["known_user"], view["spendable"]) == (False, 10)
+    assert (view["knownUser"], view["spendable"]) == (False, 10)
 
 
 # --- §11 the progress bar says what it walks ---------------------------------------------------------------------

@@ -84,12 +84,12 @@ def test_schedule_json_says_which_period_each_fire_grants_and_notes_skipped_time
     )
     assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)
-    assert [(r["fire_time"], r["period_key"]) for r in rows] == [
+    assert [(r["fireTime"], r["periodKey"]) for r in rows] == [
         ("2026-03-09T02:30:00-04:00", "2026-03-09"),
         ("2026-03-10T02:30:00-04:00", "2026-03-10"),
     ]
     assert rows[0]["notes"] == ["no fire at 2026-03-08T02:30: skipped by the DST change"]
-    assert rows[0]["fire_time_utc"] == "2026-03-09T06:30:00Z"
+    assert rows[0]["fireTimeUtc"] == "2026-03-09T06:30:00Z"
 
 
 def test_schedule_defaults_to_ten_fires_from_now_in_utc() -> None:
@@ -97,7 +97,7 @@ def test_schedule_defaults_to_ten_fires_from_now_in_utc() -> None:
     assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)
     assert len(rows) == 10
-    assert all(r["period_key"] == r["fire_time"][:7] for r in rows)  # monthly keys by default
+    assert all(r["periodKey"] == r["fireTime"][:7] for r in rows)  # monthly keys by default
 
 
 @pytest.mark.parametrize(

@@ -275,7 +275,7 @@ def test_the_rollback_is_audited_with_its_trigger_and_counts(cli: Any, engine: s
     _code, out, _ = cli("runs", "list", "--json")
     latest = json.loads(out)[0]
     assert (latest["job"], latest["trigger"], latest["status"]) == ("distribute-credits", "rollback", "succeeded")
-    shown = json.loads(cli("runs", "show", latest["run_id"], "--json")[1])
+    shown = json.loads(cli("runs", "show", latest["jobRunId"], "--json")[1])
     stats = shown["stats"]
     assert (stats["rolled_back"], stats["credits_voided"], stats["not_voided_users"]) == (4, 1700, 3)
     assert (stats["not_voided_credits"], stats["reason"]) == (1500, "wrong amount")

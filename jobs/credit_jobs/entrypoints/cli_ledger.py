@@ -35,7 +35,6 @@ from credit_jobs.entrypoints.cli_support import (
     engine_for,
     human_time,
     jobs_period,
-    jsonable,
     plural,
     print_fitted_table,
     print_tab_separated,
@@ -43,6 +42,7 @@ from credit_jobs.entrypoints.cli_support import (
     say,
     state,
 )
+from credit_jobs.entrypoints.json_vocabulary import ledger_json, record, value
 
 if TYPE_CHECKING:
     from credit_jobs.adapters.ledger_views import UserLedger
@@ -116,8 +116,8 @@ def _print_report_json(report: CheckReport) -> None:
             {
                 "ok": report.ok,
                 "counts": report.counts,
-                "violations": {k: [jsonable(r) for r in v] for k, v in report.violations.items()},
-                **({"coverage": dataclasses.asdict(coverage)} if coverage else {}),
+                "violations": {k: [record(r) for r in v] for k, v in report.violations.items()},
+                **({"coverage": record(dataclasses.asdict(coverage))} if coverage else {}),
             }
         )
     )
@@ -132,7 +132,7 @@ def _print_report(report: CheckReport, job: str | None) -> None:
         mark = "[green]ok[/]" if not rows else f"[red]{len(rows)} violating rows[/]"
         out.print(f"invariant {description}: {mark}", soft_wrap=True)
         for row in rows:
-            out.print(f"    {jsonable(row)}", highlight=False)
+            out.print(f"    {value(row)}", highlight=False)
     coverage = report.coverage
     if coverage:
         runs = ", ".join(f"{status}={n}" for status, n in coverage.runs.items()) or "none"
@@ -283,17 +283,7 @@ def _print_grants(ledger: UserLedger) -> None:
 
 
 def _ledger_json(ledger: UserLedger) -> str:
-    return json.dumps(
-        {
-            "user_id": ledger.user_id,
-            "known_user": ledger.known,
-            "has_account": ledger.has_account,
-            "spendable": ledger.spendable,
-            "balance": ledger.balance,
-            "as_of": ledger.now.isoformat(),
-            "grants": [jsonable(g) for g in ledger.grants],
-        }
-    )
+    return json.dumps(ledger_json(ledger))
 
 
 def balance(

@@ -36,6 +36,7 @@ from credit_jobs.entrypoints.cli_support import (
     state,
     warn,
 )
+from credit_jobs.entrypoints.json_vocabulary import record
 from credit_jobs.entrypoints.settings import Settings, bind_settings
 
 if TYPE_CHECKING:
@@ -262,7 +263,7 @@ def backfill(
     result = run_backfill(template, keys, engine_factory, run_period=run_period)
     rows = backfill_rows(keys, result.outcomes, dry_run=dry_run)
     if json_output:
-        rich_out().print_json(json.dumps(rows))
+        rich_out().print_json(json.dumps([record(row) for row in rows]))
     else:
         _print_backfill_table(rows, dry_run=dry_run)
     stopped = result.stopped_at

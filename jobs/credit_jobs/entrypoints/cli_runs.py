@@ -22,12 +22,13 @@ from credit_jobs.entrypoints.cli_options import DatabaseUrlOption, JsonOption
 from credit_jobs.entrypoints.cli_support import (
     engine_for,
     human_time,
-    jsonable,
     print_fitted_table,
     print_tab_separated,
     rich_out,
     state,
 )
+from credit_jobs.entrypoints.json_vocabulary import run_json
+from credit_jobs.entrypoints.json_vocabulary import value as json_value
 from credit_jobs.entrypoints.run_command import RunOptions
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ def runs_list(
     rows = run_audit.list_runs(engine_for(database_url, state(ctx)), limit=limit, job=job)
     out = rich_out()
     if json_output:
-        out.print_json(json.dumps([jsonable(r) for r in rows]))
+        out.print_json(json.dumps([run_json(r) for r in rows]))
         return 0
     lines = [
         (
@@ -135,11 +136,9 @@ def runs_show(
         raise ConfigError(f"no run {run_id} in this database: see `credit-jobs runs list`")
     out = rich_out()
     if json_output:
-        out.print_json(json.dumps(jsonable(row)))
+        out.print_json(json.dumps(run_json(row)))
         return 0
-    fields = [
-        (key, json.dumps(jsonable(value)) if isinstance(value, dict) else str(value)) for key, value in row.items()
-    ]
+    fields = [(key, json.dumps(json_value(item)) if isinstance(item, dict) else str(item)) for key, item in row.items()]
     if not out.is_terminal:
         print_tab_separated(fields)
         return 0

@@ -14,6 +14,7 @@ import typer
 from credit_jobs.domain.errors import ConfigError
 from credit_jobs.domain.schedule import Schedule
 from credit_jobs.entrypoints.cli_options import JsonOption
+from credit_jobs.entrypoints.json_vocabulary import record
 
 MAX_SCHEDULE_COUNT = 1000
 
@@ -75,7 +76,7 @@ def schedule_command(
     parsed = Schedule.parse(expression, time_zone, period)
     rows = schedule_rows(parsed, _parse_from(from_time, parsed), count)
     if json_output:
-        typer.echo(json.dumps(rows))
+        typer.echo(json.dumps([record(row) for row in rows]))
         return 0
     for row in rows:
         notes = f"  ({'; '.join(row['notes'])})" if row["notes"] else ""

@@ -20,13 +20,11 @@ from __future__ import annotations
 import functools
 import os
 import sys
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from credit_jobs.domain.errors import ConfigError
 from credit_jobs.entrypoints.data_dir import LEGACY_DATA_DIR, data_dir
@@ -197,19 +195,6 @@ def rich_err() -> Console:
     from rich.console import Console
 
     return Console(stderr=True, soft_wrap=True)
-
-
-def jsonable(row: dict[str, Any]) -> dict[str, Any]:
-    """Database values as JSON-friendly ones: UUIDs and datetimes as strings, numerics as numbers."""
-
-    def convert(value: Any) -> Any:
-        if isinstance(value, Decimal):
-            return int(value) if value == value.to_integral_value() else float(value)
-        if isinstance(value, uuid.UUID) or hasattr(value, "isoformat"):
-            return str(value)
-        return value
-
-    return {k: convert(v) for k, v in row.items()}
 
 
 def print_fitted_table(

@@ -116,7 +116,7 @@ def test_the_rendered_cronjob_container_records_a_scheduled_run(database_url: st
     assert run["job"] == "monthly-grant"
     assert run["trigger"] == "schedule"
     assert run["status"] == "succeeded"
-    assert run["period_key"] in {before, after}  # from the scheduled fire time, in Shanghai
+    assert run["periodKey"] in {before, after}  # from the scheduled fire time, in Shanghai
 
 
 def test_a_run_now_job_of_an_indexed_cronjob_records_its_pinned_period_and_shard(database_url: str) -> None:
@@ -134,7 +134,7 @@ def test_a_run_now_job_of_an_indexed_cronjob_records_its_pinned_period_and_shard
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     (run,) = runs(database_url)
-    assert (run["job"], run["trigger"], run["period_key"], run["status"]) == (
+    assert (run["job"], run["trigger"], run["periodKey"], run["status"]) == (
         "monthly-grant",
         "manual",
         "2026-10",

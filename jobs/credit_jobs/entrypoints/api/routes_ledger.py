@@ -29,6 +29,7 @@ from credit_jobs.entrypoints.api.auth import Principal
 from credit_jobs.entrypoints.api.dependencies import require, state_of
 from credit_jobs.entrypoints.api.errors import ApiError, envelope_ok
 from credit_jobs.entrypoints.api.settings import SCOPE_LEDGER, SCOPE_READ
+from credit_jobs.entrypoints.json_vocabulary import ledger_json
 from credit_jobs.usecases.consume import consume
 from credit_jobs.usecases.grant import grant
 
@@ -80,27 +81,7 @@ def balance(user: str, request: Request, _: Principal = Depends(require(SCOPE_RE
     ledger = ledger_views.user_ledger(state_of(request).engine, user_id)
     if not ledger.known and not ledger.has_account:
         raise ApiError(404, "unknown_user", f"no user {user_id}: not in credit_eligibility and no credit account")
-    return envelope_ok(
-        {
-            "userId": str(ledger.user_id),
-            "spendable": ledger.spendable,
-            "balance": ledger.balance,
-            "knownUser": ledger.known,
-            "asOf": ledger.now.isoformat(),
-            "grants": [
-                {
-                    "grantId": str(g["grant_id"]),
-                    "type": g["grant_type"],
-                    "periodKey": g["period_key"],
-                    "amount": int(g["amount"]),
-                    "remaining": int(g["remaining"]),
-                    "grantedAt": _iso(g["granted_at"]),
-                    "expiresAt": _iso(g["expires_at"]),
-                }
-                for g in ledger.grants
-            ],
-        }
-    )
+    return envelope_ok(ledger_json(ledger))
 
 
 @router.post("/{user}/consume")

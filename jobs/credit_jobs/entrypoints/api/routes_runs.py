@@ -6,7 +6,6 @@ trail (scope `read`), and the seed's `GET|POST /api/distribute-credits` for its 
 from __future__ import annotations
 
 import uuid
-from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
@@ -18,6 +17,7 @@ from credit_jobs.entrypoints.api.dependencies import require, state_of
 from credit_jobs.entrypoints.api.errors import ApiError, envelope_ok
 from credit_jobs.entrypoints.api.settings import SCOPE_READ, SCOPE_RUNS
 from credit_jobs.entrypoints.api.triggers import Accepted, RunResult, wait_for
+from credit_jobs.entrypoints.json_vocabulary import run_json
 
 router = APIRouter(tags=["runs"])
 MAX_RUNS = 500
@@ -73,13 +73,13 @@ def _status_url(accepted: Accepted) -> str:
 
 
 def _result(result: RunResult) -> dict[str, Any]:
-    runs = [_jsonable(run) for run in result.runs]
+    runs = [run_json(run) for run in result.runs]
     first = runs[0] if runs else {}
     return {
         "status": result.status,
-        "jobRunId": first.get("run_id"),
-        "jobRunIds": [run["run_id"] for run in runs],
-        "periodKey": first.get("period_key"),
+        "jobRunId": first.get("jobRunId"),
+        "jobRunIds": [run["jobRunId"] for run in runs],
+        "periodKey": first.get("periodKey"),
         "stats": first.get("stats") or {},
         "runs": runs,
     }
@@ -153,23 +153,6 @@ def get_creditjob(
     )
 
 
-def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
-    def convert(value: Any) -> Any:
-        if isinstance(value, Decimal):
-            return int(value) if value == value.to_integral_value() else float(value)
-        if isinstance(value, uuid.UUID):
-            return str(value)
-        if hasattr(value, "isoformat"):
-            return value.isoformat()
-        if isinstance(value, dict):
-            return {k: convert(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [convert(v) for v in value]
-        return value
-
-    return {key: convert(value) for key, value in row.items()}
-
-
 @router.get("/api/v1/runs")
 def list_runs(
     request: Request,
@@ -180,7 +163,7 @@ def list_runs(
     if job is not None and not job.isprintable():  # PostgreSQL text cannot hold NUL; no job name holds a control
         raise ApiError(422, "invalid_request", f"job {job[:40]!r} contains control or unprintable characters")
     rows = run_audit.list_runs(state_of(request).engine, limit=limit, job=job)
-    return envelope_ok([_jsonable(row) for row in rows])
+    return envelope_ok([run_json(row) for row in rows])
 
 
 @router.get("/api/v1/runs/{run_id}")
@@ -192,4 +175,4 @@ def get_run(run_id: str, request: Request, _: Principal = Depends(require(SCOPE_
     row = run_audit.get_run(state_of(request).engine, parsed)
     if row is None:
         raise ApiError(404, "not_found", f"no run {parsed}")
-    return envelope_ok(_jsonable(row))
+    return envelope_ok(run_json(row))
