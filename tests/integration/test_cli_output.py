@@ -408,6 +408,51 @@ def test_the_progress_bar_names_what_is_walked(database_url: str, engine: sa.Eng
     assert "working" not in screen
 
 
+def test_no_log_line_of_a_run_is_over_a_kilobyte_and_the_audit_row_keeps_the_whole_sample(
+    database_url: str, engine: sa.Engine
+) -> None:
+    # 40 users with long ids who each spent 1 credit of the period's grant: rolling the period back names 20 of
+    # them (the users who kept part of it) in its report
+    add_policy(engine, "free", "free_tier", 100, 30)
+    add_users(engine, [(f"customer-{n:03d}-" + "x" * 40, "free", "active", False, False) for n in range(40)])
+    env = cli_process.cli_env(database_url)
+    assert cli_process.run(["run", "distribute-credits", "--period-key", "2026-10"], env).returncode == 0
+    with engine.begin() as conn:
+        conn.execute(sa.text("SELECT credit_consume(user_id, 1, 'spend-' || user_id) FROM credit_eligibility"))
+    args = ["rollback", "distribute-credits", "--period-key", "2026-10", "--reason", "wrong amount"]
+    done = cli_process.run(args, env)
+    assert done.returncode == 0, done.stderr
+    for line in done.stderr.splitlines():
+        assert len(line.encode()) <= 1024, line
+    (finished,) = [e for e in cli_process.log_lines(done.stderr) if e["event"] == "run.finished"]
+    assert finished["not_voided_sample"][-1].endswith(" more"), finished  # the first ones, and how many more
+    run = json.loads(cli_process.run(["runs", "list", "--json"], env).stdout)[0]
+    assert len(run["stats"]["not_voided_sample"]) == 20
+
+
+def test_in_a_terminal_a_run_prints_its_progress_and_one_summary_line_and_its_log_with_v(
+    database_url: str, engine: sa.Engine
+) -> None:
+    """Seen: one run in an 80-column terminal printed key=value log lines of 300-5,000 characters, 17 wrapped lines
+    for a one-line result. Now the structured log is at warning level in a terminal unless -v (a pipe or a pod
+    still gets every event as one JSON line: test_piped_output_is_one_line_per_event_without_trailing_spaces)."""
+    _seed(engine)
+    env = {k: v for k, v in cli_process.cli_env(database_url).items() if k != "LOG_FORMAT"}  # the default: auto
+    code, screen = run_in_terminal(["run", "distribute-credits", "--period-key", "2026-10"], env, columns=80)
+    assert code == 0, screen
+    lines = [line for line in screen.splitlines() if line.strip()]
+    assert "run.started" not in screen, screen
+    assert "run.finished" not in screen, screen
+    (summary,) = [line for line in lines if line.startswith("run ")]
+    assert " succeeded: period 2026-10; granted=3, already_granted=0, skipped=0" in summary, screen
+    assert len(lines) <= 2, screen  # the progress bar's last state and the summary
+    for verbose in (["-v", "run"], ["run", "--verbose"]):
+        args = [*verbose, "distribute-credits", "--period-key", "2026-11"]
+        code, screen = run_in_terminal(args, env, columns=80)
+        assert code == 0, screen
+        assert "run.finished" in screen, screen
+
+
 # --- §9 one embedded database per user, wherever the CLI is run from --------------------------------------------
 
 

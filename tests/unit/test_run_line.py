@@ -38,7 +38,12 @@ def _shim_params(args: list[str]) -> dict[str, Any] | None:
     line = run_line.parse(args)
     if line is None:
         return None
-    return {"usecase": line.usecase, "database_url": line.database_url, **dataclasses.asdict(line.options)}
+    return {
+        "usecase": line.usecase,
+        "database_url": line.database_url,
+        "verbose": line.verbose,
+        **dataclasses.asdict(line.options),
+    }
 
 
 def test_the_fast_parser_has_exactly_the_typer_commands_options() -> None:

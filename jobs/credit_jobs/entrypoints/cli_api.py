@@ -16,6 +16,7 @@ import typer
 from credit_jobs.domain.errors import ConfigError
 from credit_jobs.entrypoints.cli_options import DatabaseUrlOption
 from credit_jobs.entrypoints.cli_support import CliState, engine_for, run_timeouts, state
+from credit_jobs.observability.logging import configure_logging
 
 
 def register(app: typer.Typer) -> None:
@@ -43,6 +44,8 @@ def serve(cli: CliState, host: str | None, port: int | None, database_url: str |
 
     config = load_api_config()  # before anything connects: no credentials, no start
     settings = cli.settings
+    # A server's request log is its output, in a terminal too (other commands show only warnings there).
+    configure_logging(settings.log_format, settings.log_level or "info")
     # Not verified here: a database that is down or behind on its schema makes /readyz fail, not the process.
     # The request engine: short per-transaction timeouts, a connection for every worker thread (docs/api.md).
     engine = engine_for(database_url, cli, verify=False, timeouts=config.request_timeouts, pool=config.request_pool)

@@ -68,10 +68,16 @@ def _root(
     version: Annotated[
         bool, typer.Option("--version", help="Print the version and exit.", is_eager=True, callback=_print_version)
     ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="In a terminal, show the structured log from level info (default: warnings)."
+        ),
+    ] = False,
 ) -> None:
     """Read the settings once for the whole invocation; every command takes them from `ctx.obj`."""
     settings = load_settings()
-    configure_logging(settings.log_format, settings.log_level or "info")
+    configure_logging(settings.log_format, settings.log_level or ("info" if verbose else None))
     ctx.obj = CliState(settings)
 
 

@@ -30,6 +30,7 @@ from credit_jobs.entrypoints.cli_support import (
 from credit_jobs.entrypoints.json_vocabulary import run_json
 from credit_jobs.entrypoints.json_vocabulary import value as json_value
 from credit_jobs.entrypoints.run_command import RunOptions
+from credit_jobs.observability.logging import configure_logging
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -64,10 +65,16 @@ def run(
         ),
     ] = None,
     database_url: DatabaseUrlOption = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="In a terminal, show the run's log from level info too.")
+    ] = False,
 ) -> int:
     """Run a usecase once, inside the run lifecycle (guard, audit row, logs, metrics)."""
+    cli = state(ctx)
+    if verbose:
+        configure_logging(cli.settings.log_format, cli.settings.log_level or "info")
     options = RunOptions(period_key, dry_run, shard, batch_size, grant_family)
-    return run_command.run_usecase(state(ctx), usecase, options, database_url)
+    return run_command.run_usecase(cli, usecase, options, database_url)
 
 
 # --- runs ---------------------------------------------------------------------------------------------------------

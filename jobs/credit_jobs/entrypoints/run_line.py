@@ -38,7 +38,7 @@ OPTIONS = {
     "--grant-family": "grant_family",
     "--database-url": "database_url",
 }
-FLAGS = {"--dry-run": "dry_run"}
+FLAGS = {"--dry-run": "dry_run", "--verbose": "verbose", "-v": "verbose"}
 # Typer answers shell-completion requests when this is set (prog name `credit-jobs`): leave those to it.
 COMPLETION_VARIABLE = "_CREDIT_JOBS_COMPLETE"
 EXIT_ABORTED = 130  # Ctrl-C, as Typer returns it
@@ -51,6 +51,7 @@ class RunLine:
     usecase: str
     options: run_command.RunOptions
     database_url: str | None
+    verbose: bool = False
 
 
 def _utf8(text: str) -> bool:
@@ -100,7 +101,7 @@ def parse(args: Sequence[str]) -> RunLine | None:
         batch_size=int(batch_size) if batch_size is not None else None,
         grant_family=values.get("grant_family"),
     )
-    return RunLine(positional[0], options, values.get("database_url"))
+    return RunLine(positional[0], options, values.get("database_url"), bool(flags & {"--verbose", "-v"}))
 
 
 def run(line: RunLine) -> int:
@@ -108,7 +109,7 @@ def run(line: RunLine) -> int:
     its error mapping (`cli_app.main`) — one line on stderr and the error's exit code."""
     try:
         settings = load_settings()
-        configure_logging(settings.log_format, settings.log_level or "info")
+        configure_logging(settings.log_format, settings.log_level or ("info" if line.verbose else None))
         return run_command.run_usecase(CliState(settings), line.usecase, line.options, line.database_url)
     except CreditJobsError as exc:
         warn(f"credit-jobs: error: {exc}")

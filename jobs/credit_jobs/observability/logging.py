@@ -15,6 +15,7 @@ before anything else imports structlog; if something did first, structlog simply
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from typing import Any
@@ -29,6 +30,36 @@ finally:
         del sys.modules["rich"]
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+# No line over about a kilobyte (a pod's log, a terminal): samples in an event show their first items (5, fewer if
+# the line is still longer than LOG_LINE_BYTES) and count the rest, free text is cut at LOG_TEXT_CHARS and says how
+# long it was. A crash's traceback is kept whole (the one place it is written); the run's audit row keeps every
+# sample in full (`runs show --json`).
+LOG_LINE_BYTES = 1024
+LOG_SAMPLE_ITEMS = 5
+LOG_TEXT_CHARS = 300
+_KEPT_WHOLE = frozenset({"traceback", "exception"})
+
+
+def _capped(value: Any, items: int) -> Any:
+    if isinstance(value, str) and len(value) > LOG_TEXT_CHARS:
+        return f"{value[:LOG_TEXT_CHARS]}… ({len(value)} characters)"
+    if isinstance(value, list | tuple):
+        shown = [_capped(item, items) for item in value[:items]]
+        if len(value) > items:
+            shown.append(f"… {len(value) - items} more")
+        return shown
+    if isinstance(value, dict):
+        return {key: _capped(item, items) for key, item in value.items()}
+    return value
+
+
+def cap_values(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    """structlog processor: samples capped and counted, long text cut (see LOG_LINE_BYTES)."""
+    for items in (LOG_SAMPLE_ITEMS, 2, 1, 0):
+        capped = {key: value if key in _KEPT_WHOLE else _capped(value, items) for key, value in event.items()}
+        if len(json.dumps(capped, default=str).encode()) <= LOG_LINE_BYTES:
+            break
+    return capped
 
 
 def _stderr_logger(*_: Any) -> structlog.PrintLogger:
@@ -36,11 +67,15 @@ def _stderr_logger(*_: Any) -> structlog.PrintLogger:
     return structlog.PrintLogger(file=sys.stderr)
 
 
-def configure_logging(log_format: str = "auto", level: str = "info") -> None:
+def configure_logging(log_format: str = "auto", level: str | None = None) -> None:
+    """`level` None: `info` for a pipe or a pod, `warning` when a person reads the log in a terminal (the command
+    prints its own summary there; LOG_LEVEL or `-v` asks for more)."""
     fmt = log_format.lower()
     if fmt not in ("auto", "json", "console"):
         fmt = "auto"
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    if level is None:
+        level = "warning" if not use_json and sys.stderr.isatty() else "info"
     renderer: Any = (
         structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
@@ -48,6 +83,7 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        cap_values,
     ]
     if use_json:
         processors.append(structlog.processors.dict_tracebacks)
