@@ -23,6 +23,13 @@ The image installs wheels, which pip byte-compiles: so does this bench (`compile
 with this one every round, so that a before/after comparison shares the machine's load, and prints the ratio.
 A checkout of an earlier commit, without touching the repository: `git archive COMMIT jobs operator | tar -x -C DIR`.
 
+Then the commands people type (issue 23 §2), each as a whole process, median wall time and CPU next to the same
+baseline: `--version`, `schedule @monthly` (no database), `balance`, `grants`, `runs list` against the running
+server by DATABASE_URL, and `balance` on the embedded default (CREDITJOBS_DATA_DIR; its server already running,
+as after the first command of a session) — the last line is its cost over the same command by DATABASE_URL.
+Targets on a quiet machine: `--version` and `schedule` ≤ 0.3 s, the database commands ≤ 0.8 s, the embedded default
+≤ 0.1 s over DATABASE_URL.
+
 Usage: python bench/bench_startup.py [--repeat 7] [--top 12] [--against DIR]
 """
 
@@ -35,6 +42,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -116,6 +124,50 @@ def _by_package(rows: list[tuple[int, int, str]]) -> list[tuple[int, str]]:
     return sorted(((micros, package) for package, micros in totals.items()), reverse=True)
 
 
+COMMANDS: dict[str, tuple[list[str], float | None]] = {
+    "--version": (["--version"], 0.3),
+    "schedule @monthly": (["schedule", "@monthly"], 0.3),
+    "balance": (["balance", "1"], 0.8),
+    "grants": (["grants", "1"], 0.8),
+    "runs list": (["runs", "list"], 0.8),
+}
+
+
+def _commands(env: dict[str, str], url: str, repeat: int) -> dict[str, tuple[float, float, float | None]]:
+    """(median wall, median CPU, target) of each command people type; the embedded default on a server started by
+    the first command (as in a session), stopped at the end with `credit-jobs db stop`."""
+    cli = str(Path(sys.executable).with_name("credit-jobs"))
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("INSERT INTO credit_eligibility (user_id, plan_code, status) VALUES ('1', 'pro', 'active')")
+        )
+        conn.execute(sa.text("SELECT credit_grant('1', 100, 'gift', 'bench-startup')"))
+    engine.dispose()
+    with tempfile.TemporaryDirectory() as home:
+        embedded = {k: v for k, v in env.items() if k != "DATABASE_URL"} | {"CREDITJOBS_DATA_DIR": home}
+        _wall([cli, "demo", "seed", "--users", "1"], embedded)  # starts the embedded server, user '1' with credits
+        runs: dict[str, tuple[list[str], dict[str, str], float | None]] = {
+            name: ([cli, *args], env, target) for name, (args, target) in COMMANDS.items()
+        }
+        runs["balance (embedded default)"] = ([cli, "balance", "1"], embedded, None)
+        try:
+            samples: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
+            for _ in range(repeat):
+                for name, (argv, command_env, _target) in runs.items():
+                    samples[name].append(_wall(argv, command_env))
+        finally:
+            _wall([cli, "db", "stop"], embedded)
+    return {
+        name: (
+            statistics.median(wall for wall, _ in samples[name]),
+            statistics.median(cpu_used for _, cpu_used in samples[name]),
+            runs[name][2],
+        )
+        for name in runs
+    }
+
+
 def _tree_env(env: dict[str, str], tree: Path) -> dict[str, str]:
     """The probe's environment with another checkout's packages first on the path (not byte-compiled here: the
     warm-up probe leaves its .pyc files, as an earlier run of that checkout will have)."""
@@ -162,6 +214,7 @@ def main() -> None:
                 other_first.append(to_first)
                 other_cpu.append(probe_cpu)
         profile = _import_profile(env)
+        commands = _commands(env, url, options.repeat)
     finally:
         server.stop()
 
@@ -184,6 +237,12 @@ def main() -> None:
             f"CPU {other_cpu_s:.3f} s ({other_cpu_s / base_cpu:.1f}x baseline CPU)"
         )
         print(f"  this tree / {options.against}: first SQL {first_s / other_s:.2f}x, CPU {cpu_s / other_cpu_s:.2f}x")
+    print(f"commands people type ({options.repeat} rounds, medians; baseline python -c pass {base:.3f} s):")
+    for name, (wall, cpu_used, target) in commands.items():
+        verdict = "" if target is None else f"; target ≤ {target} s: {'met' if wall <= target else 'NOT met'}"
+        print(f"  {name:<34} {wall:.3f} s wall ({wall / base:.1f}x), {cpu_used:.3f} s CPU{verdict}")
+    over = commands["balance (embedded default)"][0] - commands["balance"][0]
+    print(f"  the embedded default costs {over:+.3f} s over DATABASE_URL (target ≤ +0.1 s)")
     total = sum(row[1] for row in profile) / 1e6
     print(f"python -X importtime of the probe (every import up to the first SQL statement): {total:.3f} s")
     print(f"  top {options.top}, cumulative:")

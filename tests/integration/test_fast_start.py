@@ -76,7 +76,7 @@ def test_credit_jobs_run_imports_no_kubernetes_kopf_alembic_orm_models_settings_
 
 
 def test_the_probe_sees_a_heavy_import_when_there_is_one(database_url: str) -> None:
-    """The check above can fail: `db upgrade` does load Alembic (and, through the Typer app, Typer and pydantic), and
+    """The check above can fail: `db upgrade` does load Alembic (and, through the Typer app, Typer and Rich), and
     the same probe reports it."""
     probe = _RUN_AND_REPORT.replace('["run", "expire-credits"]', '["db", "upgrade"]')
     done = subprocess.run(
@@ -89,7 +89,7 @@ def test_the_probe_sees_a_heavy_import_when_there_is_one(database_url: str) -> N
     )
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["code"] == 0, done.stderr
-    assert {"alembic", "credit_jobs.adapters.tables", "credit_jobs.entrypoints.cli_app", "typer", "pydantic"} <= set(
+    assert {"alembic", "credit_jobs.adapters.tables", "credit_jobs.entrypoints.cli_app", "typer", "rich"} <= set(
         report["loaded"]
     )
 

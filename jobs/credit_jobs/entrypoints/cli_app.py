@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Annotated
 
 import click
 import typer
@@ -39,20 +39,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Exactly-once periodic billing jobs over PostgreSQL: distribute and expire credits, audit every run.",
 )
-
-
-def _flags_show_no_type() -> None:
-    """Typer's rich help prints `<bool>` in the type column of a flag (`--json`, `--dry-run`, `--help`), which takes
-    no value: show nothing there for flags; every other option keeps its type."""
-    shown = typer.core.TyperOption.display_type_rich
-
-    def display_type_rich(self: typer.core.TyperOption, ctx: Any) -> str | None:
-        return None if self.is_flag and self.metavar is None else shown(self, ctx)
-
-    typer.core.TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
-
-
-_flags_show_no_type()
 
 
 def _print_version(value: bool) -> None:
