@@ -60,7 +60,7 @@ DATE_TESTS := tests/unit $(addprefix tests/operator/unit/test_operator_,missed_p
   $(addprefix tests/integration/test_,$(addsuffix .py,backfill check_reports cleanup_storage cli cli_output \
   cli_schedule distribute_credits expire_consume_grant grant_rules purge_retention request_idempotency \
   rollback_period saas_template_eligibility saas_template_import sql_api text_user_ids api_ledger chunk_runtime \
-  money_path_one_implementation)) \
+  money_path_one_implementation json_vocabulary)) \
   --deselect tests/integration/test_chunk_runtime.py::test_a_deadlock_in_a_chunk_is_retried_and_does_not_fail_the_run
 DATE_INSTANTS := UTC@2026-12-31T23:59:59Z America/New_York@2026-11-01T05:59:00Z UTC@2028-02-29T12:00:00Z
 
