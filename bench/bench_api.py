@@ -245,18 +245,36 @@ ATTACKS: dict[str, tuple[Attack, int]] = {  # name -> (attack, requests it sends
 }
 
 
+def _process_tree(pid: int) -> dict[int, list[str]]:
+    """The fields of /proc/<pid>/stat (after the command name) of `pid` and its living descendants (the API's
+    workers), by pid."""
+    stats = {}
+    for path in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            stats[int(path.parent.name)] = path.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+    tree = {pid}
+    for _ in range(4):  # a few generations deep
+        tree |= {child for child, fields in stats.items() if int(fields[1]) in tree}
+    return {p: stats[p] for p in tree if p in stats}
+
+
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time the process has used so far (robust to load, unlike wall-clock time)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time the process and its descendants have used so far (robust to load, unlike wall-clock
+    time)."""
+    ticks = sum(int(fields[11]) + int(fields[12]) for fields in _process_tree(pid).values())
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mib(pid: int) -> float:
-    """The process's resident-set high-water mark (VmHWM), MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """The resident-set high-water marks (VmHWM) of the process and its descendants, summed, MiB."""
+    total = 0
+    for member in _process_tree(pid):
+        for line in Path(f"/proc/{member}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                total += int(line.split()[1])
+    return total / 1024 if total else float("nan")
 
 
 async def bench_attack(base: str, read_token: str, baseline_count: int, attack: Attack, sent: int) -> dict[str, Any]:

@@ -112,6 +112,30 @@ def test_the_production_values_turn_the_api_docs_off(render) -> None:
     assert {e["name"]: e.get("value") for e in default}["CREDITJOBS_API_DOCS"] == "true"
 
 
+@pytest.mark.parametrize(("values_file", "workers"), [("values.yaml", "1"), ("values-prod.yaml", "2")])
+def test_api_workers_reach_the_settings_the_api_reads(
+    render, monkeypatch: pytest.MonkeyPatch, values_file: str, workers: str
+) -> None:
+    """The rendered worker count is one `credit-jobs api` accepts in the mode the chart runs it (cluster)."""
+    import yaml
+    from chart_support import CHART
+
+    from credit_jobs.entrypoints.api.settings import load_api_config
+
+    chosen = yaml.safe_load((CHART / values_file).read_text())
+    values = {**chosen, "api": {**chosen["api"], **API["api"]}}
+    container = only(_api_objects(render(values)), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["CREDITJOBS_API_WORKERS"] == workers
+    assert env["CREDITJOBS_API_MODE"] == "cluster"
+    for name in ("CREDITJOBS_API_WORKERS", "CREDITJOBS_API_MODE", "CREDITJOBS_API_RATE_LIMIT_GLOBAL"):
+        monkeypatch.setenv(name, env[name])
+    monkeypatch.setenv("CREDITJOBS_API_TOKENS", "app:ledger:chart-token-0123456789abcdef")
+    config = load_api_config()
+    assert config.settings.creditjobs_api_workers == int(workers)
+    assert config.rate_global.amount == -(-500 // int(workers))  # the replica's 500/second, shared out
+
+
 @pytest.mark.parametrize(("replicas", "budgets"), [(1, 0), (2, 1)])
 def test_api_replicas_beyond_one_get_a_disruption_budget(render, replicas: int, budgets: int) -> None:
     objects = _api_objects(render({"api": {**API["api"], "replicas": replicas}}))

@@ -64,3 +64,38 @@ def test_the_request_pool_has_a_connection_for_every_worker_thread() -> None:
 def test_pool_limits_for_threads_never_keep_more_open_than_there_are_threads() -> None:
     assert PoolLimits.for_threads(40, keep_open=10, timeout_seconds=1) == PoolLimits(10, 30, 1)
     assert PoolLimits.for_threads(4, keep_open=10, timeout_seconds=1) == PoolLimits(4, 0, 1)
+
+
+def test_one_worker_enforces_every_limit_as_set() -> None:
+    config = load_api_config()
+    assert (config.rate_global.amount, config.rate_auth_failures.amount, config.rate_client.amount) == (500, 20, 50)
+
+
+def test_workers_share_the_pods_limits_but_each_keeps_the_per_credential_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CREDITJOBS_API_MODE", "cluster")
+    monkeypatch.setenv("CREDITJOBS_API_WORKERS", "3")
+    monkeypatch.setenv("CREDITJOBS_API_RATE_LIMIT_GLOBAL", "500/second")
+    monkeypatch.setenv("CREDITJOBS_API_RATE_LIMIT_AUTH_FAILURES", "20/minute")
+    config = load_api_config()
+    assert (config.rate_global.amount, config.rate_global.GRANULARITY.name) == (167, "second")  # 500/3, rounded up
+    assert (config.rate_auth_failures.amount, config.rate_auth_failures.GRANULARITY.name) == (7, "minute")
+    assert config.rate_client.amount == 50
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"CREDITJOBS_API_WORKERS": "2"}, "local mode runs jobs inside the API process"),
+        ({"CREDITJOBS_API_WORKERS": "33", "CREDITJOBS_API_MODE": "cluster"}, "'33' is not a number of processes"),
+        ({"CREDITJOBS_API_WORKERS": "-1", "CREDITJOBS_API_MODE": "cluster"}, "'-1' is not a number of processes"),
+    ],
+)
+def test_a_worker_count_it_cannot_serve_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], says: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=says):
+        load_api_config()

@@ -81,6 +81,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # for (settings.REQUEST_POOL), set here rather than trusted to be anyio's default.
     anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
     yield
+    api: ApiState = app.state.api
+    if api.close_on_shutdown:
+        api.close()
 
 
 class AuditMiddleware:

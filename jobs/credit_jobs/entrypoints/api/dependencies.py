@@ -4,7 +4,7 @@ imports the routes (one way)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -26,9 +26,15 @@ class ApiState:
     triggers: Triggers
     limits: RateLimits = field(init=False)
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
+    close_on_shutdown: bool = False  # a worker process's state: closed by the app's lifespan when the worker stops
 
     def __post_init__(self) -> None:
         self.limits = RateLimits(self.config.rate_global, self.config.rate_client, self.config.rate_auth_failures)
+
+    def close(self) -> None:
+        """Queued local runs dropped, the running one finished; the request engine's connections closed."""
+        self.triggers.close()
+        self.engine.dispose()
 
 
 def state_of(request: Request) -> ApiState:
@@ -36,11 +42,12 @@ def state_of(request: Request) -> ApiState:
     return state
 
 
-def require(scope: str) -> Callable[[Request], Principal]:
+def require(scope: str) -> Callable[[Request], Awaitable[Principal]]:
     """A dependency: the principal the request gate authenticated (`gate.RequestGate`, before the body was read),
-    within its own rate limit and holding `scope` — or the refusal as an ApiError."""
+    within its own rate limit and holding `scope` — or the refusal as an ApiError. Async: it only counts in memory,
+    and FastAPI would hand a sync dependency to a worker thread of its own, a second thread hop per request."""
 
-    def dependency(request: Request) -> Principal:
+    async def dependency(request: Request) -> Principal:
         gate_refusal: ApiError | None = getattr(request.state, "refusal", None)
         if gate_refusal is not None:  # the gate's: 401, 429 or 413, decided before the body was read
             raise gate_refusal

@@ -55,6 +55,9 @@ MIN_TIMEOUT_SECONDS = 0.001  # PostgreSQL counts milliseconds: less would round 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 MAX_RUN_WAIT_SECONDS = 300  # a request thread held for a run: bounded
 MAX_BODY_BYTES_RANGE = (1024, 16 * 1024 * 1024)
+# Processes serving the API in one pod (uvicorn workers). One process answers at most ~300 consumes a second (its
+# request threads share one interpreter lock); each further one adds what a core can do (docs/performance.md).
+MAX_WORKERS = 32
 
 
 class ApiSettings(BaseSettings):
@@ -73,6 +76,7 @@ class ApiSettings(BaseSettings):
     creditjobs_api_rate_limit_global: str = "500/second"
     creditjobs_api_rate_limit_client: str = "50/second"
     creditjobs_api_rate_limit_auth_failures: str = "20/minute"
+    creditjobs_api_workers: int = 1
     # A request's transaction: a ledger write takes milliseconds; a row lock held for seconds means a long consume,
     # a period rollback or a stuck session holds the user — answer a retryable 503 instead of holding the thread.
     creditjobs_api_statement_timeout_seconds: float = 30.0
@@ -118,6 +122,14 @@ class ApiSettings(BaseSettings):
             except ValueError:
                 raise ValueError(f"{entry[:60]!r} is not an IP address or CIDR range (e.g. 10.0.0.0/8)") from None
         return ",".join(entries)
+
+    @field_validator("creditjobs_api_workers", mode="before")
+    @classmethod
+    def _workers(cls, value: object) -> int:
+        text = str(value).strip()
+        if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= MAX_WORKERS:
+            raise ValueError(f"{text[:40]!r} is not a number of processes from 1 to {MAX_WORKERS}")
+        return int(text)
 
     @field_validator("creditjobs_api_mode", mode="before")
     @classmethod
@@ -175,9 +187,9 @@ class Credential:
 class ApiConfig:
     settings: ApiSettings
     credentials: tuple[Credential, ...]
-    rate_global: RateLimitItem
-    rate_client: RateLimitItem
-    rate_auth_failures: RateLimitItem
+    rate_global: RateLimitItem  # this process's share: the setting divided among the workers
+    rate_client: RateLimitItem  # the setting, in each process
+    rate_auth_failures: RateLimitItem  # this process's share, as the global limit
     request_timeouts: SessionTimeouts  # every transaction of a request (never a local-mode run's: those are a run's)
     request_pool: PoolLimits = REQUEST_POOL
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
@@ -198,6 +210,12 @@ def load_api_config() -> ApiConfig:
         variable = str(error["loc"][0]).upper() if error.get("loc") else "a setting"
         raise ConfigError(f"{variable}: {str(error['msg']).removeprefix('Value error, ')} (see docs/api.md)") from None
     credentials = (*_basic(settings), *_tokens(settings))
+    workers = settings.creditjobs_api_workers
+    if workers > 1 and settings.creditjobs_api_mode == "local":
+        raise ConfigError(
+            f"CREDITJOBS_API_WORKERS={workers}: local mode runs jobs inside the API process and keeps their tokens "
+            "there, so it serves from one process; set CREDITJOBS_API_WORKERS=1, or CREDITJOBS_API_MODE=cluster"
+        )
     if not credentials:
         raise ConfigError(
             "no API credentials configured: set CRON_JOBS_USERNAME and CRON_JOBS_PASSWORD, or bearer tokens in "
@@ -206,9 +224,9 @@ def load_api_config() -> ApiConfig:
     return ApiConfig(
         settings=settings,
         credentials=credentials,
-        rate_global=parse(settings.creditjobs_api_rate_limit_global),
+        rate_global=process_share(parse(settings.creditjobs_api_rate_limit_global), workers),
         rate_client=parse(settings.creditjobs_api_rate_limit_client),
-        rate_auth_failures=parse(settings.creditjobs_api_rate_limit_auth_failures),
+        rate_auth_failures=process_share(parse(settings.creditjobs_api_rate_limit_auth_failures), workers),
         request_timeouts=SessionTimeouts(
             statement_seconds=settings.creditjobs_api_statement_timeout_seconds,
             lock_seconds=settings.creditjobs_api_lock_timeout_seconds,
@@ -216,6 +234,17 @@ def load_api_config() -> ApiConfig:
         max_body_bytes=settings.creditjobs_api_max_body_bytes,
         warnings=_weak_password(settings),
     )
+
+
+def process_share(limit: RateLimitItem, workers: int) -> RateLimitItem:
+    """One worker's part of a limit the pod enforces as a whole: the amount divided among the workers, rounded up
+    (each process counts in its own memory, and the kernel spreads connections over the workers). The global limit
+    and the failed-authentication budget are shared so: the pod never admits more than the setting (a guesser
+    spreading connections over the workers gets one budget, not one each). The per-credential limit is not: a caller
+    on one keep-alive connection meets one worker, and would otherwise get a fraction of its limit."""
+    if workers == 1:
+        return limit
+    return type(limit)(math.ceil(limit.amount / workers), limit.multiples, limit.namespace)
 
 
 def _weak_password(settings: ApiSettings) -> tuple[str, ...]:
