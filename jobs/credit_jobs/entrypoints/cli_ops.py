@@ -19,11 +19,9 @@ import typer
 
 from credit_jobs.domain.contract import DISTRIBUTE_CREDITS, EXIT_CONFIG_ERROR, Trigger
 from credit_jobs.domain.errors import ConfigError
-from credit_jobs.domain.grant_rules import validate_grant_family
 from credit_jobs.domain.limits import MAX_JOB_NAME_LENGTH
 from credit_jobs.domain.period_ranges import MAX_UNCONFIRMED_PERIODS, check_jobs_period, period_of_key, period_range
 from credit_jobs.domain.requests import parse_user_id
-from credit_jobs.domain.run_model import validate_batch_size
 from credit_jobs.entrypoints.cli_options import DatabaseUrlOption
 from credit_jobs.entrypoints.cli_support import (
     CliState,
@@ -154,23 +152,15 @@ def _ops_request(
 ) -> RunRequest:
     """The run request of an ops command: its options, else the settings (CREDITJOB_NAME, the batch size, the grant
     family), checked here; `fields` are the command's own (period, trigger, pinned key)."""
-    from credit_jobs.lifecycle import run_lifecycle
+    from credit_jobs.entrypoints.run_requests import run_request
 
-    return run_lifecycle.RunRequest(
-        usecase=spec,
+    return run_request(
+        settings,
+        spec,
         job=_validate_job(options.job) if options.job is not None else settings.creditjob_name or default_job,
-        namespace=settings.creditjob_namespace,
-        batch_size=validate_batch_size(
-            options.batch_size if options.batch_size is not None else settings.creditjobs_batch_size
-        ),
+        batch_size=options.batch_size,
+        grant_family=options.grant_family,
         dry_run=options.dry_run,
-        heartbeat_seconds=settings.creditjobs_heartbeat_seconds,
-        pushgateway_url=settings.pushgateway_url,
-        grant_family=(
-            validate_grant_family(options.grant_family, source="--grant-family")
-            if options.grant_family is not None
-            else settings.creditjob_grant_family
-        ),
         **fields,
     )
 

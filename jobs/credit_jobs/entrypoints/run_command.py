@@ -15,9 +15,7 @@ from typing import TYPE_CHECKING
 
 from credit_jobs.domain.contract import TRIGGERS, Trigger
 from credit_jobs.domain.errors import ConfigError
-from credit_jobs.domain.grant_rules import validate_grant_family
 from credit_jobs.domain.period_keys import parse_period
-from credit_jobs.domain.run_model import validate_batch_size
 from credit_jobs.domain.sharding import Shard, parse_shard, shard_from_env
 from credit_jobs.entrypoints.cli_support import CliState, engine_for, rich_err, run_timeouts, say, warn
 
@@ -57,16 +55,19 @@ class RunOptions:
 
 def run_request(cli: CliState, usecase: str, options: RunOptions) -> RunRequest:
     """The run's request: the options, else the container's environment (docs/contract.md), checked here."""
+    from credit_jobs.entrypoints.run_requests import run_request as run_request_from
     from credit_jobs.entrypoints.settings import bind_settings
-    from credit_jobs.lifecycle.run_lifecycle import RunRequest
     from credit_jobs.usecases.registry import get_usecase
 
     settings = cli.settings
     spec = bind_settings(get_usecase(usecase), settings)  # purge-retention: its retention
-    request = RunRequest(
-        usecase=spec,
+    request = run_request_from(
+        settings,
+        spec,
         job=settings.creditjob_name or spec.name,
-        namespace=settings.creditjob_namespace,
+        batch_size=options.batch_size,
+        grant_family=options.grant_family,
+        dry_run=options.dry_run,
         trigger=settings.creditjob_trigger
         or (Trigger.SCHEDULE.value if settings.creditjob_schedule else Trigger.CLI.value),
         period=parse_period(settings.creditjob_period) if settings.creditjob_period else None,
@@ -77,17 +78,6 @@ def run_request(cli: CliState, usecase: str, options: RunOptions) -> RunRequest:
             parse_shard(options.shard)
             if options.shard
             else shard_from_env(settings.job_completion_index, settings.creditjob_shards)
-        ),
-        batch_size=validate_batch_size(
-            options.batch_size if options.batch_size is not None else settings.creditjobs_batch_size
-        ),
-        dry_run=options.dry_run,
-        heartbeat_seconds=settings.creditjobs_heartbeat_seconds,
-        pushgateway_url=settings.pushgateway_url,
-        grant_family=(
-            validate_grant_family(options.grant_family, source="--grant-family")
-            if options.grant_family is not None
-            else settings.creditjob_grant_family
         ),
         requested_by=settings.creditjob_requested_by,
     )

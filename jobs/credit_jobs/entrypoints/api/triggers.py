@@ -30,8 +30,8 @@ from credit_jobs.adapters import run_audit
 from credit_jobs.domain.contract import Trigger
 from credit_jobs.domain.errors import ConfigError
 from credit_jobs.domain.period_keys import period_start
-from credit_jobs.domain.run_model import validate_batch_size
 from credit_jobs.entrypoints.api.errors import ApiError
+from credit_jobs.entrypoints.run_requests import run_request
 from credit_jobs.entrypoints.settings import Settings, bind_settings
 from credit_jobs.lifecycle.run_lifecycle import RunOutcome, RunRequest, execute_run
 from credit_jobs.usecases.registry import USECASES, get_usecase
@@ -221,17 +221,14 @@ class LocalTriggers:
         if period_key is not None:
             zone = ZoneInfo(settings.creditjob_time_zone)
             _check_period(period_key, lambda: period_start(period_key, spec.default_period, zone))
-        return RunRequest(
-            usecase=spec,
+        return run_request(
+            settings,
+            spec,
             job=name,
             namespace=namespace,
             trigger=Trigger.MANUAL.value,
             time_zone=settings.creditjob_time_zone,
             pinned_key=period_key,
-            batch_size=validate_batch_size(settings.creditjobs_batch_size),
-            heartbeat_seconds=settings.creditjobs_heartbeat_seconds,
-            pushgateway_url=settings.pushgateway_url,
-            grant_family=settings.creditjob_grant_family,
             requested_by=requested_by,
         )
 
