@@ -3,7 +3,7 @@
 Not a test. A real `credit-jobs api` process on loopback and the embedded PostgreSQL; every figure is a ratio to a
 baseline measured in the same run against the same server (these machines are shared and noisy: absolute times lie).
 
-(a) The attacks of issue 21, each against a fresh API process at the production rate limits, while one good client
+(a) The attacks below, each against a fresh API process at the production rate limits, while one good client
     (a valid bearer token, 127.0.0.1) keeps reading a balance. Reported per attack: the good requests' p99 during
     it relative to the same good requests without it (measured before, and again after), the good requests refused,
     the attack's answers (429 once the failed-authentication budget — 20/minute per address and claimed principal —

@@ -11,7 +11,7 @@ Not a test (`make bench-http`). Absolute figures lie on a shared machine, so eve
             connections; p50 / p99 from wrk, the CPU per request of the API's processes from /proc (robust to load),
             and their peak RSS
 
-Targets (issue 19 §5): HTTP at CLIENTS >= 0.3x the SQL function at CLIENTS connections, and >= 3x HTTP at 1.
+Targets: HTTP at CLIENTS >= 0.3x the SQL function at CLIENTS connections, and >= 3x HTTP at 1.
 
 Usage: python bench/bench_http_consume.py [--clients 32] [--seconds 10] [--workers 1,2]
 """

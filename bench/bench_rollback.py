@@ -4,7 +4,7 @@ Not a test. Both are real processes on the same database in the same run (the ma
 the ratio is what to read); each time is the run's own `duration_s` (interpreter start-up excluded). Sequence per
 size: seed N users (`credit-jobs demo seed`'s generator, no gifts), distribute the period, spend part of 1% of the
 grants (so the rollback meets partly consumed grants too), roll the period back, distribute it again (the redo).
-Target (issue 11): rollback at most 2 times the distribution.
+Target: rollback at most 2 times the distribution.
 
 Usage: python bench/bench_rollback.py [--sizes 100000,1000000] [--chunks]
 

@@ -13,8 +13,8 @@ The probe process runs `credit_jobs.entrypoints.cli.main(["run", "expire-credits
 `main`, what the CronJob container runs (a plain `run` line: `entrypoints/run_line.py`, no Typer) — against a
 migrated embedded PostgreSQL, and exits at its first statement. The medians are printed, with first SQL minus
 baseline (what credit-jobs itself costs) and `python -X importtime` of the probe up to that statement: its top
-entries (cumulative) and its self time summed per top-level package (where the time goes). Target (issue 9):
-first SQL within 0.5 s of process start.
+entries (cumulative) and its self time summed per top-level package (where the time goes). Target: first SQL
+within 0.5 s of process start.
 
 The image installs wheels, which pip byte-compiles: so does this bench (`compileall` on jobs/ and operator/, the
 `__pycache__` directories are git-ignored) — otherwise a PYTHONDONTWRITEBYTECODE shell would time the compiler.
@@ -23,8 +23,8 @@ The image installs wheels, which pip byte-compiles: so does this bench (`compile
 with this one every round, so that a before/after comparison shares the machine's load, and prints the ratio.
 A checkout of an earlier commit, without touching the repository: `git archive COMMIT jobs operator | tar -x -C DIR`.
 
-Then the commands people type (issue 23 §2), each as a whole process, median wall time and CPU next to the same
-baseline: `--version`, `schedule @monthly` (no database), `balance`, `grants`, `runs list` against the running
+Then the commands people type, each as a whole process, median wall time and CPU next to the same baseline:
+`--version`, `schedule @monthly` (no database), `balance`, `grants`, `runs list` against the running
 server by DATABASE_URL, and `balance` on the embedded default (CREDITJOBS_DATA_DIR; its server already running,
 as after the first command of a session) — the last line is its cost over the same command by DATABASE_URL.
 Targets on a quiet machine: `--version` and `schedule` ≤ 0.3 s, the database commands ≤ 0.8 s, the embedded default

@@ -3,10 +3,10 @@
 Kopf already streams every change of these three kinds to `handlers.py`; its event handlers feed this cache
 (`observe`), every write the operator makes feeds it with the API server's answer (`KubeApi` calls `store`), and
 the periodic resync refreshes all three kinds with one LIST each per watched namespace (`replace`: a deletion a
-broken watch never delivered is noticed within one resync). A pass
-(`reconcile.py`) then needs no request to read the world, so reads do not grow with the number of CreditJobs
-(issue 8, item 9). Until `prime` has run (one LIST per kind and namespace at start-up), the cache is not `ready`
-and `KubeApi` reads from the API server as before. Thread-safe: handlers run in Kopf's worker threads.
+broken watch never delivered is noticed within one resync). A pass (`reconcile.py`) then needs no request to read
+the world, so reads do not grow with the number of CreditJobs. Until `prime` has run (one LIST per kind and
+namespace at start-up), the cache is not `ready` and `KubeApi` reads from the API server as before. Thread-safe:
+handlers run in Kopf's worker threads.
 """
 
 from __future__ import annotations

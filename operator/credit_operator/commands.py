@@ -164,7 +164,7 @@ def _become_leader(config: OperatorSettings, stop_requested: threading.Event) ->
 
 
 def _run_kopf(config: OperatorSettings, stop_requested: threading.Event, elector: LeaseElector | None) -> None:
-    """Kopf, standalone (the Lease decides who acts; Kopf's peering would only pause replicas, issue 8)."""
+    """Kopf, standalone (the Lease decides who acts; Kopf's peering would only pause replicas)."""
     import kopf
 
     from credit_operator import handlers, metrics
@@ -254,7 +254,7 @@ def register(app: typer.Typer) -> None:
         metrics.serve(config.metrics_port)
         assert handlers.creditjob_changed  # importing the module registered the handlers
         # SIGTERM / SIGINT are a requested stop (exit 0); Kopf stopping on its own is not (handlers.stop exits 1,
-        # so a supervisor restarts the operator instead of a process that does nothing, issue 8).
+        # so a supervisor restarts the operator instead of a process that does nothing).
         stop_requested = threading.Event()
         elector = _become_leader(config, stop_requested) if config.leader_election else None
         if config.leader_election and elector is None:

@@ -59,7 +59,7 @@ def _lock_for(namespace: str, name: str) -> threading.Lock:
 
 # Kopf's own bookkeeping lives under a prefix of its own. Under `credits.dev/` Kopf marked the object
 # (`credits.dev/kopf-managed`) and from then on dropped *every* `credits.dev/` annotation from the state it diffs —
-# including `credits.dev/run-now`, so a run-now fired no update handler and waited for the resync (issue 8).
+# including `credits.dev/run-now`, so a run-now fired no update handler and waited for the resync.
 # A `kopf.` prefix is never marked, and Kopf ignores only its own keys under it.
 KOPF_PREFIX = f"kopf.{GROUP}"
 
@@ -112,7 +112,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
 
 
 # After Kopf stopped on its own, how long the process may take to end before it is ended (non-daemon threads
-# blocked on a dead API must not keep a zombie without a liveness endpoint alive: issue 8).
+# blocked on a dead API must not keep a zombie without a liveness endpoint alive).
 EXIT_GRACE_SECONDS = 10.0
 EXIT_CODE_KOPF_STOPPED = 1
 
@@ -304,7 +304,7 @@ def _event_pass(memo: kopf.Memo, kind: str, event: Mapping[str, Any], meta: Mapp
 
 async def _resync_forever(memo: kopf.Memo) -> None:
     """Prime the watch cache, then every `resync_seconds` one LIST of CreditJobs per watched namespace (one in
-    all when clusterwide) and a pass for each from the cache: no request per CreditJob (issue 8, item 9)."""
+    all when clusterwide) and a pass for each from the cache: no request per CreditJob."""
     config: OperatorSettings = memo["config"]
     api: KubeApi = memo["api"]
     scopes: list[str | None] = list(config.namespace_list) or [None]

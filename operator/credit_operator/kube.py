@@ -5,8 +5,7 @@
 bodies as models and return models; the planners work on manifests as dicts, and merge patches must be sent as
 `application/merge-patch+json` (lists replaced whole, which is what converging a CronJob needs).
 Writes go to the API server; reads of CreditJobs, CronJobs and child Jobs come from `cache` (what the watches
-delivered, see cache.py) once it is ready, so a pass costs no read request. Used by `reconcile.py`, `handlers.py`
-and `commands.py`.
+delivered, see cache.py) once it is ready, so a pass costs no read request.
 """
 
 from __future__ import annotations

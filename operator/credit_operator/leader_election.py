@@ -1,4 +1,4 @@
-"""Leader election on a `coordination.k8s.io/v1` Lease: exactly one operator replica acts at a time (issue 8).
+"""Leader election on a `coordination.k8s.io/v1` Lease: exactly one operator replica acts at a time.
 
 The same protocol as controller-runtime / client-go: a candidate takes the Lease when it is free, released or
 expired — unchanged for `leaseDurationSeconds` as this candidate has watched it, on its own monotonic clock (never the

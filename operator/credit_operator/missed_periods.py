@@ -1,11 +1,11 @@
 """Missed fire times → the catch-up plan: which periods to run now, which are given up. Pure (no I/O).
 
-Called by `reconcile.py` on every pass (start-up, resync, child Job change). A fire time is *missed* when it lies
-after the anchor (the latest scheduled time the world shows: child Jobs, the CronJob's status, the CreditJob's
-own `status.catchUpThrough` bookkeeping, or else its creation time), its starting deadline has passed (until
-then the CronJob controller may still start it, and we must not race it), and no child Job already carries its
-period key. Missed fire times are grouped by period key; the newest `catchUp.maxPeriods` keys are planned
-(returned oldest first, the order the ledger expects), older ones are reported as given up.
+Planned anew on every pass (start-up, resync, child Job change). A fire time is *missed* when it lies after the anchor
+(the latest scheduled time the world shows: child Jobs, the CronJob's status, the CreditJob's own
+`status.catchUpThrough` bookkeeping, or else its creation time), its starting deadline has passed (until then the
+CronJob controller may still start it, and we must not race it), and no child Job already carries its period key. Missed
+fire times are grouped by period key; the newest `catchUp.maxPeriods` keys are planned (returned oldest first, the order
+the ledger expects), older ones are reported as given up.
 
 A period whose runs all failed is not covered: it is *owed* (`FailedPeriod`, kept in `status.failedPeriods` by
 `status.py`) and retried here (`plan_retries`) up to RETRY_MAX_ATTEMPTS runs in all, the n-th retry waiting

@@ -1,4 +1,4 @@
-"""Deletes a deleted CreditJob's run metrics from the Prometheus Pushgateway (issue 8: a last push stayed forever).
+"""Deletes a deleted CreditJob's run metrics from the Prometheus Pushgateway (a last push would stay forever).
 
 Every run pushes its metrics to the group `job="credit-jobs", namespace, creditjob, shard` (the grouping key of
 docs/contract.md). The Pushgateway keeps a group until someone deletes it, so a deleted CreditJob's last failure

@@ -1,10 +1,10 @@
 """One reconcile pass for one CreditJob: the numbered steps of the operator's control loop (docs/operator.md).
 
-Called by `handlers.py` for every trigger (create, update, resume, a child Job or the CronJob changing, the
-periodic resync); every pass does the whole job, so any trigger converges everything and a missed trigger is
-repaired by the next one. Decisions come from the pure planners (`spec_checks`, `cronjob_manifest`,
-`missed_periods`, `status`); this module only reads the world through `kube.KubeApi`, applies what they say,
-and reports each decision through `emit` (Kopf turns it into a Kubernetes Event). `now` is passed in.
+Run for every trigger (create, update, resume, a child Job or the CronJob changing, the periodic resync); every pass
+does the whole job, so any trigger converges everything and a missed trigger is repaired by the next one. Decisions
+come from the pure planners (`spec_checks`, `cronjob_manifest`, `missed_periods`, `status`); this module only reads
+the world through `kube.KubeApi`, applies what they say, and reports each decision through `emit` (which logs it and
+posts a Kubernetes Event). `now` is passed in.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """Spec checks the CRD's schema and CEL rules cannot do, as one-line messages for Ready=False and a Warning Event.
 
-Pure (no I/O); called by `reconcile.py` before anything is created or patched, so an invalid spec leaves the existing
-CronJob untouched. Checks: an unknown IANA time zone, a schedule that never fires (`0 0 30 2 *`), a starting
-deadline plus run timeout that is not shorter than the shortest gap between two fires (two runs could then
-overlap on one period key, or a late start could be keyed to the wrong period), and `params` the container
-contract cannot express as CLI flags. The schema's own bounds are repeated cheaply here too, because an object
-created before the CRD was installed (or against a test emulator) was never validated.
+Pure (no I/O); a pass runs them before anything is created or patched, so an invalid spec leaves the existing CronJob
+untouched. Checks: an unknown IANA time zone, a schedule that never fires (`0 0 30 2 *`), a starting deadline plus run
+timeout that is not shorter than the shortest gap between two fires (two runs could then overlap on one period key, or a
+late start could be keyed to the wrong period), and `params` the container contract cannot express as CLI flags. The
+schema's own bounds are repeated cheaply here too, because an object created before the CRD was installed (or against a
+test emulator) was never validated.
 """
 
 from __future__ import annotations

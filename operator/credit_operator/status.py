@@ -7,7 +7,7 @@ in the world records them: `lastManualRunToken` and `catchUpThrough` (the operat
 `missed_periods.py`), the given-up `missedPeriods`, the owed `failedPeriods`, the schedule in force and since when
 (`scheduleHash`, `scheduleSince`), and each condition's `lastTransitionTime` when its status did not change.
 `lastScheduleTime` and `lastSuccessfulTime` never go backward: a deleted CronJob takes its Jobs and its own status
-with it, and the CreditJob must still remember what ran (issue 8, item 12).
+with it, and the CreditJob must still remember what ran.
 
 Also here: which finished runs still need their RunSucceeded / RunFailed Event (`runs_to_report`).
 """
@@ -145,8 +145,8 @@ def anchor_time(
     force was adopted; fire times after it may be missed (see missed_periods).
 
     The CreditJob's `status.lastScheduleTime` counts beside the child Jobs and the CronJob's status: both vanish
-    with a deleted CronJob (issue 8, item 12). `schedule_since` (see `schedule_adoption`) keeps fires of a schedule
-    from before it was in force out of the count (item 13).
+    with a deleted CronJob. `schedule_since` (see `schedule_adoption`) keeps fires of a schedule from before it was
+    in force out of the count.
     """
     candidates: list[datetime | None] = [v.scheduled_time for v in views]
     if cronjob is not None:

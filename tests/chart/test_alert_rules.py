@@ -5,7 +5,7 @@ both sides (still pending just before, firing just after). The rules are rendere
 (ALERT_SETTINGS, the chart defaults), so the timings in the cases follow from them. promtool evaluates from
 Unix time 0, so timestamps in the series are seconds since the start of the test.
 
-Every alert carries `namespace` (issue 8, item 6): cases with one CreditJob name in two namespaces prove that only the
+Every alert carries `namespace`: cases with one CreditJob name in two namespaces prove that only the
 failing namespace alerts, and cases with two releases' operators that one live operator does not hide another's
 outage (the rules are rendered for the release `credit-jobs` in namespace `billing`).
 """

@@ -460,7 +460,7 @@ def _crds(chart: helm_python.Chart) -> dict[str, Manifest]:
 @pytest.mark.parametrize("version", KUBE_VERSIONS)
 def test_every_crd_is_a_valid_apiextensions_v1_object(chart, version: str) -> None:
     crds = _crds(chart)
-    # Kopf's peering CRDs are gone: the operator elects its leader on a Lease (issue 8).
+    # Kopf's peering CRDs are gone: the operator elects its leader on a Lease.
     assert set(crds) == {"creditjobs.credits.dev"}
     for crd in crds.values():
         assert crd["apiVersion"] == "apiextensions.k8s.io/v1"

@@ -154,7 +154,7 @@ def test_dashboard_has_namespace_and_creditjob_variables_used_by_its_creditjob_p
 
 
 def test_every_creditjob_query_filters_and_groups_by_namespace(dashboard: dict[str, Any]) -> None:
-    """A CreditJob named alike in two namespaces is two rows or lines, never one sum (issue 8, item 6)."""
+    """A CreditJob named alike in two namespaces is two rows or lines, never one sum."""
     checked = 0
     for target in _targets(dashboard):
         expr = target["expr"]

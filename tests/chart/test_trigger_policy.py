@@ -1,4 +1,4 @@
-"""Triggering a run and changing what runs are separate permissions (issue 22 §1): the chart's
+"""Triggering a run and changing what runs are separate permissions: the chart's
 ValidatingAdmissionPolicy, its CEL evaluated offline with cel-python the way kube-apiserver evaluates it —
 matchConditions, then variables, then validations — on real before/after CreditJobs.
 

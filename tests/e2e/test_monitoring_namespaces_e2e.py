@@ -1,4 +1,4 @@
-"""Two CreditJobs with one name in two namespaces keep apart in monitoring (issue 8, item 6), end to end on loopback:
+"""Two CreditJobs with one name in two namespaces keep apart in monitoring, end to end on loopback:
 real `credit-jobs run` processes push to a real Pushgateway, and a real Prometheus evaluates the chart-rendered rules.
 
 Before the namespace was part of the grouping key, both runs landed in one group: the later push decided whether

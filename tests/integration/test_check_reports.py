@@ -1,4 +1,4 @@
-"""`credit-jobs check` sees what it claims to (issue 7 §11): each corruption below exits 1 naming its rows, a live run
+"""`credit-jobs check` sees what it claims to: each corruption below exits 1 naming its rows, a live run
 is never reported as dead, and `--period-key` prints the coverage of a period. Real PostgreSQL, the CLI in-process."""
 
 from __future__ import annotations

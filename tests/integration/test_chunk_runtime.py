@@ -48,7 +48,7 @@ def _events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
     return [line for line in logs if line["event"] == name]
 
 
-# --- §5: one bad row never blocks the others --------------------------------------------------------------------
+# --- one bad row never blocks the others ------------------------------------------------------------------------
 
 
 def test_one_poisoned_user_in_20k_fails_alone_and_a_rerun_after_the_fix_grants_it(
@@ -153,7 +153,7 @@ def test_a_poisoned_grant_fails_alone_and_every_other_due_grant_expires(
     assert check_invariants(engine).ok
 
 
-# --- §6: a deadlock that still happens is retried for its chunk ----------------------------------------------------
+# --- a deadlock that still happens is retried for its chunk --------------------------------------------------------
 
 
 def test_a_deadlock_in_a_chunk_is_retried_and_does_not_fail_the_run(
@@ -192,7 +192,7 @@ def test_a_deadlock_in_a_chunk_is_retried_and_does_not_fail_the_run(
     assert check_invariants(engine).ok
 
 
-# --- §14: a failed run keeps its counts ---------------------------------------------------------------------------
+# --- a failed run keeps its counts --------------------------------------------------------------------------------
 
 
 def test_a_run_that_loses_its_guard_after_some_chunks_records_the_counts_committed(
@@ -290,7 +290,7 @@ def test_a_run_failing_on_items_after_committing_chunks_records_both(
     assert row.error == "1 items failed"
 
 
-# --- §12: sharded cleanup covers ownerless files; dry runs report only would_… counts ---------------------------
+# --- sharded cleanup covers ownerless files; dry runs report only would_… counts --------------------------------
 
 
 def test_four_cleanup_shards_delete_every_due_file_exactly_once_ownerless_ones_included(
@@ -382,7 +382,7 @@ def test_dry_runs_say_so_and_carry_only_would_counts_in_summary_and_audit_row(
     assert scalar(engine, "SELECT remaining FROM credit_grants") == 5
 
 
-# --- §7: one clock, the database's --------------------------------------------------------------------------------
+# --- one clock, the database's ------------------------------------------------------------------------------------
 
 
 def test_a_pod_clock_three_days_fast_expires_only_what_the_database_says_is_due_and_warns(

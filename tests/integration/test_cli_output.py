@@ -1,4 +1,4 @@
-"""The CLI as a person and a log pipeline see it (issue 13): real `credit-jobs` processes, piped or in a
+"""The CLI as a person and a log pipeline see it: real `credit-jobs` processes, piped or in a
 pseudo-terminal of a known width — the version, one event per line, values a person copies never cut, run-id
 prefixes, summaries that name every count, run ids only for runs that exist, help text."""
 
@@ -67,7 +67,7 @@ def _no_trailing_spaces(text: str) -> None:
         assert line == line.rstrip(" "), f"trailing spaces: {line!r}"  # a trailing tab is an empty TSV field
 
 
-# --- §2 the version ------------------------------------------------------------------------------------------
+# --- the version ---------------------------------------------------------------------------------------------
 
 
 def test_version_prints_the_version_and_exits_0() -> None:
@@ -75,7 +75,7 @@ def test_version_prints_the_version_and_exits_0() -> None:
     assert (done.returncode, done.stdout.strip()) == (0, f"credit-jobs {__version__}"), done.stderr
 
 
-# --- §11 help ------------------------------------------------------------------------------------------------
+# --- help ----------------------------------------------------------------------------------------------------
 
 
 def test_help_shows_no_value_type_on_flags(database_url: str) -> None:
@@ -87,7 +87,7 @@ def test_help_shows_no_value_type_on_flags(database_url: str) -> None:
         assert "--help" in screen
 
 
-# --- §1 one event, one line; values a person copies are never cut ---------------------------------------------
+# --- one event, one line; values a person copies are never cut ------------------------------------------------
 
 
 def test_piped_output_is_one_line_per_event_without_trailing_spaces(database_url: str, engine: sa.Engine) -> None:
@@ -182,7 +182,7 @@ def test_runs_show_accepts_an_unambiguous_prefix(database_url: str, engine: sa.E
     assert "at least 4" in done.stderr
 
 
-# --- §4 summaries name what matters ----------------------------------------------------------------------------
+# --- summaries name what matters -------------------------------------------------------------------------------
 
 
 def test_distribute_summaries_always_state_granted_already_granted_and_skipped(
@@ -229,7 +229,7 @@ def test_an_expiry_with_nothing_due_states_its_zero_counts_dry_or_not(database_u
     assert "; expired_grants=0" in done.stdout, done.stdout
 
 
-# --- §5 a run id only once its audit row exists --------------------------------------------------------------
+# --- a run id only once its audit row exists -----------------------------------------------------------------
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -254,7 +254,7 @@ def test_a_run_that_never_started_names_no_run_id(
     assert scalar(engine, "SELECT count(*) FROM job_runs") == 0
 
 
-# --- §7 DATABASE_URL: the password never shows, a malformed URL gets a hint --------------------------------------
+# --- DATABASE_URL: the password never shows, a malformed URL gets a hint -----------------------------------------
 
 
 @pytest.mark.parametrize("command", [["run", "distribute-credits"], ["runs", "list"], ["check"]])
@@ -296,7 +296,7 @@ def test_an_unencoded_at_sign_in_the_password_is_one_line_with_a_hint(command: l
         assert part not in done.stdout + done.stderr, (part, line)
 
 
-# --- §8 the ledger from a person's point of view ---------------------------------------------------------------
+# --- the ledger from a person's point of view ------------------------------------------------------------------
 
 
 def test_balance_and_grants_show_a_users_spendable_credits_and_grants(database_url: str, engine: sa.Engine) -> None:
@@ -392,7 +392,7 @@ def test_grant_to_a_user_the_eligibility_source_does_not_know_needs_allow_unknow
     assert (view["knownUser"], view["spendable"]) == (False, 10)
 
 
-# --- §11 the progress bar says what it walks ---------------------------------------------------------------------
+# --- the progress bar says what it walks -------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -453,7 +453,7 @@ def test_in_a_terminal_a_run_prints_its_progress_and_one_summary_line_and_its_lo
         assert "run.finished" in screen, screen
 
 
-# --- §9 one embedded database per user, wherever the CLI is run from --------------------------------------------
+# --- one embedded database per user, wherever the CLI is run from -----------------------------------------------
 
 
 def test_the_embedded_database_does_not_follow_the_current_directory(tmp_path: Path) -> None:
@@ -481,7 +481,7 @@ def test_the_embedded_database_does_not_follow_the_current_directory(tmp_path: P
     assert not (second_dir / ".data").exists()
 
 
-# --- §10 the demo shows its own fresh data and explains its deliberate warnings ----------------------------------
+# --- the demo shows its own fresh data and explains its deliberate warnings --------------------------------------
 
 
 def test_the_demo_prints_its_own_fresh_data_and_explains_the_unconfigured_plan(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Exit codes that let Kubernetes retry what a retry can fix (issue 7 §9), with real `credit-jobs` processes.
+"""Exit codes that let Kubernetes retry what a retry can fix, with real `credit-jobs` processes.
 
 Seen: an unreachable database exited 2, so the Job's podFailurePolicy failed it at once with no retry. Now: unreachable,
 no answer (timeout), unknown host (DNS), server shutting down → exit 1 (the Job's backoffLimit retries); malformed URL,
@@ -62,7 +62,7 @@ def test_a_database_a_retry_may_reach_exits_1(url: str, message: str) -> None:
     done = _run(url)
     assert done.returncode == 1, done.stderr
     line = _one_error_line(done)
-    assert "cannot connect to the database at postgresql://billing:***@" in line  # as written (issue 13 §7)
+    assert "cannot connect to the database at postgresql://billing:***@" in line  # password masked
     assert message in line
     assert "a retry may help" in line
     # It never started, so it has no audit row: no log line names a run id `runs show` could not find.

@@ -1,4 +1,4 @@
-"""The CLI's embedded default server stays up between commands and is reachable with the usual tools (issue 23 §1).
+"""The CLI's embedded default server stays up between commands and is reachable with the usual tools.
 
 Seen: every command on the embedded default started and stopped its own PostgreSQL (~0.8 s each), and nothing could
 reach it with `psql` (it was gone after each command). Now the first command starts it and leaves it running;

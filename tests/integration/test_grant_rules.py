@@ -1,5 +1,5 @@
 """Distribution rules against a real PostgreSQL: one periodic grant per (user, grant family, period) however often a
-period runs and whatever the plan did in between (issue 7 §4), and late grants that are usable (§8)."""
+period runs and whatever the plan did in between, and late grants that are usable."""
 
 from __future__ import annotations
 

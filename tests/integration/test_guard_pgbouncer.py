@@ -1,6 +1,6 @@
 """The single-run guard through a real PgBouncer (Debian package), in transaction and session pool mode.
 
-Issue 7 §13, seen with PgBouncer 1.18 `pool_mode = transaction`: three concurrent runs of one period all got past the
+Seen with PgBouncer 1.18 `pool_mode = transaction`: three concurrent runs of one period all got past the
 session-lock guard, the unlocks went to other backends and left the locks held, every later run of the period was
 "skipped (running elsewhere)" with exit 0 while nothing ran, and runs of more than a few chunks failed with
 `prepared statement "_pg3_0" already exists`. Every test here runs real `credit-jobs` processes (or the real guard)

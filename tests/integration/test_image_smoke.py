@@ -1,4 +1,4 @@
-"""The image, as far as it can be checked without a container engine (issue 22 §6): what the Dockerfile does, step
+"""The image, as far as it can be checked without a container engine: what the Dockerfile does, step
 by step — the package and its dependencies turned into wheels (`pip wheel ".[s3,api,operator]"`), installed from those
 wheels alone into a clean virtualenv (`pip install --no-index --find-links`) — then `credit-jobs run distribute-credits`
 run the way the chart runs the image: as uid/gid 10001, on a read-only root filesystem with only /tmp writable,

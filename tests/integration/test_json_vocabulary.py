@@ -1,4 +1,4 @@
-"""One JSON vocabulary for the CLI's `--json` and the HTTP API (issue 23 §5): the same run, balance and grants read
+"""One JSON vocabulary for the CLI's `--json` and the HTTP API: the same run, balance and grants read
 the same through both — camelCase names, ids as strings, ISO-8601 timestamps with their offset.
 
 Seen: `credit-jobs runs show --json` said `run_id`, `period_key`, `started_at: "2026-12-07 00:30:39…"` and integer

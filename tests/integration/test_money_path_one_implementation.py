@@ -1,11 +1,11 @@
 """One implementation of the money path: the SQL functions decide, the library, the CLI and the API go through them.
 
-Each case of the issue's "Seen" list, tried as an application would (SQL inside its own transaction) and as the CLI
-and the library do, against the real PostgreSQL: a webhook's retried grant with a relative validity, expiries past
-any calendar (`infinity`, year 10000), user ids the CLI refuses as unprintable, a user the eligibility source does
-not know, a key replayed across interfaces with another expiry. Then the proof that there is one implementation:
-the functions, wrapped by ones that record each call, see every library consume, grant and void, and every code
-point is judged the same by the database's user-id rule and by the CLI's.
+Each case where the SQL functions and the library's own statements once disagreed, tried as an application would
+(SQL inside its own transaction) and as the CLI and the library do, against the real PostgreSQL: a webhook's retried
+grant with a relative validity, expiries past any calendar (`infinity`, year 10000), user ids the CLI refuses as
+unprintable, a user the eligibility source does not know, a key replayed across interfaces with another expiry. Then
+the proof that there is one implementation: the functions, wrapped by ones that record each call, see every library
+consume, grant and void, and every code point is judged the same by the database's user-id rule and by the CLI's.
 """
 
 from __future__ import annotations

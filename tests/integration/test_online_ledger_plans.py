@@ -1,4 +1,4 @@
-"""Every per-user read and write of the online ledger is served by an index (issue 19 §3), on a ledger of 100k users
+"""Every per-user read and write of the online ledger is served by an index, on a ledger of 100k users
 with history: the plans PostgreSQL really executes, captured by auto_explain (nested statements: each statement inside
 `credit_consume`, `credit_balance` and `credit_grant`, past the five custom plans after which a session may switch
 to a cached generic plan), and those of the Python library behind the CLI and the API (consume, balance and history,

@@ -1,4 +1,4 @@
-"""Migration 0011 reaches a live ledger without stopping it (issue 19 §6): its indexes are built CONCURRENTLY, so a
+"""Migration 0011 reaches a live ledger without stopping it: its indexes are built CONCURRENTLY, so a
 consume keeps committing while a build waits for an older writer; an index left INVALID by an interrupted build is
 rebuilt by the next upgrade. Real PostgreSQL, real sessions."""
 

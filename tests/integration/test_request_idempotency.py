@@ -1,4 +1,4 @@
-"""Idempotency of consume, grant and void by a claimed request id (issue 7 §1), against a real PostgreSQL.
+"""Idempotency of consume, grant and void by a claimed request id, against a real PostgreSQL.
 
 Each request id is claimed in `credit_requests` by its unique index, in the transaction that applies it: a replay
 returns the first result, a reuse with any other parameter is refused naming the field, and a concurrent retry

@@ -1,4 +1,4 @@
-"""Bad input to consume, grant and void (issue 7 §10): one line naming the problem, exit 2, nothing written.
+"""Bad input to consume, grant and void: one line naming the problem, exit 2, nothing written.
 
 Table-driven through the in-process CLI (`main(argv)`), and a few cases through the real `credit-jobs` console
 script — including bytes that are not UTF-8 in argv, which only a real process can carry (Python hands them to the

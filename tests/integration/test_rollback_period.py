@@ -103,7 +103,7 @@ def test_rollback_then_redo_never_gives_more_than_the_policy_amount_in_total(cli
 
 
 def test_check_names_a_redo_grant_that_did_not_subtract_what_the_user_kept(cli: Any, engine: sa.Engine) -> None:
-    """The over-grant a rollback racing a distribution used to leave (issue 20): the redo's grant written from a
+    """The over-grant a rollback racing a distribution used to leave: the redo's grant written from a
     snapshot taken before the rollback committed, so it subtracted nothing of the 300 the user kept — 300 + 400
     for a period worth 400. The run-level exclusion prevents it now; `check` still names any such row."""
     _wrong_amount_went_out(engine, cli)

@@ -1,4 +1,4 @@
-"""Bad run settings (issue 7 §10), table-driven, through the real `credit-jobs run` process: each exits 2 with exactly
+"""Bad run settings, table-driven, through the real `credit-jobs run` process: each exits 2 with exactly
 one error line saying what is wrong, where and how to fix it — and writes nothing (no audit row, no grant)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""statement_timeout and lock_timeout for job runs (issue 7 §12): a lock held by someone else fails the chunk with a
+"""statement_timeout and lock_timeout for job runs: a lock held by someone else fails the chunk with a
 clear "lock timeout" (exit 1, retryable) instead of hanging the run until the Job's activeDeadlineSeconds.
 
 The settings are `CREDITJOBS_STATEMENT_TIMEOUT_SECONDS` (default 300) and `CREDITJOBS_LOCK_TIMEOUT_SECONDS` (default

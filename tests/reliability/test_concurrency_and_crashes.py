@@ -205,7 +205,7 @@ def test_a_run_killed_before_it_could_start_leaves_no_trace(database_url: str, s
     assert rerun.returncode == 0, rerun.stderr
 
 
-# --- SIGTERM mid-run (issue 25 §1), as Kubernetes sends it on eviction, node drain, activeDeadlineSeconds or Job
+# --- SIGTERM mid-run, as Kubernetes sends it on eviction, node drain, activeDeadlineSeconds or Job
 # deletion: the run stops after its last committed chunk, records itself failed with the reason, logs run.finished,
 # exits 1 — and a rerun grants the rest, each user once.
 

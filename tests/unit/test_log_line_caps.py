@@ -1,4 +1,4 @@
-"""No log line over about a kilobyte: samples capped and counted, long text cut (issue 23 §3).
+"""No log line over about a kilobyte: samples capped and counted, long text cut.
 
 Seen: the import dry-run's `run.finished` line alone was ~5 KB, and runs printed key=value lines of 300-5,000
 characters. The audit row keeps every sample; the log shows the first few and how many more there are.

@@ -1,4 +1,4 @@
-"""Tables in a terminal drop whole columns in a documented order, never break a word or an id (issue 23 §4)."""
+"""Tables in a terminal drop whole columns in a documented order, never break a word or an id."""
 
 from __future__ import annotations
 

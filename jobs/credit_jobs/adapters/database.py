@@ -1,14 +1,13 @@
 """Database connections: URL checks with clear errors, the engine and its pool, per-transaction timeouts, the schema
 check.
 
-Called by the CLI (and through it by every CronJob container). Connect failures are classified (`verify_connection`):
-what a retry can fix — unreachable, timeout, DNS, server starting or shutting down, too many clients — is a run
-failure (`RunFailed`, exit 1, the Job's backoffLimit retries it); what only a person can fix — a malformed URL, an
-unknown database or role, a failed authentication, a bad connection option — is a configuration error (exit 2, the
-podFailurePolicy fails the Job at once). Both are one line with the password hidden. The engine works through a
-transaction-pooling proxy (PgBouncer `pool_mode=transaction`): psycopg's automatic prepared statements are off and
-`statement_timeout` / `lock_timeout` / `idle_in_transaction_session_timeout` are set with `SET LOCAL` in every
-transaction rather than per session.
+Connect failures are classified (`verify_connection`): what a retry can fix — unreachable, timeout, DNS, server starting
+or shutting down, too many clients — is a run failure (`RunFailed`, exit 1, the Job's backoffLimit retries it); what
+only a person can fix — a malformed URL, an unknown database or role, a failed authentication, a bad connection option —
+is a configuration error (exit 2, the podFailurePolicy fails the Job at once). Both are one line with the password
+hidden. The engine works through a transaction-pooling proxy (PgBouncer `pool_mode=transaction`): psycopg's automatic
+prepared statements are off and `statement_timeout` / `lock_timeout` / `idle_in_transaction_session_timeout` are set
+with `SET LOCAL` in every transaction rather than per session.
 
 Every connection has a deadline on the network too (`NetworkTimeout`): TCP keepalives and `tcp_user_timeout`, so a
 connection whose peer vanished (a partition, a node lost, a half-open socket) fails within

@@ -1,5 +1,5 @@
 """The statements `credit-jobs demo` needs beyond the usecases: a fresh database of its own on the embedded server,
-and the two figures its summary table states. Called by `entrypoints/cli_demo.py` and `entrypoints/demo_flow.py`.
+and the two figures its summary table states.
 """
 
 from __future__ import annotations

@@ -1,6 +1,5 @@
 """The ledger invariants as set-based queries (each returns the violating rows, empty when sound), and the coverage
-of one period — called by `usecases.check_invariants` (the `credit-jobs check` command, the demo, and every
-reliability test after crashes and concurrent runs). Whole-table scans and anti-joins, never a query per user.
+of one period. Whole-table scans and anti-joins, never a query per user.
 
 docs/credits-lifecycle.md ("What check reports") lists the same checks for operators.
 """

@@ -1,12 +1,11 @@
 """Calls of the ledger's SQL functions — the one implementation of consume, grant, void and balance (migration 0012,
 docs/sql-api.md) — and their refusals as the domain's errors.
 
-Called by `credit_jobs.usecases.{consume,grant,void_grant}`, inside the caller's
-transaction. The functions claim the request id, lock, decide and write; a refusal raises with a documented
-SQLSTATE, which becomes the domain error every entry point already maps (exit code, HTTP status):
-CJ001 `InsufficientCredits`, CJ002 `RequestIdReused`, CJ003 `NoCreditAccount`, CJ004 `UnknownUser`, CJ005 (no
-such grant) and 22023 (bad input) `ConfigError`. `now` (tests that simulate time) sets `credit_jobs.simulated_now`
-for this transaction only.
+Each call runs inside the caller's transaction. The functions claim the request id, lock, decide and write; a refusal
+raises with a documented SQLSTATE, which becomes the domain error every entry point already maps (exit code, HTTP
+status): CJ001 `InsufficientCredits`, CJ002 `RequestIdReused`, CJ003 `NoCreditAccount`, CJ004 `UnknownUser`, CJ005 (no
+such grant) and 22023 (bad input) `ConfigError`. `now` (tests that simulate time) sets `credit_jobs.simulated_now` for
+this transaction only.
 """
 
 from __future__ import annotations

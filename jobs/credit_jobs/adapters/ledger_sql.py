@@ -1,7 +1,7 @@
 """Set-based ledger statements: one SQL statement per chunk of users or grants, never a query per user.
 
-Called by the usecases in `credit_jobs.usecases`, each statement inside the caller's transaction. Each chunk
-statement is a chain of data-modifying CTEs, so the grant rows, the balance upsert and the counts commit together:
+Each statement runs inside the caller's transaction. Each chunk statement is a chain of data-modifying CTEs, so the
+grant rows, the balance upsert and the counts commit together:
 - distribute: `INSERT … SELECT … ON CONFLICT DO NOTHING` (the unique index on (user, grant family, period), not a
   prior SELECT, makes a grant exactly-once; a conflicting row costs one index probe and no heap write, which keeps a
   rerun cheap — a NOT EXISTS anti-join before it measured slower on first runs and no faster on reruns), then the

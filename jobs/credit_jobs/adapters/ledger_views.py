@@ -1,8 +1,8 @@
 """Read-only views of one user's ledger for people: balance, spendable credits, grants — and whether the user exists.
 
-Called by the CLI's `balance` and `grants` commands and the API's balance route. What is spendable is the database's
-`credit_balance` (the one implementation, docs/sql-api.md), and "now" its `credit_now()`, as for consume: a grant past
-its expiry that the expiry job has not reached yet is not spendable, exactly as `consume` sees it.
+What is spendable is the database's `credit_balance` (the one implementation, docs/sql-api.md), and "now" its
+`credit_now()`, as for consume: a grant past its expiry that the expiry job has not reached yet is not spendable,
+exactly as `consume` sees it.
 """
 
 from __future__ import annotations

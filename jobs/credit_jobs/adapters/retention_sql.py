@@ -1,7 +1,7 @@
 """Statements of `purge-retention`: count and delete, a chunk at a time, the history rows past their retention.
 
-Called by `usecases.purge_retention` through the shared chunk loop, each statement in the caller's transaction. Three
-targets, each walked by keyset on (its time column, its primary key) so a run reads each row once:
+Each statement runs in the caller's transaction. Three targets, each walked by keyset on (its time column, its primary
+key) so a run reads each row once:
 - `job_runs` started before the cutoff and no longer running (a *running* row is never purged: `check` reports it);
 - `stored_files` rows deleted (`deleted_at`) before the cutoff: the object is long gone, the row is history;
 - `credit_requests` claims made before the replay cutoff that carry their result (processed).

@@ -1,7 +1,6 @@
 """Set-based statements of `credit-jobs rollback distribute-credits`: one chunk of a period's grants per transaction.
 
-Called by `usecases.rollback_period` through the shared chunk loop. A chunk is two statements in one transaction,
-as expiry's (`ledger_sql.expire_chunk`):
+A chunk is two statements in one transaction, as expiry's (`ledger_sql.expire_chunk`):
 1. pick: the next `batch` live grants of the period in user-id order (the unique index on (user, family, period)
    is walked from the last user of the previous chunk), `FOR UPDATE` (a rollback must take every grant: a consume
    holding one is waited for, never skipped), their users' accounts locked in user-id order — the global lock order

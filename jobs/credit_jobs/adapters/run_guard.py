@@ -1,5 +1,5 @@
 """The single-run guard (invariant 6): a PostgreSQL *transaction* advisory lock per (job, period key, shard),
-held by a transaction left open on a dedicated connection for the whole run. Used by the run lifecycle.
+held by a transaction left open on a dedicated connection for the whole run.
 
 Why a transaction: it works the same directly against PostgreSQL, through a session-mode pool, and through a
 transaction-pooling proxy (PgBouncer `pool_mode=transaction`), which pins a server connection to a client for as
@@ -171,8 +171,7 @@ class RunGuard:
 
     def _still_held(self) -> bool:
         """Ask the guard's own transaction (never committed) whether it is still there: False, and lost, if its
-        session ended or moved (a proxy that does not pin transactions). Used by the heartbeat and before every
-        chunk."""
+        session ended or moved (a proxy that does not pin transactions)."""
         if self._lost.is_set():
             return False
         assert self._conn is not None

@@ -1,8 +1,7 @@
 """Set-based statements of `credit-jobs import saas-template`: the SaaS template's live credits into the ledger.
 
-Called by `usecases.import_saas_template` (through the shared chunk loop for the import itself). The template's
-tables are read where they are: in the ledger's database, in the schema `--source-schema` names (default `public`,
-where the template's Drizzle migrations put them; a template in another database is mounted there with
+The template's tables are read where they are: in the ledger's database, in the schema `--source-schema` names (default
+`public`, where the template's Drizzle migrations put them; a template in another database is mounted there with
 postgres_fdw's `IMPORT FOREIGN SCHEMA`, docs/adopting.md). The schema name is quoted, never spliced as given.
 
 - `check_source`: the schema exists and holds `credit_transaction` and `user_credit` with the columns used here —

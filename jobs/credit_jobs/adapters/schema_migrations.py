@@ -1,9 +1,8 @@
 """Schema migrations (Alembic) run programmatically, and the start-up check that the schema is current.
 
-`upgrade_schema(url)` is called by `credit-jobs db upgrade`, the Helm pre-install/pre-upgrade hook Job and the test
-suite's template database; a PostgreSQL advisory lock serialises concurrent upgrades (two Helm hooks, or a CLI and a
-hook). Only it imports Alembic. It needs a session of its own (PostgreSQL directly, or PgBouncer in session mode):
-the lock is held across transactions.
+`upgrade_schema(url)` upgrades to the head revision; a PostgreSQL advisory lock serialises concurrent upgrades (two Helm
+hooks, or a CLI and a hook). Only it imports Alembic. It needs a session of its own (PostgreSQL directly, or PgBouncer
+in session mode): the lock is held across transactions.
 
 Every run checks the schema first (`database.verify_schema`): `head_revision()` reads the revision graph from the
 versions directory's source text once (no Alembic import: it costs a job pod ~0.3 s of start-up) and

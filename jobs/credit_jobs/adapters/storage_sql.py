@@ -1,8 +1,8 @@
 """Statements of `cleanup-storage` over `stored_files`: the due-file preview, the chunk pick, and marking results.
 
-Called by `credit_jobs.usecases.cleanup_storage`, each inside the caller's transaction. The shard of a file is its
-owner's (`user_id`), and an ownerless file's (user_id NULL: a system export, an orphan after account deletion) is
-decided by its file id as text — `coalesce(user_id, file_id::text)` — so every due file belongs to exactly one shard.
+Each statement runs inside the caller's transaction. The shard of a file is its owner's (`user_id`), and an ownerless
+file's (user_id NULL: a system export, an orphan after account deletion) is decided by its file id as text —
+`coalesce(user_id, file_id::text)` — so every due file belongs to exactly one shard.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Distribution rules as pure data and checks: grant families (one periodic grant per user, family and period) and
 the validity of a late grant (docs/credits-lifecycle.md, "One grant per period" and "Late grants").
 
-Used by the settings and CLI edges (validating `CREDITJOB_GRANT_FAMILY` / `--grant-family`), by the run context the
-usecases receive, and as the reference the SQL in `adapters.ledger_sql` implements (`grant_expiry`).
+`validate_grant_family` is the one check of `CREDITJOB_GRANT_FAMILY` and `--grant-family`; `grant_expiry` is the
+reference the SQL in `adapters.ledger_sql` implements.
 """
 
 from __future__ import annotations

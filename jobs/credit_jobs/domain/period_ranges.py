@@ -1,6 +1,6 @@
 """Period keys as operators type them for the ops commands (`rollback`, `backfill`): which granularity a key is,
-and the keys of a range `--from K1 --to K2`, oldest first. Pure functions (no I/O), called by entrypoints/cli_ops.py
-and usecases/backfill.py; bad input is a one-line ConfigError (exit 2) raised before anything connects.
+and the keys of a range `--from K1 --to K2`, oldest first. Pure functions (no I/O); bad input is a one-line ConfigError
+(exit 2) raised before anything connects.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """How long operational history is kept: the retention of `purge-retention` (docs/credits-lifecycle.md, "Retention").
 
-Pure data and checks, used by the settings edge (`CREDITJOBS_RETENTION_DAYS`, `CREDITJOBS_REQUEST_REPLAY_DAYS`), the
-CLI that binds them to the usecase, and `usecases.purge_retention`. Only history is ever purged — audit rows of
-finished runs, rows of stored files deleted long ago, request-id claims past their replay window — never a grant or
-a ledger entry.
+Pure data and checks of `CREDITJOBS_RETENTION_DAYS` and `CREDITJOBS_REQUEST_REPLAY_DAYS`. Only history is ever purged —
+audit rows of finished runs, rows of stored files deleted long ago, request-id claims past their replay window — never a
+grant or a ledger entry.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """How the SaaS template's credit rows become ledger grants — pure rules, no I/O.
 
-Called by `usecases.import_saas_template` (the `credit-jobs import saas-template` command, entrypoints/cli_import.py),
-which reads which transaction types and period keys the template's live grants carry, plans them here, and hands
-the plan to the set-based statements of `adapters.saas_template_sql` as arrays (so the SQL only joins, and these
-rules are tested without a server in tests/unit/test_saas_template_rules.py):
+The import (`credit-jobs import saas-template`) reads which transaction types and period keys the template's live grants
+carry, plans them here, and hands the plan to the set-based statements of `adapters.saas_template_sql` as arrays (so the
+SQL only joins, and these rules are tested without a server in tests/unit/test_saas_template_rules.py):
 - `ledger_grant_type`: the template's transaction type → a ledger grant type. The three monthly types become the
   periodic types distribute-credits writes (`free_tier`, `subscription`, `lifetime_monthly`), so an imported grant of
   this month holds the (user, grant family, period) key and distribution does not grant the month again; the sign-up

@@ -1,9 +1,8 @@
 """`credit-jobs api`: serve the HTTP API (docs/api.md) with uvicorn. `register(app)` adds the command to the CLI.
 
-Called by `entrypoints.cli_app` (one line next to the operator's commands). FastAPI, uvicorn and the Kubernetes client
-are imported inside the command: `credit-jobs run` shares this CLI and must not pay for them. The command refuses
-to start (ConfigError: exit 2, one line) without credentials, with a bad setting, or in cluster mode without a
-Kubernetes configuration.
+FastAPI, uvicorn and the Kubernetes client are imported inside the command: `credit-jobs run` shares this CLI and must
+not pay for them. The command refuses to start (ConfigError: exit 2, one line) without credentials, with a bad setting,
+or in cluster mode without a Kubernetes configuration.
 """
 
 from __future__ import annotations

@@ -7,9 +7,9 @@ rollback, backfill; `cli_import`: import saas-template; `cli_api`: api; the oper
 `operator` and `trigger` from `credit_operator.commands` — the one place `credit_jobs` imports `credit_operator`),
 reads the settings once (the root callback; `cli_support.CliState`), and maps errors to exit codes in `main`:
 0 success (or skipped), 1 failed (a retry may help), 2 configuration / usage error. Every error is printed as one
-line: `credit-jobs: error: <what, where, how to fix>`. `main(argv) -> int` is called by `cli.main` (the console
-script) for every line that `run_line` does not take: a plain `credit-jobs run USECASE [options]` never imports
-this module, nor Typer, Click, Rich or pydantic.
+line: `credit-jobs: error: <what, where, how to fix>`. `main(argv) -> int` handles every command line the fast path
+(`run_line`) does not take: a plain `credit-jobs run USECASE [options]` never imports this module, nor Typer, Click,
+Rich or pydantic.
 
 Heavy libraries (the lifecycle's SQLAlchemy aside) are imported inside command bodies.
 """

@@ -1,4 +1,4 @@
-"""The `credit-jobs import` command group (issue 10 §4): `import saas-template` moves a SaaS template database's live
+"""The `credit-jobs import` command group: `import saas-template` moves a SaaS template database's live
 credits into the ledger.
 
 `register(app)` adds the group to the main Typer app (entrypoints/cli.py calls it once). The command checks its input

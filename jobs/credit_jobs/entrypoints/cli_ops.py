@@ -1,4 +1,4 @@
-"""The ops commands of `credit-jobs` (issue 11): `rollback distribute-credits` and `backfill`.
+"""The ops commands of `credit-jobs`: `rollback distribute-credits` and `backfill`.
 
 `register(app)` adds them to the main Typer app (entrypoints/cli_app.py calls it once). Each runs through the run
 lifecycle (`lifecycle.run_lifecycle.execute_run`: run id, guard, audit row with its trigger, logs, metrics), with

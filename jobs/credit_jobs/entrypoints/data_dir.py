@@ -1,11 +1,10 @@
 """Where the embedded PostgreSQL keeps its data when no DATABASE_URL is set: one documented place per user.
 
-Called by the CLI (`cli_support.embedded_home`). Not the current directory (a run from elsewhere would silently start
-a new, empty database): `CREDITJOBS_DATA_DIR` if set, else `$XDG_DATA_HOME/credit-jobs`, else
-`$HOME/.local/share/credit-jobs` — for root too, so two root users (two `HOME`s) never share one server. Only root
-with neither `XDG_DATA_HOME` nor `HOME` set gets the system path `/var/lib/credit-jobs`. (Run as root, the server runs
-as an unprivileged system user, and the directories above its data get search permission for others, never read:
-`adapters/embedded_database.py`.)
+Not the current directory (a run from elsewhere would silently start a new, empty database): `CREDITJOBS_DATA_DIR` if
+set, else `$XDG_DATA_HOME/credit-jobs`, else `$HOME/.local/share/credit-jobs` — for root too, so two root users (two
+`HOME`s) never share one server. Only root with neither `XDG_DATA_HOME` nor `HOME` set gets the system path
+`/var/lib/credit-jobs`. (Run as root, the server runs as an unprivileged system user, and the directories above its data
+get search permission for others, never read: `adapters/embedded_database.py`.)
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 ROOT_DATA_DIR = Path("/var/lib/credit-jobs")
-LEGACY_DATA_DIR = Path(".data")  # before issue 13: relative to the current directory
+LEGACY_DATA_DIR = Path(".data")  # where earlier versions kept it: relative to the current directory
 
 
 def default_data_dir(env: Mapping[str, str], *, uid: int, home: Path) -> Path:

@@ -112,7 +112,7 @@ def with_progress(label: str, call: Callable[[Progress | None], RunOutcome]) -> 
 
 
 RUN_ALWAYS = ("granted", "already_granted", "skipped")
-DRY_RUN_ALWAYS = ("would_grant",)  # a dry run states only what would change (issue 13 §3)
+DRY_RUN_ALWAYS = ("would_grant",)  # a dry run states only what would change
 # expire-credits' headline counts: stated whenever it reports them, zeros included (nothing due says so)
 EXPIRE_ALWAYS = ("expired_grants", "would_expire_grants", "would_expire_credits")
 

@@ -1,6 +1,6 @@
 """The fast path of `credit-jobs run`: a plain `run USECASE [options]` line — what every CronJob container runs —
 parsed without Typer, so the run reaches its first SQL statement without importing Typer, Click, Rich or pydantic
-(docs/performance.md, "Job start-up"). Called by `cli.main` before anything else.
+(docs/performance.md, "Job start-up"). Every command line is offered to it first.
 
 `parse(args)` takes only the lines it can answer exactly as the Typer command (`cli_runs.run`) would: `run`, one
 USECASE, and the options of `OPTIONS` / `FLAGS`, each at most once, as `--name value` or `--name=value`; a

@@ -1,6 +1,5 @@
 """backfill: run one usecase for a range of periods, oldest first, each period its own run of the lifecycle.
 
-Called by `credit-jobs backfill` (entrypoints/cli_ops.py) with the keys `domain.period_ranges.period_range` made.
 Each period is an ordinary run (`run_lifecycle.execute_run`: its own run id, guard, audit row with trigger
 `backfill`, logs, metrics) with its key pinned, so a period already done re-runs cheaply and reports what it added
 (distribution's rerun rule), and a late grant gets the late-grant expiry (docs/credits-lifecycle.md, "Late grants").

@@ -107,7 +107,7 @@ def execute_run(
     now = clock()
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(
-        creditjob=request.job,  # the name the metrics' labels and the operator's log lines use (issue 8)
+        creditjob=request.job,  # the name the metrics' labels and the operator's log lines use
         usecase=request.usecase.name,
         job_run_id=str(run_id),
         shard=request.shard.index,
@@ -387,7 +387,7 @@ def _report(request: RunRequest, outcome: RunOutcome) -> None:
         log.error("run.finished", **fields)
     # Metrics: a skipped run says nothing about the period (the live holder will push); dry runs change nothing.
     if request.pushgateway_url and outcome.status != "skipped" and not request.dry_run:
-        # Imported here: prometheus-client is needed only when metrics are pushed (job start-up, issue 9 §5).
+        # Imported here: prometheus-client is needed only when metrics are pushed (job start-up).
         from credit_jobs.adapters.pushgateway import push_run_metrics
         from credit_jobs.observability.metrics import PUSH_JOB, RunMetrics, grouping_key
 

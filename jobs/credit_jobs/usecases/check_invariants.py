@@ -1,8 +1,7 @@
 """check: the ledger invariants, each a set-based query in `adapters.ledger_checks` returning the violating rows;
 plus, for one period, its coverage (eligible users now without the period's grant).
 
-Used by `credit-jobs check` (exit 1 listing violations), the demo, and every reliability test after crashes and
-concurrent runs. Set-based, so it is cheap enough to run after every job in production too.
+Set-based, so it is cheap enough to run after every job in production, not only after crashes and concurrent runs.
 """
 
 from __future__ import annotations

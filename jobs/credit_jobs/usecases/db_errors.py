@@ -1,4 +1,4 @@
-"""How usecases classify database errors met while working through chunks (used by `usecases.chunk_runner`).
+"""How usecases classify database errors met while working through chunks.
 
 - An item error — a constraint or data error that is not a lost connection — belongs to the chunk's data: the
   chunk is rolled back and bisected until the offending items are isolated (`is_item_error`).

@@ -1,5 +1,5 @@
 """A catch-up pass that dies between any two of its writes leaves, after the next pass, the state a pass that never
-died leaves (issue 22 §2): the same catch-up Jobs, the same given-up `missedPeriods`, the same owed periods.
+died leaves: the same catch-up Jobs, the same given-up `missedPeriods`, the same owed periods.
 
 Seen: a pass posted PeriodsMissed, created its catch-up Jobs and died before its status write; the next leader
 planned from the newest catch-up Job, so the periods given up beyond `catchUp.maxPeriods` were forgotten (11 of 30

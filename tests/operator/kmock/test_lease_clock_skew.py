@@ -1,4 +1,4 @@
-"""Lease expiry under clock skew (issue 22 §5), at the production timing (15 s lease, 2 s retry), on kmock's API.
+"""Lease expiry under clock skew, at the production timing (15 s lease, 2 s retry), on kmock's API.
 
 Seen: a replica whose clock was 20 s ahead took the Lease from a healthy leader in 1.9 s, and both acted for ~2 s —
 expiry was the holder's `renewTime` read against the candidate's wall clock. Now, as client-go: a claim expires once

@@ -2,7 +2,7 @@
 
 The other kmock tests shorten the resync to 0.5 s, which hides anything that only works because the resync
 repeats it. Here the resync never fires within a test, so what happens must come from the watch events: run-now
-through the real `credit-jobs trigger` command (issue 8, item 2), also on a CreditJob that still carries the
+through the real `credit-jobs trigger` command, also on a CreditJob that still carries the
 Kopf bookkeeping annotations of an older operator version (`credits.dev/kopf-managed`, …).
 """
 

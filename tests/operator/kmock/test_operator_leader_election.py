@@ -1,6 +1,6 @@
 """Two real `credit-jobs operator` replicas on kmock at production defaults (15 s lease, 2 s retry, 60 s resync):
-exactly one acts, a standby takes over after a SIGKILL or a SIGTERM, a restarted single replica acts again soon
-(issue 8, item 1). Before the Lease, both replicas paused each other ("Possibly conflicting operators with the same
+exactly one acts, a standby takes over after a SIGKILL or a SIGTERM, a restarted single replica acts again soon.
+Before the Lease, both replicas paused each other ("Possibly conflicting operators with the same
 priority") and 5 new CreditJobs had no CronJob after 20 s; a restarted replica waited 39-45 s for its own dead
 peering record.
 """

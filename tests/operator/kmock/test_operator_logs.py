@@ -1,4 +1,4 @@
-"""`credit-jobs operator` logs JSON lines with the field names the jobs and the metrics use (issue 8, item 7):
+"""`credit-jobs operator` logs JSON lines with the field names the jobs and the metrics use:
 its own decisions carry `creditjob`, `namespace`, `reason`, `decision`; Kopf's and the libraries' lines come through
 the same formatter (structlog's ProcessorFormatter), so every line parses. LOG_FORMAT=console is for people."""
 

@@ -1,4 +1,4 @@
-"""`credit-jobs operator` as a real process through an API outage (issue 8, item 17).
+"""`credit-jobs operator` as a real process through an API outage.
 
 Between the operator and kmock sits a TCP proxy the test can cut: every open connection (watch streams included)
 is dropped and new ones are refused, as when the API server or the network to it goes away. The operator runs

@@ -1,4 +1,4 @@
-"""Ownership of the CronJob (issue 8, item 16), with the real operator process on kmock at the default resync.
+"""Ownership of the CronJob, with the real operator process on kmock at the default resync.
 
 Ownership is the owner reference's uid, not the `credits.dev/creditjob` label: a removed label is put back (no
 CronJobConflict), a removed owner reference is restored (or deleting the CreditJob would leave a CronJob that

@@ -1,5 +1,5 @@
 """`credit-jobs operator` as the README runs it locally, on a fresh cluster without any of the chart's objects, and
-on a cluster where it cannot use its leader Lease (issue 8, item 3).
+on a cluster where it cannot use its leader Lease.
 
 A fresh cluster needs nothing but the CreditJob CRD: the operator creates its Lease and acts. Where the Lease cannot
 be read or written (RBAC, no Lease API), nobody acts — the operator must say so within seconds (what is missing, the

@@ -1,4 +1,4 @@
-"""Which periods are owed, at production defaults (`CREDITJOBS_RESYNC_SECONDS` unset: 60 s): issue 8, 4 5 12 13.
+"""Which periods are owed, at production defaults (`CREDITJOBS_RESYNC_SECONDS` unset: 60 s).
 
 The resync never fires within a test, so every decision here comes from watch events (a Job finishing, the
 CronJob deleted, the CreditJob edited). The operator's clock is pinned (`frozen_clock`); kmock runs no

@@ -1,4 +1,4 @@
-"""A deleted CreditJob's run metrics leave the Pushgateway (issue 8, item 6): the real operator (Kopf running
+"""A deleted CreditJob's run metrics leave the Pushgateway: the real operator (Kopf running
 credit_operator.handlers) on kmock, with a REAL Pushgateway (Debian `prometheus-pushgateway`, a child process on
 loopback stopped by its PID) and the resync at its production default, so only the deletion event can act.
 

@@ -1,4 +1,4 @@
-"""What the operator costs the API server (issue 8, items 9 and 11), counted in kmock's request log.
+"""What the operator costs the API server, counted in kmock's request log.
 
 The real `credit-jobs operator --standalone` process runs against kmock; every request it makes lands in the
 emulator's log (told apart from the test's own requests by the User-Agent: the test's client is aiohttp). Steady

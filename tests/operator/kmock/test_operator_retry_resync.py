@@ -2,7 +2,7 @@
 
 The twin of test_operator_periods.py (production defaults, where a watch event makes the operator look again):
 here nothing but the resync passes run after the failure, so these prove the resync alone retries a due period
-and never retries an exit-code-2 failure (issue 8, item 4).
+and never retries an exit-code-2 failure.
 """
 
 from __future__ import annotations

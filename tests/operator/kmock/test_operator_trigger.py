@@ -140,7 +140,7 @@ def test_settings_defaults_watch_every_namespace(monkeypatch: pytest.MonkeyPatch
         monkeypatch.delenv(var, raising=False)
     s = OperatorSettings()
     assert s.clusterwide
-    # Never `latest` (issue 8): the image of the operator's own version, the tag the chart's appVersion uses.
+    # Never `latest`: the image of the operator's own version, the tag the chart's appVersion uses.
     assert s.default_image == f"ghcr.io/credit-jobs/credit-jobs:{importlib.metadata.version('credit-jobs')}"
     chart = (Path(__file__).parents[3] / "charts" / "credit-jobs" / "Chart.yaml").read_text()
     assert f'appVersion: "{importlib.metadata.version("credit-jobs")}"' in chart

@@ -1,4 +1,4 @@
-"""Deletions a watch never delivered (issue 22 §3) are noticed within one resync, at the production resync (60 s)
+"""Deletions a watch never delivered are noticed within one resync, at the production resync (60 s)
 and at a short one.
 
 Seen: only CreditJobs were re-listed at resync, so a CronJob or Job deleted while a watch was down (a reconnect, or

@@ -1,4 +1,4 @@
-"""The CronJob drift and ownership planners (issue 8, item 16): every rendered field is drift when changed or
+"""The CronJob drift and ownership planners: every rendered field is drift when changed or
 added (a nodeSelector by hand), the label and the owner reference included; ownership follows the uid."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Owed periods without servers (fixed NOW): failed periods and their retries, the schedule in force, what ran,
-and which finished runs still need their Event (issue 8, items 4, 5, 12, 13)."""
+and which finished runs still need their Event."""
 
 from __future__ import annotations
 
@@ -147,7 +147,7 @@ def test_monthly_to_weekly_after_a_november_run_owes_no_earlier_weeks() -> None:
         schedule=weekly.spec.parsed_schedule, anchor=anchor, now=NOW, starting_deadline_seconds=3600, max_periods=3
     )
     assert plan.missed == ()
-    # Without the recorded change the same inputs owe W46..W48 and give up W45 (what issue 8 saw).
+    # Without the recorded change the same inputs owe W46..W48 and give up W45 (what an earlier version did).
     anchor = anchor_time(weekly, child_jobs(ran, weekly), None, NOW)
     plan = plan_catch_up(
         schedule=weekly.spec.parsed_schedule, anchor=anchor, now=NOW, starting_deadline_seconds=3600, max_periods=3

@@ -1,13 +1,12 @@
 """The FastAPI application: shared state, the auth-and-rate-limit dependency, the audit middleware, error envelopes.
 
-`create_app(state)` is called by `credit-jobs api` (`entrypoints.cli_api`) and by the tests, with an `ApiState`
-holding the configuration, the database engine and the run triggers. Routes live in `routes_health`,
-`routes_ledger` and `routes_runs`, which take what they share from `dependencies` (the routes never import this
-module). Every protected request first passes the request gate (`gate.RequestGate`: the
-global rate limit, the claimed principal's failed-authentication budget from this address, authentication — 401
-with `WWW-Authenticate` — and the body's size limit, all before the body is read); protected routes then depend on
-`require(scope)`: the principal's own rate limit (429 with `Retry-After`) and the scope (403). The audit middleware
-writes one line per request (principal, route, status, result — never a credential) and counts it in
+`create_app(state)` builds the app from an `ApiState` holding the configuration, the database engine and the run
+triggers. Routes live in `routes_health`, `routes_ledger` and `routes_runs`, which take what they share from
+`dependencies` (the routes never import this module). Every protected request first passes the request gate
+(`gate.RequestGate`: the global rate limit, the claimed principal's failed-authentication budget from this address,
+authentication — 401 with `WWW-Authenticate` — and the body's size limit, all before the body is read); protected routes
+then depend on `require(scope)`: the principal's own rate limit (429 with `Retry-After`) and the scope (403). The audit
+middleware writes one line per request (principal, route, status, result — never a credential) and counts it in
 `creditjobs_api_requests_total`.
 Sync routes run on anyio's default thread limiter, fixed at start to `settings.WORKER_THREADS`: the request
 engine's pool holds a connection for each. A request the database cannot serve in time — a lock or statement

@@ -1,9 +1,9 @@
 """Checking a request's `Authorization` header against the configured credentials. No I/O.
 
-Called by the API's auth dependency (`app.require`) for every protected route. Basic and Bearer are both accepted.
-Every configured credential is compared with `hmac.compare_digest` (constant time per comparison, and all of them
-are compared, so the time does not say which one came close). A Basic password may contain `:` (only the first colon
-separates the user). A failure says why in a reason code for the audit log — never the secret, never what was sent.
+Every protected request is checked here; Basic and Bearer are both accepted. Every configured credential is compared
+with `hmac.compare_digest` (constant time per comparison, and all of them are compared, so the time does not say which
+one came close). A Basic password may contain `:` (only the first colon separates the user). A failure says why in a
+reason code for the audit log — never the secret, never what was sent.
 """
 
 from __future__ import annotations

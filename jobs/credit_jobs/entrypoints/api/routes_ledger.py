@@ -1,5 +1,5 @@
 """Ledger routes for the application that spends credits: balance (scope `read`), consume and grants (scope
-`ledger`). Included by `app.create_app`.
+`ledger`).
 
 They call the library usecases (`usecases.consume`, `usecases.grant`, which call the database's functions, the one
 implementation of the money path) and read views (`adapters.ledger_views`) — no SQL of their own. `Idempotency-Key`

@@ -1,6 +1,6 @@
 """Run routes: trigger a CreditJob (scope `runs`, `202` with a run-now token), read a CreditJob and the run audit
-trail (scope `read`), and the seed's `GET|POST /api/distribute-credits` for its existing callers. Included by
-`app.create_app`; the run itself is started by `triggers` (annotations or a background worker), never here.
+trail (scope `read`), and the seed's `GET|POST /api/distribute-credits` for its existing callers. The run itself is
+started by `triggers` (annotations or a background worker), never here.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """The API's configuration: listen address, mode, rate limits, credentials and the request engine's database limits
 (per-transaction timeouts, a pool sized to the worker threads), read once from the environment.
 
-Called by `credit-jobs api` (`entrypoints.cli_api`) before anything is served. Credentials come from the seed's Basic
-pair (`CRON_JOBS_USERNAME` / `CRON_JOBS_PASSWORD`) and from bearer tokens, one `name:scopes:token` per line, in
-`CREDITJOBS_API_TOKENS` or the file `CREDITJOBS_API_TOKENS_FILE` (a mounted Secret): several lines at once is how a
-token is rotated. Every bad value is a one-line ConfigError (exit 2) that never echoes a secret; no credential at
-all is one too — an API nobody can call, or anybody could, is refused at start.
+Read before anything is served. Credentials come from the seed's Basic pair (`CRON_JOBS_USERNAME` /
+`CRON_JOBS_PASSWORD`) and from bearer tokens, one `name:scopes:token` per line, in `CREDITJOBS_API_TOKENS` or the file
+`CREDITJOBS_API_TOKENS_FILE` (a mounted Secret): several lines at once is how a token is rotated. Every bad value is a
+one-line ConfigError (exit 2) that never echoes a secret; no credential at all is one too — an API nobody can call, or
+anybody could, is refused at start.
 """
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ with a run's timeouts (CREDITJOBS_STATEMENT_TIMEOUT_SECONDS / CREDITJOBS_LOCK_TI
 engine with its short ones and its pool sized for request threads. Both answer at once with a run-now token;
 `result` (and `wait_for`, which polls it) leads from the token to the run: the future of the local run, or in a
 cluster the audit rows of the pods of the Job the operator named after the token.
-Called by the run routes and the seed's route (`routes_runs`).
 """
 
 from __future__ import annotations

@@ -84,7 +84,7 @@ WHERE jsonb_typeof(params->'user_id') = 'string' OR jsonb_typeof(result->'user_i
 """
 
 
-# The app's SQL interface (issue 10 §2), frozen as of this revision: docs/sql-api.md describes it.
+# The app's SQL interface, frozen as of this revision: docs/sql-api.md describes it.
 CHECK_TEXT = r"""
 CREATE FUNCTION credit_check_text_id(value text, what text) RETURNS void
 LANGUAGE plpgsql IMMUTABLE AS $$

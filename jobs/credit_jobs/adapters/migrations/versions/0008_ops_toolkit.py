@@ -1,4 +1,4 @@
-"""period rollback (ops toolkit issue): rolled-back grants, the void reason, the `rollback` trigger
+"""period rollback: rolled-back grants, the void reason, the `rollback` trigger
 
 Revision ID: 0008
 Revises: 0007

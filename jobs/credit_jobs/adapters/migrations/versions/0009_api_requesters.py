@@ -1,4 +1,4 @@
-"""who asked for a run: `job_runs.requested_by` (HTTP API issue)
+"""who asked for a run: `job_runs.requested_by`
 
 Revision ID: 0009
 Revises: 0008

@@ -1,4 +1,4 @@
-"""the `import` trigger: `credit-jobs import saas-template` records its runs (issue 10 §4)
+"""the `import` trigger: `credit-jobs import saas-template` records its runs
 
 Revision ID: 0010
 Revises: 0009

@@ -1,4 +1,4 @@
-"""per-user indexes for the online ledger (issue 19): what one request reads is found by its user, not by a walk
+"""per-user indexes for the online ledger: what one request reads is found by its user, not by a walk
 
 Revision ID: 0011
 Revises: 0010

@@ -1,4 +1,4 @@
-"""one implementation of the money path (issue 19): the SQL functions decide, and every interface calls them
+"""one implementation of the money path: the SQL functions decide, and every interface calls them
 
 Revision ID: 0012
 Revises: 0011

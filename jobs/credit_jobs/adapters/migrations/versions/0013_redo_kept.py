@@ -1,4 +1,4 @@
-"""what a redo subtracted: `credit_grants.kept_earlier` (issue 20)
+"""what a redo subtracted: `credit_grants.kept_earlier`
 
 Revision ID: 0013
 Revises: 0012
@@ -7,7 +7,7 @@ Create Date: 2026-12-07 06:30:00
 A periodic grant now records what its user had kept of the period's rolled-back grants when it was written:
 0 for a first distribution, the kept credits for a redo after `credit-jobs rollback` (whose grant is the policy
 amount minus them). `credit-jobs check` compares it with the rolled-back grants of the same (user, grant family,
-period): a redo written from a snapshot older than a rollback (the race of issue 20, now excluded by the run guard)
+period): a redo written from a snapshot older than a rollback (a race now excluded by the run guard)
 shows as a grant that subtracted less than the user kept — credits above the policy, named by user and period.
 NULL for grants written before this revision and for imported ones (not checked). Adding a nullable column with no
 default is a catalog change: no table rewrite, a brief ACCESS EXCLUSIVE lock only.
