@@ -67,11 +67,15 @@ test-integration: setup system-deps
 # year, a DST fall-back night in New York (01:59 EDT; the hour repeats a minute in), and a leap day. `make test` ends
 # with it. Left out: the deadlock test, whose cycle PostgreSQL's deadlock timer never reports under libfaketime.
 DATE_TESTS := tests/unit $(addprefix tests/operator/unit/test_operator_,missed_periods.py owed_periods.py status.py) \
-  $(addprefix tests/integration/test_,$(addsuffix .py,backfill check_reports cleanup_storage cli cli_output \
-  cli_schedule distribute_credits expire_consume_grant grant_rules purge_retention request_idempotency \
-  rollback_period saas_template_eligibility saas_template_import sql_api text_user_ids api_ledger chunk_runtime \
-  money_path_one_implementation json_vocabulary)) \
-  --deselect tests/integration/test_chunk_runtime.py::test_a_deadlock_in_a_chunk_is_retried_and_does_not_fail_the_run
+  $(addprefix tests/integration/api/test_,api_ledger.py) \
+  $(addprefix tests/integration/cli/test_,$(addsuffix .py,cli cli_output cli_schedule json_vocabulary)) \
+  $(addprefix tests/integration/ledger/test_,$(addsuffix .py,check_reports cleanup_storage distribute_credits \
+  expire_consume_grant grant_rules money_path_one_implementation purge_retention request_idempotency sql_api \
+  text_user_ids)) \
+  $(addprefix tests/integration/ops/test_,$(addsuffix .py,backfill rollback_period saas_template_eligibility \
+  saas_template_import)) \
+  tests/integration/runs/test_chunk_runtime.py \
+  --deselect tests/integration/runs/test_chunk_runtime.py::test_a_deadlock_in_a_chunk_is_retried_and_does_not_fail_the_run
 DATE_INSTANTS := UTC@2026-12-31T23:59:59Z America/New_York@2026-11-01T05:59:00Z UTC@2028-02-29T12:00:00Z
 
 test-dates: setup system-deps

@@ -32,20 +32,22 @@ from credit_operator.creditjob import (
     parse_creditjob,
     parse_time,
 )
+from credit_operator.job_views import child_jobs, runs_to_report
 from credit_operator.kube import ApiError, KubeApi
 from credit_operator.metrics import CreditJobSample
-from credit_operator.missed_periods import RETRY_MAX_ATTEMPTS, CatchUpPlan, FailedPeriod, plan_catch_up, plan_retries
-from credit_operator.spec_checks import check_spec
-from credit_operator.status import (
-    Observed,
+from credit_operator.missed_periods import (
+    RETRY_MAX_ATTEMPTS,
+    CatchUpPlan,
+    FailedPeriod,
     anchor_time,
-    build_status,
-    child_jobs,
-    runs_to_report,
+    mark_in_progress,
+    plan_catch_up,
+    plan_retries,
     schedule_adoption,
-    schedule_interval,
     track_failed_periods,
 )
+from credit_operator.spec_checks import check_spec
+from credit_operator.status import Observed, build_status, schedule_interval
 
 Emit = Callable[[str, str, str], None]  # (type Normal|Warning, reason, message)
 
@@ -97,6 +99,7 @@ class _Pass:
     jobs: list[dict[str, Any]] = field(default_factory=list)
     schedule_hash: str | None = None
     schedule_since: datetime | None = None
+    failed: tuple[FailedPeriod, ...] = ()  # the owed periods, computed once (step 7), for the plan and the status
 
     @property
     def previous_conditions(self) -> dict[str, Mapping[str, Any]]:
@@ -268,23 +271,26 @@ def _plan_catch_up(step: _Pass) -> CatchUpPlan | None:
     # a bound and backoff (`missed_periods.plan_retries`).
     creditjob, spec, now = step.creditjob, step.creditjob.spec, step.now
     step.schedule_hash, step.schedule_since = schedule_adoption(creditjob, now, invalid=bool(step.problems))
+    views = child_jobs(step.jobs, creditjob)
+    # The owed periods, once per pass; an invalid spec keeps the recorded list as it is.
+    step.failed = track_failed_periods(creditjob, [] if step.problems else views, now)
     if step.problems:
         return None
     if spec.suspend:
         return CatchUpPlan((), (), now)
     if step.cronjob is None:
         return None
-    views = child_jobs(step.jobs, creditjob)
-    failed = track_failed_periods(creditjob, views, now)
     plan = plan_catch_up(
         schedule=spec.parsed_schedule,
         anchor=anchor_time(creditjob, views, step.cronjob, now, step.schedule_since),
         now=now,
         starting_deadline_seconds=spec.starting_deadline_seconds,
         max_periods=spec.catch_up_max_periods,
-        covered_keys={v.period_key for v in views if v.period_key} | {f.key for f in failed},
+        covered_keys={v.period_key for v in views if v.period_key} | {f.key for f in step.failed},
     )
-    step.jobs += _catch_up(step.api, creditjob, step.cronjob, plan, step.decide, failed=failed, now=now)
+    created = _catch_up(step.api, creditjob, step.cronjob, plan, step.decide, failed=step.failed, now=now)
+    step.jobs += created
+    step.failed = mark_in_progress(step.failed, child_jobs(created, creditjob))  # retries just created: in progress
     return plan
 
 
@@ -298,6 +304,7 @@ def _write_status(step: _Pass, plan: CatchUpPlan | None, manual_token: str | Non
         manual_token=manual_token,
         schedule_hash=step.schedule_hash,
         schedule_since=step.schedule_since,
+        failed=step.failed,
     )
     status = build_status(creditjob, step.jobs, observed, step.now)
     if status != {key: creditjob.status.get(key) for key in status}:
@@ -357,7 +364,7 @@ def _run_now(
     cronjob: Mapping[str, Any] | None,
     token: str,
     problems: list[str],
-    decide: Callable[[str, str, str], None],
+    decide: Emit,
 ) -> dict[str, Any] | None:
     """Create the run-now Job, or reject the request with a Warning (the token is recorded either way, so a
     bad request is not retried forever; a new token asks again)."""
@@ -412,7 +419,7 @@ def _catch_up(
     creditjob: CreditJob,
     cronjob: Mapping[str, Any],
     plan: CatchUpPlan,
-    decide: Callable[[str, str, str], None],
+    decide: Emit,
     *,
     failed: Sequence[FailedPeriod] = (),
     now: datetime,
@@ -527,9 +534,7 @@ def _sort_time(moment: datetime | None) -> float:
     return moment.timestamp() if moment else float("inf")
 
 
-def _release_queued(
-    api: KubeApi, creditjob: CreditJob, jobs: list[dict[str, Any]], decide: Callable[[str, str, str], None]
-) -> None:
+def _release_queued(api: KubeApi, creditjob: CreditJob, jobs: list[dict[str, Any]], decide: Emit) -> None:
     views = child_jobs(jobs, creditjob)
     if any(v.state == "active" for v in views):
         return

@@ -13,7 +13,7 @@ each `credit-jobs` process a test starts). Without that variable this module doe
   60 s `idle_in_transaction_session_timeout` (a probe: 9 s idle ended, never without libfaketime). These sessions
   test dates, not timeouts, so the runs' idle-in-transaction timeout is left to the server (off) here:
   `CREDITJOBS_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS=0` in every process. The timeout itself is tested at the real
-  clock (tests/reliability/test_network_partition.py, tests/integration/test_statement_timeouts.py).
+  clock (tests/reliability/test_network_partition.py, tests/integration/runs/test_statement_timeouts.py).
 """
 
 from __future__ import annotations

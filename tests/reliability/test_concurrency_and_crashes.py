@@ -169,7 +169,7 @@ def test_two_overlapping_expiry_runs_never_expire_a_grant_twice(database_url: st
         (["run", "distribute-credits"], {"CREDITJOB_TIME_ZONE": "Mars/Olympus"}, "unknown time zone"),
         (["run", "distribute-credits"], {"DATABASE_URL": "not a url"}, "malformed DATABASE_URL"),
         (["run", "distribute-credits"], {"DATABASE_URL": "mysql://u@h/db"}, "only PostgreSQL is supported"),
-        # An unreachable server is retryable (exit 1): tests/integration/test_connection_errors.py.
+        # An unreachable server is retryable (exit 1): tests/integration/runs/test_connection_errors.py.
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(

@@ -1,5 +1,5 @@
 """Request input validation (credit_jobs.domain.requests) — pure, no database. The replay-or-refuse decision is the
-database's (`credit_reuse_refusal`): tests/integration/test_request_idempotency.py."""
+database's (`credit_reuse_refusal`): tests/integration/ledger/test_request_idempotency.py."""
 
 from __future__ import annotations
 

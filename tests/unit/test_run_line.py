@@ -3,7 +3,7 @@ and every line the fast parser takes is one Typer takes, with the same values.
 
 Typer's own parser is the reference: each line is parsed by the Typer command (`make_context`, no run) and by
 `run_line.parse`. The lines the parser leaves to Typer (help, usage errors) are run by Typer itself — what
-`cli.main` does — so their messages need no test here; tests/integration/test_fast_start.py runs both paths as
+`cli.main` does — so their messages need no test here; tests/integration/cli/test_fast_start.py runs both paths as
 processes and compares exit codes and messages.
 """
 

@@ -1,6 +1,6 @@
 """The jobs settings reader (`entrypoints/settings.py`, a plain reader, not pydantic-settings): defaults,
 case-insensitive names, typed values, and one-line refusals naming the variable. The per-variable refusals of a real
-`credit-jobs run` are in tests/integration/test_run_bad_settings.py; this file covers what that table does not."""
+`credit-jobs run` are in tests/integration/cli/test_run_bad_settings.py; this file covers what that table does not."""
 
 from __future__ import annotations
 

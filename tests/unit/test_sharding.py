@@ -1,6 +1,6 @@
 """Pure rules: shards partition users exactly. (The SQL form of the partition, `ledger_sql.shard_predicate`, is
-checked against `Shard.owns` on PostgreSQL in tests/integration/test_shard_predicate.py; the consumption order, the
-database's `credit_consume`, in tests/integration/test_sql_api.py.)"""
+checked against `Shard.owns` on PostgreSQL in tests/integration/ledger/test_shard_predicate.py; the consumption
+order, the database's `credit_consume`, in tests/integration/ledger/test_sql_api.py.)"""
 
 from __future__ import annotations
 

@@ -12,7 +12,6 @@ Deletes are idempotent, so a run that dies between deleting and recording is sim
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
@@ -103,15 +102,16 @@ class StorageRouter:
         return results
 
 
-def storage_from_env() -> StorageRouter:
-    """The backends configured by the environment (S3 is created lazily: only when an s3:// file is due)."""
+def storage_for(file_root: str | None, s3_endpoint_url: str | None) -> StorageRouter:
+    """The backends as configured (CREDITJOBS_STORAGE_FILE_ROOT, S3_ENDPOINT_URL; read by the settings): S3 is
+    created lazily, only when an s3:// file is due."""
 
     class _LazyS3:
         _real: S3Storage | None = None
 
         def delete_many(self, uris: list[str]) -> dict[str, str | None]:
             if self._real is None:
-                self._real = S3Storage(os.environ.get("S3_ENDPOINT_URL"))
+                self._real = S3Storage(s3_endpoint_url)
             return self._real.delete_many(uris)
 
-    return StorageRouter({"file": LocalFileStorage(os.environ.get("CREDITJOBS_STORAGE_FILE_ROOT")), "s3": _LazyS3()})
+    return StorageRouter({"file": LocalFileStorage(file_root), "s3": _LazyS3()})

@@ -13,7 +13,7 @@ a run records success (so a dead connection, or a transaction moved to another b
 next chunk, not at the next heartbeat); the heartbeat thread does the same every `heartbeat_seconds` (one statement
 at a time on that connection) and updates `job_runs.heartbeat_at` in its own short transaction on another
 connection (for `runs list` and humans).
-Costs, measured in tests/integration/test_guard_pgbouncer.py and documented in docs/env-and-ops.md: the guard's
+Costs, measured in tests/integration/runs/test_guard_pgbouncer.py and documented in docs/env-and-ops.md: the guard's
 transaction writes nothing and keeps no snapshot between statements (no xid, `backend_xmin` NULL), so it holds back
 no vacuum; it holds no relation locks, so it blocks no DDL; it counts as *idle in transaction*, so a server with
 `idle_in_transaction_session_timeout` needs a heartbeat well below it (a run refuses, exit 2, when the heartbeat is

@@ -6,8 +6,8 @@ in session mode): the lock is held across transactions.
 
 Every run checks the schema first (`database.verify_schema`): `head_revision()` reads the revision graph from the
 versions directory's source text once (no Alembic import: it costs a job pod ~0.3 s of start-up) and
-`current_revision(engine)` is one query on `alembic_version`. `tests/integration/test_schema.py` proves both agree
-with Alembic's own answers.
+`current_revision(engine)` is one query on `alembic_version`. `tests/integration/schema/test_schema.py` proves
+both agree with Alembic's own answers.
 """
 
 from __future__ import annotations

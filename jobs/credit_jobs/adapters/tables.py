@@ -3,7 +3,7 @@
 Every ledger invariant the database can hold is a constraint or index here (docs/contract.md, ledger invariants):
 balances never negative (CHECK), one periodic grant per (user, grant family, period key) (partial unique index),
 one expiry entry per grant (partial unique index), every ledger row names its cause (CHECK num_nonnulls), at most
-one *running* audit row per (job, period key, shard) (partial unique index). `tests/integration/test_schema.py`
+one *running* audit row per (job, period key, shard) (partial unique index). `tests/integration/schema/test_schema.py`
 proves the migrations and these models agree. The usecases query with set-based SQL over these tables (see
 `credit_jobs.adapters.ledger_sql`).
 """

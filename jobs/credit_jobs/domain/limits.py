@@ -26,7 +26,7 @@ MAX_JOB_NAME_LENGTH = 253
 # paragraph separators (Zl, Zp), every space separator but the ASCII space (Zs: no-break and ideographic spaces…) and
 # the noncharacters. Frozen here rather than asked of `str.isprintable()`, whose answer moves with each Python's
 # Unicode version: the database's `credit_text_id_is_valid` (migration 0012) carries the same ranges, and
-# tests/integration/test_money_path_one_implementation.py checks every code point through both.
+# tests/integration/ledger/test_money_path_one_implementation.py checks every code point through both.
 UNPRINTABLE_RANGES = (
     (0x0000, 0x001F), (0x007F, 0x00A0), (0x00AD, 0x00AD), (0x0600, 0x0605), (0x061C, 0x061C), (0x06DD, 0x06DD),
     (0x070F, 0x070F), (0x0890, 0x0891), (0x08E2, 0x08E2), (0x1680, 0x1680), (0x180E, 0x180E), (0x2000, 0x200F),

@@ -5,8 +5,8 @@ The partition is `shard_hash(user_id) % n`, where `shard_hash` is the first 32 b
 bytes, read as an unsigned big-endian number (0 … 2^32 - 1). MD5 is a fixed standard, so the hash is the same on every
 PostgreSQL version and in Python — unlike PostgreSQL's internal `hashtext`, which is not promised stable across
 major versions. Migration 0007 installs the same definition as the IMMUTABLE SQL function `credit_shard_hash(text)`
-that `credit_jobs.adapters.ledger_sql` filters with; `tests/integration/test_text_user_ids.py` proves the two agree
-and that n shards partition the users exactly (docs/architecture.md, "Shards").
+that `credit_jobs.adapters.ledger_sql` filters with; `tests/integration/ledger/test_text_user_ids.py` proves the two
+agree and that n shards partition the users exactly (docs/architecture.md, "Shards").
 """
 
 from __future__ import annotations

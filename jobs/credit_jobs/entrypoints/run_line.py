@@ -8,7 +8,7 @@ USECASE, and the options of `OPTIONS` / `FLAGS`, each at most once, as `--name v
 missing value, a second argument, `--`, a value that starts with `-`, bytes that are not UTF-8, shell completion —
 returns None and the line goes to the Typer app (`cli_app.main`), so help, usage errors and their one-line
 messages stay Typer's and there is nothing here to keep in step with them. A line `parse` takes is one the Typer
-command accepts with the same values (tests/integration/test_fast_start.py runs both on the same lines).
+command accepts with the same values (tests/integration/cli/test_fast_start.py runs both on the same lines).
 
 After parsing, the run is the Typer command's: the same settings reader and logging set-up as the root callback,
 the same `run_command.run_usecase`, and the same mapping of errors to one line and an exit code as `cli_app.main`.

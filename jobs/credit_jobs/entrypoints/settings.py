@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from credit_jobs.domain.contract import DEFAULT_BATCH_SIZE, PURGE_RETENTION
+from credit_jobs.domain.contract import CLEANUP_STORAGE, DEFAULT_BATCH_SIZE, PURGE_RETENTION
 from credit_jobs.domain.errors import ConfigError
 from credit_jobs.domain.grant_rules import DEFAULT_GRANT_FAMILY, validate_grant_family
 from credit_jobs.domain.limits import MAX_JOB_NAME_LENGTH
@@ -91,6 +91,8 @@ class Settings:
     creditjobs_network_timeout_seconds: float = 30.0  # every connection: TCP keepalives and tcp_user_timeout
     creditjobs_retention_days: int = DEFAULT_RETENTION_DAYS  # purge-retention: job_runs, deleted stored_files rows
     creditjobs_request_replay_days: int = DEFAULT_REQUEST_REPLAY_DAYS  # purge-retention: processed request ids
+    creditjobs_storage_file_root: str | None = None  # cleanup-storage: file:// paths only under this directory
+    s3_endpoint_url: str | None = None  # cleanup-storage: an S3-compatible store's endpoint (None: AWS)
 
 
 # The environment variables the settings read (upper case), in the order they are checked.
@@ -243,9 +245,15 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
 
 def bind_settings(spec: UsecaseSpec, settings: Settings) -> UsecaseSpec:
-    """The usecase with what it reads from the settings bound: purge-retention's retention and replay window. Every
-    entry point that runs a usecase (`run`, `backfill`, the HTTP API's local triggers) binds through here."""
-    if spec.name != PURGE_RETENTION:
-        return spec
-    policy = RetentionPolicy(settings.creditjobs_retention_days, settings.creditjobs_request_replay_days)
-    return dataclasses.replace(spec, run=functools.partial(spec.run, policy=policy))
+    """The usecase with what it reads from the settings bound: purge-retention's retention and replay window,
+    cleanup-storage's stores. Every entry point that runs a usecase (`run`, `backfill`, the HTTP API's local
+    triggers) binds through here."""
+    if spec.name == PURGE_RETENTION:
+        policy = RetentionPolicy(settings.creditjobs_retention_days, settings.creditjobs_request_replay_days)
+        return dataclasses.replace(spec, run=functools.partial(spec.run, policy=policy))
+    if spec.name == CLEANUP_STORAGE:
+        from credit_jobs.adapters.object_storage import storage_for
+
+        storage = storage_for(settings.creditjobs_storage_file_root, settings.s3_endpoint_url)
+        return dataclasses.replace(spec, run=functools.partial(spec.run, storage=storage))
+    return spec

@@ -19,7 +19,7 @@ import structlog
 
 from credit_jobs.adapters import storage_sql
 from credit_jobs.adapters.ledger_sql import KEYSET_START
-from credit_jobs.adapters.object_storage import Storage, storage_from_env
+from credit_jobs.adapters.object_storage import Storage, storage_for
 from credit_jobs.domain.run_model import RunContext, RunStats
 from credit_jobs.usecases.chunk_runner import ChunkedWork, run_chunks
 
@@ -94,4 +94,4 @@ def cleanup_storage(engine: sa.Engine, ctx: RunContext, storage: Storage | None 
         files, size = storage_sql.preview(conn, shard=ctx.shard, now=ctx.now)
     if ctx.dry_run:
         return RunStats(details={"would_delete_files": files, "would_free_bytes": size})
-    return run_chunks(engine, ctx, _Cleanup(ctx, storage or storage_from_env(), files))
+    return run_chunks(engine, ctx, _Cleanup(ctx, storage or storage_for(None, None), files))

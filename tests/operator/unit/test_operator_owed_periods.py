@@ -10,11 +10,13 @@ import pytest
 
 from credit_jobs.domain.errors import ConfigError
 from credit_operator.creditjob import parse_creditjob
-from credit_operator.missed_periods import RETRY_MAX_ATTEMPTS, FailedPeriod, plan_catch_up, plan_retries
-from credit_operator.status import (
+from credit_operator.job_views import child_jobs, runs_to_report
+from credit_operator.missed_periods import (
+    RETRY_MAX_ATTEMPTS,
+    FailedPeriod,
     anchor_time,
-    child_jobs,
-    runs_to_report,
+    plan_catch_up,
+    plan_retries,
     schedule_adoption,
     track_failed_periods,
 )

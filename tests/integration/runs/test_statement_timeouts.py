@@ -2,7 +2,7 @@
 clear "lock timeout" (exit 1, retryable) instead of hanging the run until the Job's activeDeadlineSeconds.
 
 The settings are `CREDITJOBS_STATEMENT_TIMEOUT_SECONDS` (default 300) and `CREDITJOBS_LOCK_TIMEOUT_SECONDS` (default
-30), applied with `SET LOCAL` in every transaction of the run's engine (tests/integration/test_guard_pgbouncer.py
+30), applied with `SET LOCAL` in every transaction of the run's engine (tests/integration/runs/test_guard_pgbouncer.py
 shows the same through PgBouncer).
 """
 

@@ -2,7 +2,8 @@
 
 Called the way a host application calls them: inside its own transaction, from many sessions at once, and from a
 real `psql`. The consumption order is checked against a statement of the rule written here, on generated ledgers
-(hypothesis). The Python library calls these same functions (tests/integration/test_money_path_one_implementation.py).
+(hypothesis). The Python library calls these same functions
+(tests/integration/ledger/test_money_path_one_implementation.py).
 """
 
 from __future__ import annotations

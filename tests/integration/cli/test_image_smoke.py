@@ -24,7 +24,7 @@ from tests.socket_forwarder import UnixSocketForwarder
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 IMAGE_UID = 10001  # the Dockerfile's `USER 10001:10001`, and the chart's runAsUser / runAsGroup
 
 
