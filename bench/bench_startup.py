@@ -10,7 +10,7 @@ to a baseline measured in the same run: `python -c pass` (the interpreter alone)
                time to the other processes sharing the machine's cores)
 
 The probe process runs `credit_jobs.entrypoints.cli.main(["run", "expire-credits"])` — the console script's
-`main`, what the CronJob container runs (a plain `run` line: `entrypoints/run_line.py`, no Typer) — against a
+`main`, what the CronJob container runs (a plain `run` line: `entrypoints/cli/run_line.py`, no Typer) — against a
 migrated embedded PostgreSQL, and exits at its first statement. The medians are printed, with first SQL minus
 baseline (what credit-jobs itself costs) and `python -X importtime` of the probe up to that statement: its top
 entries (cumulative) and its self time summed per top-level package (where the time goes). Target: first SQL

@@ -6,7 +6,7 @@
 - `credit-jobs trigger NAME` asks for a run now: it sets the `credits.dev/run-now` annotation (and
   `credits.dev/run-period` with `--period-key`) and prints the token; the operator does the rest.
 
-`credit_jobs.entrypoints.cli_app` (the composition root) calls `register(app)` and maps ConfigError to exit code 2.
+`credit_jobs.entrypoints.cli.app` (the composition root) calls `register(app)` and maps ConfigError to exit code 2.
 The Kubernetes client is imported by the commands when they run, never by `register`: a job pod's
 `credit-jobs run` shares this CLI and must not pay for it.
 """

@@ -23,7 +23,7 @@ from credit_jobs.adapters.database import PoolLimits
 from credit_jobs.entrypoints.api.app import ApiState, create_app
 from credit_jobs.entrypoints.api.settings import load_api_config
 from credit_jobs.entrypoints.api.triggers import LocalTriggers
-from credit_jobs.entrypoints.cli_support import run_timeouts
+from credit_jobs.entrypoints.cli.support import run_timeouts
 from credit_jobs.entrypoints.settings import load_settings
 from credit_jobs.observability.logging import configure_logging
 from tests import cli_process

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from credit_jobs.entrypoints.data_dir import ROOT_DATA_DIR, data_dir, default_data_dir
+from credit_jobs.entrypoints.cli.data_dir import ROOT_DATA_DIR, data_dir, default_data_dir
 
 HOME = Path("/home/ana")
 

@@ -16,7 +16,7 @@ from typing import Any
 import typer
 
 from credit_jobs.entrypoints.api.settings import ApiSettings
-from credit_jobs.entrypoints.cli_app import app
+from credit_jobs.entrypoints.cli.app import app
 from credit_jobs.entrypoints.settings import VARIABLES
 from credit_operator.creditjob import parse_creditjob
 from credit_operator.cronjob_manifest import ManifestDefaults, build_cronjob, build_job_from_cronjob

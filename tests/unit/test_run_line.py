@@ -1,4 +1,4 @@
-"""The fast `run` parser (`entrypoints/run_line.py`) and the Typer `run` command are one command: the same options,
+"""The fast `run` parser (`entrypoints/cli/run_line.py`) and the Typer `run` command are one command: the same options,
 and every line the fast parser takes is one Typer takes, with the same values.
 
 Typer's own parser is the reference: each line is parsed by the Typer command (`make_context`, no run) and by
@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import typer
 
-from credit_jobs.entrypoints import run_line
-from credit_jobs.entrypoints.cli_app import app
+from credit_jobs.entrypoints.cli import run_line
+from credit_jobs.entrypoints.cli.app import app
 from credit_operator.creditjob import parse_creditjob
 from credit_operator.cronjob_manifest import ManifestDefaults, build_cronjob, build_job_from_cronjob
 

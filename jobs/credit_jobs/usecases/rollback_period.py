@@ -1,11 +1,11 @@
 """rollback distribute-credits: take a whole period's grants back, so the period can be distributed again.
 
-Runs inside the run lifecycle like any usecase (`credit-jobs rollback distribute-credits`, entrypoints/cli_ops.py):
-its run id, audit row (trigger `rollback`) and guard are the distributing job's guard key — (job, period key,
-shard 0) — and it holds its (grant family, period) exclusively, which every distribution of that family and period
-holds shared, whatever its job name or shard: a rollback and a distribution of the same period never run at once,
-and whichever comes second is refused (the rollback exits 2; the distribution is skipped, exit 0, as for any live
-holder). So a redo never computes what a user kept from a snapshot taken before the rollback committed.
+Runs inside the run lifecycle like any usecase (`credit-jobs rollback distribute-credits`,
+entrypoints/cli/ops_commands.py): its run id, audit row (trigger `rollback`) and guard are the distributing job's guard
+key — (job, period key, shard 0) — and it holds its (grant family, period) exclusively, which every distribution of that
+family and period holds shared, whatever its job name or shard: a rollback and a distribution of the same period never
+run at once, and whichever comes second is refused (the rollback exits 2; the distribution is skipped, exit 0, as for
+any live holder). So a redo never computes what a user kept from a snapshot taken before the rollback committed.
 
 The work walks the period's live grants (the job's grant family) in user-id order through the shared chunk loop
 (`usecases.chunk_runner`), one chunk per transaction (`adapters.rollback_sql.rollback_chunk`): each grant's unconsumed

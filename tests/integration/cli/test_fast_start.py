@@ -1,6 +1,6 @@
 """A job pod starts fast: `credit-jobs run` checks the schema with one query (no Alembic) and never imports the
 Kubernetes client, Kopf, Alembic or the ORM models — only `operator`, `trigger` and `db upgrade` need them — nor,
-since a plain `run` line is parsed without Typer (`entrypoints/run_line.py`), Typer, Click, Rich or pydantic.
+since a plain `run` line is parsed without Typer (`entrypoints/cli/run_line.py`), Typer, Click, Rich or pydantic.
 
 The start-up time itself is measured by `bench/bench_startup.py` (no timed assertion here); this file proves the
 things that make it fast, against a real database and real processes: the imports, that the Alembic-free schema
@@ -36,7 +36,7 @@ HEAVY = (
     "rich",
     "pydantic",
     "pydantic_core",
-    "credit_jobs.entrypoints.cli_app",
+    "credit_jobs.entrypoints.cli.app",
     "kubernetes",
     "kopf",
     "alembic",
@@ -89,7 +89,7 @@ def test_the_probe_sees_a_heavy_import_when_there_is_one(database_url: str) -> N
     )
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["code"] == 0, done.stderr
-    assert {"alembic", "credit_jobs.adapters.tables", "credit_jobs.entrypoints.cli_app", "typer", "rich"} <= set(
+    assert {"alembic", "credit_jobs.adapters.tables", "credit_jobs.entrypoints.cli.app", "typer", "rich"} <= set(
         report["loaded"]
     )
 
@@ -142,7 +142,7 @@ def test_an_unmigrated_database_exits_2_before_writing(database_url: str) -> Non
 # --- the fast `run` path and the Typer command: one command -------------------------------------------------------
 
 # The Typer app's own `main`, as a process: what `credit-jobs` ran for every line before the fast path.
-_TYPER_MAIN = "import sys; from credit_jobs.entrypoints.cli_app import main; sys.exit(main(sys.argv[1:]))"
+_TYPER_MAIN = "import sys; from credit_jobs.entrypoints.cli.app import main; sys.exit(main(sys.argv[1:]))"
 _RUN_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _UNREACHABLE = "postgresql://nobody@127.0.0.1:1/none"
 

@@ -9,6 +9,7 @@ period key, trigger and shard.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import subprocess
@@ -28,13 +29,14 @@ from credit_operator.cronjob_manifest import (
     build_job_from_cronjob,
     manual_job_name,
 )
+from tests.support import creditjobs
 
 BIN = Path(sys.executable).parent
 
 
 def _has_run_command() -> bool:
     try:
-        from credit_jobs.entrypoints.cli_app import app
+        from credit_jobs.entrypoints.cli.app import app
     except ImportError:
         return False
     return any(c.name == "run" for c in app.registered_commands)
@@ -85,19 +87,14 @@ def runs(database_url: str) -> list[dict[str, Any]]:
     return list(json.loads(out.stdout))
 
 
-def creditjob(**spec: Any) -> Any:
-    return parse_creditjob(
-        {
-            "metadata": {"name": "monthly-grant", "namespace": "billing", "uid": "u"},
-            "spec": {
-                "usecase": "distribute-credits",
-                "schedule": "0 0 1 * *",
-                "timeZone": "Asia/Shanghai",
-                "params": {"batchSize": 100, "dryRun": False},
-                **spec,
-            },
-        }
-    )
+creditjob = functools.partial(
+    creditjobs.creditjob,
+    name="monthly-grant",
+    namespace="billing",
+    uid="u",
+    timeZone="Asia/Shanghai",
+    params={"batchSize": 100, "dryRun": False},
+)
 
 
 def test_the_rendered_cronjob_container_records_a_scheduled_run(database_url: str) -> None:

@@ -14,6 +14,9 @@ from typing import Any
 import kopf
 from kopf.testing import KopfRunner
 
+# Re-exported for this folder's tests: the manifest they POST (`creditjob(name, namespace, created=..., **spec)`).
+from tests.support.creditjobs import creditjob_manifest as creditjob
+
 CJ_PATH = "/apis/credits.dev/v1alpha1/namespaces/{ns}/creditjobs"
 JOBS_PATH = "/apis/batch/v1/namespaces/{ns}/jobs"
 CRONJOBS_PATH = "/apis/batch/v1/namespaces/{ns}/cronjobs"
@@ -79,18 +82,6 @@ def get(kube: Any, plural: str, namespace: str, name: str) -> dict[str, Any] | N
 
 def events_for(kube: Any, name: str) -> list[dict[str, Any]]:
     return [e for e in live(kube, "events") if (e.get("involvedObject") or {}).get("name") == name]
-
-
-def creditjob(name: str, namespace: str = "default", created: str | None = None, **spec: Any) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": name, "namespace": namespace}
-    if created:
-        meta["creationTimestamp"] = created
-    return {
-        "apiVersion": "credits.dev/v1alpha1",
-        "kind": "CreditJob",
-        "metadata": meta,
-        "spec": {"usecase": "distribute-credits", "schedule": "0 0 1 * *", **spec},
-    }
 
 
 def creditjob_status(kube: Any, namespace: str, name: str) -> dict[str, Any]:

@@ -3,13 +3,13 @@ field, hardening, deterministic names, Kubernetes schema validity (1.29 to 1.35)
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Any
 
 import kubernetes_validate
 import pytest
 
-from credit_operator.creditjob import parse_creditjob
 from credit_operator.cronjob_manifest import (
     ManifestDefaults,
     build_cronjob,
@@ -20,18 +20,13 @@ from credit_operator.cronjob_manifest import (
     params_to_args,
     refused_by_policy,
 )
+from tests.support import creditjobs
 
 DEFAULTS = ManifestDefaults(image="registry.test/credit-jobs:1.0", pushgateway_url="http://pgw:9091")
 K8S_VERSIONS = ["1.29", "1.30", "1.31", "1.32", "1.33", "1.34", "1.35"]
 
 
-def creditjob(name: str = "monthly", namespace: str = "billing", **spec: Any) -> Any:
-    return parse_creditjob(
-        {
-            "metadata": {"name": name, "namespace": namespace, "uid": "u-1", "generation": 1},
-            "spec": {"usecase": "distribute-credits", "schedule": "0 0 1 * *", **spec},
-        }
-    )
+creditjob = functools.partial(creditjobs.creditjob, name="monthly", namespace="billing", uid="u-1", generation=1)
 
 
 def container(cronjob: dict[str, Any]) -> dict[str, Any]:

@@ -3,13 +3,13 @@ and which finished runs still need their Event."""
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from credit_jobs.domain.errors import ConfigError
-from credit_operator.creditjob import parse_creditjob
 from credit_operator.job_views import child_jobs, runs_to_report
 from credit_operator.missed_periods import (
     RETRY_MAX_ATTEMPTS,
@@ -20,19 +20,21 @@ from credit_operator.missed_periods import (
     schedule_adoption,
     track_failed_periods,
 )
+from tests.support import creditjobs
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 FAILED_AT = datetime(2026, 11, 28, 12, 20, tzinfo=UTC)
 
 
-def creditjob(status: dict[str, Any] | None = None, created: str = "2026-01-01T00:00:00Z", **spec: Any) -> Any:
-    return parse_creditjob(
-        {
-            "metadata": {"name": "cj", "namespace": "ns", "generation": 1, "creationTimestamp": created},
-            "spec": {"usecase": "distribute-credits", "schedule": "0 3 * * *", "period": "daily", **spec},
-            "status": status or {},
-        }
-    )
+creditjob = functools.partial(
+    creditjobs.creditjob,
+    name="cj",
+    namespace="ns",
+    generation=1,
+    created="2026-01-01T00:00:00Z",
+    schedule="0 3 * * *",
+    period="daily",
+)
 
 
 def job(name: str, key: str, state: str, at: str = "2026-11-28T12:20:00Z", **extra: Any) -> dict[str, Any]:
@@ -132,9 +134,9 @@ def test_the_schedule_in_force_is_recorded_and_a_change_restarts_the_count() -> 
     first_hash, since = schedule_adoption(monthly, NOW, invalid=False)
     assert since == datetime(2026, 10, 15, tzinfo=UTC)  # first seen: counted from creation (catch-up as before)
     recorded = {"scheduleHash": first_hash, "scheduleSince": "2026-10-15T00:00:00Z"}
-    same = creditjob(recorded, schedule="0 0 1 * *", period="monthly", created="2026-10-15T00:00:00Z")
+    same = creditjob(status=recorded, schedule="0 0 1 * *", period="monthly", created="2026-10-15T00:00:00Z")
     assert schedule_adoption(same, NOW, invalid=False) == (first_hash, since)
-    weekly = creditjob(recorded, schedule="0 0 * * 1", period="weekly", created="2026-10-15T00:00:00Z")
+    weekly = creditjob(status=recorded, schedule="0 0 * * 1", period="weekly", created="2026-10-15T00:00:00Z")
     new_hash, changed = schedule_adoption(weekly, NOW, invalid=False)
     assert new_hash != first_hash
     assert changed == NOW
@@ -167,7 +169,7 @@ def test_moving_the_day_of_month_owes_nothing_before_the_change() -> None:
 
 
 def test_the_creditjobs_memory_of_what_ran_anchors_catch_up() -> None:
-    monthly = creditjob({"lastScheduleTime": "2026-11-01T00:00:00Z"}, schedule="0 0 1 * *", period="monthly")
+    monthly = creditjob(status={"lastScheduleTime": "2026-11-01T00:00:00Z"}, schedule="0 0 1 * *", period="monthly")
     assert anchor_time(monthly, [], None, NOW) == datetime(2026, 11, 1, tzinfo=UTC)
 
 
@@ -183,6 +185,8 @@ def test_a_failed_job_outliving_its_settled_period_is_not_owed_again() -> None:
         "failedPeriods": [{"period": "2026-11-25", "failedJobs": ["a"], "lastFailedTime": "2026-11-28T12:20:00Z"}]
     }
     (period,) = owed(
-        creditjob(previous), job("a", "2026-11-25", "failed", annotations=reported), job("r", "2026-11-25", "failed")
+        creditjob(status=previous),
+        job("a", "2026-11-25", "failed", annotations=reported),
+        job("r", "2026-11-25", "failed"),
     )
     assert period.failed_jobs == ("a", "r")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Any
 
@@ -9,22 +10,17 @@ import pytest
 
 from credit_jobs.domain.errors import ConfigError
 from credit_jobs.domain.schedule import Schedule
-from credit_operator.creditjob import parse_creditjob
 from credit_operator.missed_periods import CatchUpPlan, MissedPeriod
 from credit_operator.status import Observed, build_status, next_fire_time, schedule_interval
+from tests.support import creditjobs
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 CRON = {"metadata": {"name": "cj"}, "status": {}}
 
 
-def creditjob(status: dict[str, Any] | None = None, **spec: Any) -> Any:
-    return parse_creditjob(
-        {
-            "metadata": {"name": "cj", "namespace": "ns", "generation": 4, "creationTimestamp": "2026-01-01T00:00:00Z"},
-            "spec": {"usecase": "distribute-credits", "schedule": "0 0 1 * *", **spec},
-            "status": status or {},
-        }
-    )
+creditjob = functools.partial(
+    creditjobs.creditjob, name="cj", namespace="ns", generation=4, created="2026-01-01T00:00:00Z"
+)
 
 
 def job(name: str, state: str, scheduled: str | None = None, trigger: str = "schedule", **extra: Any) -> dict[str, Any]:

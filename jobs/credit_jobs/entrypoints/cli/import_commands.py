@@ -1,7 +1,7 @@
 """The `credit-jobs import` command group: `import saas-template` moves a SaaS template database's live
 credits into the ledger.
 
-`register(app)` adds the group to the main Typer app (entrypoints/cli.py calls it once). The command checks its input
+`register(app)` adds the group to the main Typer app (`cli/app.py` calls it once). The command checks its input
 before anything is written — the options (`domain.saas_template`), then the source schema's tables
 (`usecases.import_saas_template.verify_source`): bad input exits 2 with one line and leaves no audit row — and then
 runs the import through the run lifecycle (`lifecycle.run_lifecycle.execute_run`, trigger `import`: run id, guard,
@@ -21,8 +21,8 @@ from credit_jobs.domain.contract import EXIT_CONFIG_ERROR, IMPORT_SAAS_TEMPLATE,
 from credit_jobs.domain.errors import ConfigError
 from credit_jobs.domain.period_keys import format_key
 from credit_jobs.domain.saas_template import parse_as_of, validate_source_schema
-from credit_jobs.entrypoints.cli_options import DatabaseUrlOption
-from credit_jobs.entrypoints.cli_support import engine_for, run_timeouts, say, state, warn
+from credit_jobs.entrypoints.cli.options import DatabaseUrlOption
+from credit_jobs.entrypoints.cli.support import engine_for, run_timeouts, say, state, warn
 
 SHOWN = 5  # sample rows printed per finding (the audit row keeps 20)
 
@@ -59,7 +59,7 @@ def import_saas_template(
     """Import the template's live credits (unexpired credit_transaction grants with remaining_amount > 0) as ledger
     grants — type, expiry and month kept, so this month's distribution does not grant again — and reconcile balances
     against user_credit. A second import changes nothing."""
-    from credit_jobs.entrypoints.run_command import print_outcome, with_progress
+    from credit_jobs.entrypoints.cli.run_command import print_outcome, with_progress
     from credit_jobs.entrypoints.run_requests import run_request
     from credit_jobs.lifecycle.run_lifecycle import execute_run
     from credit_jobs.usecases.import_saas_template import (

@@ -1,5 +1,5 @@
 """`credit-jobs schedule`: the next fire times of a schedule with the period key each run would get, and DST notes.
-No database. Registered on the app by `cli_app.py` through `register(app)`; `schedule_rows` is what it prints.
+No database. Registered on the app by `cli/app.py` through `register(app)`; `schedule_rows` is what it prints.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import typer
 
 from credit_jobs.domain.errors import ConfigError
 from credit_jobs.domain.schedule import Schedule
-from credit_jobs.entrypoints.cli_options import JsonOption
+from credit_jobs.entrypoints.cli.options import JsonOption
 from credit_jobs.entrypoints.json_vocabulary import record
 
 MAX_SCHEDULE_COUNT = 1000

@@ -1,6 +1,6 @@
 """The Typer options several `credit-jobs` commands share (`--database-url`, `--json`), as annotated types.
 
-Kept apart from `cli_support` so that the run path (`run_line`, `run_command`), which uses `cli_support` but not
+Kept apart from `cli.support` so that the run path (`run_line`, `run_command`), which uses `cli.support` but not
 Typer, imports no Typer.
 """
 

@@ -1,7 +1,7 @@
 """`credit-jobs db`: the schema (`upgrade`) and the embedded default server (`url`, `shell`, `status`, `stop`).
-Registered on the app by `cli_app.py` through `register(app)`; Alembic is imported only by `upgrade`.
+Registered on the app by `cli/app.py` through `register(app)`; Alembic is imported only by `upgrade`.
 
-The embedded server outlives the command that starts it (`cli_support._embedded_server`): `url` and `shell` make
+The embedded server outlives the command that starts it (`cli.support._embedded_server`): `url` and `shell` make
 it reachable with the usual tools (`psql "$(credit-jobs db url)" -f file.sql`), `status` says whether it runs and
 where, `stop` stops it now (otherwise it stops after CREDITJOBS_EMBEDDED_IDLE_SECONDS unused).
 """
@@ -15,8 +15,8 @@ from typing import Annotated
 
 import typer
 
-from credit_jobs.entrypoints.cli_options import DatabaseUrlOption
-from credit_jobs.entrypoints.cli_support import embedded_home, engine_for, resolve_database_url, rich_out, say, state
+from credit_jobs.entrypoints.cli.options import DatabaseUrlOption
+from credit_jobs.entrypoints.cli.support import embedded_home, engine_for, resolve_database_url, rich_out, say, state
 
 db_app = typer.Typer(no_args_is_help=True, help="Database schema, and the embedded default server.")
 

@@ -1,5 +1,5 @@
 """The ledger commands of `credit-jobs`: `check` (the invariants), `consume`, `grant`, `void` (one request each,
-idempotent) and `balance` / `grants` (one user's ledger). Registered on the app by `cli_app.py` through
+idempotent) and `balance` / `grants` (one user's ledger). Registered on the app by `cli/app.py` through
 `register(app)`.
 
 Numbers are taken as text and parsed by the domain's ASCII-only parsers; every bad input is refused (exit 2)
@@ -29,8 +29,8 @@ from credit_jobs.domain.requests import (
     parse_user_id,
     validate_request_id,
 )
-from credit_jobs.entrypoints.cli_options import DatabaseUrlOption, JsonOption
-from credit_jobs.entrypoints.cli_support import (
+from credit_jobs.entrypoints.cli.options import DatabaseUrlOption, JsonOption
+from credit_jobs.entrypoints.cli.support import (
     CliState,
     engine_for,
     human_time,

@@ -2,16 +2,16 @@
 parsed without Typer, so the run reaches its first SQL statement without importing Typer, Click, Rich or pydantic
 (docs/performance.md, "Job start-up"). Every command line is offered to it first.
 
-`parse(args)` takes only the lines it can answer exactly as the Typer command (`cli_runs.run`) would: `run`, one
-USECASE, and the options of `OPTIONS` / `FLAGS`, each at most once, as `--name value` or `--name=value`; a
+`parse(args)` takes only the lines it can answer exactly as the Typer command (`cli.runs_commands.run`) would: `run`,
+one USECASE, and the options of `OPTIONS` / `FLAGS`, each at most once, as `--name value` or `--name=value`; a
 `--batch-size` of plain digits. Anything else — `--help`, `--version`, an unknown, repeated or misspelt option, a
 missing value, a second argument, `--`, a value that starts with `-`, bytes that are not UTF-8, shell completion —
-returns None and the line goes to the Typer app (`cli_app.main`), so help, usage errors and their one-line
-messages stay Typer's and there is nothing here to keep in step with them. A line `parse` takes is one the Typer
-command accepts with the same values (tests/integration/cli/test_fast_start.py runs both on the same lines).
+returns None and the line goes to the Typer app (`cli.app.main`), so help, usage errors and their one-line messages stay
+Typer's and there is nothing here to keep in step with them. A line `parse` takes is one the Typer command accepts with
+the same values (tests/integration/cli/test_fast_start.py runs both on the same lines).
 
 After parsing, the run is the Typer command's: the same settings reader and logging set-up as the root callback,
-the same `run_command.run_usecase`, and the same mapping of errors to one line and an exit code as `cli_app.main`.
+the same `run_command.run_usecase`, and the same mapping of errors to one line and an exit code as `cli.app.main`.
 `OPTIONS` and `FLAGS` mirror the Typer command's parameters; tests/unit/test_run_line.py checks they are equal.
 """
 
@@ -24,13 +24,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from credit_jobs.domain.errors import CreditJobsError
-from credit_jobs.entrypoints import run_command
-from credit_jobs.entrypoints.cli_support import CliState, warn
+from credit_jobs.entrypoints.cli import run_command
+from credit_jobs.entrypoints.cli.support import CliState, warn
 from credit_jobs.entrypoints.settings import load_settings
 from credit_jobs.observability.logging import configure_logging
 
 COMMAND = "run"
-# The options that take a value → the parameter of `cli_runs.run` they set.
+# The options that take a value → the parameter of `cli.runs_commands.run` they set.
 OPTIONS = {
     "--period-key": "period_key",
     "--shard": "shard",
@@ -46,7 +46,7 @@ EXIT_ABORTED = 130  # Ctrl-C, as Typer returns it
 
 @dataclass(frozen=True)
 class RunLine:
-    """A parsed `run` line: what `cli_runs.run` would have been called with."""
+    """A parsed `run` line: what `cli.runs_commands.run` would have been called with."""
 
     usecase: str
     options: run_command.RunOptions
@@ -106,7 +106,7 @@ def parse(args: Sequence[str]) -> RunLine | None:
 
 def run(line: RunLine) -> int:
     """Run the parsed line as the Typer app would: settings and logging (its root callback), the command, then
-    its error mapping (`cli_app.main`) — one line on stderr and the error's exit code."""
+    its error mapping (`cli.app.main`) — one line on stderr and the error's exit code."""
     try:
         settings = load_settings()
         configure_logging(settings.log_format, settings.log_level or ("info" if line.verbose else None))

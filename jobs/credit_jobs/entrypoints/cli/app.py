@@ -1,15 +1,15 @@
 """The `credit-jobs` Typer app — the composition root: one console script for people, CronJob containers and the
 operator image.
 
-Builds the Typer app, adds each command group from its module through `register(app)` (`cli_runs`: run and runs;
-`cli_ledger`: check, consume, grant, void, balance, grants; `cli_schedule`; `cli_demo`; `cli_db`; `cli_ops`:
-rollback, backfill; `cli_import`: import saas-template; `cli_api`: api; the operator's
-`operator` and `trigger` from `credit_operator.commands` — the one place `credit_jobs` imports `credit_operator`),
-reads the settings once (the root callback; `cli_support.CliState`), and maps errors to exit codes in `main`:
-0 success (or skipped), 1 failed (a retry may help), 2 configuration / usage error. Every error is printed as one
-line: `credit-jobs: error: <what, where, how to fix>`. `main(argv) -> int` handles every command line the fast path
-(`run_line`) does not take: a plain `credit-jobs run USECASE [options]` never imports this module, nor Typer, Click,
-Rich or pydantic.
+Builds the Typer app, adds each command group from its module through `register(app)` (`cli.runs_commands`: run and
+runs; `cli.ledger_commands`: check, consume, grant, void, balance, grants; `cli.schedule_command`; `cli.demo_command`;
+`cli.db_commands`; `cli.ops_commands`: rollback, backfill; `cli.import_commands`: import saas-template;
+`cli.api_command`: api; the operator's `operator` and `trigger` from `credit_operator.commands` — the one place
+`credit_jobs` imports `credit_operator`), reads the settings once (the root callback; `cli.support.CliState`), and maps
+errors to exit codes in `main`: 0 success (or skipped), 1 failed (a retry may help), 2 configuration / usage error.
+Every error is printed as one line: `credit-jobs: error: <what, where, how to fix>`. `main(argv) -> int` handles every
+command line the fast path (`run_line`) does not take: a plain `credit-jobs run USECASE [options]` never imports this
+module, nor Typer, Click, Rich or pydantic.
 
 Heavy libraries (the lifecycle's SQLAlchemy aside) are imported inside command bodies.
 """
@@ -26,8 +26,17 @@ from typer.exceptions import TyperException as TyperUsageError
 
 from credit_jobs import __version__
 from credit_jobs.domain.errors import CreditJobsError
-from credit_jobs.entrypoints import cli_api, cli_db, cli_demo, cli_import, cli_ledger, cli_ops, cli_runs, cli_schedule
-from credit_jobs.entrypoints.cli_support import CliState, warn
+from credit_jobs.entrypoints.cli import (
+    api_command,
+    db_commands,
+    demo_command,
+    import_commands,
+    ledger_commands,
+    ops_commands,
+    runs_commands,
+    schedule_command,
+)
+from credit_jobs.entrypoints.cli.support import CliState, warn
 from credit_jobs.entrypoints.settings import load_settings
 from credit_jobs.observability.logging import configure_logging
 from credit_operator.commands import register as register_operator_commands
@@ -69,17 +78,17 @@ def _root(
 
 # --- composition root: every command group joins the app here, one line each --------------------------------------
 # Registration order is the order `--help` lists the commands (and, after them, the groups db, runs, demo).
-cli_db.register(app)
-cli_runs.register(app)
-cli_ledger.register(app)
-cli_schedule.register(app)
-cli_demo.register(app)
-cli_ops.register(app)  # rollback, backfill
-cli_import.register(app)  # import saas-template
+db_commands.register(app)
+runs_commands.register(app)
+ledger_commands.register(app)
+schedule_command.register(app)
+demo_command.register(app)
+ops_commands.register(app)  # rollback, backfill
+import_commands.register(app)  # import saas-template
 # The one place credit_jobs imports credit_operator (import-linter: "the jobs core does not depend on the operator").
 # `operator` and `trigger` import Kopf and the Kubernetes client only when they run, so `credit-jobs run` never does.
 register_operator_commands(app)
-cli_api.register(app)  # `api` imports FastAPI and uvicorn only when it runs
+api_command.register(app)  # `api` imports FastAPI and uvicorn only when it runs
 
 
 # --- entry point --------------------------------------------------------------------------------------------------

@@ -16,8 +16,8 @@ from typing import Annotated, Any
 import typer
 
 from credit_jobs.domain.errors import ConfigError
-from credit_jobs.entrypoints.cli_options import DatabaseUrlOption
-from credit_jobs.entrypoints.cli_support import CliState, engine_for, run_timeouts, state
+from credit_jobs.entrypoints.cli.options import DatabaseUrlOption
+from credit_jobs.entrypoints.cli.support import CliState, engine_for, run_timeouts, state
 from credit_jobs.observability.logging import configure_logging
 
 
@@ -132,7 +132,7 @@ def api_state_for(cli: CliState, config: Any, database_url: str | None) -> Any:
 # CREDITJOBS_API_WORKERS > 1: uvicorn starts that many processes on one listening socket (the kernel spreads the
 # connections), each building its app with `worker_app` from the environment; this process supervises them (a
 # worker that dies is replaced) and serves their summed metrics.
-WORKER_APP = "credit_jobs.entrypoints.cli_api:worker_app"
+WORKER_APP = "credit_jobs.entrypoints.cli.api_command:worker_app"
 _PR_SET_PDEATHSIG = 1
 
 

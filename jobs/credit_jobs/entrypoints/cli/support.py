@@ -1,14 +1,14 @@
 """What every `credit-jobs` command module shares: the per-invocation state, the database a command works on and
-the two output streams. Typer-free (the shared Typer options are in `cli_options`), because the fast `run` path
+the two output streams. Typer-free (the shared Typer options are in `cli.options`), because the fast `run` path
 (`run_line`, `run_command`) uses it without Typer.
 
-`cli_app.py` (the composition root) reads the settings once, in its root callback, into a `CliState` it stores on
-Click's context (`run_line` builds its own); the command modules (`cli_runs.py`, `cli_ledger.py`, `cli_schedule.py`,
-`cli_demo.py`, `cli_db.py`) take it from there with `state(ctx)` and open their engine with `engine_for`. With no
-DATABASE_URL (and no --database-url) the command uses the embedded PostgreSQL of the per-user data directory
-(`entrypoints/data_dir.py`; CREDITJOBS_DATA_DIR overrides it): the running server when there is one, else it starts
-it and leaves it running for the next command until CREDITJOBS_EMBEDDED_IDLE_SECONDS pass unused
-(`adapters/embedded_idle.py`) or `credit-jobs db stop`.
+`cli/app.py` (the composition root) reads the settings once, in its root callback, into a `CliState` it stores on
+Click's context (`run_line` builds its own); the command modules (`cli/runs_commands.py`, `cli/ledger_commands.py`,
+`cli/schedule_command.py`, `cli/demo_command.py`, `cli/db_commands.py`) take it from there with `state(ctx)` and open
+their engine with `engine_for`. With no DATABASE_URL (and no --database-url) the command uses the embedded PostgreSQL of
+the per-user data directory (`entrypoints/cli/data_dir.py`; CREDITJOBS_DATA_DIR overrides it): the running server when
+there is one, else it starts it and leaves it running for the next command until CREDITJOBS_EMBEDDED_IDLE_SECONDS pass
+unused (`adapters/embedded_idle.py`) or `credit-jobs db stop`.
 
 Output: one-line messages go through `say` / `warn` (plain writes: a line stays one line on a pipe or in a pod
 log); Rich is imported only by the commands that draw tables or a progress bar (`rich_out`), so that
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from credit_jobs.domain.errors import ConfigError
-from credit_jobs.entrypoints.data_dir import LEGACY_DATA_DIR, data_dir
+from credit_jobs.entrypoints.cli.data_dir import LEGACY_DATA_DIR, data_dir
 from credit_jobs.entrypoints.settings import Settings
 
 if TYPE_CHECKING:
@@ -205,7 +205,7 @@ def print_fitted_table(
     from rich import box
     from rich.table import Table
 
-    from credit_jobs.entrypoints.table_fit import fit
+    from credit_jobs.entrypoints.cli.table_fit import fit
 
     out = rich_out()
     fitted = fit(headers, rows, out.width, drop_first, shortenable)

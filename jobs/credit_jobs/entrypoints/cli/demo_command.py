@@ -1,5 +1,5 @@
 """`credit-jobs demo` (seed, distribute, consume some, expire, check — one summary table; `demo_flow.py`) and
-`credit-jobs demo seed`. Registered on the app by `cli_app.py` through `register(app)`.
+`credit-jobs demo seed`. Registered on the app by `cli/app.py` through `register(app)`.
 
 With the embedded default the demo gets its own fresh database (`credit_jobs_demo`), so its numbers are its own.
 """
@@ -10,8 +10,8 @@ from typing import Annotated
 
 import typer
 
-from credit_jobs.entrypoints.cli_options import DatabaseUrlOption
-from credit_jobs.entrypoints.cli_support import engine_for, resolve_database_url, rich_out, state
+from credit_jobs.entrypoints.cli.options import DatabaseUrlOption
+from credit_jobs.entrypoints.cli.support import engine_for, resolve_database_url, rich_out, state
 from credit_jobs.observability.logging import configure_logging
 
 demo_app = typer.Typer(help="Seed sample data and run the whole flow on it.")
@@ -60,7 +60,7 @@ def demo(
     if ctx.invoked_subcommand is not None:
         return 0
     from credit_jobs.adapters import schema_migrations
-    from credit_jobs.entrypoints.demo_flow import run_demo
+    from credit_jobs.entrypoints.cli.demo_flow import run_demo
 
     cli = state(ctx)
     if cli.settings.log_level is None:  # the summary table tells the story, the deliberate warnings included

@@ -1,6 +1,6 @@
-"""How `credit-jobs run` runs a usecase once, shared by its two parsers: the Typer command (`cli_runs.run`) and the
-Typer-free fast path every CronJob container takes (`run_line`). Also the progress bar and the outcome line that
-`cli_ops` (rollback, backfill) reuse.
+"""How `credit-jobs run` runs a usecase once, shared by its two parsers: the Typer command (`cli.runs_commands.run`) and
+the Typer-free fast path every CronJob container takes (`run_line`). Also the progress bar and the outcome line that
+`cli.ops_commands` (rollback, backfill) reuse.
 
 Typer-free and light at the top, because every CronJob run imports it (bench/bench_startup.py): the lifecycle,
 the usecases and Rich are imported by the functions that use them, Rich only for a terminal's progress bar.
@@ -17,7 +17,7 @@ from credit_jobs.domain.contract import TRIGGERS, Trigger
 from credit_jobs.domain.errors import ConfigError
 from credit_jobs.domain.period_keys import parse_period
 from credit_jobs.domain.sharding import Shard, parse_shard, shard_from_env
-from credit_jobs.entrypoints.cli_support import CliState, engine_for, rich_err, run_timeouts, say, warn
+from credit_jobs.entrypoints.cli.support import CliState, engine_for, rich_err, run_timeouts, say, warn
 
 if TYPE_CHECKING:
     import sqlalchemy as sa

@@ -1,5 +1,5 @@
 """`credit-jobs run` (one usecase inside the run lifecycle: what every CronJob container runs) and the `runs` group
-(`runs list`, `runs show`: the audit trail). Registered on the app by `cli_app.py` through `register(app)`.
+(`runs list`, `runs show`: the audit trail). Registered on the app by `cli/app.py` through `register(app)`.
 
 `run` here is the Typer command: its parameters are the option list (`--help`, usage errors) and it calls
 `run_command.run_usecase`. A plain `run` line never reaches it: `cli.main` hands those to `run_line`, which parses
@@ -17,9 +17,10 @@ import typer
 
 from credit_jobs.domain.contract import USECASES
 from credit_jobs.domain.errors import ConfigError
-from credit_jobs.entrypoints import run_command
-from credit_jobs.entrypoints.cli_options import DatabaseUrlOption, JsonOption
-from credit_jobs.entrypoints.cli_support import (
+from credit_jobs.entrypoints.cli import run_command
+from credit_jobs.entrypoints.cli.options import DatabaseUrlOption, JsonOption
+from credit_jobs.entrypoints.cli.run_command import RunOptions
+from credit_jobs.entrypoints.cli.support import (
     engine_for,
     human_time,
     print_fitted_table,
@@ -29,7 +30,6 @@ from credit_jobs.entrypoints.cli_support import (
 )
 from credit_jobs.entrypoints.json_vocabulary import run_json
 from credit_jobs.entrypoints.json_vocabulary import value as json_value
-from credit_jobs.entrypoints.run_command import RunOptions
 from credit_jobs.observability.logging import configure_logging
 
 if TYPE_CHECKING:

@@ -1,8 +1,8 @@
 """The ops commands of `credit-jobs`: `rollback distribute-credits` and `backfill`.
 
-`register(app)` adds them to the main Typer app (entrypoints/cli_app.py calls it once). Each runs through the run
+`register(app)` adds them to the main Typer app (entrypoints/cli/app.py calls it once). Each runs through the run
 lifecycle (`lifecycle.run_lifecycle.execute_run`: run id, guard, audit row with its trigger, logs, metrics), with
-the shared CLI plumbing of `cli_support` (settings, engine with the embedded default) and `run_command` (progress bar,
+the shared CLI plumbing of `cli.support` (settings, engine with the embedded default) and `run_command` (progress bar,
 outcome line). Only light modules are imported at the top, so registering this module costs `credit-jobs run`
 nothing (bench/bench_startup.py).
 """
@@ -22,8 +22,8 @@ from credit_jobs.domain.errors import ConfigError
 from credit_jobs.domain.limits import MAX_JOB_NAME_LENGTH
 from credit_jobs.domain.period_ranges import MAX_UNCONFIRMED_PERIODS, check_jobs_period, period_of_key, period_range
 from credit_jobs.domain.requests import parse_user_id
-from credit_jobs.entrypoints.cli_options import DatabaseUrlOption
-from credit_jobs.entrypoints.cli_support import (
+from credit_jobs.entrypoints.cli.options import DatabaseUrlOption
+from credit_jobs.entrypoints.cli.support import (
     CliState,
     engine_for,
     jobs_period,
@@ -95,7 +95,7 @@ def rollback_distribute(
     """Void the unconsumed remainder of every grant of a period (or of some users), mark the grants rolled back and
     lower balances; the period can then be distributed again, less what users already spent. Refused (exit 2)
     while a run of the job and period is live."""
-    from credit_jobs.entrypoints.run_command import print_outcome, with_progress
+    from credit_jobs.entrypoints.cli.run_command import print_outcome, with_progress
     from credit_jobs.lifecycle.run_lifecycle import execute_run
     from credit_jobs.usecases.rollback_period import RollbackScope, rollback_usecase
 
@@ -225,7 +225,7 @@ def backfill(
 ) -> int:
     """Run a usecase for every period from --from to --to, oldest first, each its own audited run (trigger
     backfill). A done period re-runs cheaply; the walk stops at the first period that fails (exit 1, named)."""
-    from credit_jobs.entrypoints.run_command import WALKED, with_progress
+    from credit_jobs.entrypoints.cli.run_command import WALKED, with_progress
     from credit_jobs.lifecycle.backfill import run_backfill
     from credit_jobs.lifecycle.run_lifecycle import RunOutcome, execute_run
     from credit_jobs.usecases.registry import get_usecase
