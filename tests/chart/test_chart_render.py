@@ -27,7 +27,7 @@ from chart_support import (
     package_version,
 )
 
-from tests.crd_admission import admission_errors
+from tests.support.crd_admission import admission_errors
 
 # Kinds kubernetes-validate cannot know (custom resources); each is checked another way below.
 CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule", "CreditJob"}

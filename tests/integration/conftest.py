@@ -1,4 +1,4 @@
-"""Integration fixtures: an engine on a fresh migrated database, `run_usecase` (tests/integration/run_support.py)
+"""Integration fixtures: an engine on a fresh migrated database, `run_usecase` (tests/support/runs.py)
 to run usecases in-process through the real run lifecycle against the real PostgreSQL, and `cli` to call the
 `credit-jobs` CLI's `main` in-process on that database. Tests import helpers from the support modules, never from
 here."""
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from credit_jobs.adapters import database
 from credit_jobs.entrypoints.cli import main
-from tests.integration.run_support import RunUsecase, usecase_runner
+from tests.support.runs import RunUsecase, usecase_runner
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ import sqlalchemy as sa
 from credit_jobs.adapters import database
 from credit_jobs.usecases.check_invariants import check_invariants
 from credit_jobs.usecases.demo_data import seed_demo_data
-from tests import cli_process
-from tests.integration.ledger_helpers import ELIGIBLE_SQL, rows, scalar
+from tests.support import cli_process
+from tests.support.ledger import ELIGIBLE_SQL, rows, scalar
 
 pytestmark = pytest.mark.slow
 

@@ -15,8 +15,8 @@ from credit_jobs.adapters.embedded_database import EmbeddedPostgres, start_embed
 from credit_jobs.adapters.schema_migrations import upgrade_schema
 from credit_jobs.usecases.check_invariants import check_invariants
 from credit_jobs.usecases.demo_data import seed_demo_data
-from tests import cli_process
-from tests.integration.ledger_helpers import ELIGIBLE_SQL, scalar
+from tests.support import cli_process
+from tests.support.ledger import ELIGIBLE_SQL, scalar
 
 pytestmark = pytest.mark.slow
 

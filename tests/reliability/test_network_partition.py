@@ -6,8 +6,8 @@ CREDITJOBS_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS 60 s); the rerun then completes t
 Before: the run waited as long as the partition lasted (the kernel's ~2 h 11 min for a real half-open socket), its
 chunk transaction stayed `idle in transaction` holding row locks, and a run of another period failed behind them.
 
-The partition is real (tests/network_partition.py): the run is a real process in its own network namespace, every
-packet in the cut direction is dropped by the kernel. The deadlines below (150 s) are far beyond the defaults, to
+The partition is real (tests/support/network_partition.py): the run is a real process in its own network namespace,
+every packet in the cut direction is dropped by the kernel. The deadlines below (150 s) are far beyond the defaults, to
 tell "bounded" from "waits for the partition to end", not to time anything.
 """
 
@@ -23,9 +23,9 @@ from sqlalchemy.engine import make_url
 from credit_jobs.adapters import database
 from credit_jobs.usecases.check_invariants import check_invariants
 from credit_jobs.usecases.demo_data import seed_demo_data
-from tests import cli_process
-from tests.integration.ledger_helpers import ELIGIBLE_SQL, scalar
-from tests.network_partition import Direction, Partition, stranded_lock_holders
+from tests.support import cli_process
+from tests.support.ledger import ELIGIBLE_SQL, scalar
+from tests.support.network_partition import Direction, Partition, stranded_lock_holders
 
 pytestmark = pytest.mark.slow
 

@@ -14,8 +14,8 @@ import sqlalchemy as sa
 
 from credit_jobs.adapters import database
 from credit_jobs.usecases.check_invariants import check_invariants
-from tests import cli_process
-from tests.integration.ledger_helpers import add_policy, scalar
+from tests.support import cli_process
+from tests.support.ledger import add_policy, scalar
 
 pytestmark = pytest.mark.slow
 

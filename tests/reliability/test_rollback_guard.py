@@ -18,9 +18,9 @@ import sqlalchemy as sa
 from credit_jobs.adapters import database
 from credit_jobs.domain.sharding import shard_of
 from credit_jobs.usecases.check_invariants import check_invariants
-from tests import cli_process
-from tests.integration.ledger_helpers import add_policy, add_users, rows, scalar
-from tests.integration.saas_template import create_template_with_one_live_grant
+from tests.support import cli_process
+from tests.support.ledger import add_policy, add_users, rows, scalar
+from tests.support.saas_template import create_template_with_one_live_grant
 
 PERIOD = "2026-11"
 USERS = 50

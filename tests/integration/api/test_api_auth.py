@@ -13,7 +13,7 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from tests.integration.api_support import (
+from tests.support.api import (
     BASIC_PASSWORD,
     BASIC_USER,
     LEDGER_TOKEN,

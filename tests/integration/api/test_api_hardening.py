@@ -16,7 +16,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.integration.api_support import (
+from tests.support.api import (
     BASIC_PASSWORD,
     BASIC_USER,
     LEDGER_TOKEN,
@@ -26,7 +26,7 @@ from tests.integration.api_support import (
     bearer,
     served_api_process,
 )
-from tests.integration.ledger_helpers import add_users, scalar
+from tests.support.ledger import add_users, scalar
 
 CHART_MEMORY_LIMIT = 256 * 1024 * 1024  # charts/credit-jobs values.yaml: api.resources.limits.memory (256Mi)
 BIG_BODY = 150 * 1024 * 1024

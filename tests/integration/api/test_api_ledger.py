@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import sqlalchemy as sa
 
-from tests.integration.api_support import (
+from tests.support.api import (
     BASIC_PASSWORD,
     BASIC_USER,
     LEDGER_TOKEN,
@@ -23,7 +23,7 @@ from tests.integration.api_support import (
     basic,
     bearer,
 )
-from tests.integration.ledger_helpers import add_policy, add_users, scalar
+from tests.support.ledger import add_policy, add_users, scalar
 
 WRITE = bearer(LEDGER_TOKEN)
 

@@ -16,9 +16,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests import cli_process
-from tests.cli_process import cli_env
-from tests.integration.api_support import (
+from tests.support import cli_process
+from tests.support.api import (
     BASIC_PASSWORD,
     BASIC_USER,
     LEDGER_TOKEN,
@@ -31,7 +30,8 @@ from tests.integration.api_support import (
     served_api,
     wait_until_serving,
 )
-from tests.integration.ledger_helpers import add_policy, add_users, scalar
+from tests.support.cli_process import cli_env
+from tests.support.ledger import add_policy, add_users, scalar
 
 
 @pytest.fixture

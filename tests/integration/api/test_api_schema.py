@@ -38,9 +38,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from credit_jobs.adapters import database, run_audit
-from tests import cli_process
-from tests.integration.api_support import READ_TOKEN, TOKENS, api_client, bearer, metrics_text, served_api
-from tests.integration.ledger_helpers import add_policy, add_users
+from tests.support import cli_process
+from tests.support.api import READ_TOKEN, TOKENS, api_client, bearer, metrics_text, served_api
+from tests.support.ledger import add_policy, add_users
 
 FUZZ_TOKEN = "fuzz-token-0123456789abcdef0123456789"
 FUZZ_ENV = {

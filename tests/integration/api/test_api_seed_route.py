@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from credit_jobs.adapters import run_audit
 from credit_jobs.entrypoints.api.triggers import ClusterTriggers
 from credit_operator.cronjob_manifest import manual_job_name
-from tests.integration.api_support import BASIC_PASSWORD, BASIC_USER, basic, served_api
+from tests.support.api import BASIC_PASSWORD, BASIC_USER, basic, served_api
 
 UNREACHABLE = "postgresql://credit:secret@127.0.0.1:1/ledger"
 

@@ -27,8 +27,8 @@ from credit_jobs.domain.run_model import RunContext, RunStats, UsecaseSpec
 from credit_jobs.entrypoints.api.settings import WORKER_THREADS
 from credit_jobs.entrypoints.api.triggers import LocalTriggers
 from credit_jobs.usecases import registry
-from tests.integration.api_support import LEDGER_TOKEN, READ_TOKEN, RUNS_TOKEN, api_client, bearer, served_api
-from tests.integration.ledger_helpers import add_users, scalar
+from tests.support.api import LEDGER_TOKEN, READ_TOKEN, RUNS_TOKEN, api_client, bearer, served_api
+from tests.support.ledger import add_users, scalar
 
 WRITE = bearer(LEDGER_TOKEN)
 CONSUME = "/api/v1/users/42/consume"

@@ -24,10 +24,10 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from tests import cli_process
-from tests.cli_process import cli_env
-from tests.integration.api_support import LEDGER_TOKEN, READ_TOKEN, api_env, bearer, free_port, served_api_process
-from tests.integration.ledger_helpers import add_users, fill_balance_to, scalar
+from tests.support import cli_process
+from tests.support.api import LEDGER_TOKEN, READ_TOKEN, api_env, bearer, free_port, served_api_process
+from tests.support.cli_process import cli_env
+from tests.support.ledger import add_users, fill_balance_to, scalar
 
 USERS = 10
 CONSUME, BALANCE = "/api/v1/users/{user}/consume", "/api/v1/users/{user}/balance"

@@ -9,8 +9,8 @@ import pytest
 import sqlalchemy as sa
 
 from credit_jobs.usecases.check_invariants import CHECKS
-from tests import cli_process
-from tests.integration.ledger_helpers import add_policy, add_users, scalar
+from tests.support import cli_process
+from tests.support.ledger import add_policy, add_users, scalar
 
 
 def _seed(engine: sa.Engine) -> None:

@@ -21,8 +21,8 @@ import pytest
 import sqlalchemy as sa
 
 from credit_jobs import __version__
-from tests import cli_process
-from tests.integration.ledger_helpers import add_policy, add_users, live_month, scalar
+from tests.support import cli_process
+from tests.support.ledger import add_policy, add_users, live_month, scalar
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 

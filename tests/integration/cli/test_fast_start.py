@@ -22,8 +22,8 @@ from alembic.script import ScriptDirectory
 
 from credit_jobs.adapters import database, schema_migrations
 from credit_jobs.domain.errors import ConfigError
-from tests import cli_process
-from tests.cli_process import cli_env, libpq_url
+from tests.support import cli_process
+from tests.support.cli_process import cli_env, libpq_url
 
 # The Kubernetes client and Kopf (operator/trigger only), Alembic (db upgrade only), the ORM models (migrations
 # and tests only; about a third of the CLI's import time), pydantic-settings (the operator's and the API's settings

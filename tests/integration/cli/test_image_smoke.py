@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.integration.ledger_helpers import ELIGIBLE_SQL, add_policy, add_users, scalar
-from tests.socket_forwarder import UnixSocketForwarder
+from tests.support.ledger import ELIGIBLE_SQL, add_policy, add_users, scalar
+from tests.support.socket_forwarder import UnixSocketForwarder
 
 pytestmark = pytest.mark.slow
 

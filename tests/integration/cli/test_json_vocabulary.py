@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from tests import cli_process
-from tests.integration.api_support import LEDGER_TOKEN, READ_TOKEN, api_client, bearer
-from tests.integration.ledger_helpers import add_policy, add_users, live_month
+from tests.support import cli_process
+from tests.support.api import LEDGER_TOKEN, READ_TOKEN, api_client, bearer
+from tests.support.ledger import add_policy, add_users, live_month
 
 _ISO_WITH_OFFSET = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?[+-]\d\d:\d\d$")
 _CAMEL = re.compile(r"^[a-z][a-zA-Z0-9]*$")

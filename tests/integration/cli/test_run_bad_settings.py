@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from tests import cli_process
-from tests.integration.ledger_helpers import add_policy, add_users, scalar
+from tests.support import cli_process
+from tests.support.ledger import add_policy, add_users, scalar
 
 CASES: list[tuple[str, dict[str, str], list[str], str]] = [
     # (id, environment, extra arguments, text the one error line must contain)

@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from credit_jobs.adapters.db_clock import database_now
 from credit_jobs.adapters.run_guard import RunGuard, guard_key
 from credit_jobs.entrypoints.cli import main
-from tests.integration.ledger_helpers import add_policy, add_users, live_month, rows
-from tests.integration.run_support import RunUsecase
+from tests.support.ledger import add_policy, add_users, live_month, rows
+from tests.support.runs import RunUsecase
 
 Cli = Callable[..., tuple[int, dict[str, Any], str]]
 

@@ -24,8 +24,8 @@ from credit_jobs.domain.run_model import UsecaseSpec
 from credit_jobs.lifecycle.run_lifecycle import RunOutcome, RunRequest, execute_run
 from credit_jobs.usecases.cleanup_storage import cleanup_storage
 from credit_jobs.usecases.registry import get_usecase
-from tests import cli_process
-from tests.integration.ledger_helpers import NOW, rows, scalar
+from tests.support import cli_process
+from tests.support.ledger import NOW, rows, scalar
 
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
 

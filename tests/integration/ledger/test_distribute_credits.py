@@ -9,8 +9,8 @@ import sqlalchemy as sa
 
 from credit_jobs.domain.limits import MAX_BALANCE
 from credit_jobs.domain.sharding import Shard
-from tests.integration.ledger_helpers import NOW, add_policy, add_users, fill_balance_to, rows, scalar
-from tests.integration.run_support import RunUsecase
+from tests.support.ledger import NOW, add_policy, add_users, fill_balance_to, rows, scalar
+from tests.support.runs import RunUsecase
 
 
 def _standard_users(engine: sa.Engine) -> None:

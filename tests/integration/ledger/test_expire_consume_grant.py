@@ -12,8 +12,8 @@ from credit_jobs.domain.errors import ConfigError, InsufficientCredits
 from credit_jobs.usecases.check_invariants import check_invariants
 from credit_jobs.usecases.consume import consume
 from credit_jobs.usecases.grant import grant
-from tests.integration.ledger_helpers import NOW, rows, scalar
-from tests.integration.run_support import RunUsecase
+from tests.support.ledger import NOW, rows, scalar
+from tests.support.runs import RunUsecase
 
 
 def _gift(engine: sa.Engine, user_id: int, amount: int, key: str, expires_in_days: int | None) -> int:

@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from credit_jobs.adapters import schema_migrations
 from credit_jobs.domain.grant_rules import grant_expiry
 from credit_jobs.usecases.check_invariants import check_invariants
-from tests.integration.ledger_helpers import NOW, add_policy, add_users, rows, scalar
-from tests.integration.run_support import RunUsecase
+from tests.support.ledger import NOW, add_policy, add_users, rows, scalar
+from tests.support.runs import RunUsecase
 
 
 def _plans(engine: sa.Engine) -> None:

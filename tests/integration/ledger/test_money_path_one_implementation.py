@@ -23,8 +23,8 @@ from credit_jobs.usecases.check_invariants import check_invariants
 from credit_jobs.usecases.consume import consume
 from credit_jobs.usecases.grant import grant
 from credit_jobs.usecases.void_grant import void_grant
-from tests import cli_process
-from tests.integration.ledger_helpers import add_users, scalar
+from tests.support import cli_process
+from tests.support.ledger import add_users, scalar
 
 
 def _sqlstate(exc: BaseException) -> str | None:

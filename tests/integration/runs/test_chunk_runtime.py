@@ -24,9 +24,9 @@ from credit_jobs.usecases.check_invariants import check_invariants
 from credit_jobs.usecases.cleanup_storage import cleanup_storage
 from credit_jobs.usecases.registry import get_usecase
 from credit_jobs.usecases.void_grant import void_grant
-from tests import cli_process
-from tests.integration.ledger_helpers import NOW, add_policy, fill_balance_to, rows, scalar
-from tests.integration.run_support import RunUsecase
+from tests.support import cli_process
+from tests.support.ledger import NOW, add_policy, fill_balance_to, rows, scalar
+from tests.support.runs import RunUsecase
 
 USERS = 20_000
 POISONED = "12345"

@@ -17,8 +17,8 @@ import pytest
 import sqlalchemy as sa
 
 from credit_jobs.adapters.embedded_database import EmbeddedPostgres, start_embedded
-from tests import cli_process
-from tests.integration.ledger_helpers import scalar
+from tests.support import cli_process
+from tests.support.ledger import scalar
 
 SECRET = "s3cret-pw"
 

@@ -27,9 +27,9 @@ from credit_jobs.adapters import database
 from credit_jobs.adapters.embedded_database import EmbeddedPostgres
 from credit_jobs.adapters.run_guard import RunGuard, guard_key
 from credit_jobs.usecases.check_invariants import check_invariants
-from tests import cli_process
-from tests.integration.ledger_helpers import add_policy, add_users, rows, scalar
-from tests.pgbouncer import PgBouncer, advisory_locks, start_pgbouncer
+from tests.support import cli_process
+from tests.support.ledger import add_policy, add_users, rows, scalar
+from tests.support.pgbouncer import PgBouncer, advisory_locks, start_pgbouncer
 
 USERS = 1000
 JOB = "monthly"

@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from credit_jobs.adapters import database
 from credit_jobs.adapters.run_guard import guard_key
 from credit_jobs.domain.sharding import Shard
-from tests.integration.ledger_helpers import NOW, add_policy, add_users, rows, scalar
-from tests.integration.run_support import RunUsecase
+from tests.support.ledger import NOW, add_policy, add_users, rows, scalar
+from tests.support.runs import RunUsecase
 
 
 def test_a_run_finding_a_live_holder_is_recorded_as_skipped_and_exits_0(

@@ -17,8 +17,8 @@ from credit_jobs.domain.period_keys import Period
 from credit_jobs.domain.run_model import RunContext, RunStats, UsecaseSpec
 from credit_jobs.entrypoints.cli import main
 from credit_jobs.usecases import registry
-from tests import cli_process
-from tests.integration.ledger_helpers import add_policy, add_users, rows, scalar
+from tests.support import cli_process
+from tests.support.ledger import add_policy, add_users, rows, scalar
 
 PROBE = "probe-session-settings"
 

@@ -12,7 +12,7 @@ from alembic import command
 from credit_jobs.adapters import schema_migrations
 from credit_jobs.usecases.consume import consume
 from credit_jobs.usecases.grant import grant
-from tests.integration.ledger_helpers import add_users, scalar
+from tests.support.ledger import add_users, scalar
 
 INDEXES = ("credit_grants_live_by_user", "credit_grants_user_history", "credit_entries_grant")
 

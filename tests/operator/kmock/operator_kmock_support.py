@@ -21,7 +21,7 @@ CJ_PATH = "/apis/credits.dev/v1alpha1/namespaces/{ns}/creditjobs"
 JOBS_PATH = "/apis/batch/v1/namespaces/{ns}/jobs"
 CRONJOBS_PATH = "/apis/batch/v1/namespaces/{ns}/cronjobs"
 MERGE = {"Content-Type": "application/merge-patch+json"}
-NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)  # the operator's pinned clock (tests.instants.NOW's instant)
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)  # the operator's pinned clock (tests.support.instants.NOW's instant)
 STARTUP = 1.0  # discovery, initial LIST, WATCH: before this, a created object may reach the operator as its LIST
 
 

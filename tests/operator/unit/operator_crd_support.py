@@ -15,7 +15,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from tests import crd_admission
+from tests.support import crd_admission
 
 ROOT = Path(__file__).resolve().parents[3]
 CRD_PATH = ROOT / "charts" / "credit-jobs" / "crds" / "creditjobs.yaml"

@@ -20,7 +20,7 @@ from operator_crd_support import (
 )
 
 from credit_operator.creditjob import CreditJobSpec, parse_spec
-from tests.crd_admission import apply_defaults
+from tests.support.crd_admission import apply_defaults
 
 
 def cj(name: str = "monthly-credits", **spec: Any) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from typing import Literal
 
 import sqlalchemy as sa
 
-from tests.socket_forwarder import UnixSocketForwarder
+from tests.support.socket_forwarder import UnixSocketForwarder
 
 Direction = Literal["both", "to_client", "to_server"]
 

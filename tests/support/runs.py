@@ -11,7 +11,7 @@ from typing import Any
 from credit_jobs.adapters import database
 from credit_jobs.lifecycle.run_lifecycle import RunOutcome, RunRequest, execute_run
 from credit_jobs.usecases.registry import get_usecase
-from tests.instants import NOW
+from tests.support.instants import NOW
 
 RunUsecase = Callable[..., RunOutcome]
 

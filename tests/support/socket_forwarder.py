@@ -1,5 +1,5 @@
 """A plain TCP forwarder to the embedded PostgreSQL's Unix socket (which listens on no TCP port), for tests whose
-client must connect over TCP: a process in its own network namespace (tests/network_partition.py), or one in a
+client must connect over TCP: a process in its own network namespace (tests/support/network_partition.py), or one in a
 sandbox (tests/e2e/test_image_smoke.py). Threads; closed with the context manager."""
 
 from __future__ import annotations

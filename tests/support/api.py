@@ -26,8 +26,8 @@ from credit_jobs.entrypoints.api.triggers import LocalTriggers
 from credit_jobs.entrypoints.cli.support import run_timeouts
 from credit_jobs.entrypoints.settings import load_settings
 from credit_jobs.observability.logging import configure_logging
-from tests import cli_process
-from tests.cli_process import cli_env
+from tests.support import cli_process
+from tests.support.cli_process import cli_env
 
 BASIC_USER = "scheduler"
 BASIC_PASSWORD = "pa:ss:word-with-colons"  # the seed's template cut this at the first ':'

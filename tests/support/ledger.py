@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from credit_jobs.adapters.db_clock import database_now
 from credit_jobs.domain.period_keys import Period, format_key
 
-# The shared instant (tests/instants.py), re-exported for the tests that import it from here.
-from tests.instants import NOW as NOW
+# The shared instant (tests/support/instants.py), re-exported for the tests that import it from here.
+from tests.support.instants import NOW as NOW
 
 # Users the data makes eligible for a grant (active or lifetime, not banned, plan with a policy) — the tests' own
 # statement of the rule, independent of the SQL under test.
