@@ -10,7 +10,7 @@ posts a Kubernetes Event). `now` is passed in.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -130,7 +130,7 @@ def reconcile(
     # active (Replace never kills a run to catch up — the periods are all owed).
     spec = step.creditjob.spec
     if not step.problems and not spec.suspend and spec.concurrency_policy != "Allow":
-        _release_queued(api, step.creditjob, step.jobs, step.decide)
+        _release_queued(step)
     status = _write_status(step, plan, manual_token)  # 9
     return _outcome(step, status, plan)  # 10
 
@@ -257,7 +257,7 @@ def _handle_run_now(step: _Pass) -> str | None:
             f"{MAX_RUN_NOW_TOKEN} characters (use `credit-jobs trigger`, or a short unique value)",
         )
         return remembered
-    created = _run_now(step.api, creditjob, step.cronjob, token, step.problems, step.decide)
+    created = _run_now(step, token)
     if created is not None:
         step.jobs.append(created)
     return remembered
@@ -288,7 +288,7 @@ def _plan_catch_up(step: _Pass) -> CatchUpPlan | None:
         max_periods=spec.catch_up_max_periods,
         covered_keys={v.period_key for v in views if v.period_key} | {f.key for f in step.failed},
     )
-    created = _catch_up(step.api, creditjob, step.cronjob, plan, step.decide, failed=step.failed, now=now)
+    created = _catch_up(step, step.cronjob, plan)
     step.jobs += created
     step.failed = mark_in_progress(step.failed, child_jobs(created, creditjob))  # retries just created: in progress
     return plan
@@ -311,7 +311,7 @@ def _write_status(step: _Pass, plan: CatchUpPlan | None, manual_token: str | Non
         step.api.patch_creditjob_status(creditjob.namespace, creditjob.name, status)
     # One RunSucceeded / RunFailed Event per finished Job, marked on the Job only now that the status recording its
     # outcome (an owed period) is written: a failed write leaves it unmarked, so the next pass counts it again.
-    _report_finished_runs(step.api, creditjob, step.jobs, step.now, step.decide)
+    _report_finished_runs(step)
     return status
 
 
@@ -358,17 +358,11 @@ def _create_job(api: KubeApi, job: dict[str, Any]) -> tuple[dict[str, Any], bool
 MAX_RUN_NOW_TOKEN = 63
 
 
-def _run_now(
-    api: KubeApi,
-    creditjob: CreditJob,
-    cronjob: Mapping[str, Any] | None,
-    token: str,
-    problems: list[str],
-    decide: Emit,
-) -> dict[str, Any] | None:
+def _run_now(step: _Pass, token: str) -> dict[str, Any] | None:
     """Create the run-now Job, or reject the request with a Warning (the token is recorded either way, so a
     bad request is not retried forever; a new token asks again)."""
-    if problems or cronjob is None:
+    api, creditjob, cronjob, decide = step.api, step.creditjob, step.cronjob, step.decide
+    if step.problems or cronjob is None:
         decide("Warning", "RunNowRejected", f"run-now {token!r} ignored: the spec is invalid")
         return None
     spec = creditjob.spec
@@ -414,17 +408,9 @@ def _token_recorded(api: KubeApi, creditjob: CreditJob, token: str) -> bool:
     return bool((current.get("status") or {}).get("lastManualRunToken") == token)
 
 
-def _catch_up(
-    api: KubeApi,
-    creditjob: CreditJob,
-    cronjob: Mapping[str, Any],
-    plan: CatchUpPlan,
-    decide: Emit,
-    *,
-    failed: Sequence[FailedPeriod] = (),
-    now: datetime,
-) -> list[dict[str, Any]]:
-    """Create the Jobs the plan says (missed periods) and the retries that are due (owed failed periods)."""
+def _catch_up(step: _Pass, cronjob: Mapping[str, Any], plan: CatchUpPlan) -> list[dict[str, Any]]:
+    """Create the Jobs the plan says (missed periods) and the retries that are due (the pass's owed periods)."""
+    creditjob, decide, failed = step.creditjob, step.decide, step.failed
     spec = creditjob.spec
     created_jobs: list[dict[str, Any]] = []
     if plan.given_up:
@@ -434,13 +420,11 @@ def _catch_up(
             f"missed periods {', '.join(m.key for m in plan.given_up)} are beyond catchUp.maxPeriods="
             f"{spec.catch_up_max_periods} and will not be run automatically",
         )
-    _report_owed(creditjob, failed, decide)
+    _report_owed(step)
     state = "queued" if spec.concurrency_policy != "Allow" else "started"
     given_up = ",".join(m.key for m in plan.given_up)
     for missed in plan.to_run:
-        name, created = _create_catch_up_job(
-            api, creditjob, cronjob, missed.key, missed.fire_time, missed.key, given_up=given_up
-        )
+        name, created = _create_catch_up_job(step, cronjob, missed.key, missed.fire_time, missed.key, given_up=given_up)
         if created is not None:
             created_jobs.append(created)
             decide(
@@ -448,9 +432,9 @@ def _catch_up(
                 "CatchUp",
                 f"{state} Job {name} for missed period {missed.key} (fire time {missed.fire_time.isoformat()})",
             )
-    for period in plan_retries(failed, now, spec.catch_up_retry_failed):
+    for period in plan_retries(failed, step.now, spec.catch_up_retry_failed):
         suffix = period.retry_job_suffix()
-        name, created = _create_catch_up_job(api, creditjob, cronjob, period.key, period.fire_time, suffix)
+        name, created = _create_catch_up_job(step, cronjob, period.key, period.fire_time, suffix)
         if created is not None:
             created_jobs.append(created)
             decide(
@@ -463,8 +447,7 @@ def _catch_up(
 
 
 def _create_catch_up_job(
-    api: KubeApi,
-    creditjob: CreditJob,
+    step: _Pass,
     cronjob: Mapping[str, Any],
     period_key: str,
     fire_time: datetime | None,
@@ -474,6 +457,7 @@ def _create_catch_up_job(
 ) -> tuple[str, dict[str, Any] | None]:
     """One catch-up Job, pinned to the period (queued under Forbid / Replace); (name, None) if it existed. `given_up`:
     the periods its pass gave up, recorded on it (ANNOTATION_GIVEN_UP) so a crash before the status write loses none."""
+    creditjob = step.creditjob
     job = manifests.build_job_from_cronjob(
         cronjob,
         name=manifests.catch_up_job_name(creditjob.name, name_seed),
@@ -485,12 +469,13 @@ def _create_catch_up_job(
     if given_up:
         job["metadata"].setdefault("annotations", {})[ANNOTATION_GIVEN_UP] = given_up
     kopf.adopt(job, owner=dict(cronjob))  # type: ignore[arg-type]
-    created, fresh = _create_job(api, job)
+    created, fresh = _create_job(step.api, job)
     return job["metadata"]["name"], created if fresh else None
 
 
-def _report_owed(creditjob: CreditJob, failed: Sequence[FailedPeriod], decide: Emit) -> None:
+def _report_owed(step: _Pass) -> None:
     """A Warning each time a period becomes owed or fails again (not every pass: the attempts are in status)."""
+    creditjob, failed, decide = step.creditjob, step.failed, step.decide
     before = {
         entry.get("period"): entry.get("attempts")
         for entry in creditjob.status.get("failedPeriods") or []
@@ -514,12 +499,11 @@ def _report_owed(creditjob: CreditJob, failed: Sequence[FailedPeriod], decide: E
         )
 
 
-def _report_finished_runs(
-    api: KubeApi, creditjob: CreditJob, jobs: list[dict[str, Any]], now: datetime, decide: Emit
-) -> None:
+def _report_finished_runs(step: _Pass) -> None:
     """Post RunSucceeded / RunFailed once per finished Job: the Job is marked first (ANNOTATION_RUN_REPORTED), so
     neither a later pass nor a restarted operator reports it again (a lost Event is logged, never repeated)."""
-    for view, kind, reason, message in runs_to_report(child_jobs(jobs, creditjob), now):
+    api, creditjob, decide = step.api, step.creditjob, step.decide
+    for view, kind, reason, message in runs_to_report(child_jobs(step.jobs, creditjob), step.now):
         patch = {"metadata": {"annotations": {ANNOTATION_RUN_REPORTED: view.state}}}
         try:
             api.patch_job(creditjob.namespace, view.name, patch)
@@ -534,7 +518,8 @@ def _sort_time(moment: datetime | None) -> float:
     return moment.timestamp() if moment else float("inf")
 
 
-def _release_queued(api: KubeApi, creditjob: CreditJob, jobs: list[dict[str, Any]], decide: Emit) -> None:
+def _release_queued(step: _Pass) -> None:
+    api, creditjob, jobs, decide = step.api, step.creditjob, step.jobs, step.decide
     views = child_jobs(jobs, creditjob)
     if any(v.state == "active" for v in views):
         return
