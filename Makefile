@@ -70,8 +70,8 @@ DATE_TESTS := tests/unit $(addprefix tests/operator/unit/test_operator_,missed_p
   $(addprefix tests/integration/api/test_,api_ledger.py) \
   $(addprefix tests/integration/cli/test_,$(addsuffix .py,cli cli_output cli_schedule json_vocabulary)) \
   $(addprefix tests/integration/ledger/test_,$(addsuffix .py,check_reports cleanup_storage distribute_credits \
-  expire_consume_grant grant_rules money_path_one_implementation purge_retention request_idempotency sql_api \
-  text_user_ids)) \
+  expire_credits consume grant_and_void grant_rules money_path_one_implementation purge_retention \
+  request_idempotency sql_api text_user_ids)) \
   $(addprefix tests/integration/ops/test_,$(addsuffix .py,backfill rollback_period saas_template_eligibility \
   saas_template_import)) \
   tests/integration/runs/test_chunk_runtime.py \

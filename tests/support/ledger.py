@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -90,3 +90,27 @@ def fill_balance_to(engine: sa.Engine, user_id: int | str, balance: int) -> list
             sa.text("INSERT INTO credit_accounts (user_id, balance) VALUES (:u, :b)"), {"u": user_id, "b": balance}
         )
     return ids
+
+
+def add_gift(
+    engine: sa.Engine,
+    user_id: int | str,
+    amount: int,
+    key: str,
+    expires_in_days: int | None = None,
+    *,
+    granted_at: datetime = NOW,
+) -> int:
+    """A one-off gift through the library's `grant` (the user need not be eligible): its grant id."""
+    from credit_jobs.usecases.grant import grant
+
+    return grant(
+        engine,
+        str(user_id),
+        amount,
+        grant_type="gift",
+        allow_unknown_user=True,
+        idempotency_key=key,
+        expires_in_days=expires_in_days,
+        now=granted_at,
+    ).grant_id

@@ -15,7 +15,8 @@ import sqlalchemy as sa
 from credit_jobs.adapters.db_clock import database_now
 from credit_jobs.adapters.run_guard import RunGuard, guard_key
 from credit_jobs.entrypoints.cli import main
-from tests.support.ledger import add_policy, add_users, live_month, rows
+from credit_jobs.usecases.check_invariants import check_invariants
+from tests.support.ledger import NOW, add_gift, add_policy, add_users, live_month, rows
 from tests.support.runs import RunUsecase
 
 Cli = Callable[..., tuple[int, dict[str, Any], str]]
@@ -215,3 +216,14 @@ def test_period_coverage_names_the_periods_runs_stuck_in_running_with_no_live_ho
     assert report["coverage"]["runs"] == {"running": 1, "succeeded": 1}
     assert main(["check", "--period-key", month]) == 1
     assert f"1 runs stuck in running with no live holder: {stuck}" in capsys.readouterr().out
+
+
+def test_check_reports_a_corrupted_balance(engine: sa.Engine) -> None:
+    add_gift(engine, 1, 40, "a", expires_in_days=None, granted_at=NOW - timedelta(days=10))
+    assert check_invariants(engine).ok
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE credit_accounts SET balance = 41"))
+    report = check_invariants(engine)
+    assert not report.ok
+    assert list(report.violations) == ["balance_equals_grants"]
+    assert report.violations["balance_equals_grants"][0]["user_id"] == "1"

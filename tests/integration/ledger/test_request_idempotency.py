@@ -23,26 +23,13 @@ from credit_jobs.usecases.check_invariants import check_invariants
 from credit_jobs.usecases.consume import Consumption, consume
 from credit_jobs.usecases.grant import grant
 from credit_jobs.usecases.void_grant import void_grant
-from tests.support.ledger import NOW, rows, scalar
+from tests.support.ledger import NOW, add_gift, rows, scalar
 
 LEDGER_TABLES = ("credit_accounts", "credit_grants", "credit_entries", "credit_requests")
 
 
 def ledger_counts(engine: sa.Engine) -> dict[str, int]:
     return {table: scalar(engine, f"SELECT count(*) FROM {table}") for table in LEDGER_TABLES}
-
-
-def _gift(engine: sa.Engine, user_id: int, amount: int, key: str, expires_in_days: int | None = None) -> int:
-    return grant(
-        engine,
-        str(user_id),
-        amount,
-        grant_type="gift",
-        allow_unknown_user=True,
-        idempotency_key=key,
-        expires_in_days=expires_in_days,
-        now=NOW,
-    ).grant_id
 
 
 def _balance(engine: sa.Engine, user_id: int) -> int:
@@ -55,8 +42,8 @@ def _balance(engine: sa.Engine, user_id: int) -> int:
 
 
 def test_a_consume_request_id_reused_for_another_user_is_refused_and_charges_nobody(engine: sa.Engine) -> None:
-    _gift(engine, 1, 50, "g1")
-    _gift(engine, 2, 50, "g2")
+    add_gift(engine, 1, 50, "g1")
+    add_gift(engine, 2, 50, "g2")
     first = consume(engine, "1", 10, request_id="R1")
     with pytest.raises(
         ConfigError, match=r"request id 'R1' was first used with user_id='1', this request has user_id='2'"
@@ -72,8 +59,8 @@ def test_a_consume_request_id_reused_for_another_user_is_refused_and_charges_nob
 
 
 def test_a_void_request_id_reused_for_another_grant_is_refused_and_replays_its_first_result(engine: sa.Engine) -> None:
-    g10 = _gift(engine, 1, 30, "g10")
-    g11 = _gift(engine, 1, 70, "g11")
+    g10 = add_gift(engine, 1, 30, "g10")
+    g11 = add_gift(engine, 1, 70, "g11")
     first = void_grant(engine, g10, request_id="V1")
     assert (first.voided, first.replayed) == (30, False)
     with pytest.raises(ConfigError, match=rf"request id 'V1' was first used with grant_id={g10}, .* grant_id={g11}"):
@@ -112,7 +99,7 @@ def test_a_grant_key_reused_with_any_other_parameter_is_refused_naming_it(
 
 
 def test_one_id_names_one_request_whatever_the_operation(engine: sa.Engine) -> None:
-    gift = _gift(engine, 1, 50, "shared-id")
+    gift = add_gift(engine, 1, 50, "shared-id")
     with pytest.raises(ConfigError, match="first used with operation='grant', this request has operation='consume'"):
         consume(engine, "1", 10, request_id="shared-id")
     with pytest.raises(ConfigError, match="first used with operation='grant', this request has operation='void'"):
@@ -122,7 +109,7 @@ def test_one_id_names_one_request_whatever_the_operation(engine: sa.Engine) -> N
 
 @pytest.mark.parametrize("blank", ["", " ", "\t", "\u3000"])
 def test_empty_or_blank_ids_are_refused_and_nothing_is_written(engine: sa.Engine, blank: str) -> None:
-    gift = _gift(engine, 1, 50, "g")
+    gift = add_gift(engine, 1, 50, "g")
     before = ledger_counts(engine)
     with pytest.raises(ConfigError, match="request id must not be empty or blank"):
         consume(engine, "1", 10, request_id=blank)
@@ -134,13 +121,13 @@ def test_empty_or_blank_ids_are_refused_and_nothing_is_written(engine: sa.Engine
 
 
 def test_a_refused_request_leaves_its_id_free(engine: sa.Engine) -> None:
-    _gift(engine, 1, 5, "small")
+    add_gift(engine, 1, 5, "small")
     with pytest.raises(InsufficientCredits):
         consume(engine, "1", 10, request_id="order-9")
     with pytest.raises(ConfigError, match="no grant 424242"):
         void_grant(engine, 424242, request_id="refund-9")
     assert scalar(engine, "SELECT count(*) FROM credit_requests WHERE request_id IN ('order-9', 'refund-9')") == 0
-    _gift(engine, 1, 5, "top-up")
+    add_gift(engine, 1, 5, "top-up")
     assert not consume(engine, "1", 10, request_id="order-9").replayed
     assert _balance(engine, 1) == 0
 
@@ -166,8 +153,8 @@ def test_times_come_from_the_database_clock(engine: sa.Engine) -> None:
 
 
 def test_concurrent_attempts_with_one_request_id_consume_once(engine: sa.Engine) -> None:
-    _gift(engine, 1, 100, "a")
-    _gift(engine, 1, 100, "b", expires_in_days=3)
+    add_gift(engine, 1, 100, "a")
+    add_gift(engine, 1, 100, "b", expires_in_days=3)
     results: list[Consumption] = []
     start = threading.Barrier(12)
 
@@ -248,8 +235,8 @@ def test_a_retry_racing_the_first_attempt_across_an_expiry_boundary_replays_it(
     engine: sa.Engine, slowed: SlowedAttempt
 ) -> None:
     boundary = NOW + timedelta(days=1)
-    g1 = _gift(engine, 1, 100, "g1", expires_in_days=1)  # expires at the boundary
-    g2 = _gift(engine, 1, 100, "g2", expires_in_days=30)  # B, after the boundary, could only spend this one
+    g1 = add_gift(engine, 1, 100, "g1", expires_in_days=1)  # expires at the boundary
+    g2 = add_gift(engine, 1, 100, "g2", expires_in_days=30)  # B, after the boundary, could only spend this one
     a_thread, a_box = _run(lambda: consume(slowed.engine, "1", 10, request_id="R", now=boundary - timedelta(minutes=1)))
     assert slowed.inside.wait(timeout=60)
     b_thread, b_box = _run(lambda: consume(engine, "1", 10, request_id="R", now=boundary + timedelta(minutes=1)))
@@ -274,7 +261,7 @@ def test_a_retry_racing_the_first_attempt_across_an_expiry_boundary_replays_it(
 def test_a_retry_racing_a_first_attempt_that_rolls_back_proceeds(engine: sa.Engine, slowed: SlowedAttempt) -> None:
     """A consumed inside the application's transaction, which then fails and rolls back (the order was not
     placed); B, the retry, waited on A's claim all along and then spends for itself."""
-    g1 = _gift(engine, 1, 100, "g1")
+    g1 = add_gift(engine, 1, 100, "g1")
 
     def attempt_that_rolls_back() -> str:
         with slowed.engine.connect() as conn:
