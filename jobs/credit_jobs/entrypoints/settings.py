@@ -5,9 +5,8 @@ override them. Read once, at the entry point (`cli/app.py`'s root callback, or `
 through `load_settings()`: every value is checked here, at the edge, and a bad one becomes a one-line ConfigError
 (exit 2) naming the variable, the value and the accepted range — before anything connects or writes.
 
-A plain reader, not pydantic-settings: every `credit-jobs run` (each CronJob run) pays for this module's imports,
-and pydantic's were a fifth of its start-up (docs/performance.md, "Job start-up"). Variable names are matched
-case-insensitively, as before.
+A plain reader, not pydantic-settings: every `credit-jobs run` (each CronJob run) imports this module, and pydantic is
+not on that path (the start-up rule: `cli/__init__.py`). Variable names are matched case-insensitively.
 """
 
 from __future__ import annotations

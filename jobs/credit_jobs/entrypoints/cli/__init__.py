@@ -7,6 +7,12 @@ is parsed and run by `run_line` without Typer (imported only for a line that sta
 `cli.app` — the composition root, with the error-to-exit-code mapping — imported only then. The exit
 codes are the same on both paths: 0 success (or skipped), 1 failed (a retry may help), 2 configuration / usage
 error.
+
+The start-up rule, which every module of this package keeps: a plain run line imports neither Typer, Click, Rich nor
+pydantic, nor any command module; what it does import (`run_line`, `run_command`, `support`, `settings`, the
+lifecycle) is light at the top, and every heavy library (Rich, FastAPI, uvicorn, Kopf, the Kubernetes client,
+Alembic) is imported inside the function that uses it. `tests/integration/cli/test_fast_start.py` and
+`bench/bench_startup.py` hold it.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """`credit-jobs api`: serve the HTTP API (docs/api.md) with uvicorn. `register(app)` adds the command to the CLI.
 
-FastAPI, uvicorn and the Kubernetes client are imported inside the command: `credit-jobs run` shares this CLI and must
-not pay for them. The command refuses to start (ConfigError: exit 2, one line) without credentials, with a bad setting,
+FastAPI, uvicorn and the Kubernetes client are imported inside the command (the start-up rule: `cli/__init__.py`).
+The command refuses to start (ConfigError: exit 2, one line) without credentials, with a bad setting,
 or in cluster mode without a Kubernetes configuration.
 """
 

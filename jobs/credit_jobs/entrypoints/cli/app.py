@@ -8,10 +8,7 @@ runs; `cli.ledger_commands`: check, consume, grant, void, balance, grants; `cli.
 `credit_jobs` imports `credit_operator`), reads the settings once (the root callback; `cli.support.CliState`), and maps
 errors to exit codes in `main`: 0 success (or skipped), 1 failed (a retry may help), 2 configuration / usage error.
 Every error is printed as one line: `credit-jobs: error: <what, where, how to fix>`. `main(argv) -> int` handles every
-command line the fast path (`run_line`) does not take: a plain `credit-jobs run USECASE [options]` never imports this
-module, nor Typer, Click, Rich or pydantic.
-
-Heavy libraries (the lifecycle's SQLAlchemy aside) are imported inside command bodies.
+command line the fast path (`run_line`) does not take (the start-up rule: `cli/__init__.py`).
 """
 
 from __future__ import annotations

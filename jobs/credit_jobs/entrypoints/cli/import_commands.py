@@ -1,13 +1,12 @@
 """The `credit-jobs import` command group: `import saas-template` moves a SaaS template database's live
 credits into the ledger.
 
-`register(app)` adds the group to the main Typer app (`cli/app.py` calls it once). The command checks its input
+`register(app)` adds the group to the main Typer app. The command checks its input
 before anything is written — the options (`domain.saas_template`), then the source schema's tables
 (`usecases.import_saas_template.verify_source`): bad input exits 2 with one line and leaves no audit row — and then
 runs the import through the run lifecycle (`lifecycle.run_lifecycle.execute_run`, trigger `import`: run id, guard,
 audit row, logs, metrics). The template's tables are read in the ledger's own database, in the schema
-`--source-schema` names (docs/adopting.md says how to reach a template in another database). Only light modules are
-imported at the top, so registering this module costs `credit-jobs run` nothing (bench/bench_startup.py).
+`--source-schema` names (docs/adopting.md says how to reach a template in another database).
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """The ops commands of `credit-jobs`: `rollback distribute-credits` and `backfill`.
 
-`register(app)` adds them to the main Typer app (entrypoints/cli/app.py calls it once). Each runs through the run
-lifecycle (`lifecycle.run_lifecycle.execute_run`: run id, guard, audit row with its trigger, logs, metrics), with
-the shared CLI plumbing of `cli.support` (settings, engine with the embedded default) and `run_command` (progress bar,
-outcome line). Only light modules are imported at the top, so registering this module costs `credit-jobs run`
-nothing (bench/bench_startup.py).
+`register(app)` adds them to the main Typer app. Each runs through the run lifecycle
+(`lifecycle.run_lifecycle.execute_run`: run id, guard, audit row with its trigger, logs, metrics), with the shared CLI
+plumbing of `cli.support` (settings, engine with the embedded default) and `run_command` (progress bar, outcome line).
 """
 
 from __future__ import annotations

@@ -2,8 +2,7 @@
 the Typer-free fast path every CronJob container takes (`run_line`). Also the progress bar and the outcome line that
 `cli.ops_commands` (rollback, backfill) reuse.
 
-Typer-free and light at the top, because every CronJob run imports it (bench/bench_startup.py): the lifecycle,
-the usecases and Rich are imported by the functions that use them, Rich only for a terminal's progress bar.
+Every CronJob run imports it (the start-up rule: `cli/__init__.py`); Rich only for a terminal's progress bar.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What every `credit-jobs` command module shares: the per-invocation state, the database a command works on and
-the two output streams. Typer-free (the shared Typer options are in `cli.options`), because the fast `run` path
-(`run_line`, `run_command`) uses it without Typer.
+the two output streams. Typer-free (the shared Typer options are in `cli.options`): the fast `run` path uses it (the
+start-up rule: `cli/__init__.py`).
 
 `cli/app.py` (the composition root) reads the settings once, in its root callback, into a `CliState` it stores on
 Click's context (`run_line` builds its own); the command modules (`cli/runs_commands.py`, `cli/ledger_commands.py`,
@@ -11,8 +11,7 @@ there is one, else it starts it and leaves it running for the next command until
 unused (`adapters/embedded_idle.py`) or `credit-jobs db stop`.
 
 Output: one-line messages go through `say` / `warn` (plain writes: a line stays one line on a pipe or in a pod
-log); Rich is imported only by the commands that draw tables or a progress bar (`rich_out`), so that
-`credit-jobs run` — paid by every CronJob run — does not load it.
+log); Rich only where a command draws a table or a progress bar (`rich_out`).
 """
 
 from __future__ import annotations
