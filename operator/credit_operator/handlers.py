@@ -95,7 +95,8 @@ def configure(settings: kopf.OperatorSettings, config: OperatorSettings) -> None
     settings.scanning.disabled = not config.watch_crds
 
 
-# HTTP connections beyond Kopf's worker threads: the resync task, the peering check, a leader-election renewal.
+# HTTP connections beyond Kopf's worker threads: the resync task and its LISTs, a handful of Kopf's own requests.
+# (The Lease elector has a client of its own; Kopf runs standalone, with no peering.)
 EXTRA_CONNECTIONS = 4
 
 
@@ -303,8 +304,9 @@ def _event_pass(memo: kopf.Memo, kind: str, event: Mapping[str, Any], meta: Mapp
 
 
 async def _resync_forever(memo: kopf.Memo) -> None:
-    """Prime the watch cache, then every `resync_seconds` one LIST of CreditJobs per watched namespace (one in
-    all when clusterwide) and a pass for each from the cache: no request per CreditJob."""
+    """Prime the watch cache, then every `resync_seconds` one LIST each of CronJobs, Jobs and CreditJobs per watched
+    namespace (one of each in all when clusterwide) and a pass for each CreditJob from the cache: no request per
+    CreditJob."""
     config: OperatorSettings = memo["config"]
     api: KubeApi = memo["api"]
     scopes: list[str | None] = list(config.namespace_list) or [None]
