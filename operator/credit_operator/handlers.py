@@ -1,17 +1,8 @@
 """Kopf wiring: which events start a reconcile pass, plus the operator-wide start-up and periodic resync.
 
-Thin by design: every trigger ends in `run_pass`, which takes a per-CreditJob lock, reads the CreditJob from
-the watch cache (cache.py, fed by the event handlers below and by the operator's own writes), calls
-`reconcile.reconcile` with `clock()`, posts its decisions as Kubernetes Events (through the same API client, so a
-pass from the resync task reports exactly like one from a Kopf handler) and sets the metrics. Triggers: CreditJob
-create / update / resume (operator start), a child Job changing (status, catch-up queue), the owned CronJob
-changing or disappearing (drift), and a resync task that revisits every CreditJob each `CREDITJOBS_RESYNC_SECONDS`
-(next run time, missed fire times) with one LIST per kind (CreditJobs, CronJobs, child Jobs) per watched namespace
-— which also notices what was deleted while a watch was down. No timers or daemons on CreditJobs: Kopf
-puts a finalizer on objects with those, and deletion must never wait for the operator (owner references
-clean up).
-
-Loaded by `commands.py` (`credit-jobs operator`) and by tests through `kopf run -m credit_operator.handlers`.
+Thin by design: every trigger ends in `run_pass`. No timers or daemons on CreditJobs: Kopf puts a finalizer on objects
+with those, and deletion must never wait for the operator (owner references clean up). Loaded as a Kopf module
+(`kopf run -m credit_operator.handlers`).
 """
 
 from __future__ import annotations
@@ -147,6 +138,13 @@ def exit_now(code: int) -> None:
 
 def run_pass(memo: kopf.Memo, namespace: str, name: str) -> Outcome | None:
     """One reconcile pass for one CreditJob, or None when it no longer exists.
+
+    Every trigger ends here: CreditJob create / update / resume (operator start), a child Job changing (status,
+    catch-up queue), the owned CronJob changing or disappearing (drift), and the resync (`_resync_forever`). The pass
+    takes a per-CreditJob lock, reads the CreditJob from the watch cache (cache.py, fed by the event handlers below
+    and by the operator's own writes), calls `reconcile.reconcile` with `clock()`, posts its decisions as Kubernetes
+    Events (through the same API client, so a pass from the resync task reports exactly like one from a Kopf
+    handler) and sets the metrics.
 
     The CreditJob is read *inside* the lock from the watch cache, which also holds the answer to every write the
     operator made (newest resourceVersion wins): a body handed over by Kopf or a resync LIST may predate the
@@ -306,7 +304,10 @@ def _event_pass(memo: kopf.Memo, kind: str, event: Mapping[str, Any], meta: Mapp
 async def _resync_forever(memo: kopf.Memo) -> None:
     """Prime the watch cache, then every `resync_seconds` one LIST each of CronJobs, Jobs and CreditJobs per watched
     namespace (one of each in all when clusterwide) and a pass for each CreditJob from the cache: no request per
-    CreditJob."""
+    CreditJob.
+
+    The resync revisits every CreditJob each `CREDITJOBS_RESYNC_SECONDS` (next run time, missed fire times), and its
+    LISTs also notice what was deleted while a watch was down."""
     config: OperatorSettings = memo["config"]
     api: KubeApi = memo["api"]
     scopes: list[str | None] = list(config.namespace_list) or [None]

@@ -1,21 +1,8 @@
 """Leader election on a `coordination.k8s.io/v1` Lease: exactly one operator replica acts at a time.
 
-The same protocol as controller-runtime / client-go: a candidate takes the Lease when it is free, released or
-expired — unchanged for `leaseDurationSeconds` as this candidate has watched it, on its own monotonic clock (never the
-holder's `renewTime` against this candidate's wall clock: replicas' clocks may be seconds apart) — the holder renews
-it every retry period, and a holder
-that could not renew within the renew deadline stops (the process exits, its supervisor restarts it as a
-candidate) — well before the lease expires for the others, so two replicas never act at once. A clean stop
-releases the lease, so a standby takes over at its next poll instead of after the lease duration.
-
-`plan()` is the pure state machine (record + clock → what to write, or wait); `LeaseElector` runs it against the
-API through `KubeApi` (a GET, then a create or a merge patch carrying the record's resourceVersion, which the API
-server turns into a conditional update: two candidates cannot both win). `commands.py` (`credit-jobs operator`)
-waits for leadership before Kopf starts and keeps renewing in a thread while Kopf runs.
-
-Why not `kubernetes.leaderelection`: it replaces the lease with PUT through the typed models, polls with sleeps
-it cannot be woken from, never releases on shutdown, and calls back from its own thread with no way to report a
-lost lease other than a callback that must end the process anyway.
+A holder that could not renew within the renew deadline stops, well before its lease expires for the others: two
+replicas never act at once. `plan()` is the pure state machine (record + clock → what to write, or wait) of
+client-go's protocol; `LeaseElector` runs it against the API.
 """
 
 from __future__ import annotations
@@ -131,9 +118,13 @@ def plan(
     """Decide what candidate `me` does with the Lease as read at `now` (pure: the caller does the I/O). `now` only
     stamps what this candidate writes.
 
+    The same protocol as controller-runtime / client-go: a candidate takes the Lease when it is free, released or
+    expired, and the holder renews it every retry period.
+
     `unchanged_for`: how long this candidate has seen the record exactly as it is now, on its monotonic clock (0: just
     read it for the first time). Another holder's claim expires once it stayed unchanged for its
-    `leaseDurationSeconds` — as client-go measures it, from when the candidate *observed* the last change. A healthy
+    `leaseDurationSeconds` — as client-go measures it, from when the candidate *observed* the last change; never the
+    holder's `renewTime` against this candidate's wall clock (replicas' clocks may be seconds apart). A healthy
     holder changes the record every retry period, so no clock skew between replicas makes its claim look expired;
     a candidate that has only just started waits one full lease duration.
 
@@ -182,7 +173,12 @@ class LeaseUnavailable(Exception):
 
 
 class LeaseElector:
-    """Runs `plan()` against one Lease through KubeApi (blocking calls; used from threads)."""
+    """Runs `plan()` against one Lease through KubeApi (blocking calls; used from threads).
+
+    Why not `kubernetes.leaderelection`: it replaces the lease with PUT through the typed models, polls with sleeps
+    it cannot be woken from, never releases on shutdown, and calls back from its own thread with no way to report a
+    lost lease other than a callback that must end the process anyway.
+    """
 
     def __init__(
         self,
@@ -219,7 +215,11 @@ class LeaseElector:
 
     def try_acquire_or_renew(self) -> bool:
         """One round: True when this candidate holds the lease afterwards. ApiError from a transient failure
-        propagates; LeaseUnavailable when access itself is refused or the API does not exist."""
+        propagates; LeaseUnavailable when access itself is refused or the API does not exist.
+
+        A GET, then a create or a merge patch carrying the record's resourceVersion, which the API server turns into
+        a conditional update: two candidates cannot both win.
+        """
         from credit_operator.kube import ApiError
 
         try:
@@ -260,7 +260,8 @@ class LeaseElector:
         return now - self._observed_at
 
     def release(self) -> None:
-        """Give the lease up (clean stop) if this candidate still holds it; best effort."""
+        """Give the lease up (clean stop) if this candidate still holds it; best effort. A standby then takes over
+        at its next poll instead of after the lease duration."""
         from credit_operator.kube import ApiError
 
         try:
@@ -275,7 +276,11 @@ class LeaseElector:
 
     def keep_leading(self, on_lost: Callable[[str], None]) -> None:
         """Renew every retry period until `stop_renewing` is set; call `on_lost(why)` when the lease was lost or
-        not renewed within the renew deadline (the caller ends the process: it must not act any longer).
+        not renewed within the renew deadline (the caller ends the process: it must not act any longer). Runs in a
+        thread of its own while Kopf runs.
+
+        So a holder that could not renew within the renew deadline stops (the process exits, its supervisor restarts
+        it as a candidate) well before the lease expires for the others: two replicas never act at once.
 
         The deadline is watched apart from the renewals: a request hanging on a dead network (the client's
         timeouts and retries) must not keep a leader acting after its claim ended for the others. A renewal
@@ -321,7 +326,8 @@ PAUSED_WARNING_INTERVAL = 30.0
 
 
 def wait_until_leading(elector: LeaseElector, stop: threading.Event) -> bool:
-    """Poll every retry period until this candidate holds the lease (True) or `stop` is set (False).
+    """Poll every retry period until this candidate holds the lease (True) or `stop` is set (False). The operator
+    waits here before Kopf starts.
 
     Never silent: a standby logs who holds the lease (when it changes, and every STANDBY_LOG_INTERVAL); a
     candidate that cannot read or write the Lease at all warns every PAUSED_WARNING_INTERVAL with the fix, and

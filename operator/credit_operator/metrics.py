@@ -1,18 +1,9 @@
 """The operator's Prometheus metrics (docs/contract.md, shared names), in a registry of its own, served on /metrics.
 
-`handlers.py` sets the per-CreditJob series after every reconcile pass (`observe_creditjob`) and counts passes
-(`RECONCILE_TOTAL`, `RECONCILE_DURATION`); `commands.py` starts the HTTP server. The chart's alert and dashboard
-tests call `exported_metric_names()`.
-
-Signals to alert on:
-- `time() - creditjobs_creditjob_last_success_timestamp_seconds > 1.5 * creditjobs_creditjob_schedule_interval_seconds`
-  → CreditJobNotSucceededRecently. The last-success series exists from the first pass with value 0 for a
-  CreditJob that never succeeded; then `creditjobs_creditjob_created_timestamp_seconds` is where the 1.5 intervals
-  count from, so "never ran" fires too, but a CreditJob created today is not alerted before its first period
-  (it is taken from child Jobs, so it works even when no pod ever starts and nothing is pushed).
-- `creditjobs_creditjob_info{suspended="true"}` for long → CreditJobSuspendedTooLong.
-- `rate(creditjobs_operator_reconcile_total{result="error"}[5m]) > 0` → CreditJobsOperatorReconcileErrors.
-- `creditjobs_failed_periods > 0` for long → CreditJobPeriodOwed (a period whose runs all failed is owed).
+Every series exists from the start (the process's, or the CreditJob's first pass): counters at 0, the last success at
+0 when there was none, so an alert sees the first error and a CreditJob that never succeeded. The alerts are in
+docs/monitoring.md; the signals they read: `observe_creditjob` (per CreditJob) and, for the operator, the share of
+`creditjobs_operator_reconcile_total` with `result="error"` → CreditJobsOperatorReconcileErrors.
 """
 
 from __future__ import annotations
@@ -134,7 +125,19 @@ _lock = threading.Lock()
 
 
 def observe_creditjob(sample: CreditJobSample) -> None:
-    """Set every per-CreditJob series; an info series whose labels changed is replaced, not duplicated."""
+    """Set every per-CreditJob series after a reconcile pass; an info series whose labels changed is replaced, not
+    duplicated.
+
+    Signals to alert on:
+    - `time() - creditjobs_creditjob_last_success_timestamp_seconds`
+      `> 1.5 * creditjobs_creditjob_schedule_interval_seconds` → CreditJobNotSucceededRecently. The last-success
+      series exists from the first pass with value 0 for a CreditJob that never succeeded; then
+      `creditjobs_creditjob_created_timestamp_seconds` is where the 1.5 intervals count from, so "never ran" fires
+      too, but a CreditJob created today is not alerted before its first period (it is taken from child Jobs, so it
+      works even when no pod ever starts and nothing is pushed).
+    - `creditjobs_creditjob_info{suspended="true"}` for long → CreditJobSuspendedTooLong.
+    - `creditjobs_failed_periods > 0` for long → CreditJobPeriodOwed (a period whose runs all failed is owed).
+    """
     ident = (sample.name, sample.namespace)
     info = (sample.name, sample.namespace, sample.usecase, sample.schedule, str(sample.suspended).lower())
     with _lock:
@@ -180,7 +183,8 @@ def forget_creditjob(name: str, namespace: str) -> None:
 
 def exported_metric_names() -> set[str]:
     """Every metric name the operator exposes, as scraped: counters with `_total`, histograms with their
-    `_bucket`/`_sum`/`_count` series (and the family name itself). `_created` series are switched off."""
+    `_bucket`/`_sum`/`_count` series (and the family name itself). `_created` series are switched off. The chart's
+    alert and dashboard tests check the names they use against it."""
     names: set[str] = set()
     for family in REGISTRY.collect():
         if family.type == "counter":

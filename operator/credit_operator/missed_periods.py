@@ -1,20 +1,9 @@
-"""Missed fire times → the catch-up plan: which periods to run now, which are given up. Pure (no I/O).
+"""Missed fire times → the catch-up plan (which periods to run now, which are given up); owed periods → retries.
 
-Planned anew on every pass (start-up, resync, child Job change). A fire time is *missed* when it lies after the anchor
-(the latest scheduled time the world shows: child Jobs, the CronJob's status, the CreditJob's own
-`status.catchUpThrough` bookkeeping, or else its creation time), its starting deadline has passed (until then the
-CronJob controller may still start it, and we must not race it), and no child Job already carries its period key. Missed
-fire times are grouped by period key; the newest `catchUp.maxPeriods` keys are planned (returned oldest first, the order
-the ledger expects), older ones are reported as given up.
-
-A period whose runs all failed is not covered: it is *owed* (`FailedPeriod`, kept in `status.failedPeriods` by
-`status.py`) and retried here (`plan_retries`) up to RETRY_MAX_ATTEMPTS runs in all, the n-th retry waiting
-RETRY_BACKOFF * 2**(n-1) after the latest failure. A permanent failure (exit code 2: configuration error, the
-Job failed by its podFailurePolicy) stays owed but is never retried automatically — retrying cannot help.
-
-Also here, the inputs of those decisions that a pass computes once: the anchor (`anchor_time`), the schedule in force
-and since when (`schedule_adoption`), the owed periods (`track_failed_periods`, from the child Jobs and the previous
-`status.failedPeriods`) and the given-up periods catch-up Jobs carry (`recorded_given_up`).
+Pure (no I/O), planned anew on every pass. The one rule: never race the CronJob controller — a fire time is missed
+only once its starting deadline has passed and no child Job carries its period key (`plan_catch_up`). `plan_retries`
+retries owed periods; `anchor_time`, `schedule_adoption`, `track_failed_periods` and `recorded_given_up` compute the
+inputs of those decisions once per pass.
 """
 
 from __future__ import annotations
@@ -95,7 +84,15 @@ def plan_catch_up(
     max_periods: int,
     covered_keys: Collection[str] = (),
 ) -> CatchUpPlan:
-    """The catch-up plan for one CreditJob (see the module docstring for the rules)."""
+    """The catch-up plan for one CreditJob, planned anew on every pass (start-up, resync, child Job change).
+
+    A fire time is *missed* when it lies after the anchor (the latest scheduled time the world shows: child Jobs, the
+    CronJob's status, the CreditJob's own `status.catchUpThrough` bookkeeping, or else its creation time), its
+    starting deadline has passed (until then the CronJob controller may still start it, and we must not race it), and
+    no child Job already carries its period key. Missed fire times are grouped by period key; the newest
+    `catchUp.maxPeriods` keys are planned (returned oldest first, the order the ledger expects), older ones are
+    reported as given up.
+    """
     fires = missed_fire_times(schedule, anchor, now, starting_deadline_seconds)
     if not fires:
         return CatchUpPlan((), (), None)
@@ -114,7 +111,13 @@ def plan_catch_up(
 
 @dataclass(frozen=True)
 class FailedPeriod:
-    """A period whose runs all failed, so it is still owed (one entry of `status.failedPeriods`)."""
+    """A period whose runs all failed, so it is still owed (one entry of `status.failedPeriods`).
+
+    Failed runs do not cover a period: it is *owed* (kept in `status.failedPeriods` by `status.py`) and retried
+    (`plan_retries`) up to RETRY_MAX_ATTEMPTS runs in all, the n-th retry waiting RETRY_BACKOFF * 2**(n-1) after the
+    latest failure. A permanent failure (exit code 2: configuration error, the Job failed by its podFailurePolicy)
+    stays owed but is never retried automatically — retrying cannot help.
+    """
 
     key: str
     fire_time: datetime | None  # the fire time its runs were pinned to (a retry is pinned to it too)

@@ -1,19 +1,9 @@
 """Database connections: URL checks with clear errors, the engine and its pool, per-transaction timeouts, the schema
 check.
 
-Connect failures are classified (`verify_connection`): what a retry can fix — unreachable, timeout, DNS, server starting
-or shutting down, too many clients — is a run failure (`RunFailed`, exit 1, the Job's backoffLimit retries it); what
-only a person can fix — a malformed URL, an unknown database or role, a failed authentication, a bad connection option —
-is a configuration error (exit 2, the podFailurePolicy fails the Job at once). Both are one line with the password
-hidden. The engine works through a transaction-pooling proxy (PgBouncer `pool_mode=transaction`): psycopg's automatic
-prepared statements are off and `statement_timeout` / `lock_timeout` / `idle_in_transaction_session_timeout` are set
-with `SET LOCAL` in every transaction rather than per session.
-
-Every connection has a deadline on the network too (`NetworkTimeout`): TCP keepalives and `tcp_user_timeout`, so a
-connection whose peer vanished (a partition, a node lost, a half-open socket) fails within
-CREDITJOBS_NETWORK_TIMEOUT_SECONDS (30 s) instead of the kernel's ~2 h 11 min; and on the server's side an
-`idle_in_transaction_session_timeout` ends the session of a client that went silent mid-transaction, releasing its
-row locks (CREDITJOBS_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS, 60 s).
+Every engine works through a transaction-pooling proxy (PgBouncer `pool_mode=transaction`), and every connect failure
+is one line with the password hidden, either a retry's to fix (exit 1) or a person's (exit 2). `create_engine`,
+`verify_connection`, `SessionTimeouts` and `NetworkTimeout` give the details.
 """
 
 from __future__ import annotations
@@ -167,7 +157,11 @@ def sqlstate(error: BaseException) -> str | None:
 @dataclass(frozen=True)
 class SessionTimeouts:
     """statement_timeout / lock_timeout / idle_in_transaction_session_timeout for every transaction of an engine
-    (seconds; 0 disables the first two, as in PostgreSQL, and leaves the third to the server's own setting)."""
+    (seconds; 0 disables the first two, as in PostgreSQL, and leaves the third to the server's own setting).
+
+    Set with `SET LOCAL` in every transaction rather than per session (`_apply_per_transaction`). On the server's side,
+    `idle_in_transaction_session_timeout` ends the session of a client that went silent mid-transaction, releasing
+    its row locks (CREDITJOBS_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS, 60 s)."""
 
     statement_seconds: float = DEFAULT_STATEMENT_TIMEOUT_SECONDS
     lock_seconds: float = DEFAULT_LOCK_TIMEOUT_SECONDS
@@ -191,7 +185,10 @@ class NetworkTimeout:
     the kernel's defaults). Set as libpq's `keepalives*` and `tcp_user_timeout` on every connection: keepalive probes
     start after a third of it idle, every sixth, four unanswered end the connection (idle + 4 intervals ≈ the
     timeout); `tcp_user_timeout` bounds sent-but-unacknowledged data (and, on Linux, the probes) by the same time.
-    A parameter written in DATABASE_URL (`?keepalives_idle=…`) wins over the one derived here."""
+    A parameter written in DATABASE_URL (`?keepalives_idle=…`) wins over the one derived here.
+
+    Every connection has this deadline on the network: a connection whose peer vanished (a partition, a node lost, a
+    half-open socket) fails within CREDITJOBS_NETWORK_TIMEOUT_SECONDS (30 s) instead of the kernel's ~2 h 11 min."""
 
     seconds: float = DEFAULT_NETWORK_TIMEOUT_SECONDS
 
@@ -253,6 +250,11 @@ def create_engine(
     `prepare_threshold=None`: psycopg would otherwise prepare a statement after 5 executions, by a name that a
     transaction-pooling proxy hands to whichever server connection comes next (`prepared statement "_pg3_0"
     already exists`). The chunk statements are large and few, so planning each one costs nothing measurable.
+
+    The engine works through a transaction-pooling proxy (PgBouncer `pool_mode=transaction`): psycopg's automatic
+    prepared statements are off (above) and `statement_timeout` / `lock_timeout` /
+    `idle_in_transaction_session_timeout` are set with `SET LOCAL` in every transaction rather than per session
+    (`_apply_per_transaction`).
     """
     parsed = normalize_url(url)
     pool = pool or PoolLimits()
@@ -319,7 +321,12 @@ def _apply_per_transaction(engine: sa.Engine, timeouts: SessionTimeouts) -> None
 
 
 def verify_connection(engine: sa.Engine) -> None:
-    """Connect once. A failure a retry can fix raises RunFailed (exit 1); bad configuration raises ConfigError (2)."""
+    """Connect once. A failure a retry can fix raises RunFailed (exit 1); bad configuration raises ConfigError (2).
+
+    What a retry can fix — unreachable, timeout, DNS, server starting or shutting down, too many clients — is a run
+    failure (`RunFailed`, exit 1, the Job's backoffLimit retries it); what only a person can fix — a malformed URL, an
+    unknown database or role, a failed authentication, a bad connection option — is a configuration error (exit 2,
+    the podFailurePolicy fails the Job at once; `is_config_error`). Both are one line with the password hidden."""
     try:
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))

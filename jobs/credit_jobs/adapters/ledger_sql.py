@@ -1,19 +1,17 @@
 """Set-based ledger statements: one SQL statement per chunk of users or grants, never a query per user.
 
-Each statement runs inside the caller's transaction. Each chunk statement is a chain of data-modifying CTEs, so the
-grant rows, the balance upsert and the counts commit together:
+Each statement runs inside the caller's transaction; each chunk statement is a chain of data-modifying CTEs, so the
+grant rows, the balance upsert and the counts commit together. Lock order: every statement that writes
+`credit_accounts` for many users locks the account rows in user-id order, so overlapping runs wait for each other
+instead of deadlocking; a deadlock that still happens is retried by `usecases.chunk_runner`.
 - distribute: `INSERT … SELECT … ON CONFLICT DO NOTHING` (the unique index on (user, grant family, period), not a
   prior SELECT, makes a grant exactly-once; a conflicting row costs one index probe and no heap write, which keeps a
   rerun cheap — a NOT EXISTS anti-join before it measured slower on first runs and no faster on reruns), then the
-  balances of the users actually granted are upserted from the RETURNING rows. A late grant's expiry counts from
-  the grant time (`domain.grant_rules.grant_expiry`).
-- expire: `SELECT … FOR UPDATE SKIP LOCKED` picks live expired grants and locks their users' accounts, then
-  `UPDATE … FROM` empties them, expiry entries are written and balances reduced — two overlapping runs never touch
-  the same grant (invariant 3).
-Lock order: every statement that writes `credit_accounts` for many users locks the account rows in user-id order
-(distribute feeds its grant insert and balance upsert ORDER BY user id; expire locks the accounts ORDER BY user id
-before reducing them; grants are picked SKIP LOCKED and never waited for), so overlapping runs wait for each
-other instead of deadlocking. A deadlock that still happens is retried by `usecases.chunk_runner`.
+  balances of the users actually granted are upserted from the RETURNING rows; both are fed ORDER BY user id. A
+  late grant's expiry counts from the grant time (`domain.grant_rules.grant_expiry`).
+- expire: `SELECT … FOR UPDATE SKIP LOCKED` picks live expired grants (never waiting for one) and locks their users'
+  accounts ORDER BY user id, then `UPDATE … FROM` empties them, expiry entries are written and balances reduced — two
+  overlapping runs never touch the same grant (invariant 3).
 """
 
 from __future__ import annotations

@@ -1,20 +1,7 @@
 """Set-based statements of `credit-jobs rollback distribute-credits`: one chunk of a period's grants per transaction.
 
-A chunk is two statements in one transaction, as expiry's (`ledger_sql.expire_chunk`):
-1. pick: the next `batch` live grants of the period in user-id order (the unique index on (user, family, period)
-   is walked from the last user of the previous chunk), `FOR UPDATE` (a rollback must take every grant: a consume
-   holding one is waited for, never skipped), their users' accounts locked in user-id order — the global lock order
-   (grants, then accounts by user id) — and, for grants not whole, the voids they already carry (a `credit-jobs
-   void` before the rollback took those credits back: they were not the user's);
-2. apply: every picked grant's remaining goes to 0 and it is marked rolled back with what the user kept (amount -
-   remaining - earlier voids: used or expired), a `void` entry carrying the reason and the run id records what was
-   taken, and each balance drops by its users' voided total — one statement of data-modifying CTEs, whose counts
-   the caller checks against the pick (every picked grant rolled back, every void debited, or the chunk fails).
-Rolled-back grants leave the unique index (migration 0008), so the period can be distributed again; distribution
-subtracts `rollback_kept` from the new grant (`ledger_sql.distribute_chunk`). User ids are text (`TEXT COLLATE "C"`,
-migration 0007), bound as they come (never cast to another type in SQL; the apply types its list `text[]` for
-unnest): the keyset position is the last user id of a chunk, and chunks walk users in the column's "C" (byte) order
-— `max(user_id)` and `user_id > :after` use the same order.
+A chunk picks and locks (grants, then accounts by user id — the global lock order) before it writes, and its writes
+must match its pick, or the chunk fails. `rollback_chunk` gives the two statements.
 """
 
 from __future__ import annotations
@@ -148,7 +135,25 @@ def rollback_chunk(
     dry_run: bool,
 ) -> RollbackChunk:
     """Roll back up to `batch` of the period's grants after user `after` (None: from the first user). A dry run
-    picks the same grants without locking or writing and reports what would change."""
+    picks the same grants without locking or writing and reports what would change.
+
+    Two statements in one transaction, as expiry's (`ledger_sql.expire_chunk`):
+    1. pick: the next `batch` live grants of the period in user-id order (the unique index on (user, family, period)
+       is walked from the last user of the previous chunk), `FOR UPDATE` (a rollback must take every grant: a consume
+       holding one is waited for, never skipped), their users' accounts locked in user-id order — the global lock
+       order (grants, then accounts by user id) — and, for grants not whole, the voids they already carry (a
+       `credit-jobs void` before the rollback took those credits back: they were not the user's);
+    2. apply: every picked grant's remaining goes to 0 and it is marked rolled back with what the user kept (amount -
+       remaining - earlier voids: used or expired), a `void` entry carrying the reason and the run id records what was
+       taken, and each balance drops by its users' voided total — one statement of data-modifying CTEs, whose counts
+       are checked against the pick (every picked grant rolled back, every void debited, or the chunk fails).
+
+    Rolled-back grants leave the unique index (migration 0008), so the period can be distributed again; distribution
+    subtracts `rollback_kept` from the new grant (`ledger_sql.distribute_chunk`).
+
+    User ids are text (`TEXT COLLATE "C"`, migration 0007), bound as they come (never cast to another type in SQL;
+    the apply types its list `text[]` for unnest): the keyset position is the last user id of a chunk, and chunks walk
+    users in the column's "C" (byte) order — `max(user_id)` and `user_id > :after` use the same order."""
     sql = _PICK.format(grants=_grants_sql(after, users), lock="" if dry_run else "FOR UPDATE")
     started = time.perf_counter()
     picked = conn.execute(sa.text(sql), {**_params(period_key, grant_family, after, users), "batch": batch}).one()

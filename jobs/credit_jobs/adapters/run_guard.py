@@ -1,31 +1,7 @@
-"""The single-run guard (invariant 6): a PostgreSQL *transaction* advisory lock per (job, period key, shard),
-held by a transaction left open on a dedicated connection for the whole run.
+"""Run guard: one running run per (job, period key, shard), held by an open transaction.
 
-Why a transaction: it works the same directly against PostgreSQL, through a session-mode pool, and through a
-transaction-pooling proxy (PgBouncer `pool_mode=transaction`), which pins a server connection to a client for as
-long as its transaction is open. A session lock behind such a proxy is taken on one server connection and "released"
-on another, so it leaks and every later run of the period skips forever. When the holder dies (SIGKILL, OOM, node
-loss) its connection closes, the server (or the proxy, which closes a server connection whose client vanished
-mid-transaction) aborts the transaction, and the lock goes with it: the Kubernetes retry takes over at once.
-
-`check()` runs `SELECT pg_backend_pid()` on the guard's connection without committing before every chunk and before
-a run records success (so a dead connection, or a transaction moved to another backend, stops the run before its
-next chunk, not at the next heartbeat); the heartbeat thread does the same every `heartbeat_seconds` (one statement
-at a time on that connection) and updates `job_runs.heartbeat_at` in its own short transaction on another
-connection (for `runs list` and humans).
-Costs, measured in tests/integration/runs/test_guard_pgbouncer.py and documented in docs/env-and-ops.md: the guard's
-transaction writes nothing and keeps no snapshot between statements (no xid, `backend_xmin` NULL), so it holds back
-no vacuum; it holds no relation locks, so it blocks no DDL; it counts as *idle in transaction*, so a server with
-`idle_in_transaction_session_timeout` needs a heartbeat well below it (a run refuses, exit 2, when the heartbeat is
-more than half of it).
-
-A run may also hold its (grant family, period) — `grant_period_key` — in the same transaction: shared by every
-distribution of the period (any job name, any shard), exclusive by a rollback. `try_acquire` takes both or neither;
-`conflict` then says which one was taken by someone else.
-
-"Running elsewhere" is only reported for a live holder: when the try-lock fails, the holding backend's last
-activity is read from pg_stat_activity; a holder silent for more than 3 heartbeats (a hung pod, a half-open
-connection) makes the run fail with exit 1 (retried) instead of being skipped with exit 0.
+The guard is a PostgreSQL *transaction* advisory lock (invariant 6), held by a transaction left open on a dedicated
+connection for the whole run, so it dies with its holder. `RunGuard` says why a transaction and what it costs.
 """
 
 from __future__ import annotations
@@ -67,14 +43,36 @@ def grant_period_key(grant_family: str, period_key: str) -> str:
 
 @dataclass(frozen=True)
 class PeriodLock:
-    """The (grant family, period) a run holds besides its own guard, shared or exclusive."""
+    """The (grant family, period) a run holds besides its own guard, shared or exclusive.
+
+    A run may hold its (grant family, period) — `grant_period_key` — in the same transaction as its guard: shared by
+    every distribution of the period (any job name, any shard), exclusive by a rollback or an import.
+    `RunGuard.try_acquire` takes both or neither; `RunGuard.conflict` then says which one was taken by someone else."""
 
     key: str
     exclusive: bool
 
 
 class RunGuard:
-    """Try-lock, heartbeat, release. Not re-entrant; one per run."""
+    """Try-lock, heartbeat, release. Not re-entrant; one per run.
+
+    Why a transaction: it works the same directly against PostgreSQL, through a session-mode pool, and through a
+    transaction-pooling proxy (PgBouncer `pool_mode=transaction`), which pins a server connection to a client for as
+    long as its transaction is open. A session lock behind such a proxy is taken on one server connection and
+    "released" on another, so it leaks and every later run of the period skips forever. When the holder dies (SIGKILL,
+    OOM, node loss) its connection closes, the server (or the proxy, which closes a server connection whose client
+    vanished mid-transaction) aborts the transaction, and the lock goes with it: the Kubernetes retry takes over at
+    once.
+
+    Heartbeat (`start_heartbeat`): every `heartbeat_seconds` a thread asks the guard's connection whether it is still
+    held, as `check` does (one statement at a time on that connection), and updates `job_runs.heartbeat_at` in its
+    own short transaction on another connection (for `runs list` and humans).
+
+    Costs, measured in tests/integration/runs/test_guard_pgbouncer.py and documented in docs/env-and-ops.md: the
+    guard's transaction writes nothing and keeps no snapshot between statements (no xid, `backend_xmin` NULL), so it
+    holds back no vacuum; it holds no relation locks, so it blocks no DDL; it counts as *idle in transaction*, so a
+    server with `idle_in_transaction_session_timeout` needs a heartbeat well below it (a run refuses, exit 2, when the
+    heartbeat is more than half of it)."""
 
     def __init__(
         self, engine: sa.Engine, key: str, *, heartbeat_seconds: float = 10.0, period_lock: PeriodLock | None = None
@@ -99,7 +97,12 @@ class RunGuard:
 
     def try_acquire(self) -> bool:
         """Take the lock in a transaction left open. False: a live run holds it. Raises RunFailed when the holder
-        looks dead (no heartbeat), ConfigError when the server would kill the guard's idle transaction."""
+        looks dead (no heartbeat), ConfigError when the server would kill the guard's idle transaction.
+
+        A run is reported "running elsewhere" only for a live holder: when the try-lock fails, the holding backend's
+        last activity is read from pg_stat_activity; a holder silent for more than 3 heartbeats (`STALE_HEARTBEATS`: a
+        hung pod, a half-open connection) makes the run fail with exit 1 (retried) instead of being skipped with
+        exit 0."""
         conn = self._engine.connect()  # the transaction begins here and stays open until release()
         try:
             row = conn.execute(
@@ -195,7 +198,10 @@ class RunGuard:
     def check(self) -> None:
         """Raise RunFailed if the guard's session is gone — asked of the session itself, one round trip, before
         every chunk and before a run records success: a run never commits a chunk, or calls itself succeeded, after
-        its guard is gone (a successor may hold the period by then)."""
+        its guard is gone (a successor may hold the period by then).
+
+        The round trip is `SELECT pg_backend_pid()` on the guard's connection, without committing: a dead connection,
+        or a transaction moved to another backend, stops the run before its next chunk, not at the next heartbeat."""
         if self._conn is not None and not self._still_held():
             raise RunFailed("lost the run guard: the database session holding it ended; stopping before the next chunk")
 

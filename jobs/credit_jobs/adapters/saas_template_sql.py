@@ -3,30 +3,10 @@
 The template's tables are read where they are: in the ledger's database, in the schema `--source-schema` names (default
 `public`, where the template's Drizzle migrations put them; a template in another database is mounted there with
 postgres_fdw's `IMPORT FOREIGN SCHEMA`, docs/adopting.md). The schema name is quoted, never spliced as given.
-
-- `check_source`: the schema exists and holds `credit_transaction` and `user_credit` with the columns used here —
-  what the command checks before it starts a run (a bad `--source-schema` exits 2 with nothing written).
-- `profile_source`: one aggregate over the template's live grants (positive `amount` and `remaining_amount`, not
-  expiry-processed, `expiration_date` NULL or after the cut-off): the types and period keys they carry, how many,
-  how many credits. The usecase maps those (`domain.saas_template.plan_import`) and passes the mapping back as arrays.
-  Besides the live grants, the import carries over the *spent* periodic grants of the cut-over month (the month of
-  the cut-off): used up, they still hold that month for their user (`_HOLDING`).
-- `import_chunk`: one chunk of live grants in `credit_transaction.id` order (its primary key: the keyset walks the
-  index, whatever the table's size), one statement of data-modifying CTEs:
-  1. map each row's type and period key by joining the plan's arrays; a periodic row keeps its month only if it is
-     the user's first live periodic grant of that month (`created_at`, `id`) — the template allows one per (user,
-     type, month), the ledger one per (user, grant family, month): a user moved from free to pro mid-month has two,
-     and the later one carries over without a period (its credits are kept, the month is held once);
-  2. insert the grants (`idempotency_key` = `saas-template:<id>`; expiry and grant time kept, read as UTC) in user-id
-     order with `ON CONFLICT DO NOTHING`: an import key already present (a second import) or a month the ledger
-     already granted to that user (distribute-credits ran first) inserts nothing — counted apart, the second named;
-  3. a `usage` entry for what the user had already spent of each grant (amount - remaining), so each grant is
-     conserved (`credit-jobs check`) and a later rollback of the month counts those credits as kept;
-  4. balances upserted by what was imported, in user-id order (the ledger's lock order).
-  A dry run runs step 1 and reports what steps 2 and 4 would do, writing nothing.
-- `reconcile`: per user, the live credits imported against the template's own cache `user_credit.current_credits`
-  (its most recently updated row: the template has no unique constraint on `user_credit.user_id`, so some users have
-  several rows — counted and named). One aggregate statement over both tables, never a query per user.
+`import_chunk` gives the steps of one chunk. `reconcile` compares, per user, the live credits imported against the
+template's own cache `user_credit.current_credits` (its most recently updated row: the template has no unique
+constraint on `user_credit.user_id`, so some users have several rows — counted and named) in one aggregate statement
+over both tables, never a query per user.
 """
 
 from __future__ import annotations
@@ -79,7 +59,10 @@ def _live(alias: str) -> str:
 
 
 def _imported(alias: str) -> str:
-    """The template grants the import carries over: the live ones, and the spent ones of the cut-over month."""
+    """The template grants the import carries over: the live ones, and the spent ones of the cut-over month.
+
+    Besides the live grants, the import carries over the *spent* periodic grants of the cut-over month (the month of
+    the cut-off): used up, they still hold that month for their user (`_HOLDING`)."""
     return f"(({_live(alias)}) OR {_HOLDING.format(t=alias)})"
 
 
@@ -93,7 +76,11 @@ def quote_schema(conn: sa.Connection, schema: str) -> str:
 
 
 def check_source(conn: sa.Connection, schema: str) -> list[str]:
-    """What the source schema lacks, one phrase each; empty when it has every table and column the import reads."""
+    """What the source schema lacks, one phrase each; empty when it has every table and column the import reads.
+
+    The schema must exist and hold `credit_transaction` and `user_credit` with the columns used here
+    (`REQUIRED_COLUMNS`) — what the command checks before it starts a run (a bad `--source-schema` exits 2 with
+    nothing written)."""
     exists = conn.execute(sa.text("SELECT 1 FROM pg_namespace WHERE nspname = :s"), {"s": schema}).first()
     if exists is None:
         return [f"schema {schema!r} does not exist"]
@@ -292,7 +279,26 @@ def import_chunk(
     run_id: uuid.UUID,
     dry_run: bool,
 ) -> ImportChunk:
-    """Import up to `batch` live grants whose id follows `after` ('' : from the first)."""
+    """Import up to `batch` live grants whose id follows `after` ('' : from the first).
+
+    A chunk walks `credit_transaction.id` order (its primary key: the keyset walks the index, whatever the table's
+    size), in one statement of data-modifying CTEs:
+    1. map each row's type and period key by joining the plan's arrays; a periodic row keeps its month only if it is
+       the user's first live periodic grant of that month (`created_at`, `id`) — the template allows one per (user,
+       type, month), the ledger one per (user, grant family, month): a user moved from free to pro mid-month has two,
+       and the later one carries over without a period (its credits are kept, the month is held once);
+    2. insert the grants (`idempotency_key` = `saas-template:<id>`; expiry and grant time kept, read as UTC) in user-id
+       order with `ON CONFLICT DO NOTHING`: an import key already present (a second import) or a month the ledger
+       already granted to that user (distribute-credits ran first) inserts nothing — counted apart, the second named;
+    3. a `usage` entry for what the user had already spent of each grant (amount - remaining), so each grant is
+       conserved (`credit-jobs check`) and a later rollback of the month counts those credits as kept;
+    4. balances upserted by what was imported, in user-id order (the ledger's lock order).
+    A dry run runs step 1 and reports what steps 2 and 4 would do, writing nothing.
+
+    The plan's arrays come from `profile_source`: one aggregate over the template's live grants (positive `amount` and
+    `remaining_amount`, not expiry-processed, `expiration_date` NULL or after the cut-off): the types and period keys
+    they carry, how many, how many credits. The usecase maps those (`domain.saas_template.plan_import`) and passes
+    the mapping back as arrays."""
     sql = _CHUNK.format(
         src=quote_schema(conn, schema),
         live_t=_imported("t"),

@@ -1,17 +1,7 @@
-"""Period keys: which billing period a run belongs to, and the one canonical spelling of each key.
+"""Period keys: which billing period a run belongs to, and the one canonical spelling of each key. Pure (no I/O).
 
-Pure functions (no I/O), shared by the jobs' run lifecycle and the operator's planners (docs/period-keys.md). The key
-of a run is the period containing the latest fire time of the schedule that is ≤ now, in the schedule's time zone
-(`domain.schedule.resolve_period`: schedules build on this module's key grammar, never the reverse) — unless a key
-is pinned (`CREDITJOB_PERIOD_KEY` on manual / catch-up / backfill Jobs). So a pod that starts at 00:07 on 1 December
-for the 00:00 schedule grants December, and a retry that starts late on 30 November for the November fire time still
-grants November (its latest fire time is still 1 November).
-
-Formats: `2026-11` (monthly), `2026-W48` (ISO week), `2026-11-28` (daily), `2026-11-28T13+01:00` (hourly: the local
-hour and its UTC offset, so the two 01:00 hours of a fall-back night are two keys). Keys are parsed as ASCII only and
-must equal their own re-formatting (no Unicode digits, padding variants or spaces: one period, one spelling). Legacy
-hourly keys without an offset (`2026-11-28T13`, written before migration 0005) are accepted by the database for old
-rows but refused as input, with the new form in the message.
+One period, one spelling: a key must equal its own re-formatting (`format_key` writes keys, `period_start` reads
+them; docs/period-keys.md). `domain.schedule` builds on this module's key grammar, never the reverse.
 """
 
 from __future__ import annotations
@@ -65,7 +55,14 @@ SQL_KEY_PATTERN = (
 
 @dataclass(frozen=True)
 class ResolvedPeriod:
-    """A period key with the instant its period starts (used to anchor grant expiry deterministically)."""
+    """A period key with the instant its period starts (used to anchor grant expiry deterministically).
+
+    The key of a run is the period containing the latest fire time of the schedule that is ≤ now, in the schedule's
+    time zone (`domain.schedule.resolve_period`) — unless a key is pinned (`CREDITJOB_PERIOD_KEY` on manual /
+    catch-up / backfill Jobs). So a pod that starts at 00:07 on 1 December for the 00:00 schedule grants December,
+    and a retry that starts late on 30 November for the November fire time still grants November (its latest fire
+    time is still 1 November).
+    """
 
     key: str
     period: Period
@@ -100,7 +97,9 @@ def _format_offset(offset: timedelta) -> str:
 def format_key(moment: datetime, period: Period) -> str:
     """The key of the period containing `moment` (aware; formatted in its own time zone).
 
-    Hourly keys carry the UTC offset of `moment`, so the repeated hour of a fall-back night gets its own key.
+    Formats: `2026-11` (monthly), `2026-W48` (ISO week), `2026-11-28` (daily), `2026-11-28T13+01:00` (hourly: the
+    local hour and its UTC offset). Hourly keys carry the UTC offset of `moment`, so the repeated hour of a fall-back
+    night gets its own key: its two 01:00 hours are two keys.
     """
     if moment.tzinfo is None:
         raise ValueError("moment must be timezone-aware")
@@ -157,7 +156,10 @@ def period_start(key: str, period: Period, tz: ZoneInfo) -> datetime:
     """Where the period named by `key` starts, as an aware UTC datetime; ConfigError unless `key` is canonical.
 
     Canonical: ASCII digits, the exact form of `format_key`, a real period of `tz` between MIN_KEY_YEAR and
-    MAX_KEY_YEAR — and `format_key(period_start(key))` gives `key` back.
+    MAX_KEY_YEAR — and `format_key(period_start(key))` gives `key` back. Keys are parsed as ASCII only and must equal
+    their own re-formatting (no Unicode digits, padding variants or spaces: one period, one spelling). Legacy hourly
+    keys without an offset (`2026-11-28T13`, written before migration 0005) are accepted by the database for old rows
+    but refused as input, with the new form in the message.
     """
     match = _KEY_PATTERNS[period].match(key)
     if match is None:

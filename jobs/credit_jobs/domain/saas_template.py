@@ -1,18 +1,7 @@
 """How the SaaS template's credit rows become ledger grants — pure rules, no I/O.
 
-The import (`credit-jobs import saas-template`) reads which transaction types and period keys the template's live grants
-carry, plans them here, and hands the plan to the set-based statements of `adapters.saas_template_sql` as arrays (so the
-SQL only joins, and these rules are tested without a server in tests/unit/test_saas_template_rules.py):
-- `ledger_grant_type`: the template's transaction type → a ledger grant type. The three monthly types become the
-  periodic types distribute-credits writes (`free_tier`, `subscription`, `lifetime_monthly`), so an imported grant of
-  this month holds the (user, grant family, period) key and distribution does not grant the month again; the sign-up
-  gift, bought packages and incoming transfers become one-off types; an unknown type with live credits becomes an
-  `adjustment` (its credits still carry over) and is reported.
-- `ledger_period_key`: the template's integer `period_key` (YYYYMM, 0 = not periodic) → this project's monthly key
-  (202611 → `2026-11`); a value that is no month is unreadable (reported; the grant carries over without a period).
-- `import_key`: the key recorded on each imported grant (`saas-template:<credit_transaction.id>`), which makes a
-  second import change nothing.
-- `parse_as_of`, `validate_source_schema`: the command's input, refused with one line (exit 2).
+The SQL only joins: every mapping is decided here, over the types and period keys the template's live grants carry
+(`plan_import`), so the rules are tested without a server. A second import changes nothing (`import_key`).
 """
 
 from __future__ import annotations
@@ -50,12 +39,23 @@ _ISO = re.compile(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9:.]+([+-][0-9:]+|Z)?)?\
 
 
 def ledger_grant_type(template_type: str) -> str:
-    """The ledger grant type of a template transaction type (unknown types: `adjustment`)."""
+    """The ledger grant type of a template transaction type (unknown types: `adjustment`).
+
+    The three monthly types become the periodic types distribute-credits writes (`free_tier`, `subscription`,
+    `lifetime_monthly`), so an imported grant of this month holds the (user, grant family, period) key and
+    distribution does not grant the month again; the sign-up gift, bought packages and incoming transfers become
+    one-off types; an unknown type with live credits becomes an `adjustment` (its credits still carry over) and is
+    reported.
+    """
     return GRANT_TYPES.get(template_type, UNKNOWN_TYPE_GRANT)
 
 
 def ledger_period_key(template_key: int) -> str | None:
-    """202611 → `2026-11`; 0 (or less) → None (not periodic). Raises ValueError for a number that is no month."""
+    """202611 → `2026-11`; 0 (or less) → None (not periodic). Raises ValueError for a number that is no month.
+
+    The template's integer `period_key` (YYYYMM, 0 = not periodic) becomes this project's monthly key; a value that is
+    no month is unreadable (reported; the grant carries over without a period).
+    """
     if template_key <= 0:
         return None
     year, month = divmod(template_key, 100)
@@ -65,7 +65,8 @@ def ledger_period_key(template_key: int) -> str | None:
 
 
 def import_key(transaction_id: str) -> str:
-    """The key an imported grant carries: one per template credit_transaction row."""
+    """The key an imported grant carries: one per template credit_transaction row
+    (`saas-template:<credit_transaction.id>`), which makes a second import change nothing."""
     return IMPORT_KEY_PREFIX + transaction_id
 
 
@@ -82,7 +83,13 @@ class ImportPlan:
 
 
 def plan_import(types: Iterable[str], period_keys: Iterable[int]) -> ImportPlan:
-    """Map the types and period keys found among the template's live grants."""
+    """Map the types and period keys found among the template's live grants.
+
+    The import (`credit-jobs import saas-template`) reads which transaction types and period keys the template's live
+    grants carry, plans them here, and hands the plan to the set-based statements of `adapters.saas_template_sql` as
+    arrays (so the SQL only joins, and these rules are tested without a server in
+    tests/unit/test_saas_template_rules.py).
+    """
     planned_types = {t: (ledger_grant_type(t), t in PERIODIC_TYPES) for t in sorted(set(types))}
     keys: dict[int, str] = {}
     unreadable: list[int] = []
@@ -99,7 +106,8 @@ def plan_import(types: Iterable[str], period_keys: Iterable[int]) -> ImportPlan:
 
 
 def parse_as_of(text: str) -> datetime:
-    """`--as-of`: an ISO 8601 date or date-time (ASCII digits); without an offset it is UTC."""
+    """`--as-of`: an ISO 8601 date or date-time (ASCII digits); without an offset it is UTC. Anything else is refused
+    with one line (ConfigError, exit 2)."""
     value = text.strip()
     if not _ISO.match(value):
         raise ConfigError(
@@ -113,7 +121,8 @@ def parse_as_of(text: str) -> datetime:
 
 
 def validate_source_schema(name: str) -> str:
-    """`--source-schema`: a PostgreSQL schema name as it is stored (quoted in SQL, so any case is kept)."""
+    """`--source-schema`: a PostgreSQL schema name as it is stored (quoted in SQL, so any case is kept). Anything
+    else is refused with one line (ConfigError, exit 2)."""
     if not name or not name.isprintable() or len(name.encode()) > MAX_SCHEMA_NAME_BYTES or name != name.strip():
         raise ConfigError(
             f"--source-schema {name[:70]!r} is not a schema name: 1-{MAX_SCHEMA_NAME_BYTES} printable bytes without "

@@ -1,18 +1,7 @@
-"""`Schedule`: a cron expression with its time zone and period, parsed once, and its exact fire times.
+"""`Schedule`: a cron expression with its time zone and period, parsed once, and its exact fire times. Pure (no I/O).
 
-Pure (no I/O). The one place fire times are computed: the run lifecycle resolves its period through it
-(`resolve_period`, below), and the operator's planners (`missed_periods`, `status`, `spec_checks`) use the
-`Schedule` that `creditjob.parse_spec` builds. `credit-jobs schedule` prints what it computes.
-
-Semantics (docs/period-keys.md): those of the Kubernetes CronJob controller with `spec.timeZone` (robfig/cron v3
-`SpecSchedule.Next`, which walks absolute time and tests the *local wall-clock* fields): an instant is a fire time
-iff its wall-clock minute, hour, day, month and weekday in the zone match the expression. So a wall-clock time the
-fall-back repeats fires twice (once per UTC offset) and one the spring-forward skips never fires.
-
-How, exactly: the expression is iterated over *naive* wall-clock datetimes (croniter is exact there: no DST), and
-each naive match is mapped to the instants that show it (none in a gap, two when repeated). Instants are in the
-same order as their wall-clock times except across a clock change, and a change moves the clock by at most
-MAX_CLOCK_SHIFT, so walking the naive matches MAX_CLOCK_SHIFT beyond the answer proves nothing closer was missed.
+The one place fire times are computed, with the Kubernetes CronJob controller's semantics: an instant is a fire time
+iff its wall-clock fields in the schedule's zone match the expression (`Schedule`; docs/period-keys.md).
 """
 
 from __future__ import annotations
@@ -71,7 +60,18 @@ def validate_schedule(schedule: str) -> str:
 
 @dataclass(frozen=True)
 class Schedule:
-    """Expression + time zone + period, validated; fire times are aware datetimes in UTC."""
+    """Expression + time zone + period, validated; fire times are aware datetimes in UTC.
+
+    Semantics (docs/period-keys.md): those of the Kubernetes CronJob controller with `spec.timeZone` (robfig/cron v3
+    `SpecSchedule.Next`, which walks absolute time and tests the *local wall-clock* fields): an instant is a fire time
+    iff its wall-clock minute, hour, day, month and weekday in the zone match the expression. So a wall-clock time the
+    fall-back repeats fires twice (once per UTC offset) and one the spring-forward skips never fires.
+
+    How, exactly: the expression is iterated over *naive* wall-clock datetimes (croniter is exact there: no DST), and
+    each naive match is mapped to the instants that show it (none in a gap, two when repeated). Instants are in the
+    same order as their wall-clock times except across a clock change, and a change moves the clock by at most
+    MAX_CLOCK_SHIFT, so walking the naive matches MAX_CLOCK_SHIFT beyond the answer proves nothing closer was missed.
+    """
 
     expression: str
     time_zone: str

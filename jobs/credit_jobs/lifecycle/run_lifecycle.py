@@ -1,19 +1,7 @@
-"""The run lifecycle every usecase runs inside: one path for CLI, CronJob container and (later) HTTP trigger.
+"""The run lifecycle every usecase runs inside: one path for CLI, CronJob container and HTTP trigger.
 
-1. Give the run an id and resolve its period key (pinned, or from the scheduled time — `domain.period_keys`).
-2. Bind the log fields every line carries (docs/contract.md, shared names).
-3. Connect and check the schema version (a bad URL, credentials or database name: exit 2; an unreachable server: 1).
-   Read the run's "now" from the database (one clock for expiry, grant times, cleanup and the audit row) and warn
-   (`run.clock_skew`) when the pod's clock differs from it by more than `CLOCK_SKEW_WARNING`. The period key is
-   still resolved from the pod's clock (step 1): it only picks the latest schedule fire, bounded by the Job's
-   deadlines, and it must be known before the database is reached.
-4. Take the single-run guard for (job, period key, shard); if a live run holds it, record *skipped* and exit 0.
-   Rows left *running* by a dead holder are closed as failed ("taken over").
-5. Run the usecase in chunks (`usecases.chunk_runner`), checking the guard — and whether SIGTERM asked the run to
-   stop (`lifecycle.termination`) — between chunks; heartbeat in the background. The usecase hands back its counts
-   after every chunk, so a run that fails later keeps them.
-6. Record the result in the audit row, log the end-of-run line, push metrics; map to an exit code
-   (0 succeeded / skipped, 1 failed, 2 configuration error).
+One run: an id and a period key, the single-run guard, the usecase in chunks, the audit row, logs, metrics and an exit
+code (0 succeeded / skipped, 1 failed, 2 configuration error). `execute_run` lists the steps.
 Dry runs skip the guard (they write nothing to the ledger) but still leave an audit row.
 """
 
@@ -100,7 +88,20 @@ def execute_run(
     ledger_clock: Callable[[], datetime] | None = None,
 ) -> RunOutcome:
     """Run one usecase inside the lifecycle. `clock` is the pod's clock (period resolution, skew check);
-    `ledger_clock` replaces the database's clock as the run's "now" — for tests that need a fixed "now" only."""
+    `ledger_clock` replaces the database's clock as the run's "now" — for tests that need a fixed "now" only.
+
+    1. Give the run an id and resolve its period key (pinned, or from the scheduled time — `domain.period_keys`).
+    2. Bind the log fields every line carries (docs/contract.md, shared names).
+    3. Connect and check the schema version (a bad URL, credentials or database name: exit 2; an unreachable server:
+       1). Read the run's "now" from the database (`_run_now`).
+    4. Take the single-run guard for (job, period key, shard); if a live run holds it, record *skipped* and exit 0.
+       Rows left *running* by a dead holder are closed as failed ("taken over").
+    5. Run the usecase in chunks (`usecases.chunk_runner`), checking the guard — and whether SIGTERM asked the run to
+       stop (`lifecycle.termination`) — between chunks; heartbeat in the background. The usecase hands back its
+       counts after every chunk, so a run that fails later keeps them.
+    6. Record the result in the audit row, log the end-of-run line, push metrics; map to an exit code
+       (0 succeeded / skipped, 1 failed, 2 configuration error).
+    """
     # 1. Identity and period key: from the scheduled time, never the wall clock (unless pinned).
     run_id = uuid.uuid4()
     started = time.monotonic()
@@ -163,7 +164,12 @@ def _resolve_and_run(
 
 
 def _run_now(engine: sa.Engine, clock: Callable[[], datetime], ledger_clock: Callable[[], datetime] | None) -> datetime:
-    """The run's "now": the database's clock (or a test's fixed one); warns when the pod's clock disagrees."""
+    """The run's "now": the database's clock (or a test's fixed one); warns when the pod's clock disagrees.
+
+    One clock for expiry, grant times, cleanup and the audit row; the warning (`run.clock_skew`) fires when the pod's
+    clock differs from it by more than `CLOCK_SKEW_WARNING`. The period key is still resolved from the pod's clock
+    (step 1): it only picks the latest schedule fire, bounded by the Job's deadlines, and it must be known before the
+    database is reached."""
     run_now = ledger_clock() if ledger_clock is not None else db_clock.database_now(engine)
     pod_now = clock()
     skew = pod_now - run_now

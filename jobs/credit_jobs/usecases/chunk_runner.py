@@ -1,21 +1,7 @@
-"""The one chunk loop every chunked usecase runs in (distribute, expire, cleanup — and later rollback, import, purge).
+"""The one chunk loop every chunked usecase runs in (distribute, expire, cleanup, rollback, import, purge).
 
-A usecase describes its work as a `ChunkedWork`: a keyset start, one chunk statement (in the runner's transaction),
-where a chunk ended, how to name the one item a one-item chunk covers, and how to add a chunk to its totals. The
-runner (`run_chunks`) owns everything else, the same way for every usecase:
-- keyset position: each chunk starts after the last item the previous one covered;
-- checkpoint: the run's guard is checked before every chunk (`RunContext.checkpoint`);
-- item errors: a chunk that fails on its data (a constraint or data error, not a lost connection) is rolled back and
-  retried as two halves (same start, smaller limit), recursively, until each failing item is alone; it is logged
-  (`<usecase>.item_failed` with its ids and the reason), counted `failed`, sampled into the `failed_items` detail,
-  and skipped — every other item is processed. Cost: O(k·log batch) extra statements for k bad items, nothing in
-  the normal path;
-- transient conflicts: a deadlock (40P01) or serialization failure (40001) retries the same chunk, up to
-  `MAX_ATTEMPTS` times with a short jittered backoff, logged as `chunk.retried`; only then does it fail the run;
-- progress and counts so far: after every chunk, `RunContext.progress` and `RunContext.record_counts`, so a run
-  that fails later still records what it committed;
-- anything else (connection lost) fails the run with `RunFailed` (exit 1): the rerun resumes, every write being
-  idempotent.
+A usecase describes its work as a `ChunkedWork`; the runner, `run_chunks`, owns everything else, the same way for every
+usecase: keyset position, guard checkpoint, item errors, transient conflicts, progress and the counts so far.
 """
 
 from __future__ import annotations
@@ -53,7 +39,10 @@ FAILED_SAMPLE = 20  # failed items named in the audit row (the count is always e
 
 
 class ChunkedWork(ABC, Generic[K, R]):
-    """One usecase's chunked work, as the runner sees it. Statements live in adapters; this only calls them."""
+    """One usecase's chunked work, as the runner sees it. Statements live in adapters; this only calls them.
+
+    A keyset start, one chunk statement (in the runner's transaction), where a chunk ended, how to name the one item a
+    one-item chunk covers, and how to add a chunk to its totals."""
 
     name: str  # the log prefix: "distribute" logs distribute.item_failed
     start: K  # the keyset position before every item
@@ -90,7 +79,22 @@ class _Failures:
 
 
 def run_chunks(engine: sa.Engine, ctx: RunContext, work: ChunkedWork[K, R]) -> RunStats:
-    """Run `work` chunk by chunk to the end; returns its totals with the isolated failed items added."""
+    """Run `work` chunk by chunk to the end; returns its totals with the isolated failed items added.
+
+    - keyset position: each chunk starts after the last item the previous one covered;
+    - checkpoint: the run's guard is checked before every chunk (`RunContext.checkpoint`);
+    - item errors: a chunk that fails on its data (a constraint or data error, not a lost connection) is rolled back
+      and retried as two halves (same start, smaller limit), recursively, until each failing item is alone; it is
+      logged (`<usecase>.item_failed` with its ids and the reason), counted `failed`, sampled into the `failed_items`
+      detail, and skipped — every other item is processed. Cost: O(k·log batch) extra statements for k bad items,
+      nothing in the normal path;
+    - transient conflicts: a deadlock (40P01) or serialization failure (40001) retries the same chunk, up to
+      `MAX_ATTEMPTS` times with a short jittered backoff, logged as `chunk.retried`; only then does it fail the run;
+    - progress and counts so far: after every chunk, `RunContext.progress` and `RunContext.record_counts`, so a run
+      that fails later still records what it committed;
+    - anything else (connection lost) fails the run with `RunFailed` (exit 1): the rerun resumes, every write being
+      idempotent.
+    """
     failures = _Failures()
 
     def counts() -> RunStats:

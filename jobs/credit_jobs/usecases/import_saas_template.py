@@ -1,19 +1,7 @@
 """import saas-template: move a SaaS template database's live credits into the ledger, once.
 
-Runs inside the run lifecycle like any usecase (`credit-jobs import saas-template`, entrypoints/cli/import_commands.py):
-a run id, an audit row with trigger `import` (job and usecase `import-saas-template`, the month of the cut-off as its
-period key), a guard, logs and the end-of-run counts. Reads top to bottom:
-1. check the source: the schema holds the template's `credit_transaction` and `user_credit` (`ConfigError`, exit 2,
-   naming what is missing — the CLI runs the same check before starting a run, so bad input writes nothing);
-2. profile the template's live grants at the cut-off (`--as-of`, default the run's "now", the database clock) and
-   plan their types and period keys with the pure rules of `domain.saas_template`;
-3. walk them in `credit_transaction.id` order through the shared chunk loop (`usecases.chunk_runner`), one chunk per
-   transaction (`adapters.saas_template_sql.import_chunk`): each becomes a grant keyed `saas-template:<id>` — a second
-   import inserts nothing — and an imported grant of a month holds (user, grant family, month), so distribute-credits
-   does not grant that month again;
-4. reconcile: per user, the live credits carried over against the template's `user_credit.current_credits`; every
-   mismatch and every user with duplicate `user_credit` rows is counted and sampled in the audit row and logged.
-A dry run does steps 1, 2 and 4 and reports what step 3 would write (`would_import`, `would_import_credits`).
+Each live template grant becomes a ledger grant keyed `saas-template:<id>`, so a second import inserts nothing.
+`import_usecase` gives the steps; docs/adopting.md walks through an adoption.
 """
 
 from __future__ import annotations
@@ -209,7 +197,24 @@ def _warn(t: ImportTotals, plan: ImportPlan, rec: saas_template_sql.Reconciliati
 
 
 def import_usecase(scope: ImportScope) -> UsecaseSpec:
-    """The usecase the lifecycle runs for one `credit-jobs import saas-template` command."""
+    """The usecase the lifecycle runs for one `credit-jobs import saas-template` command.
+
+    It runs inside the run lifecycle like any usecase (entrypoints/cli/import_commands.py): a run id, an audit row
+    with trigger `import` (job and usecase `import-saas-template`, the month of the cut-off as its period key), a
+    guard, logs and the end-of-run counts. The work (`import_saas_template`) reads top to bottom:
+    1. check the source: the schema holds the template's `credit_transaction` and `user_credit` (`ConfigError`,
+       exit 2, naming what is missing — the CLI runs the same check before starting a run, so bad input writes
+       nothing);
+    2. profile the template's live grants at the cut-off (`--as-of`, default the run's "now", the database clock) and
+       plan their types and period keys with the pure rules of `domain.saas_template`;
+    3. walk them in `credit_transaction.id` order through the shared chunk loop (`usecases.chunk_runner`), one chunk
+       per transaction (`adapters.saas_template_sql.import_chunk`): each becomes a grant keyed `saas-template:<id>` —
+       a second import inserts nothing — and an imported grant of a month holds (user, grant family, month), so
+       distribute-credits does not grant that month again;
+    4. reconcile: per user, the live credits carried over against the template's `user_credit.current_credits`; every
+       mismatch and every user with duplicate `user_credit` rows is counted and sampled in the audit row and logged.
+    A dry run does steps 1, 2 and 4 and reports what step 3 would write (`would_import`, `would_import_credits`).
+    """
     return UsecaseSpec(
         IMPORT_SAAS_TEMPLATE,
         Period.MONTHLY,

@@ -1,19 +1,8 @@
 """rollback distribute-credits: take a whole period's grants back, so the period can be distributed again.
 
-Runs inside the run lifecycle like any usecase (`credit-jobs rollback distribute-credits`,
-entrypoints/cli/ops_commands.py): its run id, audit row (trigger `rollback`) and guard are the distributing job's guard
-key — (job, period key, shard 0) — and it holds its (grant family, period) exclusively, which every distribution of that
-family and period holds shared, whatever its job name or shard: a rollback and a distribution of the same period never
-run at once, and whichever comes second is refused (the rollback exits 2; the distribution is skipped, exit 0, as for
-any live holder). So a redo never computes what a user kept from a snapshot taken before the rollback committed.
-
-The work walks the period's live grants (the job's grant family) in user-id order through the shared chunk loop
-(`usecases.chunk_runner`), one chunk per transaction (`adapters.rollback_sql.rollback_chunk`): each grant's unconsumed
-remainder is voided (a `void` entry with the reason and this run's id), the grant is marked rolled back with what
-the user kept, and balances drop in the same statement. Credits already spent are not clawed back (the ledger never
-goes negative); they are reported — count, total and a sample of users — and the redo subtracts them from the new
-grant (docs/credits-lifecycle.md, "Rolling a period back"). Idempotent: a second rollback finds no live grant of the
-period and changes nothing. `--user` limits it to some users (text ids, as the ledger holds them since migration 0007).
+The unconsumed remainder of each grant is voided; credits already spent are never clawed back, and the redo subtracts
+them from the new grant. `rollback_usecase` says how it runs beside distributions and what it does;
+docs/credits-lifecycle.md ("Rolling a period back") shows a whole rollback and redo.
 """
 
 from __future__ import annotations
@@ -36,7 +25,9 @@ log = structlog.get_logger()
 
 @dataclass(frozen=True)
 class RollbackScope:
-    """What to roll back besides the period: why (stored on every void entry) and, optionally, only these users."""
+    """What to roll back besides the period: why (stored on every void entry) and, optionally, only these users.
+
+    `--user` limits the rollback to some users (text ids, as the ledger holds them since migration 0007)."""
 
     reason: str
     users: tuple[str, ...] | None = None
@@ -151,7 +142,22 @@ def rollback_period(engine: sa.Engine, ctx: RunContext, *, scope: RollbackScope)
 
 
 def rollback_usecase(scope: RollbackScope) -> UsecaseSpec:
-    """The usecase the lifecycle runs for one `credit-jobs rollback distribute-credits` command."""
+    """The usecase the lifecycle runs for one `credit-jobs rollback distribute-credits` command.
+
+    It runs inside the run lifecycle like any usecase (entrypoints/cli/ops_commands.py): its own run id and audit row
+    (trigger `rollback`), the distributing job's guard key — (job, period key, shard 0) — and it holds its (grant
+    family, period) exclusively, which every distribution of that family and period holds shared, whatever its job
+    name or shard: a rollback and a distribution of the same period never run at once, and whichever comes second is
+    refused (the rollback exits 2; the distribution is skipped, exit 0, as for any live holder). So a redo never
+    computes what a user kept from a snapshot taken before the rollback committed.
+
+    The work (`rollback_period`) walks the period's live grants (the job's grant family) in user-id order through the
+    shared chunk loop (`usecases.chunk_runner`), one chunk per transaction (`adapters.rollback_sql.rollback_chunk`):
+    each grant's unconsumed remainder is voided (a `void` entry with the reason and this run's id), the grant is
+    marked rolled back with what the user kept, and balances drop in the same statement. Credits already spent are
+    not clawed back (the ledger never goes negative); they are reported — count, total and a sample of users — and
+    the redo subtracts them from the new grant (docs/credits-lifecycle.md, "Rolling a period back"). Idempotent: a
+    second rollback finds no live grant of the period and changes nothing."""
     return UsecaseSpec(
         ROLLBACK_DISTRIBUTE,
         USECASE_PERIODS[DISTRIBUTE_CREDITS],

@@ -1,18 +1,9 @@
 """The request gate: what every protected request passes before anything reads its body — the global rate limit,
 authentication (with the failed-authentication budget of whoever it claims to be, from where), and the body's size.
 
-A pure ASGI middleware, inside the audit middleware (`app.create_app`), so each refusal is still audited. An
-unauthenticated request costs its headers: it is answered 401 (or 429) without reading one byte of its body (the app
-is handed an empty one, and the route's `app.require` raises the refusal), and a connection that keeps sending is
-closed by the server once the answer is out. An authenticated one may send at most `CREDITJOBS_API_MAX_BODY_BYTES`
-(64 KiB): a `Content-Length` above it is answered 413 the same way, a body without one is counted as it arrives and
-cut off with 413. The principal found is left in the request's state for `app.require`, which applies the
-principal's own rate limit and the route's scope.
-
-The failed-authentication budget (`CREDITJOBS_API_RATE_LIMIT_AUTH_FAILURES`, 20 a minute) is kept per client
-address *and* claimed principal (`auth.attempted_principal`): a guesser of one password is held to the budget,
-answered 429 without its guesses being checked, while every other credential from the same address — the app's
-bearer token, another user — goes through. Open paths (probes, metrics, the API docs) pass untouched.
+A pure ASGI middleware (`RequestGate`), inside the audit middleware (`app.create_app`), so each refusal is still
+audited. An unauthenticated request costs its headers: not one byte of its body is read (`RequestGate._refuse`).
+Open paths (probes, metrics, the API docs) pass untouched; `admit` decides who passes.
 """
 
 from __future__ import annotations
@@ -46,7 +37,15 @@ def admit(config: ApiConfig, limits: RateLimits, headers: dict[str, str], client
     address — checked before the credentials are — or the global limit), 401 (no valid credentials).
 
     The global limit counts authenticated requests only (what reaches the database): a flood of bad credentials is
-    held by its own failure budget and can never spend the budget the good callers share (bench/bench_api.py (a1))."""
+    held by its own failure budget and can never spend the budget the good callers share (bench/bench_api.py (a1)).
+
+    The failed-authentication budget (`CREDITJOBS_API_RATE_LIMIT_AUTH_FAILURES`, 20 a minute) is kept per client
+    address *and* claimed principal (`auth.attempted_principal`): a guesser of one password is held to the budget,
+    answered 429 without its guesses being checked, while every other credential from the same address — the app's
+    bearer token, another user — goes through.
+
+    `RequestGate` leaves the principal found in the request's state for `app.require`, which applies the principal's
+    own rate limit and the route's scope."""
     header = headers.get("authorization")
     budget = f"{client} {attempted_principal(header)}"
     refusal = limits.auth_failures_exhausted(budget)
@@ -100,7 +99,13 @@ class RequestGate:
 
     async def _refuse(self, refusal: ApiError, scope: Scope, send: Send) -> None:
         """Routed as usual (the audit line and the metric name the route), but the app is handed an empty body and
-        the route's `app.require` raises the refusal: what the client sends is never read."""
+        the route's `app.require` raises the refusal: what the client sends is never read.
+
+        An unauthenticated request is answered 401 (or 429) this way, without reading one byte of its body, and a
+        connection that keeps sending is closed by the server once the answer is out. An authenticated one may send
+        at most `CREDITJOBS_API_MAX_BODY_BYTES` (64 KiB): a `Content-Length` above it is answered 413 the same way, a
+        body without one is counted as it arrives and cut off with 413 (`_counted`).
+        """
         scope["state"]["refusal"] = refusal
         await self.app(scope, _no_body(), send)
 

@@ -1,17 +1,6 @@
-"""What every `credit-jobs` command module shares: the per-invocation state, the database a command works on and
-the two output streams. Typer-free (the shared Typer options are in `cli.options`): the fast `run` path uses it (the
-start-up rule: `cli/__init__.py`).
-
-`cli/app.py` (the composition root) reads the settings once, in its root callback, into a `CliState` it stores on
-Click's context (`run_line` builds its own); the command modules (`cli/runs_commands.py`, `cli/ledger_commands.py`,
-`cli/schedule_command.py`, `cli/demo_command.py`, `cli/db_commands.py`) take it from there with `state(ctx)` and open
-their engine with `engine_for`. With no DATABASE_URL (and no --database-url) the command uses the embedded PostgreSQL of
-the per-user data directory (`entrypoints/cli/data_dir.py`; CREDITJOBS_DATA_DIR overrides it): the running server when
-there is one, else it starts it and leaves it running for the next command until CREDITJOBS_EMBEDDED_IDLE_SECONDS pass
-unused (`adapters/embedded_idle.py`) or `credit-jobs db stop`.
-
-Output: one-line messages go through `say` / `warn` (plain writes: a line stays one line on a pipe or in a pod
-log); Rich only where a command draws a table or a progress bar (`rich_out`).
+"""What every `credit-jobs` command module shares: the per-invocation state (`CliState`), the database a command
+works on (`engine_for`) and the two output streams (`say`, `warn`). Typer-free (the shared Typer options are in
+`cli.options`): the fast `run` path uses it (the start-up rule: `cli/__init__.py`).
 """
 
 from __future__ import annotations
@@ -40,7 +29,12 @@ if TYPE_CHECKING:
 
 @dataclass
 class CliState:
-    """One invocation's settings (read once, by the root callback) and the embedded server's URL once used."""
+    """One invocation's settings (read once, by the root callback) and the embedded server's URL once used.
+
+    `cli/app.py` (the composition root) reads the settings once, in its root callback, into a `CliState` it stores on
+    Click's context (`run_line` builds its own); the command modules take it from there with `state(ctx)` and open
+    their engine with `engine_for`.
+    """
 
     settings: Settings
     embedded_url: str | None = None
@@ -71,7 +65,13 @@ def embedded_home(settings: Settings) -> Path:
 
 
 def _embedded_server(settings: Settings) -> str:
-    """The embedded server's URL: the running one, else started and left running (see the module docstring)."""
+    """The embedded server's URL: the running one, else started and left running.
+
+    With no DATABASE_URL (and no --database-url) the command uses the embedded PostgreSQL of the per-user data
+    directory (`entrypoints/cli/data_dir.py`; CREDITJOBS_DATA_DIR overrides it): the running server when there is
+    one, else it starts it and leaves it running for the next command until CREDITJOBS_EMBEDDED_IDLE_SECONDS pass
+    unused (`adapters/embedded_idle.py`) or `credit-jobs db stop`.
+    """
     from credit_jobs.adapters import embedded_database, embedded_idle
 
     home = embedded_home(settings)
@@ -168,7 +168,11 @@ def jobs_period(settings: Settings, usecase: str) -> tuple[Period, str]:
 
 
 def say(line: str) -> None:
-    """One line on stdout, as is (no markup, no wrapping)."""
+    """One line on stdout, as is (no markup, no wrapping).
+
+    One-line messages go through `say` / `warn` (plain writes: a line stays one line on a pipe or in a pod log); Rich
+    only where a command draws a table or a progress bar (`rich_out`).
+    """
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
 
