@@ -15,8 +15,6 @@ from credit_jobs.domain.run_model import UsecaseSpec, validate_batch_size
 from credit_jobs.entrypoints.settings import Settings
 from credit_jobs.lifecycle.run_lifecycle import RunRequest
 
-_UNSET: Any = object()
-
 
 def run_request(
     settings: Settings,
@@ -25,17 +23,16 @@ def run_request(
     job: str,
     batch_size: int | None = None,
     grant_family: str | None = None,
-    namespace: str | None = _UNSET,
     dry_run: bool = False,
     **fields: Any,
 ) -> RunRequest:
     """`fields` are the entry point's own (trigger, period, pinned key, shard, time zone, requester, …).
-    `grant_family` is an option the user typed (`--grant-family`), checked as one; `namespace` defaults to
+    `grant_family` is an option the user typed (`--grant-family`), checked as one; `namespace` (a field) defaults to
     CREDITJOB_NAMESPACE."""
+    fields.setdefault("namespace", settings.creditjob_namespace)
     return RunRequest(
         usecase=usecase,
         job=job,
-        namespace=settings.creditjob_namespace if namespace is _UNSET else namespace,
         batch_size=validate_batch_size(batch_size if batch_size is not None else settings.creditjobs_batch_size),
         dry_run=dry_run,
         heartbeat_seconds=settings.creditjobs_heartbeat_seconds,

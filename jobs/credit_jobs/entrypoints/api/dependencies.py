@@ -26,7 +26,7 @@ class ApiState:
     triggers: Triggers
     limits: RateLimits = field(init=False)
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
-    close_on_shutdown: bool = False  # a worker process's state: closed by the app's lifespan when the worker stops
+    close_on_shutdown: bool = False  # a served process's own state: the app's lifespan closes it when the server stops
 
     def __post_init__(self) -> None:
         self.limits = RateLimits(self.config.rate_global, self.config.rate_client, self.config.rate_auth_failures)

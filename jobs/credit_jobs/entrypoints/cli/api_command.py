@@ -59,7 +59,7 @@ def serve(cli: CliState, host: str | None, port: int | None, database_url: str |
     metrics_dir = None
     if workers == 1:
         api_state = api_state_for(cli, config, database_url)
-        served: Any = create_app(api_state)
+        served: Any = create_app(api_state)  # its lifespan closes the state when the server stops
         registry = api_state.metrics.registry
     else:
         # Everything a worker would refuse is checked here first, once: a worker that fails to start is restarted
@@ -101,8 +101,6 @@ def serve(cli: CliState, host: str | None, port: int | None, database_url: str |
         )
     finally:
         metrics_server.shutdown()
-        if workers == 1:
-            api_state.close()
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
@@ -126,7 +124,7 @@ def api_state_for(cli: CliState, config: Any, database_url: str | None) -> Any:
         # an out-of-range value stops the start, exit 2, not the first triggered run).
         timeouts = run_timeouts(settings)
         triggers = LocalTriggers(lambda: engine_for(database_url, cli, verify=False, timeouts=timeouts), settings)
-    return ApiState(config=config, engine=engine, triggers=triggers)
+    return ApiState(config=config, engine=engine, triggers=triggers, close_on_shutdown=True)
 
 
 # CREDITJOBS_API_WORKERS > 1: uvicorn starts that many processes on one listening socket (the kernel spreads the
@@ -146,9 +144,7 @@ def worker_app() -> Any:
     _end_with_parent()
     settings = load_settings()
     configure_logging(settings.log_format, settings.log_level or "info")
-    api_state = api_state_for(CliState(settings), load_api_config(), None)
-    api_state.close_on_shutdown = True
-    return create_app(api_state)
+    return create_app(api_state_for(CliState(settings), load_api_config(), None))
 
 
 def _end_with_parent() -> None:
