@@ -51,7 +51,8 @@ def test_database_stopped_mid_run_fails_the_run_cleanly_and_the_rerun_completes(
     errors = cli_process.error_lines(stderr)
     assert len(errors) == 1, stderr
     assert errors[0].startswith("credit-jobs: error: run ")
-    assert "database error" in errors[0]
+    # Whichever notices the stopped server first names it: a chunk's statement, or the guard's check between chunks.
+    assert "database error" in errors[0] or "the database session holding it ended" in errors[0], errors[0]
     assert "Traceback" not in stderr
 
     own_server.start_server()
