@@ -4,13 +4,16 @@ Not a test (`python bench/bench_startup.py`). These machines are shared and nois
 to a baseline measured in the same run: `python -c pass` (the interpreter alone). For each of `--repeat` rounds:
 
   baseline     wall time of `python -c pass`
+  drivers      wall time and CPU of `python -c "import sqlalchemy, psycopg"`: what any job in Python that talks
+               to PostgreSQL through SQLAlchemy pays before its first statement (target: first SQL ≤ 1.5x this)
   connected    process start → the first database connection is open (SQLAlchemy's pool `connect` event)
   first SQL    process start → the first statement the run sends through its engine (`before_cursor_execute`)
   CPU          user + system CPU seconds the probe process used up to that statement (less sensitive than wall
                time to the other processes sharing the machine's cores)
 
 The probe process runs `credit_jobs.entrypoints.cli.main(["run", "expire-credits"])` — the console script's
-`main`, what the CronJob container runs (a plain `run` line: `entrypoints/cli/run_line.py`, no Typer) — against a
+`main`, what the CronJob container runs (a `run` line: the run command's own Typer app, `entrypoints/cli/run_app.py`) —
+against a
 migrated embedded PostgreSQL, and exits at its first statement. The medians are printed, with first SQL minus
 baseline (what credit-jobs itself costs) and `python -X importtime` of the probe up to that statement: its top
 entries (cumulative) and its self time summed per top-level package (where the time goes). Target: first SQL
@@ -52,6 +55,7 @@ from credit_jobs.adapters.embedded_database import start_embedded
 from credit_jobs.adapters.schema_migrations import upgrade_schema
 
 TARGET_S = 0.5
+DRIVERS_TARGET = 1.5  # first SQL ≤ 1.5x a bare `import sqlalchemy, psycopg`
 ROOT = Path(__file__).resolve().parents[1]
 
 # Runs in the measured process: two event hooks, then the console script's own main().
@@ -199,12 +203,16 @@ def main() -> None:
         if other_env is not None:
             _probe(other_env)
         baseline, baseline_cpu, connected, first, cpu = [], [], [], [], []
+        drivers, drivers_cpu = [], []
         other_first: list[float] = []
         other_cpu: list[float] = []
         for _ in range(options.repeat):
             wall, wall_cpu = _wall([sys.executable, "-c", "pass"], env)
             baseline.append(wall)
             baseline_cpu.append(wall_cpu)
+            wall, wall_cpu = _wall([sys.executable, "-c", "import sqlalchemy, psycopg"], env)
+            drivers.append(wall)
+            drivers_cpu.append(wall_cpu)
             to_connect, to_first, probe_cpu = _probe(env)
             connected.append(to_connect)
             first.append(to_first)
@@ -229,6 +237,12 @@ def main() -> None:
         f"{first_s - base:.3f} s over it; target ≤ {TARGET_S} s: {'met' if first_s <= TARGET_S else 'NOT met'})"
     )
     print(f"  CPU to first SQL:              {cpu_s:.3f} s  ({cpu_s / base_cpu:.1f}x baseline CPU)")
+    drivers_s, drivers_cpu_s = statistics.median(drivers), statistics.median(drivers_cpu)
+    print(
+        f"  import sqlalchemy, psycopg:    {drivers_s:.3f} s wall, {drivers_cpu_s:.3f} s CPU → first SQL "
+        f"{first_s / drivers_s:.2f}x its wall, {cpu_s / drivers_cpu_s:.2f}x its CPU "
+        f"(target ≤ {DRIVERS_TARGET}x: {'met' if first_s / drivers_s <= DRIVERS_TARGET else 'NOT met'})"
+    )
     print("  first SQL, every round: " + " ".join(f"{v:.3f}" for v in first))
     if options.against:
         other_s, other_cpu_s = statistics.median(other_first), statistics.median(other_cpu)

@@ -1,7 +1,7 @@
 """Configuration from the environment. Every variable is documented in docs/env-and-ops.md.
 
 The CronJob container gets its run's identity through these (docs/contract.md, container contract); CLI options
-override them. Read once, at the entry point (`cli/app.py`'s root callback, or `run_line` for a plain `run`),
+override them. Read once, at the entry point (the CLI's root callback, `cli/root.py`),
 through `load_settings()`: every value is checked here, at the edge, and a bad one becomes a one-line ConfigError
 (exit 2) naming the variable, the value and the accepted range — before anything connects or writes.
 

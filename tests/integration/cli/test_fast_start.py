@@ -1,10 +1,11 @@
 """A job pod starts fast: `credit-jobs run` checks the schema with one query (no Alembic) and never imports the
-Kubernetes client, Kopf, Alembic or the ORM models — only `operator`, `trigger` and `db upgrade` need them — nor,
-since a plain `run` line is parsed without Typer (`entrypoints/cli/run_line.py`), Typer, Click, Rich or pydantic.
+Kubernetes client, Kopf, Alembic or the ORM models — only `operator`, `trigger` and `db upgrade` need them — nor
+Rich, pydantic or any other command's module: a `run` line goes to the run command's own Typer app
+(`entrypoints/cli/run_app.py`).
 
 The start-up time itself is measured by `bench/bench_startup.py` (no timed assertion here); this file proves the
 things that make it fast, against a real database and real processes: the imports, that the Alembic-free schema
-check gives Alembic's answers, and that the fast `run` path and the Typer command answer every line alike (exit
+check gives Alembic's answers, and that the run command's app and the whole CLI answer every `run` line alike (exit
 code, output, messages, log events).
 """
 
@@ -28,15 +29,17 @@ from tests.support.cli_process import cli_env, libpq_url
 # The Kubernetes client and Kopf (operator/trigger only), Alembic (db upgrade only), the ORM models (migrations
 # and tests only; about a third of the CLI's import time), pydantic-settings (the operator's and the API's settings
 # only: the jobs settings are a plain reader), prometheus-client (only when PUSHGATEWAY_URL is set), the HTTP
-# API's FastAPI / uvicorn / limits (`api` only), and Typer, Click, Rich and pydantic (every command but a plain
-# `run` line; Rich also draws `run`'s progress bar, on a terminal only).
+# API's FastAPI / uvicorn / limits (`api` only), Rich and pydantic (other commands; Rich also draws `run`'s progress
+# bar, on a terminal only), the other commands' modules, and Click (Typer has its own).
 HEAVY = (
-    "typer",
     "click",
     "rich",
     "pydantic",
     "pydantic_core",
     "credit_jobs.entrypoints.cli.app",
+    "credit_jobs.entrypoints.cli.ledger_commands",
+    "credit_jobs.entrypoints.cli.ops_commands",
+    "credit_operator.commands",
     "kubernetes",
     "kopf",
     "alembic",
@@ -76,8 +79,8 @@ def test_credit_jobs_run_imports_no_kubernetes_kopf_alembic_orm_models_settings_
 
 
 def test_the_probe_sees_a_heavy_import_when_there_is_one(database_url: str) -> None:
-    """The check above can fail: `db upgrade` does load Alembic (and, through the Typer app, Typer and Rich), and
-    the same probe reports it."""
+    """The check above can fail: `db upgrade` does load Alembic (and, through the whole Typer app, the other
+    commands' modules and Rich), and the same probe reports it."""
     probe = _RUN_AND_REPORT.replace('["run", "expire-credits"]', '["db", "upgrade"]')
     done = subprocess.run(
         [sys.executable, "-c", probe, *HEAVY],
@@ -89,9 +92,13 @@ def test_the_probe_sees_a_heavy_import_when_there_is_one(database_url: str) -> N
     )
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["code"] == 0, done.stderr
-    assert {"alembic", "credit_jobs.adapters.tables", "credit_jobs.entrypoints.cli.app", "typer", "rich"} <= set(
-        report["loaded"]
-    )
+    assert {
+        "alembic",
+        "credit_jobs.adapters.tables",
+        "credit_jobs.entrypoints.cli.app",
+        "credit_jobs.entrypoints.cli.ledger_commands",
+        "rich",
+    } <= set(report["loaded"])
 
 
 def test_the_static_head_is_alembics_head() -> None:
@@ -139,15 +146,15 @@ def test_an_unmigrated_database_exits_2_before_writing(database_url: str) -> Non
     assert runs == 0
 
 
-# --- the fast `run` path and the Typer command: one command -------------------------------------------------------
+# --- the run command's app and the whole CLI: one command --------------------------------------------------------
 
-# The Typer app's own `main`, as a process: what `credit-jobs` ran for every line before the fast path.
-_TYPER_MAIN = "import sys; from credit_jobs.entrypoints.cli.app import main; sys.exit(main(sys.argv[1:]))"
+# The whole Typer app's own `main`, as a process: what `credit-jobs` runs for every line but a `run` line.
+_WHOLE_APP_MAIN = "import sys; from credit_jobs.entrypoints.cli.app import main; sys.exit(main(sys.argv[1:]))"
 _RUN_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _UNREACHABLE = "postgresql://nobody@127.0.0.1:1/none"
 
-# Lines the fast path takes (tests/unit/test_run_line.py checks which), each refused or run by the shared code …
-FAST_LINES = {
+# `run` lines: refused or run by the run code, help, and usage errors with Typer's messages.
+RUN_LINES = {
     "an unknown usecase": ["run", "no-such-usecase"],
     "a batch size out of range": ["run", "expire-credits", "--batch-size", "0"],
     "a shard out of range": ["run", "expire-credits", "--shard", "3/2"],
@@ -155,9 +162,6 @@ FAST_LINES = {
     "a bad period key": ["run", "expire-credits", "--period-key", "not-a-key"],
     "an unreachable database": ["run", "expire-credits", "--database-url", _UNREACHABLE],
     "a dry run": ["run", "expire-credits", "--dry-run", "--batch-size=50"],
-}
-# … and lines the console script leaves to Typer: help and usage errors, with Typer's messages.
-TYPER_LINES = {
     "help": ["run", "--help"],
     "no usecase": ["run"],
     "an unknown option": ["run", "expire-credits", "--bogus"],
@@ -178,33 +182,31 @@ def _answer(done: subprocess.CompletedProcess[str]) -> dict[str, object]:
 
 
 def _both(args: list[str], env: dict[str, str]) -> tuple[dict[str, object], dict[str, object]]:
-    """The console script (fast path where it applies) and the Typer app's `main`, on the same line and env."""
-    fast = cli_process.run(args, env)
-    typer_path = subprocess.run(
-        [sys.executable, "-c", _TYPER_MAIN, *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    """The console script (the run command's app for a `run` line) and the whole app's `main`, on the same line."""
+    console_script = cli_process.run(args, env)
+    whole_app = subprocess.run(
+        [sys.executable, "-c", _WHOLE_APP_MAIN, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
-    return _answer(fast), _answer(typer_path)
+    return _answer(console_script), _answer(whole_app)
 
 
-@pytest.mark.parametrize("args", FAST_LINES.values(), ids=FAST_LINES.keys())
-def test_the_fast_run_path_answers_a_line_as_the_typer_command_does(database_url: str, args: list[str]) -> None:
-    fast, typer_path = _both(args, cli_env(database_url))
-    assert fast == typer_path
-    assert fast["exit"] in (0, 1, 2)
-    assert fast["messages"] or fast["out"]  # each line has something to compare
-
-
-@pytest.mark.parametrize("args", TYPER_LINES.values(), ids=TYPER_LINES.keys())
-def test_help_and_usage_errors_of_run_are_typers(database_url: str, args: list[str]) -> None:
-    fast, typer_path = _both(args, cli_env(database_url))
-    assert fast == typer_path
-    assert fast["exit"] == (0 if "--help" in args else 2)
+@pytest.mark.parametrize("args", RUN_LINES.values(), ids=RUN_LINES.keys())
+def test_the_run_app_answers_a_run_line_as_the_whole_cli_does(database_url: str, args: list[str]) -> None:
+    ours, whole = _both(args, cli_env(database_url))
+    assert ours == whole
+    assert ours["exit"] in (0, 1, 2)
+    assert ours["messages"] or ours["out"]  # each line has something to compare
 
 
 def test_a_bad_setting_is_refused_alike_on_both_paths(database_url: str) -> None:
-    fast, typer_path = _both(["run", "expire-credits"], cli_env(database_url, CREDITJOBS_BATCH_SIZE="lots"))
-    assert fast == typer_path
-    assert fast["exit"] == 2
-    assert fast["messages"] == [
+    ours, whole = _both(["run", "expire-credits"], cli_env(database_url, CREDITJOBS_BATCH_SIZE="lots"))
+    assert ours == whole
+    assert ours["exit"] == 2
+    assert ours["messages"] == [
         "credit-jobs: error: CREDITJOBS_BATCH_SIZE='lots' is not a whole number: use 1..100000 (default 5000)"
     ]

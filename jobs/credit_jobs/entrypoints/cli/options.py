@@ -1,8 +1,4 @@
-"""The Typer options several `credit-jobs` commands share (`--database-url`, `--json`), as annotated types.
-
-Kept apart from `cli.support` so that the run path (`run_line`, `run_command`), which uses `cli.support` but not
-Typer, imports no Typer.
-"""
+"""The Typer options several `credit-jobs` commands share (`--database-url`, `--json`), as annotated types."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""How `credit-jobs run` runs a usecase once, shared by its two parsers: the Typer command (`cli.runs_commands.run`) and
-the Typer-free fast path every CronJob container takes (`run_line`). Also the progress bar and the outcome line that
-`cli.ops_commands` (rollback, backfill) reuse.
+"""How `credit-jobs run` (`cli.runs_commands.run`) runs a usecase once: the run lifecycle, the progress bar and the
+outcome line, which `cli.ops_commands` (rollback, backfill) reuse.
 
 Every CronJob run imports it (the start-up rule: `cli/__init__.py`); Rich only for a terminal's progress bar.
 """

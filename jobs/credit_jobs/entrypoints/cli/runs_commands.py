@@ -1,10 +1,9 @@
 """`credit-jobs run` (one usecase inside the run lifecycle: what every CronJob container runs) and the `runs` group
 (`runs list`, `runs show`: the audit trail). Registered on the app by `cli/app.py` through `register(app)`.
 
-`run` here is the Typer command: its parameters are the option list (`--help`, usage errors) and it calls
-`run_command.run_usecase`. A plain `run` line never reaches it: `cli.main` hands those to `run_line`, which parses
-the same options without Typer (tests/unit/test_run_line.py keeps the two option lists equal). The `runs`
-commands import their adapters and Rich inside their bodies.
+`run` is the one Typer command for a run: the whole CLI registers it, and so does `cli.run_app`, where every
+`credit-jobs run …` line goes; it calls `run_command.run_usecase`. The `runs` commands import their adapters and Rich
+inside their bodies.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What every `credit-jobs` command module shares: the per-invocation state (`CliState`), the database a command
-works on (`engine_for`) and the two output streams (`say`, `warn`). Typer-free (the shared Typer options are in
-`cli.options`): the fast `run` path uses it (the start-up rule: `cli/__init__.py`).
+works on (`engine_for`) and the two output streams (`say`, `warn`). Every `run` line imports it (the start-up rule:
+`cli/__init__.py`).
 """
 
 from __future__ import annotations
@@ -31,9 +31,8 @@ if TYPE_CHECKING:
 class CliState:
     """One invocation's settings (read once, by the root callback) and the embedded server's URL once used.
 
-    `cli/app.py` (the composition root) reads the settings once, in its root callback, into a `CliState` it stores on
-    Click's context (`run_line` builds its own); the command modules take it from there with `state(ctx)` and open
-    their engine with `engine_for`.
+    The root callback (`cli.root`) reads the settings once into a `CliState` it stores on Click's context; the
+    command modules take it from there with `state(ctx)` and open their engine with `engine_for`.
     """
 
     settings: Settings
