@@ -84,6 +84,10 @@ def normalize_url(url: str) -> sa.URL:
 _MASK = "***"
 # What each engine's URL looked like as the user wrote it (scheme included), password masked: errors show this.
 _SHOWN_URLS: weakref.WeakKeyDictionary[sa.Engine, str] = weakref.WeakKeyDictionary()
+# What each engine's connections are opened with (the URL's parts and `connect_args`) and its per-transaction
+# timeouts: `connection_parameters` / `transaction_timeouts`, for a connection opened beside the engine.
+_CONNECT_ARGS: weakref.WeakKeyDictionary[sa.Engine, dict[str, Any]] = weakref.WeakKeyDictionary()
+_TIMEOUTS: weakref.WeakKeyDictionary[sa.Engine, SessionTimeouts] = weakref.WeakKeyDictionary()
 
 
 def redact(url: sa.URL | str) -> str:
@@ -178,6 +182,15 @@ class SessionTimeouts:
                     f"{name}={value:g} is out of range: seconds from 0 (no timeout) to {MAX_TIMEOUT_SECONDS}"
                 )
 
+    def set_local_sql(self) -> str:
+        """One statement that sets the timeouts for the current transaction only (`set_config(…, true)`)."""
+        settings = {"statement_timeout": self.statement_seconds, "lock_timeout": self.lock_seconds}
+        if self.idle_in_transaction_seconds:  # 0: not set here, the server's own setting applies
+            settings["idle_in_transaction_session_timeout"] = self.idle_in_transaction_seconds
+        return "SELECT " + ", ".join(
+            f"set_config('{name}', '{round(seconds * 1000)}', true)" for name, seconds in settings.items()
+        )
+
 
 @dataclass(frozen=True)
 class NetworkTimeout:
@@ -263,23 +276,37 @@ def create_engine(
         for name, value in (network or NetworkTimeout()).libpq_parameters().items()
         if name not in parsed.query  # the URL's own libpq parameters win
     }
+    connect_args = {
+        "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+        "application_name": "credit-jobs",
+        "prepare_threshold": None,
+        **network_parameters,
+    }
     engine = sa.create_engine(
         parsed,
         pool_size=pool.size,
         max_overflow=pool.max_overflow,
         pool_timeout=pool.timeout_seconds,
         pool_pre_ping=True,
-        connect_args={
-            "connect_timeout": CONNECT_TIMEOUT_SECONDS,
-            "application_name": "credit-jobs",
-            "prepare_threshold": None,
-            **network_parameters,
-        },
+        connect_args=connect_args,
     )
     _SHOWN_URLS[engine] = redact(url)
+    _CONNECT_ARGS[engine] = {**engine.dialect.create_connect_args(engine.url)[1], **connect_args}
     if timeouts is not None:
+        _TIMEOUTS[engine] = timeouts
         _apply_per_transaction(engine, timeouts)
     return engine
+
+
+def connection_parameters(engine: sa.Engine) -> dict[str, Any]:
+    """The keyword arguments of `psycopg.connect` for a connection like the engine's own (host, database, user,
+    password, the URL's libpq parameters, the connect and network timeouts, no automatic prepared statements)."""
+    return dict(_CONNECT_ARGS[engine])
+
+
+def transaction_timeouts(engine: sa.Engine) -> SessionTimeouts | None:
+    """The per-transaction timeouts the engine applies, or None."""
+    return _TIMEOUTS.get(engine)
 
 
 def _apply_per_transaction(engine: sa.Engine, timeouts: SessionTimeouts) -> None:
@@ -290,15 +317,7 @@ def _apply_per_transaction(engine: sa.Engine, timeouts: SessionTimeouts) -> None
     transaction may run on another server connection, and the setting would leak to other clients of this one.
     `SET LOCAL` lives exactly as long as the transaction, wherever the proxy runs it.
     """
-    settings = {
-        "statement_timeout": timeouts.statement_seconds,
-        "lock_timeout": timeouts.lock_seconds,
-    }
-    if timeouts.idle_in_transaction_seconds:  # 0: not set here, the server's own setting applies
-        settings["idle_in_transaction_session_timeout"] = timeouts.idle_in_transaction_seconds
-    sql = "SELECT " + ", ".join(
-        f"set_config('{name}', '{round(seconds * 1000)}', true)" for name, seconds in settings.items()
-    )
+    sql = timeouts.set_local_sql()
 
     dbapi_error: Any = engine.dialect.loaded_dbapi.Error
 

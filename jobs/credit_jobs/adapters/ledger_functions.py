@@ -27,7 +27,7 @@ from credit_jobs.domain.errors import (
 
 
 @contextmanager
-def _refusals(user_id: str | None = None, amount: int = 0, grant_id: int | None = None) -> Iterator[None]:
+def refusals(user_id: str | None = None, amount: int = 0, grant_id: int | None = None) -> Iterator[None]:
     try:
         yield
     except sa.exc.DBAPIError as exc:
@@ -60,7 +60,7 @@ def consume(
 ) -> dict[str, Any]:
     """`{"takes": [[grant_id, credits], …], "replayed": bool}`."""
     _simulate(conn, now)
-    with _refusals(user_id, amount):
+    with refusals(user_id, amount):
         result: dict[str, Any] = conn.execute(
             sa.text("SELECT credit_consume(:user_id, :amount, :request_id)"),
             {"user_id": user_id, "amount": amount, "request_id": request_id},
@@ -81,7 +81,7 @@ def grant(
 ) -> tuple[int, bool]:
     """(grant id, created): `created` is False for a replay of the key's first grant."""
     _simulate(conn, now)
-    with _refusals(user_id, amount):
+    with refusals(user_id, amount):
         grant_id = conn.execute(
             sa.text(
                 "SELECT credit_grant(:user_id, :amount, :grant_type, :key, "
@@ -110,7 +110,7 @@ def grant(
 def void(conn: sa.Connection, grant_id: int, request_id: str, *, now: datetime | None = None) -> dict[str, Any]:
     """`{"grant_id", "user_id", "voided", "replayed"}`."""
     _simulate(conn, now)
-    with _refusals(grant_id=grant_id):
+    with refusals(grant_id=grant_id):
         result: dict[str, Any] = conn.execute(
             sa.text("SELECT credit_void(:grant_id, :request_id)"), {"grant_id": grant_id, "request_id": request_id}
         ).scalar_one()

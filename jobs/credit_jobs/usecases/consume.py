@@ -14,10 +14,12 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 
 from credit_jobs.adapters import ledger_functions
+from credit_jobs.adapters.ledger_pipeline import PipelinedLedger
 from credit_jobs.domain.requests import validate_amount, validate_request_id, validate_user_id
 
 
@@ -41,10 +43,26 @@ def consume(
     """Spend `amount` credits of `user_id`. Without `request_id` a fresh one is generated (no retry protection:
     pass the caller's own id, e.g. an order number, to make retries safe). `now`: tests only — default is the
     database server's `clock_timestamp()`."""
-    validate_user_id(user_id)
-    validate_amount(amount)
-    request_id = f"consume-{uuid.uuid4()}" if request_id is None else validate_request_id(request_id)
+    request_id = _checked(user_id, amount, request_id)
     with engine.begin() as conn:
         result = ledger_functions.consume(conn, user_id, amount, request_id, now=now)
+    return _consumption(user_id, amount, request_id, result)
+
+
+async def consume_pipelined(
+    ledger: PipelinedLedger, user_id: str, amount: int, *, request_id: str | None = None
+) -> Consumption:
+    """`consume` for an event loop (the HTTP API): the same checks and SQL function, in one round trip."""
+    request_id = _checked(user_id, amount, request_id)
+    return _consumption(user_id, amount, request_id, await ledger.consume(user_id, amount, request_id))
+
+
+def _checked(user_id: str, amount: int, request_id: str | None) -> str:
+    validate_user_id(user_id)
+    validate_amount(amount)
+    return f"consume-{uuid.uuid4()}" if request_id is None else validate_request_id(request_id)
+
+
+def _consumption(user_id: str, amount: int, request_id: str, result: dict[str, Any]) -> Consumption:
     takes = [(int(g), int(a)) for g, a in result.get("takes") or []]
     return Consumption(user_id, amount, request_id, takes, replayed=bool(result["replayed"]))

@@ -81,6 +81,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
     yield
     api: ApiState = app.state.api
+    await api.ledger.close()  # its connections belong to this event loop
     if api.close_on_shutdown:
         api.close()
 
@@ -174,8 +175,8 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def no_connection(request: Request, exc: PoolTimeout) -> JSONResponse:
         pool = state_of(request).config.request_pool
         return _unavailable(
-            f"no database connection came free within {pool.timeout_seconds:g} s (all {pool.connections} of this "
-            "replica's are in use); nothing was written: retry",
+            f"no database connection came free within {pool.timeout_seconds:g} s (all of this replica's are in use); "
+            "nothing was written: retry",
             None,
         )
 
