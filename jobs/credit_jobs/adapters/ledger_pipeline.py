@@ -81,7 +81,10 @@ class PipelinedLedger:
         if self._in_use is None:
             self._in_use = asyncio.Semaphore(self._limits.size)
         try:
-            await asyncio.wait_for(self._in_use.acquire(), self._limits.timeout_seconds)
+            if self._in_use.locked():  # every connection in use: wait, for a while
+                await asyncio.wait_for(self._in_use.acquire(), self._limits.timeout_seconds)
+            else:  # at once (wait_for would cost a task per request)
+                await self._in_use.acquire()
         except TimeoutError:
             raise sa.exc.TimeoutError(f"no connection came free within {self._limits.timeout_seconds:g} s") from None
         conn: psycopg.AsyncConnection[Any] | None = None

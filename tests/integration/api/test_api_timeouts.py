@@ -181,3 +181,33 @@ def test_the_served_api_answers_a_locked_consume_with_503_and_its_retry_applies_
     _assert_refused_as_retryable(blocked, "lock timeout", "CREDITJOBS_API_LOCK_TIMEOUT_SECONDS")
     assert (retried.status_code, retried.json()["data"]["replayed"]) == (200, False), retried.text
     assert scalar(engine, "SELECT balance FROM credit_accounts WHERE user_id = '42'") == 70
+
+
+def test_a_consume_after_the_server_ended_its_pooled_connection_is_served_and_applies_once(
+    monkeypatch: pytest.MonkeyPatch, engine: sa.Engine
+) -> None:
+    """A failover or an idle-session reaper ends the connection consume keeps open between requests: the next
+    consume is served on a fresh one, not refused."""
+    add_users(engine, [(42, "pro", "active", False, False)])
+    with api_client(monkeypatch, engine) as (client, state):
+        granted = client.post(
+            "/api/v1/users/42/grants", headers={**WRITE, "Idempotency-Key": "g"}, json={"amount": 100}
+        )
+        assert granted.status_code == 201, granted.text
+        first = client.post(CONSUME, headers=ORDER, json={"amount": 30})
+        (pooled,) = state.ledger._idle
+        scalar(engine, f"SELECT pg_terminate_backend({pooled.info.backend_pid})")
+        second = client.post(CONSUME, headers={**WRITE, "Idempotency-Key": "order-10"}, json={"amount": 30})
+    assert (first.status_code, second.status_code) == (200, 200), second.text
+    assert second.json()["data"]["replayed"] is False
+    assert scalar(engine, "SELECT balance FROM credit_accounts WHERE user_id = '42'") == 40
+
+
+def test_a_consume_with_the_database_down_answers_503_retryable(monkeypatch: pytest.MonkeyPatch) -> None:
+    nowhere = sa.create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")
+    with api_client(monkeypatch, nowhere) as (client, _):
+        refused = client.post(CONSUME, headers=ORDER, json={"amount": 30})
+    assert refused.status_code == 503, refused.text
+    body = refused.json()
+    assert (body["code"], body["retryable"], refused.headers["Retry-After"]) == ("database_unavailable", True, "2")
+    assert body["error"].startswith("the database is unavailable: connection failed"), body["error"]
