@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from credit_jobs.adapters import ledger_functions
-from credit_jobs.adapters.ledger_pipeline import PipelinedLedger
+from credit_jobs.adapters.ledger_async import AsyncLedger
 from credit_jobs.domain.requests import validate_amount, validate_request_id, validate_user_id
 
 
@@ -49,8 +49,8 @@ def consume(
     return _consumption(user_id, amount, request_id, result)
 
 
-async def consume_pipelined(
-    ledger: PipelinedLedger, user_id: str, amount: int, *, request_id: str | None = None
+async def consume_async(
+    ledger: AsyncLedger, user_id: str, amount: int, *, request_id: str | None = None
 ) -> Consumption:
     """`consume` for an event loop (the HTTP API): the same checks and SQL function, in one round trip."""
     request_id = _checked(user_id, amount, request_id)

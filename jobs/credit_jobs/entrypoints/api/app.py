@@ -8,7 +8,7 @@ authentication — 401 with `WWW-Authenticate` — and the body's size limit, al
 then depend on `require(scope)`: the principal's own rate limit (429 with `Retry-After`) and the scope (403). The audit
 middleware writes one line per request (principal, route, status, result — never a credential) and counts it in
 `creditjobs_api_requests_total`.
-Consume runs on the event loop (`adapters.ledger_pipeline`, its own connections); the other routes are sync and
+Consume runs on the event loop (`adapters.ledger_async`, its own connections); the other routes are sync and
 run on anyio's default thread limiter, fixed at start to `settings.WORKER_THREADS`: the request engine's pool holds a
 connection for each. A request the database cannot serve in time — a lock or statement
 timeout of its transaction (rolled back: nothing written), no free connection — answers a retryable 503.

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from fastapi import Request
 
-from credit_jobs.adapters.ledger_pipeline import PipelinedLedger
+from credit_jobs.adapters.ledger_async import AsyncLedger
 from credit_jobs.entrypoints.api.auth import Principal
 from credit_jobs.entrypoints.api.errors import ApiError
 from credit_jobs.entrypoints.api.gate import too_many
@@ -26,13 +26,13 @@ class ApiState:
     engine: sa.Engine
     triggers: Triggers
     limits: RateLimits = field(init=False)
-    ledger: PipelinedLedger = field(init=False)  # consume's async connections, beside the engine's pool
+    ledger: AsyncLedger = field(init=False)  # consume's async connections, beside the engine's pool
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
     close_on_shutdown: bool = False  # a served process's own state: the app's lifespan closes it when the server stops
 
     def __post_init__(self) -> None:
         self.limits = RateLimits(self.config.rate_global, self.config.rate_client, self.config.rate_auth_failures)
-        self.ledger = PipelinedLedger(self.engine, self.config.request_pool)
+        self.ledger = AsyncLedger(self.engine, self.config.request_pool)
 
     def close(self) -> None:
         """Queued local runs dropped, the running one finished; the request engine's connections closed."""

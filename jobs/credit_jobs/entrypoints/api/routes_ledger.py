@@ -2,7 +2,7 @@
 `ledger`).
 
 They call the library usecases (`usecases.consume`, `usecases.grant`, which call the database's functions, the one
-implementation of the money path; consume on the event loop, `consume_pipelined`) and read views
+implementation of the money path; consume on the event loop, `consume_async`) and read views
 (`adapters.ledger_views`) — no SQL of their own. `Idempotency-Key`
 is required on writes and becomes the ledger's request id (consume) or idempotency key (grant): a replay answers the
 first result (`replayed: true`, `Idempotent-Replayed: true`), the same key with other parameters `409
@@ -31,7 +31,7 @@ from credit_jobs.entrypoints.api.dependencies import require, state_of
 from credit_jobs.entrypoints.api.errors import ApiError, envelope_ok
 from credit_jobs.entrypoints.api.settings import SCOPE_LEDGER, SCOPE_READ
 from credit_jobs.entrypoints.json_vocabulary import ledger_json
-from credit_jobs.usecases.consume import consume_pipelined
+from credit_jobs.usecases.consume import consume_async
 from credit_jobs.usecases.grant import grant
 
 router = APIRouter(prefix="/api/v1/users", tags=["ledger"])
@@ -97,7 +97,7 @@ async def consume_route(
     user_id, key = _bad_input(parse_user_id, user), _key(idempotency_key)
     _bad_input(validate_amount, body.amount)
     try:
-        result = await consume_pipelined(state_of(request).ledger, user_id, body.amount, request_id=key)
+        result = await consume_async(state_of(request).ledger, user_id, body.amount, request_id=key)
     except NoCreditAccount as exc:
         raise ApiError(404, "no_credit_account", str(exc)) from None
     except InsufficientCredits as exc:

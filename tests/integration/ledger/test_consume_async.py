@@ -1,4 +1,4 @@
-"""The event loop's consume (`adapters/ledger_pipeline.py`, what the HTTP API's consume route awaits) on a real
+"""The event loop's consume (`adapters/ledger_async.py`, what the HTTP API's consume route awaits) on a real
 PostgreSQL: the same answers and refusals as the library's `consume`, the engine's per-transaction timeouts, a bounded
 set of connections kept open, a bounded wait for one, and a pooled connection the server dropped replaced once."""
 
@@ -13,9 +13,9 @@ import pytest
 import sqlalchemy as sa
 
 from credit_jobs.adapters import database
-from credit_jobs.adapters.ledger_pipeline import PipelinedLedger
+from credit_jobs.adapters.ledger_async import AsyncLedger
 from credit_jobs.domain.errors import CreditJobsError
-from credit_jobs.usecases.consume import Consumption, consume, consume_pipelined
+from credit_jobs.usecases.consume import Consumption, consume, consume_async
 from tests.support.ledger import add_gift, scalar
 
 TIMEOUTS = database.SessionTimeouts(statement_seconds=30, lock_seconds=0.5, idle_in_transaction_seconds=10)
@@ -25,11 +25,11 @@ def _engine(url: str | sa.URL) -> sa.Engine:
     return database.create_engine(str(url) if isinstance(url, str) else url.render_as_string(False), timeouts=TIMEOUTS)
 
 
-def _ledger(engine: sa.Engine, size: int = 3, timeout_seconds: float = 10) -> PipelinedLedger:
-    return PipelinedLedger(engine, database.PoolLimits(size=size, max_overflow=0, timeout_seconds=timeout_seconds))
+def _ledger(engine: sa.Engine, size: int = 3, timeout_seconds: float = 10) -> AsyncLedger:
+    return AsyncLedger(engine, database.PoolLimits(size=size, max_overflow=0, timeout_seconds=timeout_seconds))
 
 
-def _counting_connects(ledger: PipelinedLedger) -> list[int]:
+def _counting_connects(ledger: AsyncLedger) -> list[int]:
     opened: list[int] = []
     connect = ledger._connect
 
@@ -63,14 +63,14 @@ def test_it_answers_and_refuses_as_the_library_consume(database_url: str) -> Non
     def library(user: str, amount: int, key: str) -> Consumption:
         return consume(engine, user, amount, request_id=key)
 
-    def pipelined(user: str, amount: int, key: str) -> Consumption:
-        return loop.run_until_complete(consume_pipelined(ledger, user, amount, request_id=key))
+    def on_the_loop(user: str, amount: int, key: str) -> Consumption:
+        return loop.run_until_complete(consume_async(ledger, user, amount, request_id=key))
 
     steps = [("USER", 70, "order-1"), ("USER", 70, "order-1"), ("USER", 71, "order-1"), ("USER", 1000, "order-2")]
     steps += [("USER", 5, "order-3"), ("nobody-USER", 1, "order-4")]
     answers: dict[str, list[tuple[str, Any]]] = {}
     try:
-        for user, path in (("user-a", library), ("user-b", pipelined)):
+        for user, path in (("user-a", library), ("user-b", on_the_loop)):
             answers[user] = [
                 _outcome(functools.partial(path, who.replace("USER", user), amount, f"{key}-{user}"), user)
                 for who, amount, key in steps
@@ -98,7 +98,7 @@ def test_concurrent_consumes_share_at_most_pool_size_connections_kept_open(datab
     opened = _counting_connects(ledger)
 
     async def thirty() -> tuple[list[Consumption], int]:
-        done = await asyncio.gather(*(consume_pipelined(ledger, "many", 2, request_id=f"c-{i}") for i in range(30)))
+        done = await asyncio.gather(*(consume_async(ledger, "many", 2, request_id=f"c-{i}") for i in range(30)))
         idle = len(ledger._idle)
         await ledger.close()
         return list(done), idle
@@ -126,9 +126,9 @@ def test_the_engines_lock_timeout_applies_and_a_caller_waits_a_bounded_time_for_
     before = scalar(engine, claims)
 
     async def contended() -> list[Any]:
-        first = asyncio.create_task(consume_pipelined(ledger, "locked", 10, request_id="first"))
+        first = asyncio.create_task(consume_async(ledger, "locked", 10, request_id="first"))
         await asyncio.sleep(0)  # the first takes the only connection
-        second = consume_pipelined(ledger, "locked", 10, request_id="second")
+        second = consume_async(ledger, "locked", 10, request_id="second")
         outcomes = await asyncio.gather(first, second, return_exceptions=True)
         await ledger.close()
         return outcomes
@@ -139,7 +139,7 @@ def test_the_engines_lock_timeout_applies_and_a_caller_waits_a_bounded_time_for_
             first, second = asyncio.run(contended())
             blocker.rollback()
         written = scalar(engine, claims) - before
-        retried = asyncio.run(consume_pipelined(ledger, "locked", 10, request_id="first"))
+        retried = asyncio.run(consume_async(ledger, "locked", 10, request_id="first"))
         balance = scalar(engine, "SELECT balance FROM credit_accounts WHERE user_id = 'locked'")
     finally:
         engine.dispose()
@@ -161,11 +161,11 @@ def test_a_pooled_connection_the_server_dropped_is_replaced_and_the_consume_appl
     opened = _counting_connects(ledger)
 
     async def across_a_drop() -> list[Consumption]:
-        before = await consume_pipelined(ledger, "dropped", 10, request_id="before")
+        before = await consume_async(ledger, "dropped", 10, request_id="before")
         (pooled,) = ledger._idle
         with engine.connect() as admin:
             admin.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pooled.info.backend_pid})
-        after = await consume_pipelined(ledger, "dropped", 10, request_id="after")
+        after = await consume_async(ledger, "dropped", 10, request_id="after")
         await ledger.close()
         return [before, after]
 
@@ -186,7 +186,7 @@ def test_a_server_that_is_down_fails_the_consume_as_the_engine_would() -> None:
     ledger = _ledger(engine)
     try:
         with pytest.raises(sa.exc.OperationalError) as raised:
-            asyncio.run(consume_pipelined(ledger, "anyone", 1, request_id="down"))
+            asyncio.run(consume_async(ledger, "anyone", 1, request_id="down"))
     finally:
         engine.dispose()
     assert raised.value.connection_invalidated

@@ -1,5 +1,6 @@
-"""`credit_consume` for an event loop, in one network round trip: BEGIN, the engine's per-transaction timeouts, the
-call and COMMIT pipelined on an async psycopg connection opened beside the engine.
+"""`credit_consume` for an event loop, in one network round trip: the engine's per-transaction timeouts and the call
+sent as one message, which the server runs as one implicit transaction, on an async psycopg connection kept open
+beside the engine.
 
 The HTTP API's consume route awaits it: no worker thread, no SQLAlchemy, one round trip where the engine takes five
 (pre-ping, BEGIN, timeouts, call, COMMIT). The SQL is the same function `ledger_functions.consume` calls, and every
@@ -24,7 +25,7 @@ from credit_jobs.adapters.ledger_functions import refusals
 CONSUME_SQL = "SELECT credit_consume(%s, %s, %s)"
 
 
-class PipelinedLedger:
+class AsyncLedger:
     """Async connections like `engine`'s (same server, parameters and per-transaction timeouts): at most `pool.size`
     open, kept open between requests; a caller waits at most `pool.timeout_seconds` for one. A missing connection is
     opened when a caller needs it, so a server that is down fails the request at once (psycopg_pool would keep it
@@ -80,11 +81,12 @@ class PipelinedLedger:
         """(a connection, whether it came from the pool); returned to the pool if still idle, else closed."""
         if self._in_use is None:
             self._in_use = asyncio.Semaphore(self._limits.size)
+        in_use = self._in_use
         try:
-            if self._in_use.locked():  # every connection in use: wait, for a while
-                await asyncio.wait_for(self._in_use.acquire(), self._limits.timeout_seconds)
+            if in_use.locked():  # every connection in use: wait, for a while
+                await asyncio.wait_for(in_use.acquire(), self._limits.timeout_seconds)
             else:  # at once (wait_for would cost a task per request)
-                await self._in_use.acquire()
+                await in_use.acquire()
         except TimeoutError:
             raise sa.exc.TimeoutError(f"no connection came free within {self._limits.timeout_seconds:g} s") from None
         conn: psycopg.AsyncConnection[Any] | None = None
@@ -98,7 +100,7 @@ class PipelinedLedger:
                     self._idle.append(conn)
                 else:
                     await conn.close()
-            self._in_use.release()
+            in_use.release()
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         try:
@@ -118,4 +120,4 @@ class PipelinedLedger:
 
 
 class _PooledConnectionLost(Exception):
-    """A connection from the pool turned out closed by the server before the statement ran."""
+    """A connection from the pool turned out to have been ended by the server, found on its first use."""
