@@ -77,11 +77,16 @@ DATE_TESTS := tests/unit $(addprefix tests/operator/unit/test_operator_,missed_p
   tests/integration/runs/test_chunk_runtime.py \
   --deselect tests/integration/runs/test_chunk_runtime.py::test_a_deadlock_in_a_chunk_is_retried_and_does_not_fail_the_run
 DATE_INSTANTS := UTC@2026-12-31T23:59:59Z America/New_York@2026-11-01T05:59:00Z UTC@2028-02-29T12:00:00Z
+# Grants, consumes and their times started seconds before a spring-forward (02:00 CET becomes 03:00 CEST), so the
+# first grants fall before the change and their expiries after it, whichever order the tests run in.
+DST_EDGE := Europe/Berlin 2031-03-30T00:59:40Z
+DST_EDGE_TESTS := $(addprefix tests/integration/ledger/test_,$(addsuffix .py,request_idempotency grant_and_void consume))
 
 test-dates: setup system-deps
 	@for at in $(DATE_INSTANTS); do \
 	  tests/at_instant.sh "$${at%%@*}" "$${at#*@}" $(BIN)/pytest -q -p no:cacheprovider $(DATE_TESTS) || exit 1; \
 	done
+	tests/at_instant.sh $(DST_EDGE) $(BIN)/pytest -q -p no:cacheprovider $(DST_EDGE_TESTS)
 
 bench: setup
 	$(PY) bench/bench_distribute.py

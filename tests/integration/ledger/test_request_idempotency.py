@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 import pytest
@@ -146,7 +146,9 @@ def test_times_come_from_the_database_clock(engine: sa.Engine) -> None:
     )[0]
     used_at = scalar(engine, "SELECT created_at FROM credit_entries WHERE kind = 'usage'")
     assert db_before <= granted_at <= used_at <= db_after
-    assert expires_at - granted_at == timedelta(days=2)
+    # In UTC: both come back in the session's zone with one tzinfo, and Python subtracts those as wall-clock times
+    # (across a DST change that is 2 days ± 1 hour, although 48 hours passed).
+    assert expires_at.astimezone(UTC) - granted_at.astimezone(UTC) == timedelta(days=2)
 
 
 # --- concurrency --------------------------------------------------------------------------------------------------
