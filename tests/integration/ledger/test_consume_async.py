@@ -21,8 +21,8 @@ from tests.support.ledger import add_gift, scalar
 TIMEOUTS = database.SessionTimeouts(statement_seconds=30, lock_seconds=0.5, idle_in_transaction_seconds=10)
 
 
-def _engine(url: str | sa.URL) -> sa.Engine:
-    return database.create_engine(str(url) if isinstance(url, str) else url.render_as_string(False), timeouts=TIMEOUTS)
+def _engine(url: str) -> sa.Engine:
+    return database.create_engine(url, timeouts=TIMEOUTS)
 
 
 def _ledger(engine: sa.Engine, size: int = 3, timeout_seconds: float = 10) -> AsyncLedger:
